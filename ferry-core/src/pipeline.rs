@@ -1,0 +1,1288 @@
+//! The record pipeline: raw localStorage `(key, value)` pairs in, one outcome per record out.
+//!
+//! Pure functions, run identically in the browser and on the server:
+//!
+//! 1. [`inventory`]: which keys belong to which kind, which keys are unknown, how many bytes.
+//! 2. [`process`]: parse every known key (JSON, with the [lossless](crate::lossless) rule),
+//!    split it into records per the kind's source, and give every record an [`Outcome`]:
+//!    valid, repaired (with what was repaired), or rejected (with every reason). A value that
+//!    is not even JSON is a rejected record too. Nothing is dropped: a rejected record keeps
+//!    its raw value so the server can quarantine it.
+//! 3. Duplicates: two records of a kind with the same target id are settled deterministically
+//!    (see [`settle_duplicates`]).
+//!
+//! The server calls [`process_record`] on each record of a batch: the same function the
+//! browser used, so both sides agree on ids, hashes, and outcomes.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+use validator::{ValidateEmail, ValidateLength, ValidateRange, ValidateRegex, ValidateUrl};
+
+use crate::lossless::{self, LosslessString};
+use crate::spec::{
+    Field, FieldSource, FieldType, IdScope, IdSource, Kind, Source, Spec, StringRules,
+    TimestampFormat, UnknownFields,
+};
+use crate::timestamp;
+
+/// Longest value quoted in a message, in characters; longer ones are shortened with `…`.
+const QUOTE_MAX: usize = 60;
+
+/// JavaScript's largest exactly representable integer, 2^53 − 1.
+pub const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
+
+/// The special `default` value of a timestamp field meaning "when the migration started".
+pub const MIGRATED_AT: &str = "$migrated_at";
+
+/// What the pipeline needs from outside: passed in, so the pipeline stays pure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    /// The stable id of this browser profile; scopes per-device ids.
+    pub device_id: Uuid,
+    /// When the migration started (ms since the epoch); the value of `$migrated_at` defaults.
+    pub migrated_at_ms: i64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inventory.
+// ---------------------------------------------------------------------------------------------
+
+/// One localStorage key and its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyStat {
+    /// The key.
+    pub key: LosslessString,
+    /// Size of key and value in UTF-16 bytes (what the browser's quota counts).
+    pub bytes: u64,
+}
+
+/// The keys of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KindInventory {
+    /// Kind name.
+    pub kind: String,
+    /// Its keys, in input order.
+    pub keys: Vec<KeyStat>,
+    /// Total bytes of its keys.
+    pub bytes: u64,
+}
+
+/// What is in localStorage, by kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Inventory {
+    /// One entry per kind of the spec, in spec order (kinds without keys included).
+    pub kinds: Vec<KindInventory>,
+    /// Keys no kind reads; left alone.
+    pub unknown: Vec<KeyStat>,
+    /// Total bytes of the keys the spec reads.
+    pub known_bytes: u64,
+}
+
+/// Sorts the pairs by kind. Cheap: looks at keys and lengths only.
+pub fn inventory(spec: &Spec, pairs: &[(LosslessString, LosslessString)]) -> Inventory {
+    let mut kinds: Vec<KindInventory> = spec
+        .kinds
+        .iter()
+        .map(|k| KindInventory {
+            kind: k.name.clone(),
+            keys: Vec::new(),
+            bytes: 0,
+        })
+        .collect();
+    let mut unknown = Vec::new();
+    let mut known_bytes = 0;
+    for (key, value) in pairs {
+        let bytes = 2 * (key.utf16_len() + value.utf16_len()) as u64;
+        let stat = KeyStat {
+            key: key.clone(),
+            bytes,
+        };
+        match spec.kind_for_key(key.as_escaped()) {
+            Some(i) => {
+                kinds[i].bytes += bytes;
+                kinds[i].keys.push(stat);
+                known_bytes += bytes;
+            }
+            None => unknown.push(stat),
+        }
+    }
+    Inventory {
+        kinds,
+        unknown,
+        known_bytes,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records and outcomes.
+// ---------------------------------------------------------------------------------------------
+
+/// Where a record sits inside its localStorage value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Locator {
+    /// The whole value is the record (object and prefix sources, or a value that is not JSON).
+    Whole,
+    /// The n-th element of an array source.
+    Index(u32),
+    /// The entry with this key in a map source.
+    MapKey(LosslessString),
+}
+
+impl Locator {
+    fn write_after(&self, key: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Whole => write!(f, "key {}", quote(key)),
+            Self::Index(i) => write!(f, "{}[{i}]", quote(key)),
+            Self::MapKey(k) => write!(f, "{}[{}]", quote(key), quote(k.as_escaped())),
+        }
+    }
+}
+
+/// The raw form of a record, kept for hashing, shipping and quarantine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Raw {
+    /// Canonical JSON text of the record (object keys sorted, as `serde_json` writes a `Value`).
+    Json(String),
+    /// A value that is not JSON, in lossless escaped form.
+    Text(LosslessString),
+}
+
+impl Raw {
+    /// The text carried on the wire and stored in the quarantine.
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Json(t) => t,
+            Self::Text(t) => t.as_escaped(),
+        }
+    }
+}
+
+/// A content hash: the first 16 bytes of SHA-256 over kind, target id (or position) and the
+/// canonical raw record. Equal hashes mean the same record with the same content.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 16]);
+
+impl ContentHash {
+    /// Lowercase hex, 32 characters.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().fold(String::with_capacity(32), |mut s, b| {
+            use fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+
+    /// Parses 32 lowercase or uppercase hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 32 || !text.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        Self::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 32 hex digits"))
+    }
+}
+
+/// One transformed value, ready for its column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "snake_case")]
+pub enum Cell {
+    /// SQL `NULL`.
+    Null,
+    /// `text`, in lossless escaped form.
+    Text(String),
+    /// `bigint`.
+    Int(i64),
+    /// `double precision`.
+    Float(f64),
+    /// `boolean`.
+    Bool(bool),
+    /// `timestamptz`, as milliseconds since the epoch.
+    Timestamp(i64),
+    /// `jsonb`, strings in lossless escaped form.
+    Json(Value),
+    /// `text[]`, in lossless escaped form.
+    TextArray(Vec<String>),
+}
+
+/// A record transformed into the target shape: one cell per field of the kind, in field order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// The cells, aligned with [`Kind::fields`].
+    pub cells: Vec<Cell>,
+}
+
+/// A machine-readable class of repair or rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// The value is not JSON.
+    NotJson,
+    /// The value or record has the wrong JSON shape (array expected, object expected, …).
+    Shape,
+    /// The id is missing or unusable.
+    Id,
+    /// A required field is missing or `null`.
+    Missing,
+    /// The value has the wrong type.
+    Type,
+    /// A `length` rule failed.
+    Length,
+    /// A `range` rule failed.
+    Range,
+    /// An `email` rule failed.
+    Email,
+    /// A `url` rule failed.
+    Url,
+    /// A `regex` rule failed.
+    Regex,
+    /// The value is not one of the enum's values.
+    Enum,
+    /// The value is not an accepted timestamp.
+    Timestamp,
+    /// An array has too many items.
+    Items,
+    /// The record has a field the spec does not allow.
+    Unknown,
+    /// Another record with the same id and different content was kept.
+    Duplicate,
+    /// A legacy enum value was mapped to its new value.
+    LegacyEnum,
+    /// A missing value was filled from another field.
+    DefaultFrom,
+    /// The value held NUL, a lone surrogate or U+FFFF and travels escaped.
+    Escaped,
+}
+
+/// Why a record was rejected, or what was repaired in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// The class of problem.
+    pub code: Code,
+    /// The field (source property, or column) concerned, if any.
+    pub field: Option<String>,
+    /// A complete sentence naming key, record, field and the (shortened) value.
+    pub message: String,
+}
+
+/// What happens to a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Valid as it is.
+    Valid(Row),
+    /// Valid after the listed repairs.
+    Repaired(Row, Vec<Note>),
+    /// Not migrated: goes to the quarantine with these reasons.
+    Rejected(Vec<Note>),
+    /// An identical copy (same id, same content) of the record at this locator; nothing to do.
+    Duplicate(Locator),
+}
+
+impl Outcome {
+    /// The transformed row, for valid and repaired records.
+    pub fn row(&self) -> Option<&Row> {
+        match self {
+            Self::Valid(row) | Self::Repaired(row, _) => Some(row),
+            Self::Rejected(_) | Self::Duplicate(_) => None,
+        }
+    }
+
+    /// Whether the record is migrated (valid or repaired).
+    pub fn is_accepted(&self) -> bool {
+        self.row().is_some()
+    }
+}
+
+/// One record and its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Index of its kind in [`Spec::kinds`].
+    pub kind: usize,
+    /// The localStorage key it came from.
+    pub key: LosslessString,
+    /// Where in the key's value.
+    pub locator: Locator,
+    /// The legacy id as found (text), if one could be read.
+    pub legacy_id: Option<LosslessString>,
+    /// The deterministic target id, if a legacy id could be read.
+    pub id: Option<Uuid>,
+    /// The raw record.
+    pub raw: Raw,
+    /// The content hash.
+    pub hash: ContentHash,
+    /// The `updated_at` value, when the kind has one and the record is accepted (used to settle
+    /// duplicates and by the `newest` policy).
+    pub updated_at_ms: Option<i64>,
+    /// What happens to it.
+    pub outcome: Outcome,
+}
+
+/// Counts of outcomes for one kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindSummary {
+    /// Kind name.
+    pub kind: String,
+    /// Valid records.
+    pub valid: u64,
+    /// Repaired records.
+    pub repaired: u64,
+    /// Rejected records.
+    pub rejected: u64,
+    /// Identical duplicates.
+    pub duplicates: u64,
+}
+
+/// Counts outcomes per kind, in spec order.
+pub fn summarize(spec: &Spec, records: &[Record]) -> Vec<KindSummary> {
+    let mut out: Vec<KindSummary> = spec
+        .kinds
+        .iter()
+        .map(|k| KindSummary {
+            kind: k.name.clone(),
+            ..KindSummary::default()
+        })
+        .collect();
+    for r in records {
+        let s = &mut out[r.kind];
+        match r.outcome {
+            Outcome::Valid(_) => s.valid += 1,
+            Outcome::Repaired(..) => s.repaired += 1,
+            Outcome::Rejected(_) => s.rejected += 1,
+            Outcome::Duplicate(_) => s.duplicates += 1,
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processing.
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the whole pipeline over localStorage pairs: every record of every known key, with
+/// duplicates settled. Unknown keys are skipped (see [`inventory`]).
+pub fn process(
+    spec: &Spec,
+    pairs: &[(LosslessString, LosslessString)],
+    ctx: &Context,
+) -> Vec<Record> {
+    let mut records = Vec::new();
+    for (key, value) in pairs {
+        if let Some(kind) = spec.kind_for_key(key.as_escaped()) {
+            process_key(spec, kind, key, value, ctx, &mut records);
+        }
+    }
+    settle_duplicates(spec, &mut records);
+    records
+}
+
+/// Splits one localStorage value of a kind into records and processes each.
+pub fn process_key(
+    spec: &Spec,
+    kind_index: usize,
+    key: &LosslessString,
+    value: &LosslessString,
+    ctx: &Context,
+    out: &mut Vec<Record>,
+) {
+    let kind = &spec.kinds[kind_index];
+    let parsed = parse_json(value.as_escaped());
+    let whole = |raw: Raw, note: Note| Record {
+        kind: kind_index,
+        key: key.clone(),
+        locator: Locator::Whole,
+        legacy_id: None,
+        id: None,
+        hash: hash_record(&kind.name, None, key.as_escaped(), &Locator::Whole, raw.text()),
+        raw,
+        updated_at_ms: None,
+        outcome: Outcome::Rejected(vec![note]),
+    };
+    let value_json = match parsed {
+        Ok(v) => v,
+        Err(_) if accepts_any_value(kind) && matches!(kind.source, Source::Prefix(_)) => {
+            // A free-form kind (custom keys): text that is not JSON is kept as a JSON string.
+            out.push(process_record(
+                spec,
+                kind_index,
+                key,
+                Locator::Whole,
+                RecordInput::Text(value.clone()),
+                ctx,
+            ));
+            return;
+        }
+        Err(e) => {
+            let message = format!(
+                "{} is not valid JSON ({e}); value {}",
+                Where(key.as_escaped(), &Locator::Whole, None),
+                quote(value.as_escaped())
+            );
+            out.push(whole(
+                Raw::Text(value.clone()),
+                Note {
+                    code: Code::NotJson,
+                    field: None,
+                    message,
+                },
+            ));
+            return;
+        }
+    };
+    match (&kind.source, value_json) {
+        (Source::Array(_), Value::Array(items)) => {
+            out.reserve(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let locator = Locator::Index(u32::try_from(i).unwrap_or(u32::MAX));
+                out.push(process_record(
+                    spec,
+                    kind_index,
+                    key,
+                    locator,
+                    RecordInput::Json(item),
+                    ctx,
+                ));
+            }
+        }
+        (Source::Map(_), Value::Object(map)) => {
+            out.reserve(map.len());
+            for (map_key, item) in map {
+                let locator = Locator::MapKey(LosslessString::from_unicode(&map_key));
+                out.push(process_record(
+                    spec,
+                    kind_index,
+                    key,
+                    locator,
+                    RecordInput::Json(item),
+                    ctx,
+                ));
+            }
+        }
+        (Source::Object(_) | Source::Prefix(_), v) => out.push(process_record(
+            spec,
+            kind_index,
+            key,
+            Locator::Whole,
+            RecordInput::Json(v),
+            ctx,
+        )),
+        (source, other) => {
+            let expected = match source {
+                Source::Array(_) => "a JSON array of records",
+                _ => "a JSON object mapping id to record",
+            };
+            let message = format!(
+                "{} should hold {expected}, but holds {}: {}",
+                Where(key.as_escaped(), &Locator::Whole, None),
+                json_type(&other),
+                quote(value.as_escaped())
+            );
+            let raw = Raw::Json(canonical(&other));
+            out.push(whole(
+                raw,
+                Note {
+                    code: Code::Shape,
+                    field: None,
+                    message,
+                },
+            ));
+        }
+    }
+}
+
+/// A record as handed to [`process_record`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordInput {
+    /// A parsed JSON record (strings in escaped form).
+    Json(Value),
+    /// Text that is not JSON (only free-form kinds accept it).
+    Text(LosslessString),
+}
+
+/// Processes one record: reads its id, checks every field, transforms it. Collects every
+/// problem rather than stopping at the first.
+pub fn process_record(
+    spec: &Spec,
+    kind_index: usize,
+    key: &LosslessString,
+    locator: Locator,
+    input: RecordInput,
+    ctx: &Context,
+) -> Record {
+    let kind = &spec.kinds[kind_index];
+    let key_text = key.as_escaped();
+    let mut notes = Notes::default();
+    let (value, raw) = match input {
+        RecordInput::Json(v) => {
+            let raw = Raw::Json(canonical(&v));
+            (v, raw)
+        }
+        RecordInput::Text(t) => {
+            notes.repair(
+                Code::NotJson,
+                None,
+                format!(
+                    "{} is not JSON; kept as a JSON string",
+                    Where(key_text, &locator, None)
+                ),
+            );
+            (Value::String(t.as_escaped().to_owned()), Raw::Text(t))
+        }
+    };
+    let legacy_id = read_legacy_id(kind, key_text, &locator, &value, &mut notes);
+    let id = legacy_id
+        .as_ref()
+        .map(|legacy| target_id(spec, kind, legacy, ctx));
+    let hash = hash_record(&kind.name, id, key_text, &locator, raw.text());
+    let place = Where(key_text, &locator, legacy_id.as_ref().map(LosslessString::as_escaped));
+    let object = value.as_object();
+    if object.is_none() && !accepts_any_value(kind) {
+        notes.reject(
+            Code::Shape,
+            None,
+            format!(
+                "{place} should be a JSON object, but is {}: {}",
+                json_type(&value),
+                quote(raw.text())
+            ),
+        );
+    }
+    let mut cells = Vec::with_capacity(kind.fields.len());
+    let mut updated_at_ms = None;
+    if let Some(obj) = object.filter(|_| kind.unknown_fields == UnknownFields::Reject) {
+        for name in obj.keys() {
+            if !is_known_property(kind, name) {
+                notes.reject(
+                    Code::Unknown,
+                    Some(name),
+                    format!("{place} has field {} that the spec does not allow", quote(name)),
+                );
+            }
+        }
+    }
+    if object.is_some() || accepts_any_value(kind) {
+        let suffix = match &kind.source {
+            Source::Prefix(p) => key_text.get(p.len()..).unwrap_or(""),
+            _ => "",
+        };
+        for field in &kind.fields {
+            let source_value = match &field.from {
+                FieldSource::Field(p) => object.and_then(|o| o.get(p)).filter(|v| !v.is_null()).cloned(),
+                FieldSource::Key => Some(Value::String(key_text.to_owned())),
+                FieldSource::KeySuffix => Some(Value::String(suffix.to_owned())),
+                FieldSource::MapKey => match &locator {
+                    Locator::MapKey(k) => Some(Value::String(k.as_escaped().to_owned())),
+                    _ => None,
+                },
+                FieldSource::Value => Some(value.clone()),
+                FieldSource::Constant => None,
+            };
+            let cell = field_cell(field, source_value, object, &place, ctx, &mut notes);
+            if kind.updated_at.as_deref() == Some(field.column.as_str())
+                && let Some(Cell::Timestamp(ms)) = &cell
+            {
+                updated_at_ms = Some(*ms);
+            }
+            cells.push(cell.unwrap_or(Cell::Null));
+        }
+    }
+    let outcome = notes.into_outcome(Row { cells });
+    Record {
+        kind: kind_index,
+        key: key.clone(),
+        locator,
+        legacy_id,
+        id,
+        raw,
+        hash,
+        updated_at_ms: updated_at_ms.filter(|_| outcome.is_accepted()),
+        outcome,
+    }
+}
+
+/// Checks a spec `default` against its field's type (used by the spec checker).
+pub(crate) fn check_default(field: &Field, default: &Value) -> Result<(), String> {
+    if matches!(field.ty, FieldType::Timestamp(_)) && default.as_str() == Some(MIGRATED_AT) {
+        return Ok(());
+    }
+    let mut notes = Notes::default();
+    let ctx = Context {
+        device_id: Uuid::nil(),
+        migrated_at_ms: 0,
+    };
+    let place = Where("", &Locator::Whole, None);
+    convert(field, default.clone(), &place, &ctx, &mut notes);
+    match notes.rejections.first() {
+        Some(n) => Err(n.message.clone()),
+        None => Ok(()),
+    }
+}
+
+fn field_cell(
+    field: &Field,
+    source_value: Option<Value>,
+    object: Option<&Map<String, Value>>,
+    place: &Where<'_>,
+    ctx: &Context,
+    notes: &mut Notes,
+) -> Option<Cell> {
+    if let Some(v) = source_value {
+        return convert(field, v, place, ctx, notes);
+    }
+    if let Some(other) = &field.default_from {
+        if let Some(v) = object.and_then(|o| o.get(other)).filter(|v| !v.is_null()) {
+            let before = notes.rejections.len();
+            let cell = convert(field, v.clone(), place, ctx, notes);
+            if notes.rejections.len() == before {
+                notes.repair(
+                    Code::DefaultFrom,
+                    Some(field.label()),
+                    format!(
+                        "{place}: missing `{}` was set from `{other}`",
+                        field.label()
+                    ),
+                );
+            }
+            return cell;
+        }
+        // Neither is there: an optional field stays NULL; the checker refused `required` here.
+        return None;
+    }
+    if let Some(default) = &field.default {
+        if default.as_str() == Some(MIGRATED_AT) {
+            return Some(Cell::Timestamp(ctx.migrated_at_ms));
+        }
+        return convert(field, default.clone(), place, ctx, notes);
+    }
+    if field.required {
+        notes.reject(
+            Code::Missing,
+            Some(field.label()),
+            format!("{place}: required field `{}` is missing", field.label()),
+        );
+    }
+    None
+}
+
+/// Converts one present, non-null value into its cell, checking every rule.
+fn convert(
+    field: &Field,
+    value: Value,
+    place: &Where<'_>,
+    _ctx: &Context,
+    notes: &mut Notes,
+) -> Option<Cell> {
+    let label = field.label();
+    let shown = |v: &Value| {
+        if field.sensitive {
+            "[redacted]".to_owned()
+        } else {
+            quote_json(v)
+        }
+    };
+    let wrong_type = |notes: &mut Notes, expected: &str, v: &Value| {
+        notes.reject(
+            Code::Type,
+            Some(label),
+            format!(
+                "{place}: field `{label}` should be {expected}, but is {}: {}",
+                json_type(v),
+                shown(v)
+            ),
+        );
+        None
+    };
+    match &field.ty {
+        FieldType::String(rules) => match value {
+            Value::String(s) => {
+                let ok = check_string(rules, &s, label, place, field.sensitive, notes);
+                note_escapes(&s, label, place, notes);
+                ok.then_some(Cell::Text(s))
+            }
+            other => wrong_type(notes, "a string", &other),
+        },
+        FieldType::Integer(range) => {
+            let Some(n) = value.as_f64().filter(|_| value.is_number()) else {
+                return wrong_type(notes, "an integer", &value);
+            };
+            let int = value.as_i64().or_else(|| (n.fract() == 0.0 && n.abs() < 9.3e18).then_some(n as i64));
+            let Some(int) = int.filter(|i| i.abs() <= MAX_SAFE_INTEGER) else {
+                let why = if n.fract() != 0.0 { "a whole number" } else { "within JavaScript's safe integer range (±2^53−1)" };
+                notes.reject(
+                    Code::Type,
+                    Some(label),
+                    format!("{place}: field `{label}` should be {why}, but is {}", shown(&value)),
+                );
+                return None;
+            };
+            check_range(*range, int as f64, label, place, &shown(&value), notes).then_some(Cell::Int(int))
+        }
+        FieldType::Number(range) => {
+            let Some(n) = value.as_f64().filter(|_| value.is_number()) else {
+                return wrong_type(notes, "a number", &value);
+            };
+            check_range(*range, n, label, place, &shown(&value), notes).then_some(Cell::Float(n))
+        }
+        FieldType::Boolean => match value {
+            Value::Bool(b) => Some(Cell::Bool(b)),
+            other => wrong_type(notes, "true or false", &other),
+        },
+        FieldType::Timestamp(formats) => {
+            let parsed = match &value {
+                Value::String(s) if formats.contains(&TimestampFormat::Iso8601) => {
+                    timestamp::parse_iso8601(s).map_err(|e| e.to_string())
+                }
+                Value::Number(n) if formats.contains(&TimestampFormat::EpochMs) => {
+                    timestamp::from_epoch(n.as_f64().unwrap_or(f64::NAN), false).map_err(|e| e.to_string())
+                }
+                Value::Number(n) if formats.contains(&TimestampFormat::EpochS) => {
+                    timestamp::from_epoch(n.as_f64().unwrap_or(f64::NAN), true).map_err(|e| e.to_string())
+                }
+                _ => Err(format!("expected {}", describe_formats(formats))),
+            };
+            match parsed {
+                Ok(ms) => Some(Cell::Timestamp(ms)),
+                Err(why) => {
+                    notes.reject(
+                        Code::Timestamp,
+                        Some(label),
+                        format!("{place}: field `{label}` is not a valid timestamp ({why}): {}", shown(&value)),
+                    );
+                    None
+                }
+            }
+        }
+        FieldType::Enum { values, legacy } => {
+            let Value::String(s) = value else {
+                return wrong_type(notes, "a string", &value);
+            };
+            if values.iter().any(|v| v == &s) {
+                return Some(Cell::Text(s));
+            }
+            if let Some(new) = legacy.get(&s) {
+                notes.repair(
+                    Code::LegacyEnum,
+                    Some(label),
+                    format!("{place}: field `{label}` legacy value {} became {}", quote(&s), quote(new)),
+                );
+                return Some(Cell::Text(new.clone()));
+            }
+            notes.reject(
+                Code::Enum,
+                Some(label),
+                format!(
+                    "{place}: field `{label}` is {}, which is not one of {}",
+                    quote(&s),
+                    values
+                        .iter()
+                        .chain(legacy.keys())
+                        .map(|v| quote(v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            None
+        }
+        FieldType::Json { .. } => {
+            if contains_escapes(&value) {
+                notes.repair(
+                    Code::Escaped,
+                    Some(label),
+                    format!("{place}: field `{label}` holds NUL, a lone surrogate or U+FFFF; stored with the lossless escape"),
+                );
+            }
+            Some(Cell::Json(value))
+        }
+        FieldType::StringArray { items, max_items } => {
+            let Value::Array(list) = value else {
+                return wrong_type(notes, "an array of strings", &value);
+            };
+            if let Some(max) = max_items
+                && list.len() as u64 > *max
+            {
+                notes.reject(
+                    Code::Items,
+                    Some(label),
+                    format!("{place}: field `{label}` has {} items, more than the {max} allowed", list.len()),
+                );
+                return None;
+            }
+            let mut out = Vec::with_capacity(list.len());
+            let mut ok = true;
+            for (i, item) in list.into_iter().enumerate() {
+                let item_label = format!("{label}[{i}]");
+                match item {
+                    Value::String(s) => {
+                        ok &= check_string(items, &s, &item_label, place, false, notes);
+                        note_escapes(&s, &item_label, place, notes);
+                        out.push(s);
+                    }
+                    other => {
+                        ok = false;
+                        notes.reject(
+                            Code::Type,
+                            Some(label),
+                            format!("{place}: field `{item_label}` should be a string, but is {}: {}", json_type(&other), quote_json(&other)),
+                        );
+                    }
+                }
+            }
+            ok.then_some(Cell::TextArray(out))
+        }
+    }
+}
+
+/// Lets the `validator` crate count the characters of the original text (escapes excluded).
+struct CharCount(u64);
+
+impl ValidateLength<u64> for CharCount {
+    fn length(&self) -> Option<u64> {
+        Some(self.0)
+    }
+}
+
+fn check_string(
+    rules: &StringRules,
+    s: &str,
+    label: &str,
+    place: &Where<'_>,
+    sensitive: bool,
+    notes: &mut Notes,
+) -> bool {
+    let shown = || if sensitive { "[redacted]".to_owned() } else { quote(s) };
+    let mut ok = true;
+    if let Some(bounds) = rules.length {
+        let escapes = s.matches(lossless::ESCAPE).count() as u64;
+        let chars = s.chars().count() as u64 - 4 * escapes;
+        if !CharCount(chars).validate_length(bounds.min, bounds.max, None) {
+            ok = false;
+            notes.reject(
+                Code::Length,
+                Some(label),
+                format!(
+                    "{place}: field `{label}` has {chars} characters, {}: {}",
+                    describe_bounds(bounds.min, bounds.max, "characters"),
+                    shown()
+                ),
+            );
+        }
+    }
+    if rules.email && !s.validate_email() {
+        ok = false;
+        notes.reject(
+            Code::Email,
+            Some(label),
+            format!("{place}: field `{label}` is not an email address: {}", shown()),
+        );
+    }
+    if rules.url && !s.validate_url() {
+        ok = false;
+        notes.reject(
+            Code::Url,
+            Some(label),
+            format!("{place}: field `{label}` is not a URL: {}", shown()),
+        );
+    }
+    if let Some(re) = &rules.regex
+        && !s.validate_regex(re)
+    {
+        ok = false;
+        notes.reject(
+            Code::Regex,
+            Some(label),
+            format!(
+                "{place}: field `{label}` does not match the pattern {}: {}",
+                quote(re.as_str()),
+                shown()
+            ),
+        );
+    }
+    ok
+}
+
+fn check_range(
+    range: Option<crate::spec::Bounds<f64>>,
+    n: f64,
+    label: &str,
+    place: &Where<'_>,
+    shown: &str,
+    notes: &mut Notes,
+) -> bool {
+    let Some(bounds) = range else { return true };
+    if n.validate_range(bounds.min, bounds.max, None, None) {
+        return true;
+    }
+    notes.reject(
+        Code::Range,
+        Some(label),
+        format!(
+            "{place}: field `{label}` is {shown}, {}",
+            describe_bounds(bounds.min, bounds.max, "")
+        ),
+    );
+    false
+}
+
+fn note_escapes(s: &str, label: &str, place: &Where<'_>, notes: &mut Notes) {
+    if s.contains(lossless::ESCAPE) {
+        notes.repair(
+            Code::Escaped,
+            Some(label),
+            format!("{place}: field `{label}` holds NUL, a lone surrogate or U+FFFF; stored with the lossless escape"),
+        );
+    }
+}
+
+fn contains_escapes(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains(lossless::ESCAPE),
+        Value::Array(a) => a.iter().any(contains_escapes),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, v)| k.contains(lossless::ESCAPE) || contains_escapes(v)),
+        _ => false,
+    }
+}
+
+fn describe_bounds<T: fmt::Display>(min: Option<T>, max: Option<T>, unit: &str) -> String {
+    let unit = if unit.is_empty() { String::new() } else { format!(" {unit}") };
+    match (min, max) {
+        (Some(lo), Some(hi)) => format!("expected {lo} to {hi}{unit}"),
+        (Some(lo), None) => format!("expected at least {lo}{unit}"),
+        (None, Some(hi)) => format!("expected at most {hi}{unit}"),
+        (None, None) => "expected any".to_owned(),
+    }
+}
+
+fn describe_formats(formats: &[TimestampFormat]) -> String {
+    formats
+        .iter()
+        .map(|f| match f {
+            TimestampFormat::Iso8601 => "an ISO 8601 string",
+            TimestampFormat::EpochMs => "epoch milliseconds",
+            TimestampFormat::EpochS => "epoch seconds",
+        })
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+fn read_legacy_id(
+    kind: &Kind,
+    key: &str,
+    locator: &Locator,
+    value: &Value,
+    notes: &mut Notes,
+) -> Option<LosslessString> {
+    let place = Where(key, locator, None);
+    let text = match &kind.id.from {
+        IdSource::Field(name) => match value.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|i| i.abs() <= MAX_SAFE_INTEGER) => {
+                n.to_string()
+            }
+            None | Some(Value::Null) => {
+                notes.reject(Code::Id, Some(name), format!("{place} has no id (field `{name}`)"));
+                return None;
+            }
+            Some(other) => {
+                notes.reject(
+                    Code::Id,
+                    Some(name),
+                    format!(
+                        "{place}: id field `{name}` should be a non-empty string or a safe integer, but is {}",
+                        quote_json(other)
+                    ),
+                );
+                return None;
+            }
+        },
+        IdSource::Key => key.to_owned(),
+        IdSource::KeySuffix => key.get(kind.source.key().len()..).unwrap_or("").to_owned(),
+        IdSource::MapKey => match locator {
+            Locator::MapKey(k) => k.as_escaped().to_owned(),
+            _ => return None,
+        },
+        IdSource::Singleton => kind.source.key().to_owned(),
+    };
+    // Strings parsed from JSON are in escaped form already.
+    LosslessString::from_escaped(text).ok()
+}
+
+/// The deterministic target id of a record: the same input always gives the same id.
+///
+/// - singleton: UUID v5 of the kind name (one row per user);
+/// - global: the legacy id itself when it is a UUID, else UUID v5 of kind and legacy id;
+/// - per-device: UUID v5 of kind, device id and legacy id.
+pub fn target_id(spec: &Spec, kind: &Kind, legacy: &LosslessString, ctx: &Context) -> Uuid {
+    let legacy = legacy.as_escaped();
+    let mut name = Vec::with_capacity(kind.name.len() + legacy.len() + 40);
+    name.extend_from_slice(kind.name.as_bytes());
+    name.push(0);
+    match (&kind.id.from, kind.id.scope) {
+        (IdSource::Singleton, _) => {}
+        (_, IdScope::Global) => {
+            if legacy.len() == 36
+                && let Ok(u) = Uuid::try_parse(legacy)
+            {
+                return u;
+            }
+            name.extend_from_slice(legacy.as_bytes());
+        }
+        (_, IdScope::Device) => {
+            name.extend_from_slice(ctx.device_id.as_hyphenated().to_string().as_bytes());
+            name.push(0);
+            name.extend_from_slice(legacy.as_bytes());
+        }
+    }
+    Uuid::new_v5(&spec.namespace, &name)
+}
+
+fn hash_record(
+    kind: &str,
+    id: Option<Uuid>,
+    key: &str,
+    locator: &Locator,
+    raw: &str,
+) -> ContentHash {
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    h.update([0]);
+    match id {
+        // With an id, the position does not matter: a record moved within its array is unchanged.
+        Some(id) => h.update(id.as_bytes()),
+        None => {
+            h.update(key.as_bytes());
+            h.update([0]);
+            match locator {
+                Locator::Whole => h.update(b"$"),
+                Locator::Index(i) => h.update(i.to_le_bytes()),
+                Locator::MapKey(k) => h.update(k.as_escaped().as_bytes()),
+            }
+        }
+    }
+    h.update([0]);
+    h.update(raw.as_bytes());
+    let digest = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    ContentHash(out)
+}
+
+/// Settles records of one kind that share a target id, deterministically:
+/// identical copies (same hash) become [`Outcome::Duplicate`] of the first; among different
+/// contents the record with the largest `updated_at` wins (then the largest hash), and the
+/// others are rejected with a reason naming the winner, so they reach the quarantine.
+pub fn settle_duplicates(spec: &Spec, records: &mut [Record]) {
+    let mut first: HashMap<(usize, Uuid), usize> = HashMap::new();
+    let mut groups: HashMap<(usize, Uuid), Vec<usize>> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let Some(id) = r.id.filter(|_| r.outcome.is_accepted()) else { continue };
+        match first.entry((r.kind, id)) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i);
+            }
+            std::collections::hash_map::Entry::Occupied(e) => {
+                groups.entry((r.kind, id)).or_insert_with(|| vec![*e.get()]).push(i);
+            }
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+    groups.sort_unstable();
+    for group in groups {
+        let winner = *group
+            .iter()
+            .max_by_key(|&&i| (records[i].updated_at_ms, records[i].hash))
+            .unwrap_or(&group[0]);
+        let (w_key, w_loc, w_hash) = {
+            let w = &records[winner];
+            (w.key.clone(), w.locator.clone(), w.hash)
+        };
+        for &i in &group {
+            if i == winner {
+                continue;
+            }
+            let r = &mut records[i];
+            if r.hash == w_hash {
+                r.outcome = Outcome::Duplicate(w_loc.clone());
+                continue;
+            }
+            let kind = &spec.kinds[r.kind];
+            let place = Where(
+                r.key.as_escaped(),
+                &r.locator,
+                r.legacy_id.as_ref().map(LosslessString::as_escaped),
+            );
+            let winner_place = WherePlain(w_key.as_escaped(), &w_loc);
+            let why = if kind.updated_at.is_some() { "newer" } else { "chosen by content hash" };
+            r.outcome = Outcome::Rejected(vec![Note {
+                code: Code::Duplicate,
+                field: None,
+                message: format!(
+                    "{place} has the same id as {winner_place} but different content; the other one was kept ({why})"
+                ),
+            }]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Notes {
+    rejections: Vec<Note>,
+    repairs: Vec<Note>,
+}
+
+impl Notes {
+    fn reject(&mut self, code: Code, field: Option<&str>, message: String) {
+        self.rejections.push(Note {
+            code,
+            field: field.map(str::to_owned),
+            message,
+        });
+    }
+
+    fn repair(&mut self, code: Code, field: Option<&str>, message: String) {
+        self.repairs.push(Note {
+            code,
+            field: field.map(str::to_owned),
+            message,
+        });
+    }
+
+    fn into_outcome(self, row: Row) -> Outcome {
+        if !self.rejections.is_empty() {
+            Outcome::Rejected(self.rejections)
+        } else if self.repairs.is_empty() {
+            Outcome::Valid(row)
+        } else {
+            Outcome::Repaired(row, self.repairs)
+        }
+    }
+}
+
+/// "key "tasks"[12] (id "abc")": where a record is, for messages.
+struct Where<'a>(&'a str, &'a Locator, Option<&'a str>);
+
+impl fmt::Display for Where<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("record ")?;
+        self.1.write_after(self.0, f)?;
+        if let Some(id) = self.2 {
+            write!(f, " (id {})", quote(id))?;
+        }
+        Ok(())
+    }
+}
+
+struct WherePlain<'a>(&'a str, &'a Locator);
+
+impl fmt::Display for WherePlain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.1.write_after(self.0, f)
+    }
+}
+
+/// Parses JSON text in escaped form so that every string stays in escaped form.
+pub fn parse_json(text: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str(&lossless::prepare_json(text))
+}
+
+/// The canonical JSON text of a value: object keys sorted, no spaces.
+pub fn canonical(value: &Value) -> String {
+    // Serialising a `Value` to a String cannot fail: keys are strings, numbers finite.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Quotes a value for a message, shortened to [`QUOTE_MAX`] characters.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(QUOTE_MAX * 4) + 2);
+    out.push('"');
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(QUOTE_MAX) {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            lossless::ESCAPE => out.push_str("\\u{FFFF}"),
+            c if c.is_control() => out.push_str(&c.escape_default().to_string()),
+            c => out.push(c),
+        }
+    }
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out.push('"');
+    out
+}
+
+fn quote_json(v: &Value) -> String {
+    match v {
+        Value::String(s) => quote(s),
+        other => {
+            let text = canonical(other);
+            let mut shortened: String = text.chars().take(QUOTE_MAX).collect();
+            if shortened.len() < text.len() {
+                shortened.push('…');
+            }
+            shortened
+        }
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A kind whose fields read only the key or the whole value accepts any JSON value (and text
+/// that is not JSON, kept as a JSON string): free-form custom data.
+fn accepts_any_value(kind: &Kind) -> bool {
+    !matches!(kind.id.from, IdSource::Field(_))
+        && kind
+            .fields
+            .iter()
+            .all(|f| !matches!(f.from, FieldSource::Field(_)) && f.default_from.is_none())
+}
+
+fn is_known_property(kind: &Kind, name: &str) -> bool {
+    matches!(&kind.id.from, IdSource::Field(p) if p == name)
+        || kind.fields.iter().any(|f| {
+            matches!(&f.from, FieldSource::Field(p) if p == name)
+                || f.default_from.as_deref() == Some(name)
+        })
+}

@@ -1,0 +1,1022 @@
+//! The migration spec: one declarative JSON file in which an app team describes its
+//! localStorage, read by both the browser migrator and the ingest server.
+//!
+//! The file is parsed in two steps, *parse, don't validate*: serde reads it into the raw
+//! `*Doc` types (which mirror the JSON), then [`Spec::parse`] checks every rule and builds the
+//! checked [`Spec`], which everything else takes. A spec with mistakes is refused with every
+//! mistake listed, each naming the kind and field (see [`SpecError`]).
+//!
+//! The format is documented for app teams in `specs/README.md`; the two example specs in
+//! `specs/` are the reference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The spec format version this engine reads (`"ferry_spec": 1`).
+pub const SPEC_FORMAT: u32 = 1;
+
+/// Namespace under which Ferry derives deterministic UUIDs (v5) for app namespaces.
+const FERRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_c3a2_5b7d_4e0f_9a84_1c2d_3e4f_5a6b);
+
+// ---------------------------------------------------------------------------------------------
+// The raw document, as written by an app team.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecDoc {
+    ferry_spec: u32,
+    app: String,
+    version: String,
+    #[serde(default)]
+    description: Option<String>,
+    kinds: Vec<KindDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KindDoc {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    source: SourceDoc,
+    id: IdDoc,
+    table: String,
+    conflict: ConflictPolicy,
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
+    unknown_fields: UnknownFields,
+    fields: Vec<FieldDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum SourceDoc {
+    Array(String),
+    Object(String),
+    Prefix(String),
+    Map(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdDoc {
+    from: String,
+    scope: IdScope,
+    #[serde(default = "default_id_column")]
+    column: String,
+    #[serde(default)]
+    legacy_column: Option<String>,
+}
+
+fn default_id_column() -> String {
+    "id".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldDoc {
+    #[serde(default)]
+    from: Option<String>,
+    column: String,
+    #[serde(rename = "type")]
+    ty: FieldTypeDoc,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    default: Option<Value>,
+    #[serde(default)]
+    default_from: Option<String>,
+    #[serde(default)]
+    sensitive: bool,
+    #[serde(default)]
+    sensitive_keys: Vec<String>,
+    #[serde(default)]
+    length: Option<Bounds<u64>>,
+    #[serde(default)]
+    range: Option<Bounds<f64>>,
+    #[serde(default)]
+    email: bool,
+    #[serde(default)]
+    url: bool,
+    #[serde(default)]
+    regex: Option<String>,
+    #[serde(default)]
+    values: Vec<String>,
+    #[serde(default)]
+    legacy: BTreeMap<String, String>,
+    #[serde(default)]
+    formats: Vec<TimestampFormat>,
+    #[serde(default)]
+    items: Option<FieldTypeDoc>,
+    #[serde(default)]
+    max_items: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FieldTypeDoc {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Timestamp,
+    Enum,
+    Json,
+    Array,
+}
+
+/// Inclusive bounds of a `length` or `range` rule; either side may be absent.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds<T> {
+    /// Smallest accepted value, inclusive.
+    #[serde(default)]
+    pub min: Option<T>,
+    /// Largest accepted value, inclusive.
+    #[serde(default)]
+    pub max: Option<T>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checked spec.
+// ---------------------------------------------------------------------------------------------
+
+/// A checked migration spec. Built only by [`Spec::parse`], so every rule below holds.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The app's name (`"app"`).
+    pub app: String,
+    /// The app team's version of this spec (`"version"`); travels in every batch and backup.
+    pub version: String,
+    /// Free text for humans.
+    pub description: Option<String>,
+    /// Namespace for deterministic ids: UUID v5 of the app name under Ferry's namespace.
+    pub namespace: Uuid,
+    /// The record kinds, in file order.
+    pub kinds: Vec<Kind>,
+}
+
+/// One kind of record: where it lives in localStorage, what it looks like, where it goes.
+#[derive(Debug, Clone)]
+pub struct Kind {
+    /// Unique name (`"tasks"`).
+    pub name: String,
+    /// Free text for humans.
+    pub description: Option<String>,
+    /// Where the records live in localStorage.
+    pub source: Source,
+    /// How the record's id is found and turned into the target id.
+    pub id: IdRule,
+    /// Target table.
+    pub table: String,
+    /// What happens when the row already exists on the server.
+    pub conflict: ConflictPolicy,
+    /// Column compared by the `newest` policy (a timestamp column of this kind).
+    pub updated_at: Option<String>,
+    /// What to do with fields the spec does not name.
+    pub unknown_fields: UnknownFields,
+    /// The fields, in file order.
+    pub fields: Vec<Field>,
+}
+
+/// Where a kind's records live in localStorage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An exact key holding a JSON array of records.
+    Array(String),
+    /// An exact key holding one JSON object: one record.
+    Object(String),
+    /// Every key starting with this prefix holds one record; the rest of the key is `$key_suffix`.
+    Prefix(String),
+    /// An exact key holding a JSON object that maps id to record.
+    Map(String),
+}
+
+impl Source {
+    /// The exact key, or the prefix.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Array(k) | Self::Object(k) | Self::Prefix(k) | Self::Map(k) => k,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Array(_) => "array",
+            Self::Object(_) => "object",
+            Self::Prefix(_) => "prefix",
+            Self::Map(_) => "map",
+        }
+    }
+}
+
+/// Where a record's legacy id comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdSource {
+    /// A field of the record (string or safe integer).
+    Field(String),
+    /// The whole localStorage key.
+    Key,
+    /// The part of the key after the kind's prefix.
+    KeySuffix,
+    /// The key of the record in a `map` source.
+    MapKey,
+    /// There is one record of this kind per user (an `object` source).
+    Singleton,
+}
+
+/// Whether the same legacy id on two browsers is the same record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdScope {
+    /// Globally unique ids (UUIDs, ULIDs, names): the same record on two browsers meets in
+    /// conflict resolution.
+    Global,
+    /// Per-browser ids (counters, `Date.now()`): the target id is scoped by the device id, so
+    /// two different records from two browsers never collide.
+    Device,
+}
+
+/// How a record's id is found and turned into the target id.
+#[derive(Debug, Clone)]
+pub struct IdRule {
+    /// Where the legacy id comes from.
+    pub from: IdSource,
+    /// Global or per-device.
+    pub scope: IdScope,
+    /// Target column of the derived id (type `uuid`).
+    pub column: String,
+    /// Target column that keeps the legacy id as text, if any.
+    pub legacy_column: Option<String>,
+}
+
+/// What happens when an incoming row meets a stored row with the same `(user_id, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// The stored row wins.
+    Skip,
+    /// The incoming row wins.
+    Overwrite,
+    /// The row with the larger `updated_at` wins; ties go to the stored row.
+    Newest,
+    /// JSON object columns are merged key by key; other columns follow `newest`.
+    Merge,
+    /// The stored row is untouched; both versions wait in the conflicts table for the user.
+    Manual,
+}
+
+/// What to do with record fields the spec does not name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownFields {
+    /// Ignore them (the backup still holds them); the inventory counts them.
+    #[default]
+    Ignore,
+    /// Reject the record.
+    Reject,
+}
+
+/// Where a field's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldSource {
+    /// A property of the record object.
+    Field(String),
+    /// The whole localStorage key.
+    Key,
+    /// The part of the key after the kind's prefix.
+    KeySuffix,
+    /// The key of the record in a `map` source.
+    MapKey,
+    /// The whole record value, as JSON.
+    Value,
+    /// No source: the field always takes its default (a constant column).
+    Constant,
+}
+
+/// Accepted encodings of a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFormat {
+    /// An ISO 8601 string: `2024-05-01`, `2024-05-01T10:30`, `2024-05-01T10:30:00.123Z`,
+    /// `2024-05-01T10:30:00+02:00`. Without an offset the time is read as UTC.
+    Iso8601,
+    /// A number of milliseconds since 1970-01-01T00:00:00Z (what `Date.now()` gives).
+    EpochMs,
+    /// A number of seconds since 1970-01-01T00:00:00Z.
+    EpochS,
+}
+
+/// A field's type and the rules checked on it.
+#[derive(Debug, Clone)]
+pub enum FieldType {
+    /// Text (`text` column).
+    String(StringRules),
+    /// A whole number within JavaScript's safe range (`bigint` column).
+    Integer(Option<Bounds<f64>>),
+    /// A finite number (`double precision` column).
+    Number(Option<Bounds<f64>>),
+    /// `true` or `false` (`boolean` column).
+    Boolean,
+    /// A point in time (`timestamptz` column).
+    Timestamp(Vec<TimestampFormat>),
+    /// One of a fixed set of strings; legacy values are mapped (`text` column).
+    Enum {
+        /// Accepted target values.
+        values: Vec<String>,
+        /// Legacy value → target value.
+        legacy: BTreeMap<String, String>,
+    },
+    /// Any JSON (`jsonb` column). `sensitive_keys` are top-level keys of an object value that
+    /// hold secrets.
+    Json {
+        /// Top-level keys whose values are secrets.
+        sensitive_keys: Vec<String>,
+    },
+    /// An array of strings (`text[]` column).
+    StringArray {
+        /// Rules checked on every item.
+        items: StringRules,
+        /// Largest accepted number of items.
+        max_items: Option<u64>,
+    },
+}
+
+/// Rules on a string value, checked with the `validator` crate.
+#[derive(Debug, Clone, Default)]
+pub struct StringRules {
+    /// Length in Unicode characters of the original text.
+    pub length: Option<Bounds<u64>>,
+    /// Must be an email address.
+    pub email: bool,
+    /// Must be a URL.
+    pub url: bool,
+    /// Must match this pattern (anchor it with `^…$` to match the whole value).
+    pub regex: Option<regex::Regex>,
+}
+
+/// The family of PostgreSQL types a column must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// `uuid`.
+    Uuid,
+    /// `text` or `varchar`.
+    Text,
+    /// `bigint` (or a wider integer type able to hold it).
+    BigInt,
+    /// `double precision`.
+    Double,
+    /// `boolean`.
+    Boolean,
+    /// `timestamptz`.
+    Timestamptz,
+    /// `jsonb`.
+    Jsonb,
+    /// `text[]`.
+    TextArray,
+}
+
+impl ColumnType {
+    /// The PostgreSQL type name used in casts (`$1::text[]`).
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            Self::Uuid => "uuid",
+            Self::Text => "text",
+            Self::BigInt => "bigint",
+            Self::Double => "double precision",
+            Self::Boolean => "boolean",
+            Self::Timestamptz => "timestamptz",
+            Self::Jsonb => "jsonb",
+            Self::TextArray => "text[]",
+        }
+    }
+}
+
+/// One field of a kind: where it comes from, what it must be, where it goes.
+#[derive(Debug, Clone)]
+pub struct Field {
+    /// Where the value comes from.
+    pub from: FieldSource,
+    /// Target column.
+    pub column: String,
+    /// Type and rules.
+    pub ty: FieldType,
+    /// A missing (or `null`) value rejects the record.
+    pub required: bool,
+    /// Value used when the field is missing or `null` (already checked against the type).
+    pub default: Option<Value>,
+    /// Another record property whose value is used when this one is missing (for example
+    /// `updatedAt` defaulting to `createdAt`).
+    pub default_from: Option<String>,
+    /// The whole value is a secret: encrypted at rest, never logged or quoted.
+    pub sensitive: bool,
+}
+
+impl Field {
+    /// The target column's type family.
+    pub fn column_type(&self) -> ColumnType {
+        match self.ty {
+            FieldType::String(_) | FieldType::Enum { .. } => ColumnType::Text,
+            FieldType::Integer(_) => ColumnType::BigInt,
+            FieldType::Number(_) => ColumnType::Double,
+            FieldType::Boolean => ColumnType::Boolean,
+            FieldType::Timestamp(_) => ColumnType::Timestamptz,
+            FieldType::Json { .. } => ColumnType::Jsonb,
+            FieldType::StringArray { .. } => ColumnType::TextArray,
+        }
+    }
+
+    /// A short name for messages: the source property, or the column.
+    pub fn label(&self) -> &str {
+        match &self.from {
+            FieldSource::Field(name) => name,
+            _ => &self.column,
+        }
+    }
+
+    /// Whether any part of the value is a secret.
+    pub fn has_secrets(&self) -> bool {
+        self.sensitive || matches!(&self.ty, FieldType::Json { sensitive_keys } if !sensitive_keys.is_empty())
+    }
+}
+
+/// One expected column of a target table, for the server's schema check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedColumn {
+    /// Column name.
+    pub name: String,
+    /// Type family.
+    pub ty: ColumnType,
+    /// Whether the column may hold `NULL` values from this spec.
+    pub nullable: bool,
+}
+
+/// Every column a kind writes, for the server's schema check and its upsert statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedTable {
+    /// Table name.
+    pub table: String,
+    /// The kind that writes it.
+    pub kind: String,
+    /// Columns, starting with `user_id` and the id column.
+    pub columns: Vec<ExpectedColumn>,
+}
+
+impl Kind {
+    /// The columns this kind writes, in order: `user_id`, the id column, the legacy id column
+    /// (if any), then each field's column.
+    pub fn expected_table(&self) -> ExpectedTable {
+        let mut columns = vec![
+            ExpectedColumn {
+                name: "user_id".to_owned(),
+                ty: ColumnType::Uuid,
+                nullable: false,
+            },
+            ExpectedColumn {
+                name: self.id.column.clone(),
+                ty: ColumnType::Uuid,
+                nullable: false,
+            },
+        ];
+        if let Some(legacy) = &self.id.legacy_column {
+            columns.push(ExpectedColumn {
+                name: legacy.clone(),
+                ty: ColumnType::Text,
+                nullable: false,
+            });
+        }
+        columns.extend(self.fields.iter().map(|f| ExpectedColumn {
+            name: f.column.clone(),
+            ty: f.column_type(),
+            nullable: !f.required && f.default.is_none() && f.default_from.is_none(),
+        }));
+        ExpectedTable {
+            table: self.table.clone(),
+            kind: self.name.clone(),
+            columns,
+        }
+    }
+
+    /// The field writing `column`, if any.
+    pub fn field_for_column(&self, column: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.column == column)
+    }
+}
+
+impl Spec {
+    /// Reads and checks a spec from its JSON text. Every mistake is reported, not just the first.
+    pub fn parse(json: &str) -> Result<Self, SpecError> {
+        let doc: SpecDoc = serde_json::from_str(json).map_err(|e| SpecError {
+            problems: vec![SpecProblem {
+                kind: None,
+                field: None,
+                message: format!("not a valid spec document: {e}"),
+            }],
+        })?;
+        Checker::default().check(doc)
+    }
+
+    /// The kind with this name.
+    pub fn kind(&self, name: &str) -> Option<&Kind> {
+        self.kinds.iter().find(|k| k.name == name)
+    }
+
+    /// Index of the kind with this name.
+    pub fn kind_index(&self, name: &str) -> Option<usize> {
+        self.kinds.iter().position(|k| k.name == name)
+    }
+
+    /// Which kind a localStorage key belongs to: an exact key first, then the longest prefix.
+    pub fn kind_for_key(&self, key: &str) -> Option<usize> {
+        let exact = self
+            .kinds
+            .iter()
+            .position(|k| !matches!(k.source, Source::Prefix(_)) && k.source.key() == key);
+        exact.or_else(|| {
+            self.kinds
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| matches!(&k.source, Source::Prefix(p) if key.starts_with(p.as_str()) && key.len() > p.len()))
+                .max_by_key(|(_, k)| k.source.key().len())
+                .map(|(i, _)| i)
+        })
+    }
+
+    /// Every table the spec writes, for the server's schema check.
+    pub fn expected_tables(&self) -> Vec<ExpectedTable> {
+        self.kinds.iter().map(Kind::expected_table).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+// ---------------------------------------------------------------------------------------------
+
+/// A spec was refused. Lists every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    /// The problems, in file order.
+    pub problems: Vec<SpecProblem>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the migration spec has {} problem(s):", self.problems.len())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One mistake in a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecProblem {
+    /// The kind it is in, if any.
+    pub kind: Option<String>,
+    /// The field (its column name) it is in, if any.
+    pub field: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, &self.field) {
+            (Some(k), Some(c)) => write!(f, "kind `{k}`, field `{c}`: {}", self.message),
+            (Some(k), None) => write!(f, "kind `{k}`: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<SpecProblem>,
+    kind: Option<String>,
+    field: Option<String>,
+}
+
+impl Checker {
+    fn problem(&mut self, message: impl Into<String>) {
+        self.problems.push(SpecProblem {
+            kind: self.kind.clone(),
+            field: self.field.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn check(mut self, doc: SpecDoc) -> Result<Spec, SpecError> {
+        if doc.ferry_spec != SPEC_FORMAT {
+            self.problem(format!(
+                "`ferry_spec` is {}, but this version of Ferry reads format {SPEC_FORMAT}",
+                doc.ferry_spec
+            ));
+        }
+        if doc.app.trim().is_empty() {
+            self.problem("`app` must name the app (it scopes every derived id)");
+        }
+        if doc.version.trim().is_empty() {
+            self.problem("`version` must not be empty (it travels with every batch and backup)");
+        }
+        if doc.kinds.is_empty() {
+            self.problem("`kinds` is empty: describe at least one kind of record");
+        }
+        let mut names = BTreeSet::new();
+        let mut tables = BTreeMap::new();
+        let mut exact_keys = BTreeMap::new();
+        let mut prefixes: Vec<(String, String)> = Vec::new();
+        let mut kinds = Vec::with_capacity(doc.kinds.len());
+        for kind_doc in doc.kinds {
+            self.kind = Some(kind_doc.name.clone());
+            self.field = None;
+            if !is_identifier(&kind_doc.name) {
+                self.problem("the kind name must be a lowercase identifier (a-z, 0-9, _)");
+            }
+            if !names.insert(kind_doc.name.clone()) {
+                self.problem("another kind has the same name");
+            }
+            if let Some(other) = tables.insert(kind_doc.table.clone(), kind_doc.name.clone()) {
+                self.problem(format!(
+                    "table `{}` is already written by kind `{other}`",
+                    kind_doc.table
+                ));
+            }
+            let source = match &kind_doc.source {
+                SourceDoc::Array(k) => Source::Array(k.clone()),
+                SourceDoc::Object(k) => Source::Object(k.clone()),
+                SourceDoc::Prefix(k) => Source::Prefix(k.clone()),
+                SourceDoc::Map(k) => Source::Map(k.clone()),
+            };
+            let key = source.key().to_owned();
+            if key.is_empty() {
+                self.problem(format!("the {} source key must not be empty", source.label()));
+            } else if let Source::Prefix(_) = source {
+                for (other_kind, other) in &prefixes {
+                    if other.starts_with(&key) || key.starts_with(other.as_str()) {
+                        self.problem(format!(
+                            "prefix `{key}` overlaps prefix `{other}` of kind `{other_kind}`: a key would belong to both"
+                        ));
+                    }
+                }
+                prefixes.push((kind_doc.name.clone(), key));
+            } else if let Some(other) = exact_keys.insert(key.clone(), kind_doc.name.clone()) {
+                self.problem(format!("key `{key}` is already read by kind `{other}`"));
+            }
+            if let Some(kind) = self.check_kind(kind_doc, source) {
+                kinds.push(kind);
+            }
+        }
+        if self.problems.is_empty() {
+            Ok(Spec {
+                namespace: Uuid::new_v5(&FERRY_NAMESPACE, doc.app.as_bytes()),
+                app: doc.app,
+                version: doc.version,
+                description: doc.description,
+                kinds,
+            })
+        } else {
+            Err(SpecError {
+                problems: self.problems,
+            })
+        }
+    }
+
+    fn check_kind(&mut self, doc: KindDoc, source: Source) -> Option<Kind> {
+        let before = self.problems.len();
+        if !is_identifier(&doc.table) {
+            self.problem(format!(
+                "table `{}` must be a lowercase SQL identifier (a-z, 0-9, _)",
+                doc.table
+            ));
+        }
+        let id = self.check_id(doc.id, &source);
+        let mut columns = BTreeSet::from(["user_id".to_owned()]);
+        if let Some(id) = &id {
+            for c in std::iter::once(&id.column).chain(id.legacy_column.as_ref()) {
+                if !is_identifier(c) {
+                    self.problem(format!("id column `{c}` must be a lowercase SQL identifier"));
+                }
+                if !columns.insert(c.clone()) {
+                    self.problem(format!("column `{c}` is written twice"));
+                }
+            }
+        }
+        let mut fields = Vec::with_capacity(doc.fields.len());
+        let mut sources = BTreeSet::new();
+        for field_doc in doc.fields {
+            self.field = Some(field_doc.column.clone());
+            if !columns.insert(field_doc.column.clone()) {
+                self.problem("another field (or the id) already writes this column");
+            }
+            if let Some(from) = &field_doc.from
+                && !from.starts_with('$')
+                && !sources.insert(from.clone())
+            {
+                self.problem(format!("property `{from}` is read by two fields"));
+            }
+            if let Some(field) = self.check_field(field_doc, &source) {
+                fields.push(field);
+            }
+        }
+        self.field = None;
+        let updated_at = doc.updated_at;
+        match (&updated_at, doc.conflict) {
+            (None, ConflictPolicy::Newest | ConflictPolicy::Merge) => self.problem(format!(
+                "conflict policy `{}` needs `updated_at`: the timestamp column that says which version is newer",
+                policy_name(doc.conflict)
+            )),
+            (Some(col), _) => match fields.iter().find(|f| &f.column == col) {
+                None => self.problem(format!("`updated_at` names column `{col}`, which no field writes")),
+                Some(f) if !matches!(f.ty, FieldType::Timestamp(_)) => {
+                    self.problem(format!("`updated_at` column `{col}` must be a timestamp field"))
+                }
+                Some(f) if !f.required && f.default.is_none() && f.default_from.is_none() => self.problem(format!(
+                    "`updated_at` column `{col}` may be missing: make it required or give it a default (or `default_from`)"
+                )),
+                Some(_) => {}
+            },
+            (None, _) => {}
+        }
+        if doc.conflict == ConflictPolicy::Merge
+            && !fields.iter().any(|f| matches!(f.ty, FieldType::Json { .. }))
+        {
+            self.problem("conflict policy `merge` merges JSON object columns, but this kind has no `json` field");
+        }
+        if fields.is_empty() {
+            self.problem("`fields` is empty: a kind must write at least one column besides its id");
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Kind {
+            name: doc.name,
+            description: doc.description,
+            source,
+            id: id?,
+            table: doc.table,
+            conflict: doc.conflict,
+            updated_at,
+            unknown_fields: doc.unknown_fields,
+            fields,
+        })
+    }
+
+    fn check_id(&mut self, doc: IdDoc, source: &Source) -> Option<IdRule> {
+        let from = match (doc.from.as_str(), source) {
+            ("$singleton", Source::Object(_)) => IdSource::Singleton,
+            ("$singleton", _) => {
+                self.problem("id `$singleton` is only for an `object` source (one record per user)");
+                return None;
+            }
+            (_, Source::Object(_)) => {
+                self.problem("an `object` source holds one record per user: its id must be `$singleton`");
+                return None;
+            }
+            ("$key", Source::Prefix(_)) => IdSource::Key,
+            ("$key_suffix", Source::Prefix(_)) => IdSource::KeySuffix,
+            ("$map_key", Source::Map(_)) => IdSource::MapKey,
+            (pseudo @ ("$key" | "$key_suffix" | "$map_key"), _) => {
+                self.problem(format!(
+                    "id `{pseudo}` does not fit a `{}` source (`$key`/`$key_suffix` need `prefix`, `$map_key` needs `map`)",
+                    source.label()
+                ));
+                return None;
+            }
+            (other, _) if other.starts_with('$') || other.is_empty() => {
+                self.problem(format!(
+                    "id `from` is `{other}`: use a record property, `$key`, `$key_suffix`, `$map_key` or `$singleton`"
+                ));
+                return None;
+            }
+            (field, _) => IdSource::Field(field.to_owned()),
+        };
+        Some(IdRule {
+            from,
+            scope: doc.scope,
+            column: doc.column,
+            legacy_column: doc.legacy_column,
+        })
+    }
+
+    fn check_field(&mut self, doc: FieldDoc, source: &Source) -> Option<Field> {
+        let before = self.problems.len();
+        if !is_identifier(&doc.column) {
+            self.problem("the column must be a lowercase SQL identifier (a-z, 0-9, _)");
+        }
+        let from = match doc.from.as_deref() {
+            None => FieldSource::Constant,
+            Some("$key") => FieldSource::Key,
+            Some("$key_suffix") if matches!(source, Source::Prefix(_)) => FieldSource::KeySuffix,
+            Some("$map_key") if matches!(source, Source::Map(_)) => FieldSource::MapKey,
+            Some("$value") => FieldSource::Value,
+            Some(p @ ("$key_suffix" | "$map_key")) => {
+                self.problem(format!("`{p}` does not fit a `{}` source", source.label()));
+                FieldSource::Constant
+            }
+            Some(p) if p.starts_with('$') || p.is_empty() => {
+                self.problem(format!(
+                    "`from` is `{p}`: use a record property, `$key`, `$key_suffix`, `$map_key` or `$value`"
+                ));
+                FieldSource::Constant
+            }
+            Some(p) => FieldSource::Field(p.to_owned()),
+        };
+        if from == FieldSource::Constant && doc.default.is_none() {
+            self.problem("a field without `from` is a constant column and needs a `default`");
+        }
+        if matches!(from, FieldSource::Value) && doc.ty != FieldTypeDoc::Json {
+            self.problem("`$value` (the whole record) can only go into a `json` field");
+        }
+        let ty = self.check_type(&doc);
+        if doc.required && (doc.default.is_some() || doc.default_from.is_some()) {
+            self.problem("a required field cannot have a default: drop `required` or the default");
+        }
+        if doc.default.is_some() && doc.default_from.is_some() {
+            self.problem("give either `default` or `default_from`, not both");
+        }
+        if doc.default_from.as_deref().is_some_and(|p| p.starts_with('$') || p.is_empty()) {
+            self.problem("`default_from` must name a record property");
+        }
+        if !doc.sensitive_keys.is_empty() && doc.ty != FieldTypeDoc::Json {
+            self.problem("`sensitive_keys` is for `json` fields; mark other fields `sensitive: true`");
+        }
+        if doc.sensitive && doc.ty != FieldTypeDoc::String {
+            self.problem("only `string` fields can be `sensitive` (use `sensitive_keys` inside a `json` field)");
+        }
+        let ty = ty?;
+        if let Some(default) = &doc.default {
+            let probe = Field {
+                from: FieldSource::Constant,
+                column: doc.column.clone(),
+                ty: ty.clone(),
+                required: false,
+                default: None,
+                default_from: None,
+                sensitive: false,
+            };
+            if let Err(reason) = crate::pipeline::check_default(&probe, default) {
+                self.problem(format!("`default` {default} is not a valid value: {reason}"));
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Field {
+            from,
+            column: doc.column,
+            ty,
+            required: doc.required,
+            default: doc.default,
+            default_from: doc.default_from,
+            sensitive: doc.sensitive,
+        })
+    }
+
+    fn check_type(&mut self, doc: &FieldDoc) -> Option<FieldType> {
+        let ty = doc.ty;
+        let misplaced = |checker: &mut Self, present: bool, rule: &str, fits: &[FieldTypeDoc]| {
+            if present && !fits.contains(&ty) {
+                checker.problem(format!(
+                    "rule `{rule}` does not apply to a `{}` field",
+                    type_name(ty)
+                ));
+            }
+        };
+        use FieldTypeDoc as T;
+        misplaced(self, doc.length.is_some(), "length", &[T::String, T::Array]);
+        misplaced(self, doc.range.is_some(), "range", &[T::Integer, T::Number]);
+        misplaced(self, doc.email, "email", &[T::String, T::Array]);
+        misplaced(self, doc.url, "url", &[T::String, T::Array]);
+        misplaced(self, doc.regex.is_some(), "regex", &[T::String, T::Array]);
+        misplaced(self, !doc.values.is_empty(), "values", &[T::Enum]);
+        misplaced(self, !doc.legacy.is_empty(), "legacy", &[T::Enum]);
+        misplaced(self, !doc.formats.is_empty(), "formats", &[T::Timestamp]);
+        misplaced(self, doc.items.is_some(), "items", &[T::Array]);
+        misplaced(self, doc.max_items.is_some(), "max_items", &[T::Array]);
+        if let Some(Bounds { min: Some(lo), max: Some(hi) }) = doc.length
+            && lo > hi
+        {
+            self.problem(format!("`length` min {lo} is greater than max {hi}"));
+        }
+        if let Some(Bounds { min, max }) = doc.range {
+            if min.zip(max).is_some_and(|(lo, hi)| lo > hi) {
+                self.problem("`range` min is greater than max");
+            }
+            if min.into_iter().chain(max).any(|v| !v.is_finite()) {
+                self.problem("`range` bounds must be finite numbers");
+            }
+        }
+        let regex = match &doc.regex {
+            Some(pattern) => match regex::Regex::new(pattern) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.problem(format!("`regex` {pattern:?} does not compile: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let strings = StringRules {
+            length: doc.length,
+            email: doc.email,
+            url: doc.url,
+            regex,
+        };
+        Some(match ty {
+            T::String => FieldType::String(strings),
+            T::Integer => FieldType::Integer(doc.range),
+            T::Number => FieldType::Number(doc.range),
+            T::Boolean => FieldType::Boolean,
+            T::Timestamp => {
+                if doc.formats.is_empty() && doc.from.is_some() {
+                    self.problem("a timestamp field must say its `formats`: any of `iso8601`, `epoch_ms`, `epoch_s`");
+                }
+                if doc.formats.contains(&TimestampFormat::EpochMs)
+                    && doc.formats.contains(&TimestampFormat::EpochS)
+                {
+                    self.problem("`epoch_ms` and `epoch_s` together are ambiguous for a number: choose one");
+                }
+                FieldType::Timestamp(doc.formats.clone())
+            }
+            T::Enum => {
+                if doc.values.is_empty() {
+                    self.problem("an enum field must list its `values`");
+                }
+                let values: BTreeSet<&String> = doc.values.iter().collect();
+                if values.len() != doc.values.len() {
+                    self.problem("`values` lists the same value twice");
+                }
+                for (old, new) in &doc.legacy {
+                    if !values.contains(new) {
+                        self.problem(format!(
+                            "`legacy` maps `{old}` to `{new}`, which is not one of `values`"
+                        ));
+                    }
+                }
+                FieldType::Enum {
+                    values: doc.values.clone(),
+                    legacy: doc.legacy.clone(),
+                }
+            }
+            T::Json => FieldType::Json {
+                sensitive_keys: doc.sensitive_keys.clone(),
+            },
+            T::Array => {
+                match doc.items {
+                    Some(T::String) => {}
+                    None => self.problem("an array field must say its `items` type (`string`)"),
+                    Some(other) => self.problem(format!(
+                        "array items of type `{}` are not supported: use `string` items, or a `json` field",
+                        type_name(other)
+                    )),
+                }
+                FieldType::StringArray {
+                    items: strings,
+                    max_items: doc.max_items,
+                }
+            }
+        })
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+fn type_name(ty: FieldTypeDoc) -> &'static str {
+    match ty {
+        FieldTypeDoc::String => "string",
+        FieldTypeDoc::Integer => "integer",
+        FieldTypeDoc::Number => "number",
+        FieldTypeDoc::Boolean => "boolean",
+        FieldTypeDoc::Timestamp => "timestamp",
+        FieldTypeDoc::Enum => "enum",
+        FieldTypeDoc::Json => "json",
+        FieldTypeDoc::Array => "array",
+    }
+}
+
+fn policy_name(policy: ConflictPolicy) -> &'static str {
+    match policy {
+        ConflictPolicy::Skip => "skip",
+        ConflictPolicy::Overwrite => "overwrite",
+        ConflictPolicy::Newest => "newest",
+        ConflictPolicy::Merge => "merge",
+        ConflictPolicy::Manual => "manual",
+    }
+}

@@ -1,0 +1,420 @@
+//! The wire format of a batch (`ferry-batch/1`) and the batch builder.
+//!
+//! One HTTP request carries one batch: a header (migration id, sequence number, device id,
+//! spec app and version, migration start time) and the records, each with its kind, key,
+//! position, target id, content hash and raw record. Records the browser rejected travel too,
+//! in `rejected`, with their raw value and reasons, so the server can quarantine them.
+//!
+//! The browser does not send transformed rows: the server re-runs
+//! [`pipeline::process_record`] on every raw record with the same spec, so it trusts nothing
+//! the browser computed, and the payload stays one copy of the data.
+//!
+//! ```json
+//! {"header":{"format":"ferry-batch/1","migration_id":"…","sequence":0,"device_id":"…",
+//!            "app":"taskboard","spec_version":"2026.11","migrated_at_ms":1700000000000},
+//!  "records":[{"kind":"tasks","key":"tasks","at":12,"id":"…","hash":"…","raw":{"json":"{…}"}}],
+//!  "rejected":[{"kind":"tasks","key":"tasks","at":13,"hash":"…","raw":{"json":"{…}"},
+//!               "reasons":[{"code":"missing","field":"title","message":"…"}]}]}
+//! ```
+//!
+//! `raw` holds the record's canonical JSON *as a string* (`{"json": "…"}`) or the text of a
+//! value that is not JSON (`{"text": "…"}`): the hash is computed over exactly those bytes, so
+//! both sides hash the same thing without re-serialising.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::lossless::LosslessString;
+use crate::pipeline::{self, ContentHash, Context, Locator, Note, Outcome, Raw, Record, RecordInput};
+use crate::spec::Spec;
+
+/// The format tag of this wire version.
+pub const WIRE_FORMAT: &str = "ferry-batch/1";
+
+/// What every batch of a migration carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchHeader {
+    /// Always [`WIRE_FORMAT`].
+    pub format: String,
+    /// The migration this batch belongs to (a fresh UUID per migration run).
+    pub migration_id: Uuid,
+    /// Position of the batch in its migration, from 0; with the user and migration id, the
+    /// idempotency key.
+    pub sequence: u32,
+    /// The stable id of the sending browser profile.
+    pub device_id: Uuid,
+    /// The spec's `app`.
+    pub app: String,
+    /// The spec's `version`.
+    pub spec_version: String,
+    /// When the migration started (the value of `$migrated_at` defaults).
+    pub migrated_at_ms: i64,
+}
+
+impl BatchHeader {
+    /// A header for batch 0 of a migration.
+    pub fn new(spec: &Spec, migration_id: Uuid, ctx: &Context) -> Self {
+        Self {
+            format: WIRE_FORMAT.to_owned(),
+            migration_id,
+            sequence: 0,
+            device_id: ctx.device_id,
+            app: spec.app.clone(),
+            spec_version: spec.version.clone(),
+            migrated_at_ms: ctx.migrated_at_ms,
+        }
+    }
+
+    /// The pipeline context this header implies.
+    pub fn context(&self) -> Context {
+        Context {
+            device_id: self.device_id,
+            migrated_at_ms: self.migrated_at_ms,
+        }
+    }
+}
+
+/// A decoded batch, as the server reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The header.
+    pub header: BatchHeader,
+    /// Records the browser found valid.
+    pub records: Vec<WireRecord>,
+    /// Records the browser rejected.
+    #[serde(default)]
+    pub rejected: Vec<WireRejected>,
+}
+
+/// A record the browser found valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireRecord {
+    /// Kind name.
+    pub kind: String,
+    /// localStorage key.
+    pub key: LosslessString,
+    /// Position in the key's value.
+    pub at: WireLocator,
+    /// Target id the browser derived.
+    pub id: Uuid,
+    /// Content hash the browser computed.
+    pub hash: ContentHash,
+    /// The raw record.
+    pub raw: Raw,
+}
+
+/// A record the browser rejected, with its reasons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireRejected {
+    /// Kind name.
+    pub kind: String,
+    /// localStorage key.
+    pub key: LosslessString,
+    /// Position in the key's value.
+    pub at: WireLocator,
+    /// Content hash.
+    pub hash: ContentHash,
+    /// The raw value, exactly.
+    pub raw: Raw,
+    /// Why the browser rejected it.
+    pub reasons: Vec<Note>,
+}
+
+/// A [`Locator`] on the wire: `null` (the whole value), an array index, or a map key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WireLocator {
+    /// The n-th element of an array.
+    Index(u32),
+    /// The entry of a map.
+    MapKey(LosslessString),
+    /// The whole value.
+    Whole(()),
+}
+
+impl From<&Locator> for WireLocator {
+    fn from(l: &Locator) -> Self {
+        match l {
+            Locator::Whole => Self::Whole(()),
+            Locator::Index(i) => Self::Index(*i),
+            Locator::MapKey(k) => Self::MapKey(k.clone()),
+        }
+    }
+}
+
+impl From<WireLocator> for Locator {
+    fn from(l: WireLocator) -> Self {
+        match l {
+            WireLocator::Whole(()) => Self::Whole,
+            WireLocator::Index(i) => Self::Index(i),
+            WireLocator::MapKey(k) => Self::MapKey(k),
+        }
+    }
+}
+
+/// Why a wire record does not match what the server computes from it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The batch is not `ferry-batch/1` JSON.
+    #[error("the batch is not valid {WIRE_FORMAT} JSON: {0}")]
+    Decode(String),
+    /// The header names another format.
+    #[error("the batch format is {found:?}; this server reads {WIRE_FORMAT:?}")]
+    Format {
+        /// The format found.
+        found: String,
+    },
+    /// The batch was made with another spec.
+    #[error("the batch was made with spec {app:?} version {version:?}, but the server runs {expected_app:?} version {expected_version:?}: reload the app to get the current spec")]
+    SpecMismatch {
+        /// App named in the batch.
+        app: String,
+        /// Version named in the batch.
+        version: String,
+        /// App the server runs.
+        expected_app: String,
+        /// Version the server runs.
+        expected_version: String,
+    },
+}
+
+/// Decodes a batch and checks its header against the spec.
+pub fn decode_batch(spec: &Spec, bytes: &[u8]) -> Result<Batch, WireError> {
+    let batch: Batch =
+        serde_json::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
+    if batch.header.format != WIRE_FORMAT {
+        return Err(WireError::Format {
+            found: batch.header.format,
+        });
+    }
+    if batch.header.app != spec.app || batch.header.spec_version != spec.version {
+        return Err(WireError::SpecMismatch {
+            app: batch.header.app,
+            version: batch.header.spec_version,
+            expected_app: spec.app.clone(),
+            expected_version: spec.version.clone(),
+        });
+    }
+    Ok(batch)
+}
+
+/// Re-runs the pipeline on a record received from the browser, trusting nothing it claimed.
+///
+/// Returns the server's own [`Record`]. When the browser's id or hash differ from the server's,
+/// or the kind is unknown, or the raw JSON does not parse, the record is rejected with a reason
+/// that says so (it then goes to the quarantine like any rejected record).
+pub fn reprocess(spec: &Spec, header: &BatchHeader, item: &WireRecord) -> Record {
+    let ctx = header.context();
+    let locator = Locator::from(item.at.clone());
+    let Some(kind) = spec.kind_index(&item.kind) else {
+        return foreign(item, format!("unknown kind {}", pipeline::quote(&item.kind)));
+    };
+    let input = match &item.raw {
+        Raw::Json(text) => match pipeline::parse_json(text) {
+            Ok(v) => RecordInput::Json(v),
+            Err(e) => return foreign(item, format!("the raw record is not JSON: {e}")),
+        },
+        Raw::Text(t) => RecordInput::Text(t.clone()),
+    };
+    let mut record = pipeline::process_record(spec, kind, &item.key, locator, input, &ctx);
+    if record.id != Some(item.id) || record.hash != item.hash {
+        record.outcome = Outcome::Rejected(vec![Note {
+            code: pipeline::Code::Id,
+            field: None,
+            message: format!(
+                "the browser sent id {} and hash {:?}, but the record gives id {} and hash {:?}: an outdated or altered client",
+                item.id,
+                item.hash,
+                record.id.map_or_else(|| "none".to_owned(), |u| u.to_string()),
+                record.hash
+            ),
+        }]);
+    }
+    record
+}
+
+fn foreign(item: &WireRecord, why: String) -> Record {
+    Record {
+        kind: usize::MAX,
+        key: item.key.clone(),
+        locator: Locator::from(item.at.clone()),
+        legacy_id: None,
+        id: None,
+        raw: item.raw.clone(),
+        hash: item.hash,
+        updated_at_ms: None,
+        outcome: Outcome::Rejected(vec![Note {
+            code: pipeline::Code::Shape,
+            field: None,
+            message: why,
+        }]),
+    }
+}
+
+/// Bounds of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchLimits {
+    /// At most this many records (valid and rejected together).
+    pub max_records: usize,
+    /// At most this many encoded bytes, unless a single record is larger (it then travels alone).
+    pub max_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_records: 2_000,
+            max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// One encoded batch, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    /// Its sequence number.
+    pub sequence: u32,
+    /// The request body.
+    pub body: Vec<u8>,
+    /// Indexes (into the records given to the builder) of the records it carries.
+    pub members: Vec<usize>,
+}
+
+/// Encodes one record as a batch item: `Some((is_rejected, json))`, or `None` for records that
+/// are not shipped (identical duplicates).
+pub fn encode_item(spec: &Spec, record: &Record) -> Option<(bool, String)> {
+    let kind = spec.kinds.get(record.kind)?.name.clone();
+    let at = WireLocator::from(&record.locator);
+    let text = match (&record.outcome, record.id) {
+        (Outcome::Duplicate(_), _) => return None,
+        (Outcome::Valid(_) | Outcome::Repaired(..), Some(id)) => serde_json::to_string(&WireRecord {
+            kind,
+            key: record.key.clone(),
+            at,
+            id,
+            hash: record.hash,
+            raw: record.raw.clone(),
+        }),
+        (outcome, _) => {
+            let reasons = match outcome {
+                Outcome::Rejected(r) => r.clone(),
+                _ => Vec::new(),
+            };
+            return serde_json::to_string(&WireRejected {
+                kind,
+                key: record.key.clone(),
+                at,
+                hash: record.hash,
+                raw: record.raw.clone(),
+                reasons,
+            })
+            .ok()
+            .map(|t| (true, t));
+        }
+    };
+    text.ok().map(|t| (false, t))
+}
+
+/// Splits records into batches bounded by [`BatchLimits`], numbering them from `first_sequence`.
+/// Records are taken in order; identical duplicates are left out.
+pub fn build_batches(
+    spec: &Spec,
+    header: &BatchHeader,
+    records: &[Record],
+    indexes: impl IntoIterator<Item = usize>,
+    first_sequence: u32,
+    limits: BatchLimits,
+) -> Vec<EncodedBatch> {
+    let mut builder = Builder::new(header.clone(), first_sequence, limits);
+    for i in indexes {
+        if let Some((rejected, item)) = records.get(i).and_then(|r| encode_item(spec, r)) {
+            builder.push(i, rejected, item);
+        }
+    }
+    builder.finish()
+}
+
+struct Builder {
+    header: BatchHeader,
+    limits: BatchLimits,
+    next_sequence: u32,
+    records: Vec<String>,
+    rejected: Vec<String>,
+    members: Vec<usize>,
+    bytes: usize,
+    done: Vec<EncodedBatch>,
+}
+
+/// Bytes of `{"header":…,"records":[],"rejected":[]}` around the items, bar the header.
+const ENVELOPE_BYTES: usize = 40;
+
+impl Builder {
+    fn new(header: BatchHeader, first_sequence: u32, limits: BatchLimits) -> Self {
+        Self {
+            header,
+            limits,
+            next_sequence: first_sequence,
+            records: Vec::new(),
+            rejected: Vec::new(),
+            members: Vec::new(),
+            bytes: 0,
+            done: Vec::new(),
+        }
+    }
+
+    fn header_bytes(&self) -> usize {
+        // The header is small and of near-constant size; a generous bound keeps the sum honest.
+        ENVELOPE_BYTES + 400 + self.header.app.len() + self.header.spec_version.len()
+    }
+
+    fn push(&mut self, index: usize, rejected: bool, item: String) {
+        let added = item.len() + 1;
+        let full = !self.members.is_empty()
+            && (self.members.len() >= self.limits.max_records
+                || self.header_bytes() + self.bytes + added > self.limits.max_bytes);
+        if full {
+            self.flush();
+        }
+        self.bytes += added;
+        self.members.push(index);
+        if rejected {
+            self.rejected.push(item);
+        } else {
+            self.records.push(item);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.members.is_empty() {
+            return;
+        }
+        let mut header = self.header.clone();
+        header.sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let header_json = serde_json::to_string(&header).unwrap_or_default();
+        let mut body = String::with_capacity(header_json.len() + self.bytes + ENVELOPE_BYTES);
+        body.push_str("{\"header\":");
+        body.push_str(&header_json);
+        body.push_str(",\"records\":[");
+        body.push_str(&self.records.join(","));
+        body.push_str("],\"rejected\":[");
+        body.push_str(&self.rejected.join(","));
+        body.push_str("]}");
+        self.records.clear();
+        self.rejected.clear();
+        self.bytes = 0;
+        self.done.push(EncodedBatch {
+            sequence: header.sequence,
+            body: body.into_bytes(),
+            members: std::mem::take(&mut self.members),
+        });
+    }
+
+    fn finish(mut self) -> Vec<EncodedBatch> {
+        self.flush();
+        self.done
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up, build the wasm bundle into pkg/, and start the ingest server for the demo.
+#
+#   bash scripts/demo.sh [extra arguments for `ferry-server serve`]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+echo "demo: [1/3] setup (no browser needed)"
+bash scripts/setup.sh
+
+echo "demo: [2/3] building the wasm bundle into pkg/"
+bash scripts/build-wasm.sh
+
+PG_BIN="$(pg_bindir)"
+if [[ -n "$PG_BIN" ]]; then export PATH="$PATH:$PG_BIN"; fi
+
+echo "demo: [3/3] starting the ingest server: cargo run --release -p ferry-server -- serve $*"
+status=0
+cargo run --release --locked -p ferry-server -- serve "$@" || status=$?
+echo "demo: ferry-server exited with status $status"
+exit "$status"

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Set up, then run every check and test Ferry has; stop at the first failure.
+#
+#   bash scripts/test.sh
+#
+# This is the command README.md gives and .ci/run calls. To add a check, add one `stage` line.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+START=$(now)
+CURRENT="setup"
+TIMINGS=()
+SKIPPED=()
+
+# list A B C: "A, B, C".
+list() {
+  local out
+  out="$(printf '%s, ' "$@")"
+  echo "${out%, }"
+}
+
+trap 'rc=$?; if [[ $rc -ne 0 ]]; then echo; echo "test.sh: FAILED at stage \"$CURRENT\" (exit $rc) after $(( $(now) - START ))s; passed before it: $(list "${TIMINGS[@]}")" >&2; fi' EXIT
+
+# stage NAME COMMAND...: print a header, run the command, record how long it took.
+stage() {
+  local name="$1"
+  shift
+  CURRENT="$name"
+  echo
+  echo "==> [$name] $*"
+  local t0
+  t0=$(now)
+  "$@"
+  TIMINGS+=("$name $(( $(now) - t0 ))s")
+}
+
+# skip NAME REASON: a stage that cannot run yet, reported in the summary.
+skip() {
+  echo
+  echo "==> [$1] skipped: $2"
+  SKIPPED+=("$1")
+}
+
+# Browser tests exist once some test file configures wasm-bindgen-test to run in a browser.
+has_browser_tests() {
+  grep -rqs --include='*.rs' 'wasm_bindgen_test_configure!' src tests
+}
+
+stage "setup" bash scripts/setup.sh --browser
+# initdb, pg_ctl and postgres on PATH for tests that start a private cluster.
+PG_BIN="$(pg_bindir)"
+if [[ -n "$PG_BIN" ]]; then export PATH="$PATH:$PG_BIN"; fi
+
+stage "fmt"                 cargo fmt --all --check
+stage "clippy native"       cargo clippy --workspace --all-targets --locked -- -D warnings
+# ferry-core's tests are native-only (its proptest dev-dependency pulls in getrandom, which
+# does not build for wasm32-unknown-unknown), so only its library is linted for wasm32.
+stage "clippy wasm32 ferry" cargo clippy -p ferry --target wasm32-unknown-unknown --all-targets --locked -- -D warnings
+stage "clippy wasm32 core"  cargo clippy -p ferry-core --target wasm32-unknown-unknown --lib --locked -- -D warnings
+stage "tests native"        cargo test --workspace --locked
+stage "wasm bundle"         bash scripts/build-wasm.sh
+if has_browser_tests; then
+  stage "tests browser" env CHROMEDRIVER=/usr/bin/chromedriver cargo test -p ferry --target wasm32-unknown-unknown --locked
+else
+  skip "tests browser" "no wasm_bindgen_test_configure!(run_in_browser) under src/ or tests/ yet"
+fi
+
+CURRENT="summary"
+echo
+echo "test.sh: OK, ${#TIMINGS[@]} stages passed in $(( $(now) - START ))s ($(list "${TIMINGS[@]}"))${SKIPPED[*]:+; skipped: $(list "${SKIPPED[@]}")}"

@@ -1,0 +1,50 @@
+//! `ferry-server`: the thin binary around the `ferry_server` library.
+//!
+//! `ferry-server [serve]` runs the server; `ferry-server migrate [--baseline]` migrates and
+//! exits. Errors are printed once, with their whole cause chain.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferry_server::config::{Cli, Command};
+use ferry_server::startup::{Application, StartupError, run_migrate};
+use ferry_server::{error_chain, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ferry-server: {}", error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), StartupError> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let shutdown = shutdown::signal_received().map_err(StartupError::Signals)?;
+            let app = Application::build(&cli.settings).await?;
+            app.run_until_stopped(shutdown).await
+        }
+        Command::Migrate { baseline } => {
+            let report = run_migrate(&cli.settings, baseline).await?;
+            for name in &report.applied {
+                println!("applied    {name}");
+            }
+            for name in &report.baselined {
+                println!("baselined  {name}");
+            }
+            println!(
+                "{} applied, {} baselined, {} already applied",
+                report.applied.len(),
+                report.baselined.len(),
+                report.already_applied.len()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Starting (and stopping) the server: database, migrations, schema check, state, socket.
+//!
+//! [`Application::build`] does everything that can fail before the first request — opening
+//! the database (starting the embedded cluster when there is no `DATABASE_URL`), applying the
+//! migrations, checking the app schema, building the keys and the pool, binding the socket —
+//! so a misconfigured server stops at once with a message instead of failing requests later.
+//! [`Application::run_until_stopped`] serves until the shutdown future completes, lets the
+//! requests in flight finish, then stops the embedded cluster.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::auth::{JwtKeys, KeyError};
+use crate::config::{PgListen, Settings};
+use crate::db::{self, DbError, PoolSettings};
+use crate::embedded_pg::{EmbeddedPg, EmbeddedPgError, EmbeddedPgOptions, Listen};
+use crate::http::{app, is_valid_origin};
+use crate::migrations::{MigrateMode, MigrationError, MigrationReport, migrate};
+use crate::schema_check::{SchemaMismatch, check_schema, demo_app_schema, describe_mismatches};
+use crate::state::{AppState, HttpSettings};
+
+/// The database the server creates and uses in the embedded cluster.
+pub const EMBEDDED_DATABASE: &str = "ferry";
+
+/// Why the server could not start (or stop) cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The embedded cluster could not be started or stopped.
+    #[error("embedded PostgreSQL: {0}")]
+    EmbeddedPg(#[from] EmbeddedPgError),
+    /// The database could not be reached or queried.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Migrating failed.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    /// The app's tables do not fit what the server writes.
+    #[error("the database schema does not match what the server needs:\n{}\nFix the tables (or the expected schema) and start again.", describe_mismatches(.0))]
+    SchemaMismatch(Vec<SchemaMismatch>),
+    /// `migrate --baseline` found app tables that do not fit.
+    #[error("refusing to baseline: the app's tables must exist and match first:\n{}", describe_mismatches(.0))]
+    BaselineRefused(Vec<SchemaMismatch>),
+    /// No JWT secret outside dev mode.
+    #[error("FERRY_JWT_SECRET is required unless the server runs in dev mode (FERRY_DEV=true or no DATABASE_URL)")]
+    JwtSecretRequired,
+    /// The JWT secret is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A CORS origin is not `scheme://host[:port]`.
+    #[error("FERRY_CORS_ORIGINS: {0:?} is not an origin like `https://app.example.com` or `http://localhost:5173` (no path, no trailing slash)")]
+    InvalidCorsOrigin(String),
+    /// The metrics registry could not be built.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The socket could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The signal handlers could not be installed.
+    #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// Serving failed.
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    /// A blocking task panicked or was cancelled.
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+/// The database the server uses, and the embedded cluster behind it if there is one.
+#[derive(Debug)]
+pub struct Database {
+    config: tokio_postgres::Config,
+    embedded: Option<EmbeddedPg>,
+}
+
+impl Database {
+    /// An existing server's database.
+    pub fn external(config: tokio_postgres::Config) -> Self {
+        Self {
+            config,
+            embedded: None,
+        }
+    }
+
+    /// Connection settings.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// The embedded cluster, if the server runs one.
+    pub fn embedded(&self) -> Option<&EmbeddedPg> {
+        self.embedded.as_ref()
+    }
+
+    /// Stops the embedded cluster, if any (off the async threads: it waits for `pg_ctl`).
+    pub async fn stop(self) -> Result<(), StartupError> {
+        let Some(mut cluster) = self.embedded else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || cluster.stop())
+            .await
+            .map_err(|e| StartupError::Task(e.to_string()))??;
+        Ok(())
+    }
+}
+
+/// The database named by `DATABASE_URL`, or the embedded cluster's `ferry` database.
+pub async fn open_database(settings: &Settings) -> Result<Database, StartupError> {
+    if let Some(url) = &settings.database_url {
+        return Ok(Database::external(db::parse_database_url(url)?));
+    }
+    let listen = match settings.pg_listen {
+        PgListen::Socket => Listen::UnixSocket {
+            dir: settings.pg_socket_dir(),
+            port: settings.pg_port.unwrap_or(5432),
+        },
+        PgListen::Tcp => Listen::Loopback {
+            port: settings.pg_port,
+        },
+    };
+    let options = EmbeddedPgOptions {
+        data_dir: settings.pg_data_dir(),
+        listen,
+        bin_dir: settings.pg_bin_dir.clone(),
+        ephemeral: false,
+    };
+    let cluster = tokio::task::spawn_blocking(move || -> Result<EmbeddedPg, EmbeddedPgError> {
+        let mut cluster = EmbeddedPg::start(options)?;
+        // Should this process be killed outright, the watchdog still stops the cluster.
+        cluster.stop_on_exit(None)?;
+        Ok(cluster)
+    })
+    .await
+    .map_err(|e| StartupError::Task(e.to_string()))??;
+    let database = Database {
+        config: cluster.config(EMBEDDED_DATABASE),
+        embedded: Some(cluster),
+    };
+    let admin = database
+        .embedded()
+        .map(|c| c.config("postgres"))
+        .unwrap_or_else(|| database.config.clone());
+    if let Err(error) = db::create_database_if_missing(&admin, EMBEDDED_DATABASE).await {
+        database.stop().await?;
+        return Err(error.into());
+    }
+    Ok(database)
+}
+
+/// Applies pending migrations and checks the app schema: what the server does at every start.
+pub async fn prepare_schema(config: &tokio_postgres::Config) -> Result<MigrationReport, StartupError> {
+    let mut client = db::connect(config).await?;
+    let report = migrate(&mut client, MigrateMode::Apply).await?;
+    let mismatches = check_schema(&client, &demo_app_schema()).await?;
+    if !mismatches.is_empty() {
+        return Err(StartupError::SchemaMismatch(mismatches));
+    }
+    Ok(report)
+}
+
+/// `ferry-server migrate [--baseline]` against `config`. With `baseline`, the app tables are
+/// checked first and the app migrations recorded without running.
+pub async fn migrate_database(
+    config: &tokio_postgres::Config,
+    baseline: bool,
+) -> Result<MigrationReport, StartupError> {
+    let mut client = db::connect(config).await?;
+    if !baseline {
+        return Ok(migrate(&mut client, MigrateMode::Apply).await?);
+    }
+    let mismatches = check_schema(&client, &demo_app_schema()).await?;
+    if !mismatches.is_empty() {
+        return Err(StartupError::BaselineRefused(mismatches));
+    }
+    Ok(migrate(&mut client, MigrateMode::Baseline).await?)
+}
+
+/// `ferry-server migrate [--baseline]`: opens the database (starting and stopping the
+/// embedded cluster if needed) and migrates it.
+pub async fn run_migrate(settings: &Settings, baseline: bool) -> Result<MigrationReport, StartupError> {
+    let database = open_database(settings).await?;
+    let result = migrate_database(database.config(), baseline).await;
+    database.stop().await?;
+    result
+}
+
+/// A server ready to serve: everything checked, socket bound.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    database: Database,
+    address: SocketAddr,
+    dev_mode: bool,
+}
+
+impl Application {
+    /// Opens the database described by `settings` and builds the server over it.
+    pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        let database = open_database(settings).await?;
+        Self::build_with_database(settings, database).await
+    }
+
+    /// Builds the server over `database` (migrating and checking it). On failure the embedded
+    /// cluster, if any, is stopped.
+    pub async fn build_with_database(settings: &Settings, database: Database) -> Result<Self, StartupError> {
+        match Self::prepare(settings, &database).await {
+            Ok((listener, router, address, dev_mode)) => Ok(Self {
+                listener,
+                router,
+                database,
+                address,
+                dev_mode,
+            }),
+            Err(error) => {
+                if let Err(stop_error) = database.stop().await {
+                    tracing::error!(error = %stop_error, "could not stop the embedded cluster");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn prepare(
+        settings: &Settings,
+        database: &Database,
+    ) -> Result<(TcpListener, Router, SocketAddr, bool), StartupError> {
+        let dev_mode = settings.dev || database.embedded().is_some();
+        if let Some(bad) = settings.cors_origins.iter().find(|o| !is_valid_origin(o)) {
+            return Err(StartupError::InvalidCorsOrigin(bad.clone()));
+        }
+        let keys = match (&settings.jwt_secret, dev_mode) {
+            (Some(secret), _) => JwtKeys::from_secret(secret.expose().as_bytes())?,
+            (None, true) => {
+                tracing::info!(
+                    "FERRY_JWT_SECRET is not set: generated a random signing secret for this run (dev mode); tokens issued now stop working when the server restarts"
+                );
+                JwtKeys::generate()?
+            }
+            (None, false) => return Err(StartupError::JwtSecretRequired),
+        };
+
+        let report = prepare_schema(database.config()).await?;
+        tracing::info!(
+            applied = report.applied.len(),
+            already_applied = report.already_applied.len(),
+            "schema ready"
+        );
+
+        let pool = db::build_pool(
+            database.config().clone(),
+            &PoolSettings {
+                size: settings.db_pool_size,
+                statement_timeout: settings.statement_timeout(),
+                connect_timeout: settings.connect_timeout(),
+            },
+        )?;
+        let state = AppState::new(pool, keys, HttpSettings::from_settings(settings, dev_mode))?;
+        let address = SocketAddr::new(settings.host, settings.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| StartupError::Bind { address, source })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { address, source })?;
+        Ok((listener, app(state), address, dev_mode))
+    }
+
+    /// The bound address (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://<address>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Whether the dev endpoints are on.
+    pub fn dev_mode(&self) -> bool {
+        self.dev_mode
+    }
+
+    /// The database in use.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Serves until `shutdown` completes, lets requests in flight finish, then stops the
+    /// embedded cluster.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let database_note = match self.database.embedded() {
+            Some(cluster) => format!(
+                "embedded PostgreSQL {} in {} ({})",
+                cluster.binaries().major_version(),
+                cluster.data_dir().display(),
+                cluster.describe_listen()
+            ),
+            None => db::describe_target(self.database.config()),
+        };
+        tracing::info!(
+            url = %self.base_url(),
+            database = %database_note,
+            dev_mode = self.dev_mode,
+            "ferry-server listening on {}",
+            self.base_url()
+        );
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(StartupError::Serve);
+        // The router (and with it the pool) is gone: the cluster can stop without waiting on
+        // our connections.
+        let stopped = self.database.stop().await;
+        served?;
+        stopped?;
+        tracing::info!("ferry-server stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! The `ferry-server` binary itself: `serve` with the embedded cluster and Ctrl-C, `migrate`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ferry_server::embedded_pg::{EmbeddedPg, process_may_be_live_postgres};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{CLUSTER_DIR_PREFIX, eventually, fresh_database};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ferry-server");
+
+/// The binary with a clean environment: none of the developer's `FERRY_*` or `DATABASE_URL`.
+fn ferry_server(args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    if let Some(bin) = std::env::var_os("FERRY_PG_BIN") {
+        command.env("FERRY_PG_BIN", bin);
+    }
+    command
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ignored = self.0.kill();
+        let _ignored = self.0.wait();
+    }
+}
+
+fn send_sigint(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn serve_without_database_url_runs_embedded_postgres_and_ctrl_c_stops_both() {
+    let project = PathBuf::from(format!("{CLUSTER_DIR_PREFIX}{}-serve", std::process::id()));
+    let _ignored = std::fs::remove_dir_all(&project);
+    std::fs::create_dir_all(project.join("www")).unwrap();
+    let data_dir = project.join(".ferry/pgdata");
+
+    let child = ferry_server(&["serve"])
+        .env("FERRY_PROJECT_DIR", &project)
+        .env("FERRY_PORT", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = KillOnDrop(child);
+
+    // Read the log until the server says where it listens; keep the rest for failures.
+    let stderr = server.0.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let url = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no 'listening on' line; log so far:\n{}", log.join("\n")));
+        log.push(line.clone());
+        if let Some((_, rest)) = line.split_once("listening on http://") {
+            let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            break format!("http://{address}");
+        }
+    };
+
+    let client = reqwest::Client::new();
+    let ready = client.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "log:\n{}", log.join("\n"));
+    // Embedded means dev mode: a demo token works against the embedded database's server.
+    let token: Value = client
+        .post(format!("{url}/dev/token"))
+        .header("content-type", "application/json")
+        .body(r#"{"user":"alice"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me = client
+        .get(format!("{url}/v1/me"))
+        .bearer_auth(token["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+
+    let pid_file = data_dir.join("postmaster.pid");
+    let postmaster: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(process_may_be_live_postgres(postmaster));
+
+    send_sigint(&server.0);
+    let exited = eventually(Duration::from_secs(30), || matches!(server.0.try_wait(), Ok(Some(_)))).await;
+    while let Ok(line) = lines_rx.try_recv() {
+        log.push(line);
+    }
+    assert!(exited, "the server did not stop on SIGINT; log:\n{}", log.join("\n"));
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "{status}; log:\n{}", log.join("\n"));
+    assert!(!pid_file.exists(), "the cluster was not stopped; log:\n{}", log.join("\n"));
+    assert!(!process_may_be_live_postgres(postmaster));
+
+    let _ignored = EmbeddedPg::stop_abandoned(&data_dir, None);
+    let _ignored = std::fs::remove_dir_all(&project);
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_a_jwt_secret_outside_dev_mode() {
+    let database = fresh_database().await;
+    let Some(url) = database.conninfo else {
+        return; // An external DATABASE_URL: no connection string for this database.
+    };
+    let output = ferry_server(&["serve"])
+        .env("DATABASE_URL", &url)
+        .env("FERRY_PORT", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("FERRY_JWT_SECRET is required"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_migrate_subcommand_migrates_then_has_nothing_to_do() {
+    let database = fresh_database().await;
+    let Some(url) = database.conninfo else {
+        return;
+    };
+    let run = || {
+        let output = ferry_server(&["migrate"]).env("DATABASE_URL", &url).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        stdout
+    };
+    let first = run();
+    assert!(first.contains("applied    ferry/0001_ferry_tables"), "{first}");
+    assert!(first.contains("applied    app/0001_demo_app_tables"), "{first}");
+    let second = run();
+    assert!(second.contains("0 applied, 0 baselined, 2 already applied"), "{second}");
+}
+
+#[tokio::test]
+async fn migrate_baseline_records_hand_made_app_tables() {
+    let database = fresh_database().await;
+    let Some(url) = database.conninfo.clone() else {
+        return;
+    };
+    let app_sql = ferry_server::migrations::MIGRATIONS
+        .iter()
+        .find(|m| m.group == ferry_server::migrations::MigrationGroup::App)
+        .unwrap()
+        .sql;
+    database.client.batch_execute(app_sql).await.unwrap();
+    let output = ferry_server(&["migrate", "--baseline"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("baselined  app/0001_demo_app_tables"), "{stdout}");
+}

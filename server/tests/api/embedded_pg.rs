@@ -1,0 +1,140 @@
+//! The embedded cluster: start, stop, restart with data kept, recovery from killed runs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_server::db;
+use ferry_server::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen, process_may_be_live_postgres};
+
+use crate::helpers::{CLUSTER_DIR_PREFIX, eventually, start_embedded};
+
+/// Deletes a test cluster's folder at the end of the test, pass or fail.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ignored = EmbeddedPg::stop_abandoned(&self.0.join("data"), None);
+        let _ignored = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn test_root(name: &str) -> (PathBuf, Cleanup) {
+    let root = PathBuf::from(format!("{CLUSTER_DIR_PREFIX}{}-{name}", std::process::id()));
+    (root.clone(), Cleanup(root))
+}
+
+fn socket(root: &Path) -> Listen {
+    Listen::UnixSocket {
+        dir: root.join("run"),
+        port: 5432,
+    }
+}
+
+/// Starts again on an existing data directory (unlike `start_embedded`, which empties it).
+/// Durable, like the server's own cluster: these tests are about keeping data.
+fn restart(root: &Path) -> EmbeddedPg {
+    EmbeddedPg::start(EmbeddedPgOptions {
+        data_dir: root.join("data"),
+        listen: socket(root),
+        bin_dir: std::env::var_os("FERRY_PG_BIN").map(PathBuf::from),
+        ephemeral: false,
+    })
+    .unwrap_or_else(|e| panic!("restart: {e}"))
+}
+
+async fn query_i32(cluster: &EmbeddedPg, sql: &str) -> i32 {
+    let client = db::connect(&cluster.config("postgres")).await.unwrap();
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn execute(cluster: &EmbeddedPg, sql: &str) {
+    let client = db::connect(&cluster.config("postgres")).await.unwrap();
+    client.batch_execute(sql).await.unwrap();
+}
+
+fn kill_9(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_cluster_keeps_its_data_across_stop_and_start() {
+    let (root, _cleanup) = test_root("restart");
+    let mut cluster = start_embedded(&root, socket(&root), false).unwrap();
+    assert!(cluster.is_running().unwrap());
+    execute(&cluster, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)").await;
+
+    cluster.stop().unwrap();
+    assert!(!cluster.is_running().unwrap());
+    assert!(!root.join("data/postmaster.pid").exists());
+    drop(cluster);
+
+    let cluster = restart(&root);
+    assert_eq!(query_i32(&cluster, "SELECT v FROM kept").await, 42);
+}
+
+#[tokio::test]
+async fn dropping_the_cluster_stops_it() {
+    let (root, _cleanup) = test_root("drop");
+    let cluster = start_embedded(&root, socket(&root), true).unwrap();
+    let pid = cluster.postmaster_pid().unwrap();
+    drop(cluster);
+    assert!(!process_may_be_live_postgres(pid), "postmaster {pid} still running");
+}
+
+#[tokio::test]
+async fn a_stale_pid_file_from_a_killed_postmaster_is_recovered() {
+    let (root, _cleanup) = test_root("stale-pid");
+    let cluster = start_embedded(&root, socket(&root), false).unwrap();
+    execute(&cluster, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)").await;
+    let pid = cluster.postmaster_pid().unwrap();
+    kill_9(pid);
+    // On a machine whose init does not reap orphans it stays a zombie: dead all the same.
+    let gone = eventually(Duration::from_secs(10), || !process_may_be_live_postgres(pid)).await;
+    assert!(gone, "postmaster {pid} survived SIGKILL");
+    assert!(root.join("data/postmaster.pid").exists(), "the stale pid file is the point of this test");
+    // Nothing to stop: the drop must cope with a dead postmaster.
+    drop(cluster);
+
+    let cluster = restart(&root);
+    assert_eq!(query_i32(&cluster, "SELECT v FROM kept").await, 7);
+}
+
+#[tokio::test]
+async fn a_cluster_left_running_by_a_killed_server_is_restarted() {
+    let (root, _cleanup) = test_root("left-running");
+    let abandoned = start_embedded(&root, socket(&root), true).unwrap();
+    let old_pid = abandoned.postmaster_pid().unwrap();
+    // A server killed with SIGKILL never runs its destructor.
+    std::mem::forget(abandoned);
+
+    let cluster = restart(&root);
+    assert!(cluster.is_running().unwrap());
+    assert_ne!(cluster.postmaster_pid(), Some(old_pid));
+    assert_eq!(query_i32(&cluster, "SELECT 1").await, 1);
+}
+
+#[tokio::test]
+async fn a_cluster_can_listen_on_a_free_loopback_port() {
+    let (root, _cleanup) = test_root("tcp");
+    let cluster = start_embedded(&root, Listen::Loopback { port: None }, true).unwrap();
+    assert!(cluster.socket_dir().is_none());
+    assert!(cluster.connection_string("postgres").contains("host='127.0.0.1'"));
+    assert_eq!(query_i32(&cluster, "SELECT 2").await, 2);
+}
+
+#[test]
+fn a_non_empty_folder_that_is_no_cluster_is_refused() {
+    let (root, _cleanup) = test_root("not-a-cluster");
+    fs::create_dir_all(root.join("data")).unwrap();
+    fs::write(root.join("data/precious.txt"), "do not initdb over me").unwrap();
+    let error = EmbeddedPg::start(EmbeddedPgOptions::unix_socket(root.join("data"), root.join("run")))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("is not empty and holds no PostgreSQL cluster"), "{error}");
+    assert!(root.join("data/precious.txt").exists());
+}

@@ -1,0 +1,342 @@
+//! The test harness: one PostgreSQL cluster per test binary, one fresh database per test, and
+//! a real server on port 0 over it.
+//!
+//! - Without `DATABASE_URL`, the first test to need a database starts an embedded cluster in
+//!   `/tmp/ferry-test-pg-<pid>` (socket only, no fsync). A watchdog process stops it and
+//!   deletes the folder when this test binary exits, however it exits; clusters left by runs
+//!   whose watchdog was killed too are swept away at the next start.
+//! - With `DATABASE_URL`, that server is used instead (its user must be allowed to create
+//!   databases); the `t_<uuid>` databases are left behind.
+//! - Quiet unless `TEST_LOG` is set.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ferry_server::config::Settings;
+use ferry_server::db;
+use ferry_server::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
+use ferry_server::secret::Secret;
+use ferry_server::startup::{Application, Database};
+use ferry_server::telemetry;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The signing secret of every test server.
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+/// Prefix of the folders holding test clusters: `<prefix><pid>[-<name>]`.
+pub const CLUSTER_DIR_PREFIX: &str = "/tmp/ferry-test-pg-";
+
+struct TestCluster {
+    admin: tokio_postgres::Config,
+    // Kept alive for the whole test binary: its watchdog stops the cluster at exit.
+    _embedded: Option<EmbeddedPg>,
+}
+
+static CLUSTER: OnceLock<Result<TestCluster, String>> = OnceLock::new();
+
+fn cluster() -> &'static TestCluster {
+    match CLUSTER.get_or_init(start_cluster) {
+        Ok(cluster) => cluster,
+        Err(error) => panic!("cannot start the test database: {error}"),
+    }
+}
+
+fn start_cluster() -> Result<TestCluster, String> {
+    telemetry::init_for_tests();
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let admin = db::parse_database_url(&Secret::new(url)).map_err(|e| e.to_string())?;
+        return Ok(TestCluster {
+            admin,
+            _embedded: None,
+        });
+    }
+    sweep_abandoned_clusters();
+    let root = PathBuf::from(format!("{CLUSTER_DIR_PREFIX}{}", std::process::id()));
+    let mut cluster = start_embedded(
+        &root,
+        Listen::UnixSocket {
+            dir: root.join("run"),
+            port: 5432,
+        },
+        true,
+    )?;
+    cluster
+        .stop_on_exit(Some(&root))
+        .map_err(|e| e.to_string())?;
+    Ok(TestCluster {
+        admin: cluster.config("postgres"),
+        _embedded: Some(cluster),
+    })
+}
+
+/// Starts a cluster with its data in `<root>/data` (`root` is emptied first); `ephemeral`
+/// trades durability for speed (see [`EmbeddedPgOptions::ephemeral`]).
+pub fn start_embedded(root: &Path, listen: Listen, ephemeral: bool) -> Result<EmbeddedPg, String> {
+    let _ignored = fs::remove_dir_all(root);
+    fs::create_dir_all(root).map_err(|e| format!("create {}: {e}", root.display()))?;
+    EmbeddedPg::start(EmbeddedPgOptions {
+        data_dir: root.join("data"),
+        listen,
+        bin_dir: std::env::var_os("FERRY_PG_BIN").map(PathBuf::from),
+        ephemeral,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Stops and deletes the clusters of test binaries that are no longer running.
+fn sweep_abandoned_clusters() {
+    let Ok(entries) = fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(rest) = path
+            .to_str()
+            .and_then(|p| p.strip_prefix(CLUSTER_DIR_PREFIX))
+        else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        if pid.is_empty() || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let _ignored = EmbeddedPg::stop_abandoned(&path.join("data"), None);
+        let _ignored = fs::remove_dir_all(&path);
+    }
+}
+
+/// A fresh, empty database `t_<uuid>` with a connection to it.
+pub struct TestDatabase {
+    /// Its name.
+    pub name: String,
+    /// How to connect to it.
+    pub config: tokio_postgres::Config,
+    /// A connection for SQL assertions.
+    pub client: tokio_postgres::Client,
+    /// A `DATABASE_URL` for it, when the harness runs its own cluster.
+    pub conninfo: Option<String>,
+}
+
+/// Creates a fresh database (not migrated).
+pub async fn fresh_database() -> TestDatabase {
+    let cluster = cluster();
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    let created = db::create_database_if_missing(&cluster.admin, &name)
+        .await
+        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+    assert!(created, "{name} already existed");
+    let mut config = cluster.admin.clone();
+    config.dbname(&name);
+    let client = db::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {name}: {e}"));
+    let conninfo = cluster._embedded.as_ref().map(|c| c.connection_string(&name));
+    TestDatabase {
+        name,
+        config,
+        client,
+        conninfo,
+    }
+}
+
+/// A running server over a fresh, migrated database.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// A connection to the server's database.
+    pub db: tokio_postgres::Client,
+    /// The database's name.
+    pub db_name: String,
+    /// The settings the server was built with.
+    pub settings: Settings,
+}
+
+/// The settings of a test server: port 0, the test secret, a small pool.
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::defaults();
+    settings.port = 0;
+    settings.jwt_secret = Some(Secret::new(TEST_SECRET.to_owned()));
+    settings.db_pool_size = 4;
+    settings.www_dir = Some(PathBuf::from("/nonexistent/ferry-www"));
+    settings.pkg_dir = Some(PathBuf::from("/nonexistent/ferry-pkg"));
+    settings
+}
+
+/// A server with the test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server with the test settings changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let database = fresh_database().await;
+    let mut settings = test_settings();
+    configure(&mut settings);
+    let app = Application::build_with_database(&settings, Database::external(database.config.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("the server does not start: {}", ferry_server::error_chain(&e)));
+    let address = app.base_url();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        db: database.client,
+        db_name: database.name,
+        settings,
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn sign(algorithm: Algorithm, secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_else(|e| panic!("sign: {e}"))
+}
+
+impl TestApp {
+    /// The URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A valid token for `user`.
+    pub fn token_for(&self, user: Uuid) -> String {
+        sign(
+            Algorithm::HS256,
+            TEST_SECRET,
+            &json!({ "sub": user, "exp": now() + 600, "iat": now() }),
+        )
+    }
+
+    /// A token for `user` that expired an hour ago.
+    pub fn expired_token(&self, user: Uuid) -> String {
+        sign(
+            Algorithm::HS256,
+            TEST_SECRET,
+            &json!({ "sub": user, "exp": now() - 3600, "iat": now() - 7200 }),
+        )
+    }
+
+    /// A token for `user` signed with another secret.
+    pub fn forged_token(&self, user: Uuid) -> String {
+        sign(
+            Algorithm::HS256,
+            "not-the-server-secret-0123456789abcdef0123",
+            &json!({ "sub": user, "exp": now() + 600 }),
+        )
+    }
+
+    /// A token for `user` with the right secret but HS512.
+    pub fn hs512_token(&self, user: Uuid) -> String {
+        sign(
+            Algorithm::HS512,
+            TEST_SECRET,
+            &json!({ "sub": user, "exp": now() + 600 }),
+        )
+    }
+
+    /// An unsigned token (`alg: none`) for `user`.
+    pub fn alg_none_token(&self, user: Uuid) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(json!({ "sub": user, "exp": now() + 600 }).to_string());
+        format!("{header}.{claims}.")
+    }
+
+    /// A valid token whose `sub` is not a UUID.
+    pub fn non_uuid_subject_token(&self) -> String {
+        sign(
+            Algorithm::HS256,
+            TEST_SECRET,
+            &json!({ "sub": "alice", "exp": now() + 600 }),
+        )
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET path` with `Authorization: Bearer token`.
+    pub async fn get_authed(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `POST path` with a raw JSON body.
+    pub async fn post_raw_json(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+}
+
+/// Reads an error response, checks it has our shape and `code`, and returns its body.
+pub async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    let got_status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(got_status, status, "body: {text}");
+    assert!(content_type.starts_with("application/json"), "content-type {content_type:?}, body: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message: {body}"
+    );
+    let keys: Vec<&String> = body["error"].as_object().map(|o| o.keys().collect()).unwrap_or_default();
+    assert!(
+        keys.iter().all(|k| ["code", "message", "details"].contains(&k.as_str())),
+        "unexpected keys in {body}"
+    );
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "only `error` at the top: {body}");
+    body
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

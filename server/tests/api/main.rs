@@ -1,0 +1,18 @@
+//! Integration tests of the ingest server: each starts the real server (port 0) over a fresh
+//! database in a per-binary PostgreSQL cluster; see `helpers.rs`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking, with the value in the message"
+)]
+
+mod auth;
+mod binary;
+mod cors;
+mod embedded_pg;
+mod errors;
+mod health;
+mod helpers;
+mod migrations;
+mod schema_check;
+mod static_files;

@@ -1,0 +1,1 @@
+//! Ferry's browser migrator, compiled to WebAssembly.
