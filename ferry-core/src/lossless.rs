@@ -298,7 +298,10 @@ mod tests {
         let cases = [
             ("\u{FFFF}", "escape without digits"),
             ("\u{FFFF}12", "escape with two digits"),
-            ("\u{FFFF}d800", "lowercase digits are not the canonical form"),
+            (
+                "\u{FFFF}d800",
+                "lowercase digits are not the canonical form",
+            ),
             ("a\0b", "raw NUL"),
         ];
         for (text, why) in cases {

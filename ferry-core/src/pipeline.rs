@@ -420,7 +420,13 @@ pub fn process_key(
         locator: Locator::Whole,
         legacy_id: None,
         id: None,
-        hash: hash_record(&kind.name, None, key.as_escaped(), &Locator::Whole, raw.text()),
+        hash: hash_record(
+            &kind.name,
+            None,
+            key.as_escaped(),
+            &Locator::Whole,
+            raw.text(),
+        ),
         raw,
         updated_at_ms: None,
         outcome: Outcome::Rejected(vec![note]),
@@ -561,7 +567,11 @@ pub fn process_record(
         .as_ref()
         .map(|legacy| target_id(spec, kind, legacy, ctx));
     let hash = hash_record(&kind.name, id, key_text, &locator, raw.text());
-    let place = Where(key_text, &locator, legacy_id.as_ref().map(LosslessString::as_escaped));
+    let place = Where(
+        key_text,
+        &locator,
+        legacy_id.as_ref().map(LosslessString::as_escaped),
+    );
     let object = value.as_object();
     if object.is_none() && !accepts_any_value(kind) {
         notes.reject(
@@ -582,7 +592,10 @@ pub fn process_record(
                 notes.reject(
                     Code::Unknown,
                     Some(name),
-                    format!("{place} has field {} that the spec does not allow", quote(name)),
+                    format!(
+                        "{place} has field {} that the spec does not allow",
+                        quote(name)
+                    ),
                 );
             }
         }
@@ -594,7 +607,10 @@ pub fn process_record(
         };
         for field in &kind.fields {
             let source_value = match &field.from {
-                FieldSource::Field(p) => object.and_then(|o| o.get(p)).filter(|v| !v.is_null()).cloned(),
+                FieldSource::Field(p) => object
+                    .and_then(|o| o.get(p))
+                    .filter(|v| !v.is_null())
+                    .cloned(),
                 FieldSource::Key => Some(Value::String(key_text.to_owned())),
                 FieldSource::KeySuffix => Some(Value::String(suffix.to_owned())),
                 FieldSource::MapKey => match &locator {
@@ -732,17 +748,27 @@ fn convert(
             let Some(n) = value.as_f64().filter(|_| value.is_number()) else {
                 return wrong_type(notes, "an integer", &value);
             };
-            let int = value.as_i64().or_else(|| (n.fract() == 0.0 && n.abs() < 9.3e18).then_some(n as i64));
+            let int = value
+                .as_i64()
+                .or_else(|| (n.fract() == 0.0 && n.abs() < 9.3e18).then_some(n as i64));
             let Some(int) = int.filter(|i| i.abs() <= MAX_SAFE_INTEGER) else {
-                let why = if n.fract() != 0.0 { "a whole number" } else { "within JavaScript's safe integer range (±2^53−1)" };
+                let why = if n.fract() != 0.0 {
+                    "a whole number"
+                } else {
+                    "within JavaScript's safe integer range (±2^53−1)"
+                };
                 notes.reject(
                     Code::Type,
                     Some(label),
-                    format!("{place}: field `{label}` should be {why}, but is {}", shown(&value)),
+                    format!(
+                        "{place}: field `{label}` should be {why}, but is {}",
+                        shown(&value)
+                    ),
                 );
                 return None;
             };
-            check_range(*range, int as f64, label, place, &shown(&value), notes).then_some(Cell::Int(int))
+            check_range(*range, int as f64, label, place, &shown(&value), notes)
+                .then_some(Cell::Int(int))
         }
         FieldType::Number(range) => {
             let Some(n) = value.as_f64().filter(|_| value.is_number()) else {
@@ -760,10 +786,12 @@ fn convert(
                     timestamp::parse_iso8601(s).map_err(|e| e.to_string())
                 }
                 Value::Number(n) if formats.contains(&TimestampFormat::EpochMs) => {
-                    timestamp::from_epoch(n.as_f64().unwrap_or(f64::NAN), false).map_err(|e| e.to_string())
+                    timestamp::from_epoch(n.as_f64().unwrap_or(f64::NAN), false)
+                        .map_err(|e| e.to_string())
                 }
                 Value::Number(n) if formats.contains(&TimestampFormat::EpochS) => {
-                    timestamp::from_epoch(n.as_f64().unwrap_or(f64::NAN), true).map_err(|e| e.to_string())
+                    timestamp::from_epoch(n.as_f64().unwrap_or(f64::NAN), true)
+                        .map_err(|e| e.to_string())
                 }
                 _ => Err(format!("expected {}", describe_formats(formats))),
             };
@@ -773,7 +801,10 @@ fn convert(
                     notes.reject(
                         Code::Timestamp,
                         Some(label),
-                        format!("{place}: field `{label}` is not a valid timestamp ({why}): {}", shown(&value)),
+                        format!(
+                            "{place}: field `{label}` is not a valid timestamp ({why}): {}",
+                            shown(&value)
+                        ),
                     );
                     None
                 }
@@ -790,7 +821,11 @@ fn convert(
                 notes.repair(
                     Code::LegacyEnum,
                     Some(label),
-                    format!("{place}: field `{label}` legacy value {} became {}", quote(&s), quote(new)),
+                    format!(
+                        "{place}: field `{label}` legacy value {} became {}",
+                        quote(&s),
+                        quote(new)
+                    ),
                 );
                 return Some(Cell::Text(new.clone()));
             }
@@ -830,7 +865,10 @@ fn convert(
                 notes.reject(
                     Code::Items,
                     Some(label),
-                    format!("{place}: field `{label}` has {} items, more than the {max} allowed", list.len()),
+                    format!(
+                        "{place}: field `{label}` has {} items, more than the {max} allowed",
+                        list.len()
+                    ),
                 );
                 return None;
             }
@@ -849,7 +887,11 @@ fn convert(
                         notes.reject(
                             Code::Type,
                             Some(label),
-                            format!("{place}: field `{item_label}` should be a string, but is {}: {}", json_type(&other), quote_json(&other)),
+                            format!(
+                                "{place}: field `{item_label}` should be a string, but is {}: {}",
+                                json_type(&other),
+                                quote_json(&other)
+                            ),
                         );
                     }
                 }
@@ -876,7 +918,13 @@ fn check_string(
     sensitive: bool,
     notes: &mut Notes,
 ) -> bool {
-    let shown = || if sensitive { "[redacted]".to_owned() } else { quote(s) };
+    let shown = || {
+        if sensitive {
+            "[redacted]".to_owned()
+        } else {
+            quote(s)
+        }
+    };
     let mut ok = true;
     if let Some(bounds) = rules.length {
         let escapes = s.matches(lossless::ESCAPE).count() as u64;
@@ -899,7 +947,10 @@ fn check_string(
         notes.reject(
             Code::Email,
             Some(label),
-            format!("{place}: field `{label}` is not an email address: {}", shown()),
+            format!(
+                "{place}: field `{label}` is not an email address: {}",
+                shown()
+            ),
         );
     }
     if rules.url && !s.validate_url() {
@@ -972,7 +1023,11 @@ fn contains_escapes(v: &Value) -> bool {
 }
 
 fn describe_bounds<T: fmt::Display>(min: Option<T>, max: Option<T>, unit: &str) -> String {
-    let unit = if unit.is_empty() { String::new() } else { format!(" {unit}") };
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    };
     match (min, max) {
         (Some(lo), Some(hi)) => format!("expected {lo} to {hi}{unit}"),
         (Some(lo), None) => format!("expected at least {lo}{unit}"),
@@ -1008,7 +1063,11 @@ fn read_legacy_id(
                 n.to_string()
             }
             None | Some(Value::Null) => {
-                notes.reject(Code::Id, Some(name), format!("{place} has no id (field `{name}`)"));
+                notes.reject(
+                    Code::Id,
+                    Some(name),
+                    format!("{place} has no id (field `{name}`)"),
+                );
                 return None;
             }
             Some(other) => {
@@ -1103,13 +1162,18 @@ pub fn settle_duplicates(spec: &Spec, records: &mut [Record]) {
     let mut first: HashMap<(usize, Uuid), usize> = HashMap::new();
     let mut groups: HashMap<(usize, Uuid), Vec<usize>> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
-        let Some(id) = r.id.filter(|_| r.outcome.is_accepted()) else { continue };
+        let Some(id) = r.id.filter(|_| r.outcome.is_accepted()) else {
+            continue;
+        };
         match first.entry((r.kind, id)) {
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(i);
             }
             std::collections::hash_map::Entry::Occupied(e) => {
-                groups.entry((r.kind, id)).or_insert_with(|| vec![*e.get()]).push(i);
+                groups
+                    .entry((r.kind, id))
+                    .or_insert_with(|| vec![*e.get()])
+                    .push(i);
             }
         }
     }
@@ -1140,7 +1204,11 @@ pub fn settle_duplicates(spec: &Spec, records: &mut [Record]) {
                 r.legacy_id.as_ref().map(LosslessString::as_escaped),
             );
             let winner_place = WherePlain(w_key.as_escaped(), &w_loc);
-            let why = if kind.updated_at.is_some() { "newer" } else { "chosen by content hash" };
+            let why = if kind.updated_at.is_some() {
+                "newer"
+            } else {
+                "chosen by content hash"
+            };
             r.outcome = Outcome::Rejected(vec![Note {
                 code: Code::Duplicate,
                 field: None,

@@ -443,7 +443,8 @@ impl Field {
 
     /// Whether any part of the value is a secret.
     pub fn has_secrets(&self) -> bool {
-        self.sensitive || matches!(&self.ty, FieldType::Json { sensitive_keys } if !sensitive_keys.is_empty())
+        self.sensitive
+            || matches!(&self.ty, FieldType::Json { sensitive_keys } if !sensitive_keys.is_empty())
     }
 }
 
@@ -568,7 +569,11 @@ pub struct SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the migration spec has {} problem(s):", self.problems.len())?;
+        write!(
+            f,
+            "the migration spec has {} problem(s):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             write!(f, "\n  - {p}")?;
         }
@@ -661,7 +666,10 @@ impl Checker {
             };
             let key = source.key().to_owned();
             if key.is_empty() {
-                self.problem(format!("the {} source key must not be empty", source.label()));
+                self.problem(format!(
+                    "the {} source key must not be empty",
+                    source.label()
+                ));
             } else if let Source::Prefix(_) = source {
                 for (other_kind, other) in &prefixes {
                     if other.starts_with(&key) || key.starts_with(other.as_str()) {
@@ -706,7 +714,9 @@ impl Checker {
         if let Some(id) = &id {
             for c in std::iter::once(&id.column).chain(id.legacy_column.as_ref()) {
                 if !is_identifier(c) {
-                    self.problem(format!("id column `{c}` must be a lowercase SQL identifier"));
+                    self.problem(format!(
+                        "id column `{c}` must be a lowercase SQL identifier"
+                    ));
                 }
                 if !columns.insert(c.clone()) {
                     self.problem(format!("column `{c}` is written twice"));
@@ -750,7 +760,9 @@ impl Checker {
             (None, _) => {}
         }
         if doc.conflict == ConflictPolicy::Merge
-            && !fields.iter().any(|f| matches!(f.ty, FieldType::Json { .. }))
+            && !fields
+                .iter()
+                .any(|f| matches!(f.ty, FieldType::Json { .. }))
         {
             self.problem("conflict policy `merge` merges JSON object columns, but this kind has no `json` field");
         }
@@ -777,11 +789,15 @@ impl Checker {
         let from = match (doc.from.as_str(), source) {
             ("$singleton", Source::Object(_)) => IdSource::Singleton,
             ("$singleton", _) => {
-                self.problem("id `$singleton` is only for an `object` source (one record per user)");
+                self.problem(
+                    "id `$singleton` is only for an `object` source (one record per user)",
+                );
                 return None;
             }
             (_, Source::Object(_)) => {
-                self.problem("an `object` source holds one record per user: its id must be `$singleton`");
+                self.problem(
+                    "an `object` source holds one record per user: its id must be `$singleton`",
+                );
                 return None;
             }
             ("$key", Source::Prefix(_)) => IdSource::Key,
@@ -846,11 +862,17 @@ impl Checker {
         if doc.default.is_some() && doc.default_from.is_some() {
             self.problem("give either `default` or `default_from`, not both");
         }
-        if doc.default_from.as_deref().is_some_and(|p| p.starts_with('$') || p.is_empty()) {
+        if doc
+            .default_from
+            .as_deref()
+            .is_some_and(|p| p.starts_with('$') || p.is_empty())
+        {
             self.problem("`default_from` must name a record property");
         }
         if !doc.sensitive_keys.is_empty() && doc.ty != FieldTypeDoc::Json {
-            self.problem("`sensitive_keys` is for `json` fields; mark other fields `sensitive: true`");
+            self.problem(
+                "`sensitive_keys` is for `json` fields; mark other fields `sensitive: true`",
+            );
         }
         if doc.sensitive && doc.ty != FieldTypeDoc::String {
             self.problem("only `string` fields can be `sensitive` (use `sensitive_keys` inside a `json` field)");
@@ -867,7 +889,9 @@ impl Checker {
                 sensitive: false,
             };
             if let Err(reason) = crate::pipeline::check_default(&probe, default) {
-                self.problem(format!("`default` {default} is not a valid value: {reason}"));
+                self.problem(format!(
+                    "`default` {default} is not a valid value: {reason}"
+                ));
             }
         }
         if self.problems.len() > before {
@@ -905,7 +929,10 @@ impl Checker {
         misplaced(self, !doc.formats.is_empty(), "formats", &[T::Timestamp]);
         misplaced(self, doc.items.is_some(), "items", &[T::Array]);
         misplaced(self, doc.max_items.is_some(), "max_items", &[T::Array]);
-        if let Some(Bounds { min: Some(lo), max: Some(hi) }) = doc.length
+        if let Some(Bounds {
+            min: Some(lo),
+            max: Some(hi),
+        }) = doc.length
             && lo > hi
         {
             self.problem(format!("`length` min {lo} is greater than max {hi}"));
@@ -946,7 +973,9 @@ impl Checker {
                 if doc.formats.contains(&TimestampFormat::EpochMs)
                     && doc.formats.contains(&TimestampFormat::EpochS)
                 {
-                    self.problem("`epoch_ms` and `epoch_s` together are ambiguous for a number: choose one");
+                    self.problem(
+                        "`epoch_ms` and `epoch_s` together are ambiguous for a number: choose one",
+                    );
                 }
                 FieldType::Timestamp(doc.formats.clone())
             }
@@ -993,7 +1022,9 @@ impl Checker {
 
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && name.len() <= 63
 }

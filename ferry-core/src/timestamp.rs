@@ -74,7 +74,9 @@ pub fn parse_iso8601(text: &str) -> Result<i64, TimestampError> {
                     p.next();
                 }
                 if p.i == start {
-                    return Err(TimestampError::Shape("expected digits after the decimal point"));
+                    return Err(TimestampError::Shape(
+                        "expected digits after the decimal point",
+                    ));
                 }
             }
         }
@@ -283,7 +285,10 @@ mod tests {
             ("2024-04-31", "April has 30 days"),
             ("2024-01-15T24:00:00Z", "hour 24"),
             ("2024-01-15T10:60:00Z", "minute 60"),
-            ("2024-01-15T10:30:60Z", "leap second, refused by JavaScript too"),
+            (
+                "2024-01-15T10:30:60Z",
+                "leap second, refused by JavaScript too",
+            ),
             ("2024-01-15T10:30:00.Z", "decimal point without digits"),
             ("2024-01-15T10:30:00ZZ", "trailing garbage"),
             ("2024-01-15T10:30:00+25:00", "offset hours 25"),
@@ -300,7 +305,10 @@ mod tests {
 
     #[test]
     fn epoch_numbers() {
-        assert_eq!(from_epoch(1_705_314_600_000.0, false), Ok(1_705_314_600_000));
+        assert_eq!(
+            from_epoch(1_705_314_600_000.0, false),
+            Ok(1_705_314_600_000)
+        );
         assert_eq!(from_epoch(1_705_314_600.0, true), Ok(1_705_314_600_000));
         assert_eq!(from_epoch(f64::NAN, false), Err(TimestampError::NotFinite));
         assert_eq!(from_epoch(8.64e15, false), Err(TimestampError::OutOfRange));

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::lossless::LosslessString;
-use crate::pipeline::{self, ContentHash, Context, Locator, Note, Outcome, Raw, Record, RecordInput};
+use crate::pipeline::{
+    self, ContentHash, Context, Locator, Note, Outcome, Raw, Record, RecordInput,
+};
 use crate::spec::Spec;
 
 /// The format tag of this wire version.
@@ -168,7 +170,9 @@ pub enum WireError {
         found: String,
     },
     /// The batch was made with another spec.
-    #[error("the batch was made with spec {app:?} version {version:?}, but the server runs {expected_app:?} version {expected_version:?}: reload the app to get the current spec")]
+    #[error(
+        "the batch was made with spec {app:?} version {version:?}, but the server runs {expected_app:?} version {expected_version:?}: reload the app to get the current spec"
+    )]
     SpecMismatch {
         /// App named in the batch.
         app: String,
@@ -210,7 +214,10 @@ pub fn reprocess(spec: &Spec, header: &BatchHeader, item: &WireRecord) -> Record
     let ctx = header.context();
     let locator = Locator::from(item.at.clone());
     let Some(kind) = spec.kind_index(&item.kind) else {
-        return foreign(item, format!("unknown kind {}", pipeline::quote(&item.kind)));
+        return foreign(
+            item,
+            format!("unknown kind {}", pipeline::quote(&item.kind)),
+        );
     };
     let input = match &item.raw {
         Raw::Json(text) => match pipeline::parse_json(text) {
@@ -228,7 +235,9 @@ pub fn reprocess(spec: &Spec, header: &BatchHeader, item: &WireRecord) -> Record
                 "the browser sent id {} and hash {:?}, but the record gives id {} and hash {:?}: an outdated or altered client",
                 item.id,
                 item.hash,
-                record.id.map_or_else(|| "none".to_owned(), |u| u.to_string()),
+                record
+                    .id
+                    .map_or_else(|| "none".to_owned(), |u| u.to_string()),
                 record.hash
             ),
         }]);
@@ -290,14 +299,16 @@ pub fn encode_item(spec: &Spec, record: &Record) -> Option<(bool, String)> {
     let at = WireLocator::from(&record.locator);
     let text = match (&record.outcome, record.id) {
         (Outcome::Duplicate(_), _) => return None,
-        (Outcome::Valid(_) | Outcome::Repaired(..), Some(id)) => serde_json::to_string(&WireRecord {
-            kind,
-            key: record.key.clone(),
-            at,
-            id,
-            hash: record.hash,
-            raw: record.raw.clone(),
-        }),
+        (Outcome::Valid(_) | Outcome::Repaired(..), Some(id)) => {
+            serde_json::to_string(&WireRecord {
+                kind,
+                key: record.key.clone(),
+                at,
+                id,
+                hash: record.hash,
+                raw: record.raw.clone(),
+            })
+        }
         (outcome, _) => {
             let reasons = match outcome {
                 Outcome::Rejected(r) => r.clone(),

@@ -71,44 +71,231 @@ fn both_example_specs_are_valid() {
 fn broken_specs_are_refused_with_a_message_naming_kind_and_field() {
     type Edit = fn(&mut Value);
     let cases: Vec<(Edit, &[&str], &str)> = vec![
-        (|d| d["ferry_spec"] = json!(2), &["`ferry_spec` is 2"], "a future format this engine cannot read"),
-        (|d| d["app"] = json!(""), &["`app`"], "ids are derived from the app name"),
-        (|d| d["kinds"] = json!([]), &["`kinds` is empty"], "nothing to migrate"),
-        (|d| d["kinds"][1]["name"] = json!("tasks"), &["kind `tasks`", "same name"], "two kinds with one name"),
-        (|d| d["kinds"][1]["table"] = json!("tasks"), &["kind `drafts`", "table `tasks` is already written by kind `tasks`"], "two kinds writing one table"),
-        (|d| d["kinds"][0]["name"] = json!("My Tasks"), &["lowercase identifier"], "names become SQL and URLs"),
-        (|d| d["kinds"][0]["table"] = json!("tasks; drop"), &["kind `tasks`", "SQL identifier"], "the table name goes into SQL"),
-        (|d| d["kinds"][0]["conflict"] = json!("latest"), &["latest"], "unknown conflict policy"),
-        (|d| { d["kinds"][0].as_object_mut().map(|k| k.remove("updated_at")); }, &["kind `tasks`", "needs `updated_at`"], "newest has nothing to compare"),
-        (|d| d["kinds"][0]["updated_at"] = json!("title"), &["kind `tasks`", "`updated_at` column `title` must be a timestamp"], "newest compares timestamps"),
-        (|d| d["kinds"][0]["updated_at"] = json!("nope"), &["no field writes"], "updated_at names a missing column"),
-        (|d| d["kinds"][1]["conflict"] = json!("merge"), &["kind `drafts`", "needs `updated_at`"], "merge needs a timestamp too"),
-        (|d| *field(d, 0, 0) = json!({"from":"title","column":"title","type":"string","length":{"min":5,"max":2}}), &["kind `tasks`, field `title`", "min 5 is greater than max 2"], "empty length range"),
-        (|d| *field(d, 0, 0) = json!({"from":"title","column":"title","type":"string","range":{"min":1}}), &["field `title`", "`range` does not apply to a `string`"], "range is for numbers"),
-        (|d| *field(d, 0, 0) = json!({"from":"title","column":"title","type":"string","regex":"(unclosed"}), &["field `title`", "does not compile"], "a broken pattern"),
-        (|d| *field(d, 0, 0) = json!({"from":"title","column":"title","type":"strng"}), &["strng"], "unknown type"),
-        (|d| *field(d, 0, 0) = json!({"from":"title","column":"title","type":"string","required":true,"default":"x"}), &["field `title`", "required field cannot have a default"], "contradiction"),
-        (|d| *field(d, 0, 0) = json!({"from":"title","column":"title","type":"string","colour":"red"}), &["colour"], "typo in a rule name must not be ignored"),
-        (|d| *field(d, 0, 1) = json!({"from":"status","column":"status","type":"enum"}), &["field `status`", "must list its `values`"], "an enum without values"),
-        (|d| *field(d, 0, 1) = json!({"from":"status","column":"status","type":"enum","values":["a"],"legacy":{"old":"z"}}), &["field `status`", "maps `old` to `z`"], "legacy value maps outside the enum"),
-        (|d| *field(d, 0, 1) = json!({"from":"status","column":"status","type":"enum","values":["a"],"default":"q"}), &["field `status`", "`default` \"q\" is not a valid value"], "a default that would be rejected"),
-        (|d| *field(d, 0, 2) = json!({"from":"createdAt","column":"created_at","type":"timestamp","required":true}), &["field `created_at`", "must say its `formats`"], "the spec must say which timestamp encodings"),
-        (|d| *field(d, 0, 2) = json!({"from":"createdAt","column":"created_at","type":"timestamp","required":true,"formats":["epoch_ms","epoch_s"]}), &["field `created_at`", "ambiguous"], "a number cannot be both"),
-        (|d| *field(d, 0, 4) = json!({"from":"extra","column":"title","type":"json"}), &["field `title`", "already writes this column"], "two fields, one column"),
-        (|d| *field(d, 0, 4) = json!({"from":"title","column":"extra","type":"json"}), &["property `title` is read by two fields"], "one property read twice is a copy-paste slip"),
-        (|d| *field(d, 0, 4) = json!({"column":"extra","type":"json"}), &["field `extra`", "needs a `default`"], "a constant column with no value"),
-        (|d| *field(d, 0, 4) = json!({"from":"extra","column":"extra","type":"string","sensitive_keys":["k"]}), &["field `extra`", "`sensitive_keys` is for `json`"], "sensitive keys need an object"),
-        (|d| *field(d, 0, 4) = json!({"from":"extra","column":"extra","type":"integer","sensitive":true}), &["field `extra`", "only `string` fields"], "secrets are strings"),
-        (|d| *field(d, 0, 4) = json!({"from":"extra","column":"extra","type":"array"}), &["field `extra`", "`items`"], "array item type missing"),
-        (|d| *field(d, 0, 4) = json!({"from":"$value","column":"extra","type":"string"}), &["field `extra`", "`$value`"], "the whole record is JSON"),
-        (|d| *field(d, 0, 4) = json!({"from":"$map_key","column":"extra","type":"string"}), &["field `extra`", "`$map_key` does not fit a `array` source"], "no map key in an array"),
-        (|d| d["kinds"][0]["id"] = json!({"from":"$singleton","scope":"global"}), &["kind `tasks`", "`$singleton` is only for an `object` source"], "an array holds many records"),
-        (|d| d["kinds"][0]["id"] = json!({"from":"$key_suffix","scope":"global"}), &["kind `tasks`", "does not fit a `array` source"], "no key suffix without a prefix"),
-        (|d| d["kinds"][0]["id"] = json!({"from":"id","scope":"sometimes"}), &["sometimes"], "scope must be global or device"),
-        (|d| d["kinds"][1]["source"] = json!({"prefix":"draft:x"}), &["kind `drafts`"], "still valid alone; see the overlap case below"),
-        (|d| { d["kinds"][0]["source"] = json!({"prefix":"draft"}); }, &["overlaps prefix"], "a key would belong to two kinds"),
-        (|d| d["kinds"][1]["source"] = json!({"array":"tasks"}), &["kind `drafts`", "key `tasks` is already read by kind `tasks`"], "one key, two kinds"),
-        (|d| d["kinds"][0]["fields"] = json!([]), &["kind `tasks`", "`fields` is empty"], "nothing to write"),
+        (
+            |d| d["ferry_spec"] = json!(2),
+            &["`ferry_spec` is 2"],
+            "a future format this engine cannot read",
+        ),
+        (
+            |d| d["app"] = json!(""),
+            &["`app`"],
+            "ids are derived from the app name",
+        ),
+        (
+            |d| d["kinds"] = json!([]),
+            &["`kinds` is empty"],
+            "nothing to migrate",
+        ),
+        (
+            |d| d["kinds"][1]["name"] = json!("tasks"),
+            &["kind `tasks`", "same name"],
+            "two kinds with one name",
+        ),
+        (
+            |d| d["kinds"][1]["table"] = json!("tasks"),
+            &[
+                "kind `drafts`",
+                "table `tasks` is already written by kind `tasks`",
+            ],
+            "two kinds writing one table",
+        ),
+        (
+            |d| d["kinds"][0]["name"] = json!("My Tasks"),
+            &["lowercase identifier"],
+            "names become SQL and URLs",
+        ),
+        (
+            |d| d["kinds"][0]["table"] = json!("tasks; drop"),
+            &["kind `tasks`", "SQL identifier"],
+            "the table name goes into SQL",
+        ),
+        (
+            |d| d["kinds"][0]["conflict"] = json!("latest"),
+            &["latest"],
+            "unknown conflict policy",
+        ),
+        (
+            |d| {
+                d["kinds"][0]
+                    .as_object_mut()
+                    .map(|k| k.remove("updated_at"));
+            },
+            &["kind `tasks`", "needs `updated_at`"],
+            "newest has nothing to compare",
+        ),
+        (
+            |d| d["kinds"][0]["updated_at"] = json!("title"),
+            &[
+                "kind `tasks`",
+                "`updated_at` column `title` must be a timestamp",
+            ],
+            "newest compares timestamps",
+        ),
+        (
+            |d| d["kinds"][0]["updated_at"] = json!("nope"),
+            &["no field writes"],
+            "updated_at names a missing column",
+        ),
+        (
+            |d| d["kinds"][1]["conflict"] = json!("merge"),
+            &["kind `drafts`", "needs `updated_at`"],
+            "merge needs a timestamp too",
+        ),
+        (
+            |d| {
+                *field(d, 0, 0) = json!({"from":"title","column":"title","type":"string","length":{"min":5,"max":2}})
+            },
+            &["kind `tasks`, field `title`", "min 5 is greater than max 2"],
+            "empty length range",
+        ),
+        (
+            |d| {
+                *field(d, 0, 0) =
+                    json!({"from":"title","column":"title","type":"string","range":{"min":1}})
+            },
+            &["field `title`", "`range` does not apply to a `string`"],
+            "range is for numbers",
+        ),
+        (
+            |d| {
+                *field(d, 0, 0) =
+                    json!({"from":"title","column":"title","type":"string","regex":"(unclosed"})
+            },
+            &["field `title`", "does not compile"],
+            "a broken pattern",
+        ),
+        (
+            |d| *field(d, 0, 0) = json!({"from":"title","column":"title","type":"strng"}),
+            &["strng"],
+            "unknown type",
+        ),
+        (
+            |d| *field(d, 0, 0) = json!({"from":"title","column":"title","type":"string","required":true,"default":"x"}),
+            &["field `title`", "required field cannot have a default"],
+            "contradiction",
+        ),
+        (
+            |d| {
+                *field(d, 0, 0) =
+                    json!({"from":"title","column":"title","type":"string","colour":"red"})
+            },
+            &["colour"],
+            "typo in a rule name must not be ignored",
+        ),
+        (
+            |d| *field(d, 0, 1) = json!({"from":"status","column":"status","type":"enum"}),
+            &["field `status`", "must list its `values`"],
+            "an enum without values",
+        ),
+        (
+            |d| *field(d, 0, 1) = json!({"from":"status","column":"status","type":"enum","values":["a"],"legacy":{"old":"z"}}),
+            &["field `status`", "maps `old` to `z`"],
+            "legacy value maps outside the enum",
+        ),
+        (
+            |d| *field(d, 0, 1) = json!({"from":"status","column":"status","type":"enum","values":["a"],"default":"q"}),
+            &["field `status`", "`default` \"q\" is not a valid value"],
+            "a default that would be rejected",
+        ),
+        (
+            |d| *field(d, 0, 2) = json!({"from":"createdAt","column":"created_at","type":"timestamp","required":true}),
+            &["field `created_at`", "must say its `formats`"],
+            "the spec must say which timestamp encodings",
+        ),
+        (
+            |d| *field(d, 0, 2) = json!({"from":"createdAt","column":"created_at","type":"timestamp","required":true,"formats":["epoch_ms","epoch_s"]}),
+            &["field `created_at`", "ambiguous"],
+            "a number cannot be both",
+        ),
+        (
+            |d| *field(d, 0, 4) = json!({"from":"extra","column":"title","type":"json"}),
+            &["field `title`", "already writes this column"],
+            "two fields, one column",
+        ),
+        (
+            |d| *field(d, 0, 4) = json!({"from":"title","column":"extra","type":"json"}),
+            &["property `title` is read by two fields"],
+            "one property read twice is a copy-paste slip",
+        ),
+        (
+            |d| *field(d, 0, 4) = json!({"column":"extra","type":"json"}),
+            &["field `extra`", "needs a `default`"],
+            "a constant column with no value",
+        ),
+        (
+            |d| {
+                *field(d, 0, 4) =
+                    json!({"from":"extra","column":"extra","type":"string","sensitive_keys":["k"]})
+            },
+            &["field `extra`", "`sensitive_keys` is for `json`"],
+            "sensitive keys need an object",
+        ),
+        (
+            |d| {
+                *field(d, 0, 4) =
+                    json!({"from":"extra","column":"extra","type":"integer","sensitive":true})
+            },
+            &["field `extra`", "only `string` fields"],
+            "secrets are strings",
+        ),
+        (
+            |d| *field(d, 0, 4) = json!({"from":"extra","column":"extra","type":"array"}),
+            &["field `extra`", "`items`"],
+            "array item type missing",
+        ),
+        (
+            |d| *field(d, 0, 4) = json!({"from":"$value","column":"extra","type":"string"}),
+            &["field `extra`", "`$value`"],
+            "the whole record is JSON",
+        ),
+        (
+            |d| *field(d, 0, 4) = json!({"from":"$map_key","column":"extra","type":"string"}),
+            &["field `extra`", "`$map_key` does not fit a `array` source"],
+            "no map key in an array",
+        ),
+        (
+            |d| d["kinds"][0]["id"] = json!({"from":"$singleton","scope":"global"}),
+            &[
+                "kind `tasks`",
+                "`$singleton` is only for an `object` source",
+            ],
+            "an array holds many records",
+        ),
+        (
+            |d| d["kinds"][0]["id"] = json!({"from":"$key_suffix","scope":"global"}),
+            &["kind `tasks`", "does not fit a `array` source"],
+            "no key suffix without a prefix",
+        ),
+        (
+            |d| d["kinds"][0]["id"] = json!({"from":"id","scope":"sometimes"}),
+            &["sometimes"],
+            "scope must be global or device",
+        ),
+        (
+            |d| d["kinds"][1]["source"] = json!({"prefix":"draft:x"}),
+            &["kind `drafts`"],
+            "still valid alone; see the overlap case below",
+        ),
+        (
+            |d| {
+                d["kinds"][0]["source"] = json!({"prefix":"draft"});
+            },
+            &["overlaps prefix"],
+            "a key would belong to two kinds",
+        ),
+        (
+            |d| d["kinds"][1]["source"] = json!({"array":"tasks"}),
+            &[
+                "kind `drafts`",
+                "key `tasks` is already read by kind `tasks`",
+            ],
+            "one key, two kinds",
+        ),
+        (
+            |d| d["kinds"][0]["fields"] = json!([]),
+            &["kind `tasks`", "`fields` is empty"],
+            "nothing to write",
+        ),
     ];
     for (edit, needles, why) in cases {
         let mut doc = base();
@@ -123,7 +310,10 @@ fn broken_specs_are_refused_with_a_message_naming_kind_and_field() {
             Err(e) => e.to_string(),
         };
         for needle in needles {
-            assert!(message.contains(needle), "{why}: message lacks {needle:?}:\n{message}");
+            assert!(
+                message.contains(needle),
+                "{why}: message lacks {needle:?}:\n{message}"
+            );
         }
     }
 }
