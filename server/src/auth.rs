@@ -89,7 +89,9 @@ impl AuthError {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The secret is too short.
-    #[error("FERRY_JWT_SECRET is {0} bytes; use at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)")]
+    #[error(
+        "FERRY_JWT_SECRET is {0} bytes; use at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+    )]
     TooShort(usize),
     /// No randomness for a generated secret.
     #[error("cannot generate a random JWT secret: {0}")]
@@ -137,6 +139,7 @@ impl JwtKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Ok(Self {
@@ -172,12 +175,11 @@ impl JwtKeys {
 
     /// Checks `token` and returns its user.
     pub fn verify(&self, token: &str) -> Result<Uuid, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(
-            |e| match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 other => AuthError::Invalid(format!("{other:?}")),
-            },
-        )?;
+            })?;
         Uuid::parse_str(&data.claims.sub)
             .map_err(|_| AuthError::Invalid("the `sub` claim is not a UUID".to_owned()))
     }
@@ -217,7 +219,9 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<AuthUser>().copied().ok_or_else(|| {
-            ApiError::Internal("AuthUser extracted on a route without the require_user layer".to_owned())
+            ApiError::Internal(
+                "AuthUser extracted on a route without the require_user layer".to_owned(),
+            )
         })
     }
 }
@@ -247,7 +251,11 @@ pub async fn require_user(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 mod tests {
     use super::*;
 
@@ -263,7 +271,10 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        assert!(matches!(JwtKeys::from_secret(b"short"), Err(KeyError::TooShort(5))));
+        assert!(matches!(
+            JwtKeys::from_secret(b"short"),
+            Err(KeyError::TooShort(5))
+        ));
     }
 
     #[test]
@@ -286,11 +297,27 @@ mod tests {
         // (header value, expected token or error, why)
         let cases: [(Option<&str>, Result<&str, AuthError>, &str); 6] = [
             (None, Err(AuthError::MissingToken), "no header"),
-            (Some("Bearer abc.def.ghi"), Ok("abc.def.ghi"), "the normal case"),
-            (Some("bearer abc"), Ok("abc"), "the scheme is case-insensitive"),
-            (Some("Basic dXNlcjpwdw=="), Err(AuthError::NotBearer), "another scheme"),
+            (
+                Some("Bearer abc.def.ghi"),
+                Ok("abc.def.ghi"),
+                "the normal case",
+            ),
+            (
+                Some("bearer abc"),
+                Ok("abc"),
+                "the scheme is case-insensitive",
+            ),
+            (
+                Some("Basic dXNlcjpwdw=="),
+                Err(AuthError::NotBearer),
+                "another scheme",
+            ),
             (Some("Bearer "), Err(AuthError::NotBearer), "an empty token"),
-            (Some("abc.def.ghi"), Err(AuthError::NotBearer), "a token without scheme"),
+            (
+                Some("abc.def.ghi"),
+                Err(AuthError::NotBearer),
+                "a token without scheme",
+            ),
         ];
         for (value, expected, why) in cases {
             let mut headers = HeaderMap::new();

@@ -247,7 +247,8 @@ impl Settings {
 
     /// `statement_timeout` of pooled connections; `None` when disabled.
     pub fn statement_timeout(&self) -> Option<Duration> {
-        (self.db_statement_timeout_ms > 0).then(|| Duration::from_millis(self.db_statement_timeout_ms))
+        (self.db_statement_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.db_statement_timeout_ms))
     }
 
     /// Time allowed to open one database connection.
@@ -267,6 +268,11 @@ impl Settings {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
@@ -278,14 +284,19 @@ mod tests {
 
     #[test]
     fn flags_work_before_and_after_the_subcommand() {
-        let before = Cli::try_parse_from(["ferry-server", "--port", "9001", "migrate", "--baseline"])
-            .map_err(|e| e.to_string());
-        let after = Cli::try_parse_from(["ferry-server", "migrate", "--baseline", "--port", "9001"])
-            .map_err(|e| e.to_string());
+        let before =
+            Cli::try_parse_from(["ferry-server", "--port", "9001", "migrate", "--baseline"])
+                .map_err(|e| e.to_string());
+        let after =
+            Cli::try_parse_from(["ferry-server", "migrate", "--baseline", "--port", "9001"])
+                .map_err(|e| e.to_string());
         for cli in [before, after] {
             let cli = cli.unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(cli.settings.port, 9001);
-            assert!(matches!(cli.command, Some(Command::Migrate { baseline: true })));
+            assert!(matches!(
+                cli.command,
+                Some(Command::Migrate { baseline: true })
+            ));
         }
     }
 
@@ -297,7 +308,10 @@ mod tests {
             "http://a.example,http://b.example",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cli.settings.cors_origins, ["http://a.example", "http://b.example"]);
+        assert_eq!(
+            cli.settings.cors_origins,
+            ["http://a.example", "http://b.example"]
+        );
     }
 
     #[test]
@@ -313,6 +327,22 @@ mod tests {
         let printed = format!("{cli:?}");
         assert!(!printed.contains("pa55word"), "{printed}");
         assert!(!printed.contains("0123456789abcdef"), "{printed}");
+    }
+
+    #[test]
+    fn env_sample_documents_every_variable() {
+        let sample =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.sample"))
+                .unwrap_or_else(|e| panic!("server/.env.sample: {e}"));
+        for arg in Cli::command().get_arguments() {
+            if let Some(env) = arg.get_env() {
+                let name = env.to_string_lossy();
+                assert!(
+                    sample.contains(&format!("{name}=")),
+                    "server/.env.sample does not mention {name}"
+                );
+            }
+        }
     }
 
     #[test]

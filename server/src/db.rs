@@ -96,8 +96,16 @@ pub fn describe_target(config: &tokio_postgres::Config) -> String {
     let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
     format!(
         "host={} port={} dbname={} user={}",
-        if hosts.is_empty() { "localhost".to_owned() } else { hosts.join(",") },
-        if ports.is_empty() { "5432".to_owned() } else { ports.join(",") },
+        if hosts.is_empty() {
+            "localhost".to_owned()
+        } else {
+            hosts.join(",")
+        },
+        if ports.is_empty() {
+            "5432".to_owned()
+        } else {
+            ports.join(",")
+        },
         config.get_dbname().unwrap_or("(default)"),
         config.get_user().unwrap_or("(default)"),
     )
@@ -118,7 +126,10 @@ pub fn tune(config: &mut tokio_postgres::Config, settings: &PoolSettings) {
 }
 
 /// A pool over `config` (tuned with `settings`). Connections open lazily, on first use.
-pub fn build_pool(mut config: tokio_postgres::Config, settings: &PoolSettings) -> Result<Pool, DbError> {
+pub fn build_pool(
+    mut config: tokio_postgres::Config,
+    settings: &PoolSettings,
+) -> Result<Pool, DbError> {
     tune(&mut config, settings);
     let manager = Manager::from_config(
         config,
@@ -154,7 +165,10 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::
 /// Checks that the database answers `SELECT 1` within [`READINESS_TIMEOUT`].
 pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     let check = async {
-        let client = pool.get().await.map_err(|e| DbError::Pool(error_chain(&e)))?;
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| DbError::Pool(error_chain(&e)))?;
         client
             .simple_query("SELECT 1")
             .await
@@ -191,7 +205,9 @@ pub async fn create_database_if_missing(
     {
         Ok(()) => Ok(true),
         // Somebody else created it in the meantime: fine.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(false),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
+            Ok(false)
+        }
         Err(e) => Err(DbError::query(format!("create database {name}"), &e)),
     }
 }
@@ -202,7 +218,11 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 mod tests {
     use super::*;
 
@@ -216,7 +236,8 @@ mod tests {
 
     #[test]
     fn statement_timeout_is_added_to_existing_options() {
-        let url = Secret::new("postgres://u:pw@db:5433/app?options=-c%20search_path%3Dapp".to_owned());
+        let url =
+            Secret::new("postgres://u:pw@db:5433/app?options=-c%20search_path%3Dapp".to_owned());
         let mut config = parse_database_url(&url).unwrap();
         tune(&mut config, &settings(Some(Duration::from_millis(1500))));
         assert_eq!(

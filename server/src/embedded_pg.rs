@@ -12,6 +12,8 @@
 //!   directories are handed to that user, and every parent folder must let it through.
 //! - **Ctrl-C.** PostgreSQL runs in its own process group, so the terminal's SIGINT reaches the
 //!   server only; the server finishes its requests, then stops the cluster itself.
+//! - **Two processes, one data directory.** `<data_dir>.lock` (an `flock`) lets only one
+//!   process drive a cluster; the second gets an error naming the first.
 //! - **A killed server.** A cluster left running by an earlier run on the same data directory is
 //!   stopped and started again with this run's settings; a stale `postmaster.pid` left by a
 //!   killed postmaster is handled by `pg_ctl start` (retried once). [`EmbeddedPg::stop_on_exit`]
@@ -24,13 +26,16 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 /// Name of the superuser role `initdb` creates; the server connects as this role.
 pub const SUPERUSER: &str = "postgres";
@@ -50,16 +55,22 @@ const INSTALL_HINT: &str = "install them (Debian/Ubuntu: `apt-get install postgr
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedPgError {
     /// No folder with `initdb`, `pg_ctl` and `postgres` was found.
-    #[error("no PostgreSQL server binaries (initdb, pg_ctl, postgres) found; looked in: {searched}. To fix it, {INSTALL_HINT}")]
+    #[error(
+        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found; looked in: {searched}. To fix it, {INSTALL_HINT}"
+    )]
     NoBinaries {
         /// Where we looked, for the message.
         searched: String,
     },
     /// This process is root and there is no `postgres` system user to run PostgreSQL as.
-    #[error("running as root, and PostgreSQL refuses to run as root, but there is no `{POSTGRES_SYSTEM_USER}` system user to run it as: `apt-get install postgresql` creates one (or run the server as an ordinary user)")]
+    #[error(
+        "running as root, and PostgreSQL refuses to run as root, but there is no `{POSTGRES_SYSTEM_USER}` system user to run it as: `apt-get install postgresql` creates one (or run the server as an ordinary user)"
+    )]
     NoPostgresUser,
     /// `runuser` (util-linux), needed to run PostgreSQL as another user, is missing.
-    #[error("running as root needs `runuser` (util-linux) to start PostgreSQL as the `{POSTGRES_SYSTEM_USER}` user, and it is not installed")]
+    #[error(
+        "running as root needs `runuser` (util-linux) to start PostgreSQL as the `{POSTGRES_SYSTEM_USER}` user, and it is not installed"
+    )]
     NoRunuser,
     /// A file-system operation failed.
     #[error("cannot {action} {}: {source}", path.display())]
@@ -106,7 +117,9 @@ pub enum EmbeddedPgError {
         user: String,
     },
     /// The socket path would exceed what the kernel accepts.
-    #[error("the PostgreSQL socket path {path} is {len} bytes, longer than the {MAX_SOCKET_PATH} a Unix socket may have; set FERRY_PG_SOCKET_DIR to a shorter folder or use FERRY_PG_LISTEN=tcp")]
+    #[error(
+        "the PostgreSQL socket path {path} is {len} bytes, longer than the {MAX_SOCKET_PATH} a Unix socket may have; set FERRY_PG_SOCKET_DIR to a shorter folder or use FERRY_PG_LISTEN=tcp"
+    )]
     SocketPathTooLong {
         /// The would-be socket path.
         path: String,
@@ -119,6 +132,14 @@ pub enum EmbeddedPgError {
     /// Every way of picking a free loopback port failed.
     #[error("cannot find a free TCP port on 127.0.0.1: {0}")]
     NoFreePort(#[source] io::Error),
+    /// Another live process holds the data directory.
+    #[error("the embedded cluster in {} is in use by another process ({holder}); stop it first, or give this one its own FERRY_PG_DATA", data_dir.display())]
+    InUse {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// Who holds it, as far as the lock file says.
+        holder: String,
+    },
     /// The watchdog may only delete the data directory or its parent.
     #[error("refusing to let the watchdog delete {}: it is neither the data directory nor its parent", .0.display())]
     RefusedRemoval(PathBuf),
@@ -183,7 +204,7 @@ impl PgBinaries {
                 Some((version, entry.path().join("bin")))
             })
             .collect();
-        versions.sort_by(|a, b| b.0.cmp(&a.0));
+        versions.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
         for (_, dir) in versions {
             if let Some(found) = Self::in_dir(&dir) {
                 return Ok(found);
@@ -410,13 +431,15 @@ pub struct EmbeddedPg {
     ephemeral: bool,
     running: bool,
     watchdog: Option<Watchdog>,
+    // Held for the cluster's lifetime: one process per data directory.
+    _lock: Flock<fs::File>,
 }
 
 #[derive(Debug)]
 struct Watchdog {
     // Held only to be closed: the watchdog stops the cluster when its stdin reaches EOF.
     _stdin: ChildStdin,
-    _child: Child,
+    child: Child,
 }
 
 impl EmbeddedPg {
@@ -427,6 +450,7 @@ impl EmbeddedPg {
 
         let data_dir = absolute(&options.data_dir)?;
         check_path_is_safe(&data_dir)?;
+        let lock = lock_data_dir(&data_dir)?;
         let log_file = log_file_for(&data_dir);
         check_path_is_safe(&log_file)?;
         runner.prepare_private_dir(&data_dir)?;
@@ -461,9 +485,11 @@ impl EmbeddedPg {
             ephemeral: options.ephemeral,
             running: false,
             watchdog: None,
+            _lock: lock,
         };
         cluster.initdb_if_empty()?;
         cluster.clear_stale_pid_file()?;
+        // We hold the lock, so a postmaster running here was left by a process that is gone.
         if cluster.is_running()? {
             tracing::warn!(
                 data_dir = %cluster.data_dir.display(),
@@ -590,7 +616,8 @@ impl EmbeddedPg {
         {
             return Err(EmbeddedPgError::RefusedRemoval(dir.to_path_buf()));
         }
-        let stop = self.pg_ctl_stop_command("immediate");
+        // Throwaway clusters may crash-stop; a real one gets a clean shutdown.
+        let stop = self.pg_ctl_stop_command(if self.ephemeral { "immediate" } else { "fast" });
         const SCRIPT: &str = r#"trap '' INT TERM HUP
 while read -r _ignored; do :; done
 remove="$1"; shift
@@ -619,9 +646,20 @@ if [ -n "$remove" ]; then rm -rf -- "$remove"; fi"#;
         })?;
         self.watchdog = Some(Watchdog {
             _stdin: stdin,
-            _child: child,
+            child,
         });
         Ok(())
+    }
+
+    /// Gives the cluster up *without* stopping it, as if this process had been killed: the
+    /// watchdog is disarmed and the data directory lock released. The cluster keeps running
+    /// until the next [`start`](Self::start) on its data directory restarts it.
+    pub fn detach(mut self) {
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ignored = watchdog.child.kill();
+            let _ignored = watchdog.child.wait();
+        }
+        self.running = false;
     }
 
     /// Stops whatever cluster runs on `data_dir` (`pg_ctl stop -m immediate`), if any: for
@@ -655,7 +693,10 @@ if [ -n "$remove" ]; then rm -rf -- "$remove"; fi"#;
             return Ok(());
         }
         let pid_file = self.data_dir.join("postmaster.pid");
-        tracing::warn!(pid, "removing a stale postmaster.pid: its process is no longer running");
+        tracing::warn!(
+            pid,
+            "removing a stale postmaster.pid: its process is no longer running"
+        );
         match fs::remove_file(&pid_file) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -819,12 +860,50 @@ pub fn process_may_be_live_postgres(pid: u32) -> bool {
 
 /// `<data_dir>.log`, beside the data directory (not inside it: initdb wants an empty one).
 fn log_file_for(data_dir: &Path) -> PathBuf {
+    beside(data_dir, ".log")
+}
+
+fn beside(data_dir: &Path, suffix: &str) -> PathBuf {
     let mut name = data_dir
         .file_name()
         .map(OsStr::to_os_string)
         .unwrap_or_else(|| OsString::from("pgdata"));
-    name.push(".log");
+    name.push(suffix);
     data_dir.with_file_name(name)
+}
+
+/// Takes `<data_dir>.lock` (an exclusive `flock`, released when the process ends however it
+/// ends) and writes our pid in it, so that two processes never drive one cluster.
+fn lock_data_dir(data_dir: &Path) -> Result<Flock<fs::File>> {
+    let path = beside(data_dir, ".lock");
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_error("open", &path))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ignored = lock.set_len(0);
+            let _ignored = writeln!(*lock, "{}", std::process::id());
+            Ok(lock)
+        }
+        Err((_file, Errno::EWOULDBLOCK)) => {
+            let holder = fs::read_to_string(&path)
+                .ok()
+                .map(|pid| format!("pid {}", pid.trim()))
+                .unwrap_or_else(|| format!("see {}", path.display()));
+            Err(EmbeddedPgError::InUse {
+                data_dir: data_dir.to_path_buf(),
+                holder,
+            })
+        }
+        Err((_file, errno)) => Err(io_error("lock", &path)(io::Error::from(errno))),
+    }
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -930,7 +1009,10 @@ mod tests {
     #[test]
     fn major_version_is_read_from_postgres_version_output() {
         let cases = [
-            ("postgres (PostgreSQL) 15.8 (Debian 15.8-1.pgdg120+1)\n", Some(15)),
+            (
+                "postgres (PostgreSQL) 15.8 (Debian 15.8-1.pgdg120+1)\n",
+                Some(15),
+            ),
             ("postgres (PostgreSQL) 16.2\n", Some(16)),
             ("postgres (PostgreSQL) 17beta1\n", Some(17)),
             ("postgres (PostgreSQL) 9.6.24\n", Some(9)),
@@ -990,5 +1072,4 @@ mod tests {
         assert!(message.contains(&dir.display().to_string()), "{message}");
         let _ignored = fs::remove_dir(&dir);
     }
-
 }

@@ -276,7 +276,11 @@ pub async fn normalize_error_responses(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 mod tests {
     use super::*;
 
@@ -292,8 +296,10 @@ mod tests {
 
     #[tokio::test]
     async fn internal_errors_hide_their_cause() {
-        let (status, _, body) =
-            body_of(ApiError::Internal("password authentication failed for user ferry".into())).await;
+        let (status, _, body) = body_of(ApiError::Internal(
+            "password authentication failed for user ferry".into(),
+        ))
+        .await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body.error.code, "internal");
         assert_eq!(body.error.message, "internal error");
@@ -302,7 +308,10 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limited_carries_retry_after() {
-        let (status, headers, body) = body_of(ApiError::RateLimited { retry_after_secs: 7 }).await;
+        let (status, headers, body) = body_of(ApiError::RateLimited {
+            retry_after_secs: 7,
+        })
+        .await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "7");
         assert_eq!(body.error.code, "rate_limited");

@@ -52,7 +52,9 @@ fn rejection_to_error(rejection: JsonRejection, limit: Option<usize>) -> ApiErro
             details: None,
         },
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit_bytes: limit },
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge { limit_bytes: limit }
+        }
         other => ApiError::MalformedJson(format!("could not read the body: {}", other.body_text())),
     }
 }
@@ -66,7 +68,11 @@ fn inner_message(text: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 mod tests {
     use super::*;
     use axum::Router;
@@ -85,15 +91,27 @@ mod tests {
         "ok"
     }
 
-    async fn call(router: Router, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+    async fn call(
+        router: Router,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, serde_json::Value) {
         let mut request = axum::http::Request::post("/");
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
         }
-        let response = router.oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+        let response = router
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     fn router() -> Router {
@@ -106,16 +124,49 @@ mod tests {
     #[tokio::test]
     async fn each_bad_body_gets_its_code() {
         // (content type, body, status, code, why)
-        let cases: [(Option<&str>, &[u8], StatusCode, &str, &str); 4] = [
-            (Some("application/json"), b"{\"name\":", StatusCode::BAD_REQUEST, "malformed_json", "truncated JSON"),
-            (Some("application/json"), b"{\"nom\":1}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "JSON of the wrong shape"),
-            (Some("text/plain"), b"{\"name\":\"a\"}", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "not declared as JSON"),
-            (None, b"{\"name\":\"a\"}", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "no content type"),
+        struct Case {
+            content_type: Option<&'static str>,
+            body: &'static str,
+            status: StatusCode,
+            code: &'static str,
+            why: &'static str,
+        }
+        let json = Some("application/json");
+        let cases = [
+            Case {
+                content_type: json,
+                body: r#"{"name":"#,
+                status: StatusCode::BAD_REQUEST,
+                code: "malformed_json",
+                why: "truncated JSON",
+            },
+            Case {
+                content_type: json,
+                body: r#"{"nom":1}"#,
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_body",
+                why: "JSON of the wrong shape",
+            },
+            Case {
+                content_type: Some("text/plain"),
+                body: r#"{"name":"a"}"#,
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "unsupported_media_type",
+                why: "not declared as JSON",
+            },
+            Case {
+                content_type: None,
+                body: r#"{"name":"a"}"#,
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "unsupported_media_type",
+                why: "no content type",
+            },
         ];
-        for (content_type, body, status, code, why) in cases {
-            let (got_status, got_body) = call(router(), content_type, body.to_vec()).await;
-            assert_eq!(got_status, status, "{why}");
-            assert_eq!(got_body["error"]["code"], code, "{why}: {got_body}");
+        for case in cases {
+            let (status, body) =
+                call(router(), case.content_type, case.body.as_bytes().to_vec()).await;
+            assert_eq!(status, case.status, "{}", case.why);
+            assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.why);
         }
     }
 
@@ -126,6 +177,12 @@ mod tests {
         let (status, body) = call(router(), Some("application/json"), body).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(body["error"]["code"], "payload_too_large");
-        assert!(body["error"]["message"].as_str().unwrap().contains("64 bytes"), "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("64 bytes"),
+            "{body}"
+        );
     }
 }

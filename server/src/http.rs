@@ -9,7 +9,7 @@
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::HandlerWithoutStateExt;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::{from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -65,7 +65,11 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The layers every route gets (CORS aside), innermost first.
-fn with_common_layers(router: Router, state: &AppState, http: &crate::state::HttpSettings) -> Router {
+fn with_common_layers(
+    router: Router,
+    state: &AppState,
+    http: &crate::state::HttpSettings,
+) -> Router {
     let limit = http.body_limit_bytes;
     let shape = ErrorShapeSettings {
         body_limit_bytes: limit,
@@ -75,7 +79,10 @@ fn with_common_layers(router: Router, state: &AppState, http: &crate::state::Htt
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(Extension(BodyLimit(limit)))
-        .layer(TimeoutLayer::with_status_code(TIMEOUT_LAYER_STATUS, http.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            TIMEOUT_LAYER_STATUS,
+            http.request_timeout,
+        ))
         .layer(from_fn_with_state(state.clone(), metrics::track_requests))
         .layer(from_fn_with_state(shape, normalize_error_responses))
 }
@@ -130,14 +137,19 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         Ok(()) => Ok(Json(json!({ "status": "ready" }))),
         Err(error) => {
             tracing::warn!(error = %error, "readiness check failed");
-            Err(ApiError::Unavailable("the database is not reachable".to_owned()))
+            Err(ApiError::Unavailable(
+                "the database is not reachable".to_owned(),
+            ))
         }
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let text = state.metrics().render().map_err(|e| ApiError::internal(&e))?;
+    let text = state
+        .metrics()
+        .render()
+        .map_err(|e| ApiError::internal(&e))?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }
 
@@ -163,7 +175,10 @@ async fn dev_token(
     Json(request): Json<DevTokenRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let name = request.user.trim();
-    if name.is_empty() || name.chars().count() > MAX_DEMO_USER_NAME || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > MAX_DEMO_USER_NAME
+        || name.chars().any(char::is_control)
+    {
         return Err(ApiError::InvalidBody {
             message: format!(
                 "`user` must be 1 to {MAX_DEMO_USER_NAME} characters, without control characters"
@@ -186,7 +201,11 @@ async fn dev_token(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -235,7 +254,9 @@ mod tests {
         let state = state(Duration::from_millis(50));
         let http = state.http().clone();
         let router = with_common_layers(
-            Router::new().route("/slow", get(slow)).with_state(state.clone()),
+            Router::new()
+                .route("/slow", get(slow))
+                .with_state(state.clone()),
             &state,
             &http,
         );
@@ -245,10 +266,15 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body["error"]["code"], "request_timeout");
-        assert!(body["error"]["message"].as_str().unwrap().contains("50 ms"), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("50 ms"),
+            "{body}"
+        );
     }
 
     #[tokio::test]
@@ -259,7 +285,9 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert!(response.headers().get(header::ALLOW).is_some());
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body["error"]["code"], "method_not_allowed");
     }
@@ -270,10 +298,18 @@ mod tests {
         let cases = [
             ("http://localhost:5173", true, "the usual dev server"),
             ("https://app.example.com", true, "https, no port"),
-            ("https://app.example.com/", false, "a trailing slash never matches an Origin header"),
+            (
+                "https://app.example.com/",
+                false,
+                "a trailing slash never matches an Origin header",
+            ),
             ("app.example.com", false, "no scheme"),
             ("ftp://example.com", false, "not a web origin"),
-            ("*", false, "wildcards are not allowed: the list is explicit"),
+            (
+                "*",
+                false,
+                "wildcards are not allowed: the list is explicit",
+            ),
         ];
         for (origin, valid, why) in cases {
             assert_eq!(is_valid_origin(origin), valid, "{origin}: {why}");

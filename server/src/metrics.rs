@@ -10,7 +10,9 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 use crate::state::AppState;
 
@@ -61,10 +63,11 @@ impl Metrics {
 
     /// Records one answered request.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        if let Ok(histogram) = self
-            .request_duration
-            .get_metric_with_label_values(&[method, route, &status.to_string()])
-        {
+        if let Ok(histogram) = self.request_duration.get_metric_with_label_values(&[
+            method,
+            route,
+            &status.to_string(),
+        ]) {
             histogram.observe(seconds);
         }
     }
@@ -96,7 +99,11 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Middleware: times every request and logs it at debug level (method, route, status, time;
 /// never headers).
-pub async fn track_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = match request.method().as_str() {
         "GET" => "GET",
@@ -116,13 +123,19 @@ pub async fn track_requests(State(state): State<AppState>, request: Request, nex
     let response = next.run(request).await;
     let elapsed = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
-    state.metrics().observe_request(method, &route, status, elapsed);
+    state
+        .metrics()
+        .observe_request(method, &route, status, elapsed);
     tracing::debug!(method, route, status, ms = elapsed * 1000.0, "request");
     response
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 mod tests {
     use super::*;
 
@@ -137,7 +150,13 @@ mod tests {
             text.contains(r#"ferry_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"ferry_batches_total{outcome="accepted"} 1"#), "{text}");
-        assert!(text.contains(r#"ferry_records_total{outcome="inserted"} 250"#), "{text}");
+        assert!(
+            text.contains(r#"ferry_batches_total{outcome="accepted"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ferry_records_total{outcome="inserted"} 250"#),
+            "{text}"
+        );
     }
 }

@@ -136,13 +136,17 @@ pub enum MigrationError {
     #[error(transparent)]
     Db(#[from] DbError),
     /// An applied migration's SQL differs from the embedded one.
-    #[error("migration {migration} was changed after it was applied (its checksum differs from the one recorded); add a new migration instead of editing an applied one")]
+    #[error(
+        "migration {migration} was changed after it was applied (its checksum differs from the one recorded); add a new migration instead of editing an applied one"
+    )]
     ChecksumMismatch {
         /// `group/name`.
         migration: String,
     },
     /// The database has a migration this build does not know.
-    #[error("the database records migration {group}/{name} (version {version}), which this build of ferry-server does not know; run a newer ferry-server")]
+    #[error(
+        "the database records migration {group}/{name} (version {version}), which this build of ferry-server does not know; run a newer ferry-server"
+    )]
     UnknownApplied {
         /// Group name.
         group: String,
@@ -152,7 +156,9 @@ pub enum MigrationError {
         name: String,
     },
     /// An app migration tried to create a table that exists.
-    #[error("migration {migration} failed because a table it creates already exists ({reason}); if the app's tables were created outside Ferry, run `ferry-server migrate --baseline` to check them and record the migration as applied")]
+    #[error(
+        "migration {migration} failed because a table it creates already exists ({reason}); if the app's tables were created outside Ferry, run `ferry-server migrate --baseline` to check them and record the migration as applied"
+    )]
     AppTablesExist {
         /// `group/name`.
         migration: String,
@@ -172,7 +178,10 @@ pub enum MigrationError {
 
 /// Applies [`MIGRATIONS`] through `client` (a connection of its own: the advisory lock is
 /// held by the session).
-pub async fn migrate(client: &mut Client, mode: MigrateMode) -> Result<MigrationReport, MigrationError> {
+pub async fn migrate(
+    client: &mut Client,
+    mode: MigrateMode,
+) -> Result<MigrationReport, MigrationError> {
     run_migrations(client, MIGRATIONS, mode).await
 }
 
@@ -261,9 +270,15 @@ async fn run_locked(
     Ok(report)
 }
 
-async fn apply_one(client: &mut Client, migration: &Migration, baseline: bool) -> Result<(), MigrationError> {
+async fn apply_one(
+    client: &mut Client,
+    migration: &Migration,
+    baseline: bool,
+) -> Result<(), MigrationError> {
     let failed = |source: DbError| {
-        if migration.group == MigrationGroup::App && source.sqlstate() == Some(SqlState::DUPLICATE_TABLE.code()) {
+        if migration.group == MigrationGroup::App
+            && source.sqlstate() == Some(SqlState::DUPLICATE_TABLE.code())
+        {
             MigrationError::AppTablesExist {
                 migration: migration.to_string(),
                 reason: source.to_string(),
@@ -353,7 +368,10 @@ mod tests {
         let groups: Vec<MigrationGroup> = MIGRATIONS.iter().map(|m| m.group).collect();
         let mut sorted = groups.clone();
         sorted.sort();
-        assert_eq!(groups, sorted, "ferry migrations come before app migrations");
+        assert_eq!(
+            groups, sorted,
+            "ferry migrations come before app migrations"
+        );
     }
 
     #[test]

@@ -61,7 +61,8 @@ pub fn document(dev_mode: bool) -> Value {
         }
     });
     if let Some(me) = paths.pointer_mut("/~1v1~1me/get/responses")
-        && let (Some(me), Value::Object(errors)) = (me.as_object_mut(), error_responses(&["401", "429"]))
+        && let (Some(me), Value::Object(errors)) =
+            (me.as_object_mut(), error_responses(&["401", "429"]))
     {
         me.extend(errors);
     }
@@ -97,13 +98,25 @@ pub fn document(dev_mode: bool) -> Value {
     let mut responses = serde_json::Map::new();
     for (code, description) in [
         ("400", "Malformed JSON (`malformed_json`)"),
-        ("401", "Missing, invalid or expired token (`missing_token`, `invalid_token`, `token_expired`)"),
+        (
+            "401",
+            "Missing, invalid or expired token (`missing_token`, `invalid_token`, `token_expired`)",
+        ),
         ("404", "Nothing at this address (`not_found`)"),
-        ("413", "Body larger than the limit (`payload_too_large`); the message names the limit"),
+        (
+            "413",
+            "Body larger than the limit (`payload_too_large`); the message names the limit",
+        ),
         ("422", "JSON of the wrong shape (`invalid_body`)"),
         ("429", "Rate limited (`rate_limited`); see Retry-After"),
-        ("500", "Internal error (`internal`); details are only in the server log"),
-        ("503", "Database unreachable (`unavailable`) or request timeout (`request_timeout`); see Retry-After"),
+        (
+            "500",
+            "Internal error (`internal`); details are only in the server log",
+        ),
+        (
+            "503",
+            "Database unreachable (`unavailable`) or request timeout (`request_timeout`); see Retry-After",
+        ),
     ] {
         responses.insert(
             format!("Error{code}"),
@@ -151,7 +164,14 @@ mod tests {
     #[test]
     fn every_route_is_described() {
         let doc = document(true);
-        for path in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/me", "/dev/token"] {
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.json",
+            "/v1/me",
+            "/dev/token",
+        ] {
             assert!(doc["paths"][path].is_object(), "{path} is missing");
         }
         assert!(doc["paths"]["/v1/me"]["get"]["responses"]["401"].is_object());
@@ -170,7 +190,10 @@ mod tests {
         assert!(!refs.is_empty());
         for reference in refs {
             let pointer = reference.trim_start_matches('#');
-            assert!(doc.pointer(pointer).is_some(), "{reference} does not resolve");
+            assert!(
+                doc.pointer(pointer).is_some(),
+                "{reference} does not resolve"
+            );
         }
     }
 

@@ -62,7 +62,8 @@ impl TypeFamily {
             Self::Json => matches!(data_type, "jsonb" | "json"),
             Self::Bytes => data_type == "bytea",
             Self::TextArray => {
-                data_type == "ARRAY" && matches!(udt_name, "_text" | "_varchar" | "_bpchar" | "_citext")
+                data_type == "ARRAY"
+                    && matches!(udt_name, "_text" | "_varchar" | "_bpchar" | "_citext")
             }
         }
     }
@@ -162,15 +163,24 @@ impl fmt::Display for SchemaMismatch {
                 table,
                 column,
                 expected,
-            } => write!(f, "table {table}: column {column} is missing, expected {expected}"),
+            } => write!(
+                f,
+                "table {table}: column {column} is missing, expected {expected}"
+            ),
             Self::WrongType {
                 table,
                 column,
                 found,
                 expected,
-            } => write!(f, "table {table}: column {column} is {found}, expected {expected}"),
+            } => write!(
+                f,
+                "table {table}: column {column} is {found}, expected {expected}"
+            ),
             Self::WrongPrimaryKey { table, found } if found.is_empty() => {
-                write!(f, "table {table}: has no primary key, expected (user_id, id)")
+                write!(
+                    f,
+                    "table {table}: has no primary key, expected (user_id, id)"
+                )
             }
             Self::WrongPrimaryKey { table, found } => write!(
                 f,
@@ -366,15 +376,57 @@ mod tests {
     fn families_accept_their_types_and_nothing_else() {
         // (family, data_type, udt_name, accepted, why)
         let cases = [
-            (TypeFamily::Text, "character varying", "varchar", true, "varchar holds text"),
-            (TypeFamily::Text, "integer", "int4", false, "an integer column cannot hold text"),
-            (TypeFamily::Timestamp, "timestamp without time zone", "timestamp", true, "both timestamp flavours"),
-            (TypeFamily::Timestamp, "text", "text", false, "a text due date is the bug this check exists for"),
+            (
+                TypeFamily::Text,
+                "character varying",
+                "varchar",
+                true,
+                "varchar holds text",
+            ),
+            (
+                TypeFamily::Text,
+                "integer",
+                "int4",
+                false,
+                "an integer column cannot hold text",
+            ),
+            (
+                TypeFamily::Timestamp,
+                "timestamp without time zone",
+                "timestamp",
+                true,
+                "both timestamp flavours",
+            ),
+            (
+                TypeFamily::Timestamp,
+                "text",
+                "text",
+                false,
+                "a text due date is the bug this check exists for",
+            ),
             (TypeFamily::Json, "json", "json", true, "json and jsonb"),
-            (TypeFamily::Integer, "numeric", "numeric", false, "numeric is not an integer type"),
+            (
+                TypeFamily::Integer,
+                "numeric",
+                "numeric",
+                false,
+                "numeric is not an integer type",
+            ),
             (TypeFamily::TextArray, "ARRAY", "_text", true, "text[]"),
-            (TypeFamily::TextArray, "ARRAY", "_int4", false, "integer[] cannot hold tags"),
-            (TypeFamily::TextArray, "text", "text", false, "a scalar is not an array"),
+            (
+                TypeFamily::TextArray,
+                "ARRAY",
+                "_int4",
+                false,
+                "integer[] cannot hold tags",
+            ),
+            (
+                TypeFamily::TextArray,
+                "text",
+                "text",
+                false,
+                "a scalar is not an array",
+            ),
         ];
         for (family, data_type, udt, accepted, why) in cases {
             assert_eq!(family.accepts(data_type, udt), accepted, "{why}");
@@ -389,12 +441,18 @@ mod tests {
             found: "text".into(),
             expected: TypeFamily::Timestamp,
         };
-        assert_eq!(wrong.to_string(), "table tasks: column due_date is text, expected timestamp");
+        assert_eq!(
+            wrong.to_string(),
+            "table tasks: column due_date is text, expected timestamp"
+        );
         let key = SchemaMismatch::WrongPrimaryKey {
             table: "tasks".into(),
             found: vec!["id".into()],
         };
-        assert_eq!(key.to_string(), "table tasks: primary key is (id), expected (user_id, id)");
+        assert_eq!(
+            key.to_string(),
+            "table tasks: primary key is (id), expected (user_id, id)"
+        );
     }
 
     #[test]

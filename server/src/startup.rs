@@ -44,13 +44,17 @@ pub enum StartupError {
     #[error("refusing to baseline: the app's tables must exist and match first:\n{}", describe_mismatches(.0))]
     BaselineRefused(Vec<SchemaMismatch>),
     /// No JWT secret outside dev mode.
-    #[error("FERRY_JWT_SECRET is required unless the server runs in dev mode (FERRY_DEV=true or no DATABASE_URL)")]
+    #[error(
+        "FERRY_JWT_SECRET is required unless the server runs in dev mode (FERRY_DEV=true or no DATABASE_URL)"
+    )]
     JwtSecretRequired,
     /// The JWT secret is unusable.
     #[error(transparent)]
     Key(#[from] KeyError),
     /// A CORS origin is not `scheme://host[:port]`.
-    #[error("FERRY_CORS_ORIGINS: {0:?} is not an origin like `https://app.example.com` or `http://localhost:5173` (no path, no trailing slash)")]
+    #[error(
+        "FERRY_CORS_ORIGINS: {0:?} is not an origin like `https://app.example.com` or `http://localhost:5173` (no path, no trailing slash)"
+    )]
     InvalidCorsOrigin(String),
     /// The metrics registry could not be built.
     #[error("metrics: {0}")]
@@ -157,7 +161,9 @@ pub async fn open_database(settings: &Settings) -> Result<Database, StartupError
 }
 
 /// Applies pending migrations and checks the app schema: what the server does at every start.
-pub async fn prepare_schema(config: &tokio_postgres::Config) -> Result<MigrationReport, StartupError> {
+pub async fn prepare_schema(
+    config: &tokio_postgres::Config,
+) -> Result<MigrationReport, StartupError> {
     let mut client = db::connect(config).await?;
     let report = migrate(&mut client, MigrateMode::Apply).await?;
     let mismatches = check_schema(&client, &demo_app_schema()).await?;
@@ -186,7 +192,10 @@ pub async fn migrate_database(
 
 /// `ferry-server migrate [--baseline]`: opens the database (starting and stopping the
 /// embedded cluster if needed) and migrates it.
-pub async fn run_migrate(settings: &Settings, baseline: bool) -> Result<MigrationReport, StartupError> {
+pub async fn run_migrate(
+    settings: &Settings,
+    baseline: bool,
+) -> Result<MigrationReport, StartupError> {
     let database = open_database(settings).await?;
     let result = migrate_database(database.config(), baseline).await;
     database.stop().await?;
@@ -212,7 +221,10 @@ impl Application {
 
     /// Builds the server over `database` (migrating and checking it). On failure the embedded
     /// cluster, if any, is stopped.
-    pub async fn build_with_database(settings: &Settings, database: Database) -> Result<Self, StartupError> {
+    pub async fn build_with_database(
+        settings: &Settings,
+        database: Database,
+    ) -> Result<Self, StartupError> {
         match Self::prepare(settings, &database).await {
             Ok((listener, router, address, dev_mode)) => Ok(Self {
                 listener,
@@ -235,6 +247,12 @@ impl Application {
         database: &Database,
     ) -> Result<(TcpListener, Router, SocketAddr, bool), StartupError> {
         let dev_mode = settings.dev || database.embedded().is_some();
+        if dev_mode && !settings.host.is_loopback() {
+            tracing::warn!(
+                host = %settings.host,
+                "dev mode on a non-loopback address: anyone who can reach this server can get a token for any demo user from POST /dev/token"
+            );
+        }
         if let Some(bad) = settings.cors_origins.iter().find(|o| !is_valid_origin(o)) {
             return Err(StartupError::InvalidCorsOrigin(bad.clone()));
         }

@@ -29,10 +29,26 @@ async fn bad_credentials_are_401_in_our_shape() {
     let cases = [
         ("not-a-jwt".to_owned(), "invalid_token", "garbage"),
         (app.expired_token(user), "token_expired", "exp an hour ago"),
-        (app.forged_token(user), "invalid_token", "signed with another secret"),
-        (app.alg_none_token(user), "invalid_token", "alg: none must never be accepted"),
-        (app.hs512_token(user), "invalid_token", "the algorithm is pinned to HS256"),
-        (app.non_uuid_subject_token(), "invalid_token", "sub must be a user UUID"),
+        (
+            app.forged_token(user),
+            "invalid_token",
+            "signed with another secret",
+        ),
+        (
+            app.alg_none_token(user),
+            "invalid_token",
+            "alg: none must never be accepted",
+        ),
+        (
+            app.hs512_token(user),
+            "invalid_token",
+            "the algorithm is pinned to HS256",
+        ),
+        (
+            app.non_uuid_subject_token(),
+            "invalid_token",
+            "sub must be a user UUID",
+        ),
     ];
     for (token, code, why) in cases {
         let response = me(&app, &token).await;
@@ -41,7 +57,10 @@ async fn bad_credentials_are_401_in_our_shape() {
             .get("www-authenticate")
             .map(|v| v.to_str().unwrap().to_owned());
         let body = expect_error(response, StatusCode::UNAUTHORIZED, code).await;
-        assert!(www.is_some_and(|v| v.starts_with("Bearer")), "{why}: no WWW-Authenticate");
+        assert!(
+            www.is_some_and(|v| v.starts_with("Bearer")),
+            "{why}: no WWW-Authenticate"
+        );
         // The body never echoes the token.
         assert!(!body.to_string().contains(&token), "{why}: {body}");
     }
@@ -94,7 +113,10 @@ async fn dev_token_refuses_bad_names() {
     let cases = [
         (json!({ "user": "" }), "empty"),
         (json!({ "user": "   " }), "blank"),
-        (json!({ "user": "x".repeat(65) }), "longer than 64 characters"),
+        (
+            json!({ "user": "x".repeat(65) }),
+            "longer than 64 characters",
+        ),
         (json!({ "user": "a\u{0}b" }), "a control character"),
         (json!({ "name": "alice" }), "the field is `user`"),
         (json!({ "user": 42 }), "not a string"),

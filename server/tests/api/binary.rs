@@ -117,14 +117,25 @@ async fn serve_without_database_url_runs_embedded_postgres_and_ctrl_c_stops_both
     assert!(process_may_be_live_postgres(postmaster));
 
     send_sigint(&server.0);
-    let exited = eventually(Duration::from_secs(30), || matches!(server.0.try_wait(), Ok(Some(_)))).await;
+    let exited = eventually(Duration::from_secs(30), || {
+        matches!(server.0.try_wait(), Ok(Some(_)))
+    })
+    .await;
     while let Ok(line) = lines_rx.try_recv() {
         log.push(line);
     }
-    assert!(exited, "the server did not stop on SIGINT; log:\n{}", log.join("\n"));
+    assert!(
+        exited,
+        "the server did not stop on SIGINT; log:\n{}",
+        log.join("\n")
+    );
     let status = server.0.wait().unwrap();
     assert!(status.success(), "{status}; log:\n{}", log.join("\n"));
-    assert!(!pid_file.exists(), "the cluster was not stopped; log:\n{}", log.join("\n"));
+    assert!(
+        !pid_file.exists(),
+        "the cluster was not stopped; log:\n{}",
+        log.join("\n")
+    );
     assert!(!process_may_be_live_postgres(postmaster));
 
     let _ignored = EmbeddedPg::stop_abandoned(&data_dir, None);
@@ -154,16 +165,32 @@ async fn the_migrate_subcommand_migrates_then_has_nothing_to_do() {
         return;
     };
     let run = || {
-        let output = ferry_server(&["migrate"]).env("DATABASE_URL", &url).output().unwrap();
+        let output = ferry_server(&["migrate"])
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         stdout
     };
     let first = run();
-    assert!(first.contains("applied    ferry/0001_ferry_tables"), "{first}");
-    assert!(first.contains("applied    app/0001_demo_app_tables"), "{first}");
+    assert!(
+        first.contains("applied    ferry/0001_ferry_tables"),
+        "{first}"
+    );
+    assert!(
+        first.contains("applied    app/0001_demo_app_tables"),
+        "{first}"
+    );
     let second = run();
-    assert!(second.contains("0 applied, 0 baselined, 2 already applied"), "{second}");
+    assert!(
+        second.contains("0 applied, 0 baselined, 2 already applied"),
+        "{second}"
+    );
 }
 
 #[tokio::test]
@@ -183,6 +210,13 @@ async fn migrate_baseline_records_hand_made_app_tables() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("baselined  app/0001_demo_app_tables"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("baselined  app/0001_demo_app_tables"),
+        "{stdout}"
+    );
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_server::db;
-use ferry_server::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen, process_may_be_live_postgres};
+use ferry_server::embedded_pg::{
+    EmbeddedPg, EmbeddedPgOptions, Listen, process_may_be_live_postgres,
+};
 
 use crate::helpers::{CLUSTER_DIR_PREFIX, eventually, start_embedded};
 
@@ -66,7 +68,11 @@ async fn a_cluster_keeps_its_data_across_stop_and_start() {
     let (root, _cleanup) = test_root("restart");
     let mut cluster = start_embedded(&root, socket(&root), false).unwrap();
     assert!(cluster.is_running().unwrap());
-    execute(&cluster, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)").await;
+    execute(
+        &cluster,
+        "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)",
+    )
+    .await;
 
     cluster.stop().unwrap();
     assert!(!cluster.is_running().unwrap());
@@ -83,20 +89,33 @@ async fn dropping_the_cluster_stops_it() {
     let cluster = start_embedded(&root, socket(&root), true).unwrap();
     let pid = cluster.postmaster_pid().unwrap();
     drop(cluster);
-    assert!(!process_may_be_live_postgres(pid), "postmaster {pid} still running");
+    assert!(
+        !process_may_be_live_postgres(pid),
+        "postmaster {pid} still running"
+    );
 }
 
 #[tokio::test]
 async fn a_stale_pid_file_from_a_killed_postmaster_is_recovered() {
     let (root, _cleanup) = test_root("stale-pid");
     let cluster = start_embedded(&root, socket(&root), false).unwrap();
-    execute(&cluster, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)").await;
+    execute(
+        &cluster,
+        "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)",
+    )
+    .await;
     let pid = cluster.postmaster_pid().unwrap();
     kill_9(pid);
     // On a machine whose init does not reap orphans it stays a zombie: dead all the same.
-    let gone = eventually(Duration::from_secs(10), || !process_may_be_live_postgres(pid)).await;
+    let gone = eventually(Duration::from_secs(10), || {
+        !process_may_be_live_postgres(pid)
+    })
+    .await;
     assert!(gone, "postmaster {pid} survived SIGKILL");
-    assert!(root.join("data/postmaster.pid").exists(), "the stale pid file is the point of this test");
+    assert!(
+        root.join("data/postmaster.pid").exists(),
+        "the stale pid file is the point of this test"
+    );
     // Nothing to stop: the drop must cope with a dead postmaster.
     drop(cluster);
 
@@ -109,8 +128,9 @@ async fn a_cluster_left_running_by_a_killed_server_is_restarted() {
     let (root, _cleanup) = test_root("left-running");
     let abandoned = start_embedded(&root, socket(&root), true).unwrap();
     let old_pid = abandoned.postmaster_pid().unwrap();
-    // A server killed with SIGKILL never runs its destructor.
-    std::mem::forget(abandoned);
+    // What a server killed with SIGKILL (watchdog and all) leaves: a running cluster, no lock.
+    abandoned.detach();
+    assert!(process_may_be_live_postgres(old_pid));
 
     let cluster = restart(&root);
     assert!(cluster.is_running().unwrap());
@@ -123,7 +143,11 @@ async fn a_cluster_can_listen_on_a_free_loopback_port() {
     let (root, _cleanup) = test_root("tcp");
     let cluster = start_embedded(&root, Listen::Loopback { port: None }, true).unwrap();
     assert!(cluster.socket_dir().is_none());
-    assert!(cluster.connection_string("postgres").contains("host='127.0.0.1'"));
+    assert!(
+        cluster
+            .connection_string("postgres")
+            .contains("host='127.0.0.1'")
+    );
     assert_eq!(query_i32(&cluster, "SELECT 2").await, 2);
 }
 
@@ -132,9 +156,36 @@ fn a_non_empty_folder_that_is_no_cluster_is_refused() {
     let (root, _cleanup) = test_root("not-a-cluster");
     fs::create_dir_all(root.join("data")).unwrap();
     fs::write(root.join("data/precious.txt"), "do not initdb over me").unwrap();
-    let error = EmbeddedPg::start(EmbeddedPgOptions::unix_socket(root.join("data"), root.join("run")))
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("is not empty and holds no PostgreSQL cluster"), "{error}");
+    let error = EmbeddedPg::start(EmbeddedPgOptions::unix_socket(
+        root.join("data"),
+        root.join("run"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("is not empty and holds no PostgreSQL cluster"),
+        "{error}"
+    );
     assert!(root.join("data/precious.txt").exists());
+}
+
+#[tokio::test]
+async fn a_data_directory_in_use_is_refused_and_left_alone() {
+    let (root, _cleanup) = test_root("in-use");
+    let first = start_embedded(&root, socket(&root), true).unwrap();
+    let pid = first.postmaster_pid().unwrap();
+    let error = EmbeddedPg::start(EmbeddedPgOptions::unix_socket(
+        root.join("data"),
+        root.join("run"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("in use by another process"), "{error}");
+    assert!(
+        error.contains(&std::process::id().to_string()),
+        "names the holder: {error}"
+    );
+    // The first one's cluster was not touched.
+    assert_eq!(first.postmaster_pid(), Some(pid));
+    assert_eq!(query_i32(&first, "SELECT 3").await, 3);
 }

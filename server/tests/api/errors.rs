@@ -19,7 +19,10 @@ async fn malformed_json_is_400_malformed_json() {
     for (body, why) in cases {
         let response = app.post_raw_json("/dev/token", body).await;
         let body = expect_error(response, StatusCode::BAD_REQUEST, "malformed_json").await;
-        assert!(body["error"]["message"].as_str().unwrap().len() > 5, "{why}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().len() > 5,
+            "{why}: {body}"
+        );
     }
 }
 
@@ -34,7 +37,12 @@ async fn a_body_not_declared_as_json_is_415() {
         .send()
         .await
         .unwrap();
-    expect_error(response, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+    expect_error(
+        response,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -72,7 +80,12 @@ async fn a_wrong_method_is_405_in_our_shape() {
     let app = spawn_app().await;
     let response = app.client.delete(app.url("/healthz")).send().await.unwrap();
     assert!(response.headers().contains_key("allow"));
-    expect_error(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    expect_error(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -84,7 +97,10 @@ async fn too_many_requests_are_429_with_retry_after_per_user() {
     .await;
     let alice = app.token_for(Uuid::new_v4());
     for _ in 0..2 {
-        assert_eq!(app.get_authed("/v1/me", &alice).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.get_authed("/v1/me", &alice).await.status(),
+            StatusCode::OK
+        );
     }
     let response = app.get_authed("/v1/me", &alice).await;
     let retry_after: u64 = response.headers()["retry-after"]
@@ -99,7 +115,10 @@ async fn too_many_requests_are_429_with_retry_after_per_user() {
 
     // Another user has a bucket of their own.
     let bob = app.token_for(Uuid::new_v4());
-    assert_eq!(app.get_authed("/v1/me", &bob).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get_authed("/v1/me", &bob).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -112,6 +131,8 @@ async fn unauthenticated_requests_do_not_use_up_a_users_budget() {
     for _ in 0..5 {
         app.get_authed("/v1/me", "garbage").await;
     }
-    let response = app.get_authed("/v1/me", &app.token_for(Uuid::new_v4())).await;
+    let response = app
+        .get_authed("/v1/me", &app.token_for(Uuid::new_v4()))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
 }

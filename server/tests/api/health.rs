@@ -40,7 +40,11 @@ async fn readyz_is_503_in_our_shape_when_the_database_is_unreachable() {
         .unwrap()
         .port();
     let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(port).user("nobody").dbname("nothing");
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user("nobody")
+        .dbname("nothing");
     let pool = db::build_pool(
         config,
         &PoolSettings {
@@ -57,12 +61,18 @@ async fn readyz_is_503_in_our_shape_when_the_database_is_unreachable() {
     )
     .unwrap();
     let response = app(state)
-        .oneshot(axum::http::Request::get("/readyz").body(Body::empty()).unwrap())
+        .oneshot(
+            axum::http::Request::get("/readyz")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers().get("retry-after").unwrap(), "1");
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(body["error"]["code"], "unavailable");
     // No connection details leak into the body.
@@ -79,7 +89,10 @@ async fn metrics_count_requests_by_route_pattern() {
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
-        response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"),
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"),
         "{:?}",
         response.headers()
     );
@@ -109,8 +122,16 @@ async fn openapi_describes_every_route_and_each_described_get_answers() {
                 .send()
                 .await
                 .unwrap();
-            assert_ne!(response.status(), StatusCode::NOT_FOUND, "{method} {path} is described but not served");
-            assert_ne!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_ne!(
+                response.status(),
+                StatusCode::NOT_FOUND,
+                "{method} {path} is described but not served"
+            );
+            assert_ne!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
         }
     }
 }
@@ -122,7 +143,12 @@ async fn spawn_app_dev() -> crate::helpers::TestApp {
 #[tokio::test]
 async fn spawn_app_serves_a_fresh_migrated_database_of_its_own() {
     let app = spawn_app().await;
-    let name: String = app.db.query_one("SELECT current_database()::text", &[]).await.unwrap().get(0);
+    let name: String = app
+        .db
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(name, app.db_name);
     assert!(app.db_name.starts_with("t_"));
     let applied: i64 = app
@@ -133,5 +159,36 @@ async fn spawn_app_serves_a_fresh_migrated_database_of_its_own() {
         .get(0);
     assert_eq!(applied, ferry_server::migrations::MIGRATIONS.len() as i64);
     assert_eq!(app.settings.port, 0, "tests bind port 0");
-    assert!(!app.address.ends_with(":0"), "the real port is reported: {}", app.address);
+    assert!(
+        !app.address.ends_with(":0"),
+        "the real port is reported: {}",
+        app.address
+    );
+}
+
+#[tokio::test]
+async fn pooled_connections_carry_the_statement_timeout() {
+    let database = crate::helpers::fresh_database().await;
+    let pool = db::build_pool(
+        database.config.clone(),
+        &PoolSettings {
+            size: 2,
+            statement_timeout: Some(Duration::from_millis(1500)),
+            connect_timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    let client = pool.get().await.unwrap();
+    let timeout: String = client
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(timeout, "1500ms");
+    // And it bites.
+    let error = client.simple_query("SELECT pg_sleep(3)").await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
 }

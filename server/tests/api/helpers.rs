@@ -137,7 +137,10 @@ pub async fn fresh_database() -> TestDatabase {
     let client = db::connect(&config)
         .await
         .unwrap_or_else(|e| panic!("connect to {name}: {e}"));
-    let conninfo = cluster._embedded.as_ref().map(|c| c.connection_string(&name));
+    let conninfo = cluster
+        ._embedded
+        .as_ref()
+        .map(|c| c.connection_string(&name));
     TestDatabase {
         name,
         config,
@@ -181,9 +184,15 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let database = fresh_database().await;
     let mut settings = test_settings();
     configure(&mut settings);
-    let app = Application::build_with_database(&settings, Database::external(database.config.clone()))
-        .await
-        .unwrap_or_else(|e| panic!("the server does not start: {}", ferry_server::error_chain(&e)));
+    let app =
+        Application::build_with_database(&settings, Database::external(database.config.clone()))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the server does not start: {}",
+                    ferry_server::error_chain(&e)
+                )
+            });
     let address = app.base_url();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
@@ -289,7 +298,11 @@ impl TestApp {
     }
 
     /// `POST path` with a raw JSON body.
-    pub async fn post_raw_json(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    pub async fn post_raw_json(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         self.client
             .post(self.url(path))
             .header("content-type", "application/json")
@@ -311,19 +324,33 @@ pub async fn expect_error(response: reqwest::Response, status: StatusCode, code:
         .to_owned();
     let text = response.text().await.unwrap_or_default();
     assert_eq!(got_status, status, "body: {text}");
-    assert!(content_type.starts_with("application/json"), "content-type {content_type:?}, body: {text}");
-    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type {content_type:?}, body: {text}"
+    );
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
     assert_eq!(body["error"]["code"], code, "body: {body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "no message: {body}"
     );
-    let keys: Vec<&String> = body["error"].as_object().map(|o| o.keys().collect()).unwrap_or_default();
+    let keys: Vec<&String> = body["error"]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
     assert!(
-        keys.iter().all(|k| ["code", "message", "details"].contains(&k.as_str())),
+        keys.iter()
+            .all(|k| ["code", "message", "details"].contains(&k.as_str())),
         "unexpected keys in {body}"
     );
-    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "only `error` at the top: {body}");
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(1),
+        "only `error` at the top: {body}"
+    );
     body
 }
 

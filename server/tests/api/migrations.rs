@@ -1,7 +1,8 @@
 //! Migrations: idempotent, locked, checksummed, and `--baseline` for existing app tables.
 
 use ferry_server::migrations::{
-    MIGRATIONS, MigrateMode, Migration, MigrationError, MigrationGroup, applied_migrations, migrate, run_migrations,
+    MIGRATIONS, MigrateMode, Migration, MigrationError, MigrationGroup, applied_migrations,
+    migrate, run_migrations,
 };
 use ferry_server::startup::{StartupError, migrate_database};
 
@@ -19,21 +20,31 @@ async fn table_count(client: &tokio_postgres::Client) -> i64 {
 }
 
 fn app_migration() -> &'static Migration {
-    MIGRATIONS.iter().find(|m| m.group == MigrationGroup::App).unwrap()
+    MIGRATIONS
+        .iter()
+        .find(|m| m.group == MigrationGroup::App)
+        .unwrap()
 }
 
 #[tokio::test]
 async fn migrating_twice_changes_nothing_the_second_time() {
     let mut database = fresh_database().await;
-    let first = migrate(&mut database.client, MigrateMode::Apply).await.unwrap();
+    let first = migrate(&mut database.client, MigrateMode::Apply)
+        .await
+        .unwrap();
     assert_eq!(first.applied.len(), MIGRATIONS.len());
     let tables = table_count(&database.client).await;
 
-    let second = migrate(&mut database.client, MigrateMode::Apply).await.unwrap();
+    let second = migrate(&mut database.client, MigrateMode::Apply)
+        .await
+        .unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
     assert_eq!(second.already_applied.len(), MIGRATIONS.len());
     assert_eq!(table_count(&database.client).await, tables);
-    assert_eq!(applied_migrations(&database.client).await.unwrap().len(), MIGRATIONS.len());
+    assert_eq!(
+        applied_migrations(&database.client).await.unwrap().len(),
+        MIGRATIONS.len()
+    );
 }
 
 #[tokio::test]
@@ -52,14 +63,22 @@ async fn concurrent_migrations_apply_each_migration_once() {
         let report = run.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
         applied_total += report.applied.len();
     }
-    assert_eq!(applied_total, MIGRATIONS.len(), "each migration applied exactly once");
+    assert_eq!(
+        applied_total,
+        MIGRATIONS.len(),
+        "each migration applied exactly once"
+    );
 }
 
 #[tokio::test]
 async fn baseline_records_existing_app_tables_without_running_them() {
     let database = fresh_database().await;
     // The app's tables exist already, made by hand (here: with the same SQL).
-    database.client.batch_execute(app_migration().sql).await.unwrap();
+    database
+        .client
+        .batch_execute(app_migration().sql)
+        .await
+        .unwrap();
     database
         .client
         .execute(
@@ -69,20 +88,36 @@ async fn baseline_records_existing_app_tables_without_running_them() {
         .await
         .unwrap();
 
-    let report = migrate_database(&database.config, true).await.unwrap_or_else(|e| panic!("{e}"));
+    let report = migrate_database(&database.config, true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.baselined, [app_migration().to_string()]);
-    assert!(report.applied.iter().all(|m| m.starts_with("ferry/")), "{report:?}");
+    assert!(
+        report.applied.iter().all(|m| m.starts_with("ferry/")),
+        "{report:?}"
+    );
 
     let rows = applied_migrations(&database.client).await.unwrap();
     let app_row = rows.iter().find(|r| r.group == "app").unwrap();
     assert!(app_row.baselined);
-    assert!(rows.iter().filter(|r| r.group == "ferry").all(|r| !r.baselined));
+    assert!(
+        rows.iter()
+            .filter(|r| r.group == "ferry")
+            .all(|r| !r.baselined)
+    );
     // The existing data was not touched.
-    let count: i64 = database.client.query_one("SELECT count(*) FROM custom_data", &[]).await.unwrap().get(0);
+    let count: i64 = database
+        .client
+        .query_one("SELECT count(*) FROM custom_data", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 1);
 
     // And the server now starts on it.
-    let report = ferry_server::startup::prepare_schema(&database.config).await.unwrap();
+    let report = ferry_server::startup::prepare_schema(&database.config)
+        .await
+        .unwrap();
     assert!(report.applied.is_empty());
 }
 
@@ -94,15 +129,29 @@ async fn baseline_is_refused_when_the_app_tables_are_missing() {
     let message = error.to_string();
     assert!(message.contains("table tasks: does not exist"), "{message}");
     // Nothing was recorded.
-    assert!(applied_migrations(&database.client).await.unwrap().is_empty());
+    assert!(
+        applied_migrations(&database.client)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn existing_app_tables_without_baseline_point_at_baseline() {
     let mut database = fresh_database().await;
-    database.client.batch_execute(app_migration().sql).await.unwrap();
-    let error = migrate(&mut database.client, MigrateMode::Apply).await.unwrap_err();
-    assert!(matches!(error, MigrationError::AppTablesExist { .. }), "{error}");
+    database
+        .client
+        .batch_execute(app_migration().sql)
+        .await
+        .unwrap();
+    let error = migrate(&mut database.client, MigrateMode::Apply)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, MigrationError::AppTablesExist { .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("migrate --baseline"), "{error}");
     // The ferry migration before it was applied; the failed app migration left no record.
     let rows = applied_migrations(&database.client).await.unwrap();
@@ -112,14 +161,22 @@ async fn existing_app_tables_without_baseline_point_at_baseline() {
 #[tokio::test]
 async fn an_applied_migration_that_was_edited_is_detected() {
     let mut database = fresh_database().await;
-    migrate(&mut database.client, MigrateMode::Apply).await.unwrap();
+    migrate(&mut database.client, MigrateMode::Apply)
+        .await
+        .unwrap();
     let mut edited: Vec<Migration> = MIGRATIONS.to_vec();
     edited[0].sql = "SELECT 1; -- edited after it was applied";
     let error = run_migrations(&mut database.client, &edited, MigrateMode::Apply)
         .await
         .unwrap_err();
-    assert!(matches!(error, MigrationError::ChecksumMismatch { .. }), "{error}");
-    assert!(error.to_string().contains(&edited[0].to_string()), "{error}");
+    assert!(
+        matches!(error, MigrationError::ChecksumMismatch { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains(&edited[0].to_string()),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -142,13 +199,18 @@ async fn a_failing_migration_is_rolled_back_whole() {
         .await
         .unwrap()
         .get(0);
-    assert!(!exists, "the first statement of the failed migration must be rolled back");
+    assert!(
+        !exists,
+        "the first statement of the failed migration must be rolled back"
+    );
 }
 
 #[tokio::test]
 async fn a_database_ahead_of_this_build_is_refused() {
     let mut database = fresh_database().await;
-    migrate(&mut database.client, MigrateMode::Apply).await.unwrap();
+    migrate(&mut database.client, MigrateMode::Apply)
+        .await
+        .unwrap();
     database
         .client
         .execute(
@@ -157,8 +219,13 @@ async fn a_database_ahead_of_this_build_is_refused() {
         )
         .await
         .unwrap();
-    let error = migrate(&mut database.client, MigrateMode::Apply).await.unwrap_err();
-    assert!(matches!(error, MigrationError::UnknownApplied { version: 99, .. }), "{error}");
+    let error = migrate(&mut database.client, MigrateMode::Apply)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, MigrationError::UnknownApplied { version: 99, .. }),
+        "{error}"
+    );
 }
 
 #[test]
@@ -174,5 +241,8 @@ fn every_migration_file_is_registered() {
     files.sort();
     let mut registered: Vec<String> = MIGRATIONS.iter().map(ToString::to_string).collect();
     registered.sort();
-    assert_eq!(files, registered, "server/migrations/ and MIGRATIONS disagree");
+    assert_eq!(
+        files, registered,
+        "server/migrations/ and MIGRATIONS disagree"
+    );
 }

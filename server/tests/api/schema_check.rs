@@ -1,19 +1,28 @@
 //! The start-up schema check names every mismatch, and the server refuses to start on one.
 
 use ferry_server::migrations::{MigrateMode, migrate};
-use ferry_server::schema_check::{ExpectedTable, SchemaMismatch, TypeFamily, check_schema, demo_app_schema};
+use ferry_server::schema_check::{
+    ExpectedTable, SchemaMismatch, TypeFamily, check_schema, demo_app_schema,
+};
 use ferry_server::startup::{Application, Database, StartupError};
 
 use crate::helpers::{TestDatabase, fresh_database, test_settings};
 
 async fn migrated() -> TestDatabase {
     let mut database = fresh_database().await;
-    migrate(&mut database.client, MigrateMode::Apply).await.unwrap();
+    migrate(&mut database.client, MigrateMode::Apply)
+        .await
+        .unwrap();
     database
 }
 
 async fn start_error(database: &TestDatabase) -> StartupError {
-    match Application::build_with_database(&test_settings(), Database::external(database.config.clone())).await {
+    match Application::build_with_database(
+        &test_settings(),
+        Database::external(database.config.clone()),
+    )
+    .await
+    {
         Ok(_) => panic!("the server started on a mismatched schema"),
         Err(error) => error,
     }
@@ -22,7 +31,9 @@ async fn start_error(database: &TestDatabase) -> StartupError {
 #[tokio::test]
 async fn the_migrated_schema_passes() {
     let database = migrated().await;
-    let mismatches = check_schema(&database.client, &demo_app_schema()).await.unwrap();
+    let mismatches = check_schema(&database.client, &demo_app_schema())
+        .await
+        .unwrap();
     assert!(mismatches.is_empty(), "{mismatches:?}");
 }
 
@@ -34,22 +45,41 @@ async fn a_column_of_the_wrong_type_is_named_and_refuses_start() {
         .batch_execute("ALTER TABLE tasks ALTER COLUMN due_date TYPE text")
         .await
         .unwrap();
-    let mismatches = check_schema(&database.client, &demo_app_schema()).await.unwrap();
+    let mismatches = check_schema(&database.client, &demo_app_schema())
+        .await
+        .unwrap();
     assert_eq!(
-        mismatches.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        mismatches
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         ["table tasks: column due_date is text, expected timestamp"]
     );
     let error = start_error(&database).await;
     assert!(matches!(error, StartupError::SchemaMismatch(_)), "{error}");
-    assert!(error.to_string().contains("table tasks: column due_date is text, expected timestamp"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("table tasks: column due_date is text, expected timestamp"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_table_is_named_and_refuses_start() {
     let database = migrated().await;
-    database.client.batch_execute("DROP TABLE custom_data").await.unwrap();
+    database
+        .client
+        .batch_execute("DROP TABLE custom_data")
+        .await
+        .unwrap();
     let error = start_error(&database).await;
-    assert!(error.to_string().contains("table custom_data: does not exist"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("table custom_data: does not exist"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

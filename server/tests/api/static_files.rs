@@ -32,7 +32,10 @@ async fn www_and_pkg_are_served_with_the_right_types() {
     for (path, content_type, start) in cases {
         let response = app.get(path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
-        let got = response.headers()["content-type"].to_str().unwrap().to_owned();
+        let got = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(got.starts_with(content_type), "{path}: {got}");
         let body = response.bytes().await.unwrap();
         assert!(body.starts_with(start.as_bytes()), "{path}");
