@@ -90,6 +90,7 @@ macro_rules! migration {
 /// Every migration, in the order they are applied. A test checks this list against the files.
 pub const MIGRATIONS: &[Migration] = &[
     migration!(Ferry, 1, "0001_ferry_tables"),
+    migration!(Ferry, 2, "0002_ingest_bookkeeping"),
     migration!(App, 1, "0001_demo_app_tables"),
 ];
 
