@@ -224,6 +224,28 @@ pub fn prepare_json(text: &str) -> Cow<'_, str> {
             continue;
         };
         let mut end = at + 6;
+        // A surrogate pair may be half escape text, half a lone surrogate already escaped by
+        // the lossless rule (fragments written by two engines): join the halves into the
+        // character they make, or the escaped form would not be canonical.
+        let joined = match unit {
+            0xD800..=0xDBFF => escaped_unit_at(bytes, end)
+                .filter(|low| (0xDC00..=0xDFFF).contains(low))
+                .map(|low| (at, end + ESCAPED_UNIT_LEN, pair(unit, low))),
+            0xDC00..=0xDFFF if at >= copied + ESCAPED_UNIT_LEN => {
+                escaped_unit_at(bytes, at - ESCAPED_UNIT_LEN)
+                    .filter(|high| (0xD800..=0xDBFF).contains(high))
+                    .map(|high| (at - ESCAPED_UNIT_LEN, end, pair(high, unit)))
+            }
+            _ => None,
+        };
+        if let Some((from, to, c)) = joined {
+            let buf = out.get_or_insert_with(|| String::with_capacity(text.len() + 16));
+            buf.push_str(&text[copied..from]);
+            buf.push(c);
+            copied = to;
+            i = to;
+            continue;
+        }
         let rewrite = match unit {
             0 | 0xFFFF => true,
             0xD800..=0xDBFF => {
@@ -256,6 +278,27 @@ pub fn prepare_json(text: &str) -> Cow<'_, str> {
             Cow::Owned(buf)
         }
     }
+}
+
+/// Bytes of one escaped code unit: U+FFFF (three bytes in UTF-8) and four hex digits.
+const ESCAPED_UNIT_LEN: usize = 7;
+
+/// The code unit escaped at `at` (U+FFFF and four uppercase hex digits), if there is one.
+fn escaped_unit_at(bytes: &[u8], at: usize) -> Option<u16> {
+    (bytes.get(at..at + 3)? == "\u{FFFF}".as_bytes()).then_some(())?;
+    let digits = bytes.get(at + 3..at + ESCAPED_UNIT_LEN)?;
+    if !digits
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b))
+    {
+        return None;
+    }
+    hex4(bytes, at + 3)
+}
+
+fn pair(high: u16, low: u16) -> char {
+    let code = 0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(low) - 0xDC00);
+    char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER)
 }
 
 fn hex4(bytes: &[u8], at: usize) -> Option<u16> {

@@ -449,7 +449,7 @@ pub fn process_key(
             let message = format!(
                 "{} is not valid JSON ({e}); value {}",
                 Where(key.as_escaped(), &Locator::Whole, None),
-                quote(value.as_escaped())
+                quote_unless_secret(kind, value.as_escaped())
             );
             out.push(whole(
                 Raw::Text(value.clone()),
@@ -480,7 +480,10 @@ pub fn process_key(
         (Source::Map(_), Value::Object(map)) => {
             out.reserve(map.len());
             for (map_key, item) in map {
-                let locator = Locator::MapKey(LosslessString::from_unicode(&map_key));
+                // Keys parsed by `parse_json` are in escaped form already.
+                let map_key = LosslessString::from_escaped(map_key.clone())
+                    .unwrap_or_else(|_| LosslessString::from_unicode(&map_key));
+                let locator = Locator::MapKey(map_key);
                 out.push(process_record(
                     spec,
                     kind_index,
@@ -508,7 +511,7 @@ pub fn process_key(
                 "{} should hold {expected}, but holds {}: {}",
                 Where(key.as_escaped(), &Locator::Whole, None),
                 json_type(&other),
-                quote(value.as_escaped())
+                quote_unless_secret(kind, value.as_escaped())
             );
             let raw = Raw::Json(canonical(&other));
             out.push(whole(
@@ -580,7 +583,7 @@ pub fn process_record(
             format!(
                 "{place} should be a JSON object, but is {}: {}",
                 json_type(&value),
-                quote(raw.text())
+                quote_unless_secret(kind, raw.text())
             ),
         );
     }
@@ -717,7 +720,7 @@ fn convert(
 ) -> Option<Cell> {
     let label = field.label();
     let shown = |v: &Value| {
-        if field.sensitive {
+        if field.has_secrets() {
             "[redacted]".to_owned()
         } else {
             quote_json(v)
@@ -738,8 +741,8 @@ fn convert(
     match &field.ty {
         FieldType::String(rules) => match value {
             Value::String(s) => {
-                let ok = check_string(rules, &s, label, place, field.sensitive, notes);
-                note_escapes(&s, label, place, notes);
+                let ok = check_string(rules, &s, (label, label), place, field.sensitive, notes);
+                note_escapes(&s, (label, label), place, notes);
                 ok.then_some(Cell::Text(s))
             }
             other => wrong_type(notes, "a string", &other),
@@ -878,8 +881,8 @@ fn convert(
                 let item_label = format!("{label}[{i}]");
                 match item {
                     Value::String(s) => {
-                        ok &= check_string(items, &s, &item_label, place, false, notes);
-                        note_escapes(&s, &item_label, place, notes);
+                        ok &= check_string(items, &s, (label, &item_label), place, false, notes);
+                        note_escapes(&s, (label, &item_label), place, notes);
                         out.push(s);
                     }
                     other => {
@@ -913,7 +916,7 @@ impl ValidateLength<u64> for CharCount {
 fn check_string(
     rules: &StringRules,
     s: &str,
-    label: &str,
+    (field, label): (&str, &str),
     place: &Where<'_>,
     sensitive: bool,
     notes: &mut Notes,
@@ -933,7 +936,7 @@ fn check_string(
             ok = false;
             notes.reject(
                 Code::Length,
-                Some(label),
+                Some(field),
                 format!(
                     "{place}: field `{label}` has {chars} characters, {}: {}",
                     describe_bounds(bounds.min, bounds.max, "characters"),
@@ -946,7 +949,7 @@ fn check_string(
         ok = false;
         notes.reject(
             Code::Email,
-            Some(label),
+            Some(field),
             format!(
                 "{place}: field `{label}` is not an email address: {}",
                 shown()
@@ -957,7 +960,7 @@ fn check_string(
         ok = false;
         notes.reject(
             Code::Url,
-            Some(label),
+            Some(field),
             format!("{place}: field `{label}` is not a URL: {}", shown()),
         );
     }
@@ -967,7 +970,7 @@ fn check_string(
         ok = false;
         notes.reject(
             Code::Regex,
-            Some(label),
+            Some(field),
             format!(
                 "{place}: field `{label}` does not match the pattern {}: {}",
                 quote(re.as_str()),
@@ -1001,11 +1004,11 @@ fn check_range(
     false
 }
 
-fn note_escapes(s: &str, label: &str, place: &Where<'_>, notes: &mut Notes) {
+fn note_escapes(s: &str, (field, label): (&str, &str), place: &Where<'_>, notes: &mut Notes) {
     if s.contains(lossless::ESCAPE) {
         notes.repair(
             Code::Escaped,
-            Some(label),
+            Some(field),
             format!("{place}: field `{label}` holds NUL, a lone surrogate or U+FFFF; stored with the lossless escape"),
         );
     }
@@ -1182,7 +1185,13 @@ pub fn settle_duplicates(spec: &Spec, records: &mut [Record]) {
     for group in groups {
         let winner = *group
             .iter()
-            .max_by_key(|&&i| (records[i].updated_at_ms, records[i].hash))
+            .max_by_key(|&&i| {
+                (
+                    records[i].updated_at_ms,
+                    records[i].hash,
+                    std::cmp::Reverse(i),
+                )
+            })
             .unwrap_or(&group[0]);
         let (w_key, w_loc, w_hash) = {
             let w = &records[winner];
@@ -1323,6 +1332,16 @@ fn quote_json(v: &Value) -> String {
             }
             shortened
         }
+    }
+}
+
+/// Quotes a whole raw value, unless the kind holds secrets somewhere in it: a message must
+/// never carry a token, even a truncated one.
+fn quote_unless_secret(kind: &Kind, text: &str) -> String {
+    if kind.fields.iter().any(Field::has_secrets) {
+        "[not shown: this kind holds secrets]".to_owned()
+    } else {
+        quote(text)
     }
 }
 
