@@ -1,0 +1,317 @@
+//! The ingest server's HTTP contract (`docs/http-api.md`) over the [`Transport`] port, and the
+//! retry loop that drives it: transient failures (network errors, timeouts, 5xx, 408, 429 with
+//! `Retry-After`) are retried with backoff and jitter, an offline browser waits for the
+//! `online` event without spending attempts, a 401 gets one fresh token, and everything else
+//! becomes a typed [`Error`]. A 413 is returned to the caller, which splits the batch.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::ports::{HttpRequest, Ports, TransportError};
+use crate::retry::{RetryPolicy, retry_after_ms};
+
+/// The error body every non-2xx answer carries.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// One record's fate on the server, from a `BatchResult`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordOutcome {
+    /// Target id, if the record had one.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    /// Content hash (hex).
+    #[serde(default)]
+    pub hash: String,
+    /// Kind name.
+    #[serde(default)]
+    pub kind: String,
+    /// `inserted`, `updated`, `unchanged`, `kept_stored`, `merged`, `conflict_queued` or
+    /// `quarantined`.
+    pub outcome: String,
+    /// Why (for quarantined records).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+}
+
+/// The answer to `POST /v1/batches`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    /// The migration.
+    pub migration_id: Uuid,
+    /// The batch.
+    pub sequence: u32,
+    /// Whether this was a replay of an already stored batch.
+    #[serde(default)]
+    pub replay: bool,
+    /// One entry per record.
+    #[serde(default)]
+    pub outcomes: Vec<RecordOutcome>,
+}
+
+/// One kind in a `MigrationReport`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindReport {
+    /// Records received in the migration, each once.
+    pub received: u64,
+    /// XOR of their content hashes, hex.
+    pub checksum: String,
+    /// Outcome counts.
+    #[serde(default)]
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+/// The answer to `GET /v1/migrations/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// The migration.
+    pub migration_id: Uuid,
+    /// Distinct batches received.
+    #[serde(default)]
+    pub batches: u64,
+    /// Per kind.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, KindReport>,
+}
+
+/// What a request came back with, when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 2xx, with the body.
+    Ok(Vec<u8>),
+    /// 413: the body is too large.
+    TooLarge,
+}
+
+/// Statistics the run report shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests sent, retries included.
+    pub requests: u64,
+    /// Retries after transient failures.
+    pub retries: u64,
+    /// Times the run waited for the browser to come online.
+    pub offline_waits: u64,
+}
+
+/// An HTTP client of the ingest server.
+pub struct Client {
+    base_url: String,
+    ports: Ports,
+    policy: RetryPolicy,
+    token: RefCell<Option<String>>,
+    stats: Cell<Stats>,
+}
+
+impl Client {
+    /// A client of the server at `base_url` (no trailing slash needed).
+    pub fn new(base_url: &str, ports: Ports, policy: RetryPolicy) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            ports,
+            policy,
+            token: RefCell::new(None),
+            stats: Cell::new(Stats::default()),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats.get()
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut Stats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    async fn token(&self, refresh: bool) -> Result<String, Error> {
+        if !refresh && let Some(t) = self.token.borrow().clone() {
+            return Ok(t);
+        }
+        let t = self.ports.tokens.token(refresh).await?;
+        *self.token.borrow_mut() = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Sends one request with the retry policy.
+    pub async fn request(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<(Vec<u8>, &'static str)>,
+        headers: Vec<(String, String)>,
+    ) -> Result<Answer, Error> {
+        let mut attempts = 0u32;
+        let mut refreshed = false;
+        loop {
+            if !self.ports.net.is_online() {
+                self.bump(|s| s.offline_waits += 1);
+                self.ports.net.until_online().await;
+            }
+            let token = self.token(false).await?;
+            let request = HttpRequest {
+                method,
+                url: format!("{}{path}", self.base_url),
+                token,
+                body: body.clone(),
+                headers: headers.clone(),
+                timeout_ms: self.policy.timeout_ms,
+            };
+            self.bump(|s| s.requests += 1);
+            attempts += 1;
+            let (last, wait_hint) = match self.ports.transport.send(request).await {
+                Err(TransportError::Network(e)) if !self.ports.net.is_online() => {
+                    // Offline: not the server's fault, so it costs no attempt.
+                    attempts -= 1;
+                    self.bump(|s| s.offline_waits += 1);
+                    self.ports.net.until_online().await;
+                    let _ = e;
+                    continue;
+                }
+                Err(TransportError::Network(e)) => (format!("network error: {e}"), None),
+                Err(TransportError::Timeout) => (
+                    format!("no answer within {} ms", self.policy.timeout_ms),
+                    None,
+                ),
+                Ok(r) => match r.status {
+                    200..=299 => return Ok(Answer::Ok(r.body)),
+                    413 => return Ok(Answer::TooLarge),
+                    401 if !refreshed => {
+                        refreshed = true;
+                        attempts -= 1;
+                        self.token(true).await?;
+                        continue;
+                    }
+                    429 => (
+                        "429 too many requests".to_owned(),
+                        r.retry_after.as_deref().and_then(retry_after_ms),
+                    ),
+                    408 | 500..=599 => (format!("HTTP {}", r.status), None),
+                    status => {
+                        let e: ErrorBody = serde_json::from_slice(&r.body).unwrap_or_default();
+                        let (code, message) = (e.error.code, e.error.message);
+                        return Err(match (status, code.as_str()) {
+                            (401, _) => Error::Unauthorized {
+                                path: path.to_owned(),
+                                message,
+                            },
+                            (409, _) => Error::IdempotencyConflict { message },
+                            (400, "spec_mismatch") => Error::SpecMismatch { message },
+                            _ => Error::Refused {
+                                path: path.to_owned(),
+                                status,
+                                code,
+                                message,
+                            },
+                        });
+                    }
+                },
+            };
+            if attempts >= self.policy.max_attempts {
+                return Err(Error::Unavailable {
+                    path: path.to_owned(),
+                    attempts,
+                    last,
+                });
+            }
+            let delay = match wait_hint {
+                Some(ms) => ms,
+                None => {
+                    let mut r = [0u8; 8];
+                    self.ports.entropy.fill(&mut r)?;
+                    self.policy.delay_ms(attempts, u64::from_le_bytes(r))
+                }
+            };
+            self.bump(|s| s.retries += 1);
+            self.ports.clock.sleep(delay).await;
+        }
+    }
+
+    fn json<T: for<'de> Deserialize<'de>>(path: &str, body: &[u8]) -> Result<T, Error> {
+        serde_json::from_slice(body).map_err(|e| Error::Protocol {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// `POST /v1/batches`: `None` when the server answers 413.
+    pub async fn send_batch(&self, body: Vec<u8>) -> Result<Option<BatchResult>, Error> {
+        let path = "/v1/batches";
+        match self
+            .request("POST", path, Some((body, "application/json")), Vec::new())
+            .await?
+        {
+            Answer::Ok(b) => Self::json(path, &b).map(Some),
+            Answer::TooLarge => Ok(None),
+        }
+    }
+
+    /// `GET /v1/migrations/{id}`.
+    pub async fn migration_report(&self, id: Uuid) -> Result<MigrationReport, Error> {
+        let path = format!("/v1/migrations/{id}");
+        let b = self.expect_ok(&path, self.request("GET", &path, None, Vec::new()).await?)?;
+        Self::json(&path, &b)
+    }
+
+    /// `POST /v1/backups` with a sealed backup file.
+    pub async fn upload_backup(&self, id: &str, file: Vec<u8>) -> Result<(), Error> {
+        let path = "/v1/backups";
+        let headers = vec![("X-Ferry-Backup-Id".to_owned(), id.to_owned())];
+        let a = self
+            .request(
+                "POST",
+                path,
+                Some((file, "application/octet-stream")),
+                headers,
+            )
+            .await?;
+        self.expect_ok(path, a).map(|_| ())
+    }
+
+    /// Any JSON endpoint (conflicts, resolve, rollback): the JSON answer, untyped.
+    pub async fn json_call(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Error> {
+        let body = match body {
+            Some(v) => Some((
+                serde_json::to_vec(v).map_err(|e| Error::InvalidArgument(e.to_string()))?,
+                "application/json",
+            )),
+            None => None,
+        };
+        let b = self.expect_ok(path, self.request(method, path, body, Vec::new()).await?)?;
+        Self::json(path, &b)
+    }
+
+    fn expect_ok(&self, path: &str, a: Answer) -> Result<Vec<u8>, Error> {
+        match a {
+            Answer::Ok(b) => Ok(b),
+            Answer::TooLarge => Err(Error::Refused {
+                path: path.to_owned(),
+                status: 413,
+                code: "payload_too_large".to_owned(),
+                message: "the request body is larger than the server accepts".to_owned(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The JavaScript API: one `Migrator` class. Inputs and outputs cross as JSON-compatible plain
+//! objects (via `JSON.stringify`/`JSON.parse`, so no `Map`s appear), every failure becomes a
+//! JavaScript `Error` through [`js_error`] (name `FerryError`, `code` set), and the panic hook
+//! is installed once, when the first migrator is made. TypeScript types for every object are
+//! in the custom section below and land in `pkg/ferry.d.ts`.
+
+use std::rc::Rc;
+
+use js_sys::{Function, Promise, Reflect, Uint8Array};
+use serde::Deserialize;
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::browser::{self, LockKind};
+use crate::error::Error;
+use crate::retry::RetryPolicy;
+use crate::runner::{self, Config, RunOptions};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &str = r#"
+export interface MigratorOptions {
+  /** IndexedDB database (and BroadcastChannel) name; default "ferry". */
+  storageName?: string;
+  /** Batch bounds; defaults 2000 records, 1 MiB. */
+  maxRecords?: number;
+  maxBytes?: number;
+  /** Retry policy; defaults 500 ms base, 30 s cap, 10 attempts, 30 s timeout. */
+  retry?: { baseMs?: number; maxDelayMs?: number; maxAttempts?: number; timeoutMs?: number };
+  /** "lease" forces the localStorage lease instead of Web Locks. */
+  lock?: "best" | "lease";
+}
+export type TokenProvider = (refresh: boolean) => Promise<string>;
+export type Stage = "inspect" | "validate" | "backup" | "upload" | "verify" | "done";
+export interface Progress {
+  stage: Stage; recordsDone: number; recordsTotal: number; bytesDone: number; bytesTotal: number;
+  percent: number; etaMs: number | null;
+}
+export interface RunOptions {
+  mode?: "auto" | "manual"; dryRun?: boolean; kinds?: string[]; cleanup?: boolean;
+  uploadBackup?: boolean; onProgress?: (p: Progress) => void;
+}
+export interface KindSummary { kind: string; valid: number; repaired: number; rejected: number; duplicates: number }
+export interface RecordOutcome { id: string | null; hash: string; kind: string; outcome: string; reasons: string[] }
+export interface RunReport {
+  status: "skipped" | "nothing_to_migrate" | "up_to_date" | "dry_run" | "completed";
+  migrationId: string | null; resumed: boolean; backupId: string | null; kinds: KindSummary[];
+  recordsToSend: number; recordsSent: number; batchesSent: number; retries: number; splits: number;
+  offlineWaits: number; outcomes: Record<string, Record<string, number>>; quarantined: RecordOutcome[];
+  cleanedKeys: string[]; warnings: string[]; durationMs: number;
+}
+export interface Finished { migrationId: string; finishedAtMs: number; records: number; backupId: string }
+export interface Inspection {
+  kinds: { kind: string; keys: string[]; bytes: number; summary: KindSummary; toSend: number }[];
+  unknownKeys: { key: string; bytes: number }[]; knownBytes: number;
+  state: "not_started" | "in_progress" | "done" | "changed";
+  inFlight: { migrationId: string; pendingBatches: number; ackedBatches: number } | null;
+  lastFinished: Finished | null;
+}
+export interface BackupInfo { id: string; createdAtMs: number; keyCount: number; byteSize: number; fileSize: number; app: string }
+export interface Conflict { id: number; kind: string; row_id: string; migration_id: string; stored: unknown; incoming: unknown; created_at: string }
+"#;
+
+/// Turns any migrator error into a JavaScript `Error` with `name = "FerryError"` and a
+/// machine-readable `code`.
+pub fn js_error(e: Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    err.set_name("FerryError");
+    let _ = Reflect::set(
+        &err,
+        &JsValue::from_str("code"),
+        &JsValue::from_str(e.code()),
+    );
+    err.into()
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| js_error(Error::InvalidArgument(e.to_string())))?;
+    js_sys::JSON::parse(&text)
+}
+
+fn from_js<T: for<'de> Deserialize<'de> + Default>(
+    value: &JsValue,
+    what: &str,
+) -> Result<T, Error> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(T::default());
+    }
+    let text = js_sys::JSON::stringify(value)
+        .ok()
+        .and_then(|s| s.as_string())
+        .unwrap_or_default();
+    serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(format!("{what}: {e}")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Options {
+    storage_name: Option<String>,
+    max_records: Option<usize>,
+    max_bytes: Option<usize>,
+    retry: Option<RetryPolicy>,
+    lock: Option<String>,
+}
+
+/// The browser migrator. `new Migrator(specJson, serverUrl, tokenProvider, options?)`.
+#[wasm_bindgen]
+pub struct Migrator {
+    inner: Rc<runner::Migrator>,
+    storage_name: String,
+}
+
+#[wasm_bindgen]
+impl Migrator {
+    /// Parses the spec and binds the browser; throws on a bad spec or missing browser APIs.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        spec_json: &str,
+        server_url: &str,
+        #[wasm_bindgen(unchecked_param_type = "TokenProvider")] token_provider: Function,
+        #[wasm_bindgen(unchecked_param_type = "MigratorOptions | undefined")] options: JsValue,
+    ) -> Result<Migrator, JsValue> {
+        console_error_panic_hook::set_once();
+        let options: Options = from_js(&options, "options").map_err(js_error)?;
+        let storage_name = options.storage_name.unwrap_or_else(|| "ferry".to_owned());
+        let lock = match options.lock.as_deref() {
+            None | Some("best") => LockKind::Best,
+            Some("lease") => LockKind::Lease,
+            Some(other) => {
+                return Err(js_error(Error::InvalidArgument(format!(
+                    "options.lock is {other:?}; use \"best\" or \"lease\""
+                ))));
+            }
+        };
+        let mut config = Config::default();
+        if let Some(n) = options.max_records {
+            config.limits.max_records = n.max(1);
+        }
+        if let Some(n) = options.max_bytes {
+            config.limits.max_bytes = n;
+        }
+        if let Some(r) = options.retry {
+            config.retry = r;
+        }
+        config.origin = browser::window()
+            .ok()
+            .and_then(|w| w.location().origin().ok())
+            .unwrap_or_default();
+        let ports = browser::ports(&storage_name, token_provider, lock).map_err(js_error)?;
+        let inner =
+            runner::Migrator::new(spec_json, server_url, ports, config).map_err(js_error)?;
+        Ok(Migrator {
+            inner: Rc::new(inner),
+            storage_name,
+        })
+    }
+
+    fn call<T, F>(&self, f: impl FnOnce(Rc<runner::Migrator>) -> F + 'static) -> Promise
+    where
+        T: Serialize,
+        F: std::future::Future<Output = Result<T, Error>> + 'static,
+    {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let value = f(inner).await.map_err(js_error)?;
+            to_js(&value)
+        })
+    }
+
+    /// What would be migrated: kinds, counts, sizes, unknown keys, and the migration state.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Inspection>")]
+    pub fn inspect(&self) -> Promise {
+        self.call(|m| async move { m.inspect().await })
+    }
+
+    /// Runs (or resumes) the migration.
+    #[wasm_bindgen(unchecked_return_type = "Promise<RunReport>")]
+    pub fn run(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "RunOptions | undefined")] options: JsValue,
+    ) -> Promise {
+        let parsed: Result<RunOptions, Error> = from_js(&options, "run options");
+        let on_progress = Reflect::get(&options, &JsValue::from_str("onProgress"))
+            .ok()
+            .and_then(|f| f.dyn_into::<Function>().ok());
+        self.call(move |m| async move {
+            let options = parsed?;
+            let report = m
+                .run(&options, &|p| {
+                    if let (Some(f), Ok(v)) = (&on_progress, to_js(p)) {
+                        // A throwing progress callback must not stop the migration.
+                        let _ = f.call1(&JsValue::NULL, &v);
+                    }
+                })
+                .await?;
+            Ok(report)
+        })
+    }
+
+    /// The backups stored in this browser.
+    #[wasm_bindgen(unchecked_return_type = "Promise<BackupInfo[]>")]
+    pub fn backups(&self) -> Promise {
+        self.call(|m| async move { m.backups().await })
+    }
+
+    /// Writes a backup's keys back into localStorage exactly; resolves to `{ restored }`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<{ restored: number }>")]
+    pub fn restore(&self, backup_id: String) -> Promise {
+        self.call(move |m| async move {
+            let n = m.restore(&backup_id).await?;
+            Ok(serde_json::json!({ "restored": n }))
+        })
+    }
+
+    /// A passphrase-protected copy of a backup (the bytes of a `.ferry` file).
+    #[wasm_bindgen(js_name = exportBackup, unchecked_return_type = "Promise<Uint8Array>")]
+    pub fn export_backup(&self, backup_id: String, passphrase: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let bytes = inner
+                .export_backup(&backup_id, &passphrase)
+                .await
+                .map_err(js_error)?;
+            Ok(Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// The server's pending conflicts.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Conflict[]>")]
+    pub fn conflicts(&self) -> Promise {
+        self.call(|m| async move { m.conflicts().await })
+    }
+
+    /// Resolves a conflict: `choice` is "stored", "incoming" or "edited" (with `value`).
+    #[wasm_bindgen(unchecked_return_type = "Promise<{ resolved: boolean }>")]
+    pub fn resolve(&self, conflict_id: f64, choice: String, value: JsValue) -> Promise {
+        let value: Result<Option<serde_json::Value>, Error> = from_js(&value, "value");
+        self.call(move |m| async move {
+            if !(conflict_id >= 0.0 && conflict_id.fract() == 0.0) {
+                return Err(Error::InvalidArgument(format!(
+                    "conflict id {conflict_id} is not a whole number"
+                )));
+            }
+            m.resolve(conflict_id as u64, &choice, value?).await
+        })
+    }
+
+    /// Rolls back a migration on the server (default: the last verified one).
+    #[wasm_bindgen(unchecked_return_type = "Promise<{ restored: number }>")]
+    pub fn rollback(&self, migration_id: Option<String>) -> Promise {
+        self.call(move |m| async move {
+            let id = match migration_id {
+                Some(s) => Some(
+                    uuid::Uuid::parse_str(&s)
+                        .map_err(|e| Error::InvalidArgument(format!("migration id {s:?}: {e}")))?,
+                ),
+                None => None,
+            };
+            m.rollback(id).await
+        })
+    }
+
+    /// Calls `callback(report)` whenever a run in any tab of this origin ends (a skipped auto
+    /// run learns the other tab's outcome this way). Failed runs give `{status: "failed", error}`.
+    #[wasm_bindgen(js_name = onOutcome)]
+    pub fn on_outcome(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "(report: RunReport | { status: \"failed\"; error: string }) => void"
+        )]
+        callback: Function,
+    ) -> Result<(), JsValue> {
+        let channel =
+            web_sys::BroadcastChannel::new(&browser::locks::channel_name(&self.storage_name))?;
+        let handler =
+            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+                let parsed = e
+                    .data()
+                    .as_string()
+                    .and_then(|s| js_sys::JSON::parse(&s).ok());
+                if let Some(v) = parsed {
+                    let _ = callback.call1(&JsValue::NULL, &v);
+                }
+            });
+        channel.set_onmessage(Some(handler.as_ref().unchecked_ref()));
+        // Listening lasts as long as the page.
+        handler.forget();
+        std::mem::forget(channel);
+        Ok(())
+    }
+}

@@ -1,0 +1,725 @@
+//! In-memory twins of every [port](crate::ports), a fake ingest server that follows
+//! `docs/http-api.md` (idempotent batches, tallies, scripted faults), and a tiny executor, so
+//! the whole runner is tested with `cargo test -p ferry`, no browser and no network.
+//!
+//! Every future here completes without waiting: the clock's `sleep` just moves time forward
+//! and records the delay, and going offline is "fixed" by the `online` event firing at once.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::future::Future;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use ferry_core::backup::{self, BackupMetadata, OpeningKey, Pair, SealingKey};
+use ferry_core::lossless::LosslessString;
+use ferry_core::pipeline::ContentHash;
+use ferry_core::wire::Batch;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::ports::{
+    Announcer, AppStorage, Clock, Connectivity, Entropy, HttpRequest, HttpResponse, LocalFuture,
+    LockGuard, Locks, Ports, Store, StoreOp, Tokens, Transport, TransportError, Vault, VaultKey,
+};
+
+/// Drives a future whose every await is ready at once (all twins here); panics otherwise.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..10_000 {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!(
+        "block_on: the future is still pending (a twin is waiting for something that never happens)"
+    )
+}
+
+/// localStorage in memory: ordered pairs.
+#[derive(Default)]
+pub struct MemoryApp {
+    pairs: RefCell<Vec<Pair>>,
+}
+
+impl MemoryApp {
+    /// Sets a key from Rust strings.
+    pub fn set(&self, key: &str, value: &str) {
+        let _ = self.write(
+            &LosslessString::from_unicode(key),
+            &LosslessString::from_unicode(value),
+        );
+    }
+    /// A value, if set.
+    pub fn get(&self, key: &str) -> Option<LosslessString> {
+        self.pairs
+            .borrow()
+            .iter()
+            .find(|(k, _)| k.as_escaped() == key)
+            .map(|(_, v)| v.clone())
+    }
+    /// Every pair.
+    pub fn pairs(&self) -> Vec<Pair> {
+        self.pairs.borrow().clone()
+    }
+}
+
+impl AppStorage for MemoryApp {
+    fn read_all(&self) -> Result<Vec<Pair>, Error> {
+        Ok(self.pairs())
+    }
+    fn write(&self, key: &LosslessString, value: &LosslessString) -> Result<(), Error> {
+        let mut pairs = self.pairs.borrow_mut();
+        match pairs.iter_mut().find(|(k, _)| k == key) {
+            Some(p) => p.1 = value.clone(),
+            None => pairs.push((key.clone(), value.clone())),
+        }
+        Ok(())
+    }
+    fn remove(&self, key: &LosslessString) -> Result<(), Error> {
+        self.pairs.borrow_mut().retain(|(k, _)| k != key);
+        Ok(())
+    }
+}
+
+/// The durable store in memory, with an optional quota.
+#[derive(Default)]
+pub struct MemoryStore {
+    map: RefCell<BTreeMap<String, Vec<u8>>>,
+    /// Total bytes allowed; a commit beyond it fails like a full IndexedDB.
+    pub quota: Cell<Option<usize>>,
+}
+
+impl MemoryStore {
+    /// Keys present.
+    pub fn keys_now(&self) -> Vec<String> {
+        self.map.borrow().keys().cloned().collect()
+    }
+    /// A value.
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.map.borrow().get(key).cloned()
+    }
+}
+
+impl Store for MemoryStore {
+    fn get<'a>(&'a self, key: &'a str) -> LocalFuture<'a, Result<Option<Vec<u8>>, Error>> {
+        Box::pin(async move { Ok(self.value(key)) })
+    }
+    fn keys<'a>(&'a self, prefix: &'a str) -> LocalFuture<'a, Result<Vec<String>, Error>> {
+        Box::pin(async move {
+            Ok(self
+                .map
+                .borrow()
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect())
+        })
+    }
+    fn commit(&self, ops: Vec<StoreOp>) -> LocalFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let mut next = self.map.borrow().clone();
+            for op in ops {
+                match op {
+                    StoreOp::Put(k, v) => {
+                        next.insert(k, v);
+                    }
+                    StoreOp::Delete(k) => {
+                        next.remove(&k);
+                    }
+                }
+            }
+            let used: usize = next.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if let Some(q) = self.quota.get()
+                && used > q
+            {
+                return Err(Error::QuotaExceeded {
+                    what: "data".to_owned(),
+                    detail: format!("QuotaExceededError: {used} bytes needed, {q} allowed"),
+                });
+            }
+            *self.map.borrow_mut() = next;
+            Ok(())
+        })
+    }
+}
+
+/// A clock that only moves when slept on (or told to).
+pub struct ManualClock {
+    now: Cell<i64>,
+    /// Every sleep, in milliseconds.
+    pub sleeps: RefCell<Vec<u64>>,
+}
+
+impl ManualClock {
+    /// A clock at `now_ms`.
+    pub fn new(now_ms: i64) -> Self {
+        Self {
+            now: Cell::new(now_ms),
+            sleeps: RefCell::new(Vec::new()),
+        }
+    }
+    /// Moves time forward.
+    pub fn advance(&self, ms: i64) {
+        self.now.set(self.now.get() + ms);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.now.get()
+    }
+    fn sleep(&self, ms: u64) -> LocalFuture<'_, ()> {
+        self.sleeps.borrow_mut().push(ms);
+        self.advance(i64::try_from(ms).unwrap_or(i64::MAX));
+        Box::pin(async {})
+    }
+}
+
+/// A deterministic xorshift generator (tests only: not secure).
+pub struct SeededEntropy(Cell<u64>);
+
+impl SeededEntropy {
+    /// A generator from a non-zero seed.
+    pub fn new(seed: u64) -> Self {
+        Self(Cell::new(seed.max(1)))
+    }
+}
+
+impl Entropy for SeededEntropy {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), Error> {
+        for b in buf {
+            let mut x = self.0.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0.set(x);
+            *b = (x >> 24) as u8;
+        }
+        Ok(())
+    }
+}
+
+/// Seals with RustCrypto (`ferry_core::backup::seal`) under a device key held in memory.
+pub struct MemoryVault {
+    key: [u8; backup::KEY_LEN],
+    entropy: Rc<dyn Entropy>,
+}
+
+/// The key id the memory vault writes into backup headers.
+pub const MEMORY_KEY_ID: &str = "memory-device-key";
+
+impl MemoryVault {
+    /// A vault with a device key drawn from `entropy`.
+    pub fn new(entropy: Rc<dyn Entropy>) -> Result<Self, Error> {
+        let mut key = [0u8; backup::KEY_LEN];
+        entropy.fill(&mut key)?;
+        Ok(Self { key, entropy })
+    }
+}
+
+impl Vault for MemoryVault {
+    fn seal<'a>(
+        &'a self,
+        pairs: &'a [Pair],
+        metadata: BackupMetadata,
+        key: VaultKey<'a>,
+    ) -> LocalFuture<'a, Result<Vec<u8>, Error>> {
+        Box::pin(async move {
+            let mut nonce = [0u8; backup::NONCE_LEN];
+            self.entropy.fill(&mut nonce)?;
+            let file = match key {
+                VaultKey::Device => backup::seal(
+                    pairs,
+                    metadata,
+                    &SealingKey::DeviceKey {
+                        key_id: MEMORY_KEY_ID,
+                        key: &self.key,
+                    },
+                    nonce,
+                )?,
+                VaultKey::Passphrase(passphrase) => {
+                    let mut salt = [0u8; backup::SALT_LEN];
+                    self.entropy.fill(&mut salt)?;
+                    backup::seal(
+                        pairs,
+                        metadata,
+                        &SealingKey::Passphrase {
+                            passphrase,
+                            salt,
+                            iterations: backup::MIN_PBKDF2_ITERATIONS,
+                        },
+                        nonce,
+                    )?
+                }
+            };
+            Ok(file)
+        })
+    }
+    fn open<'a>(
+        &'a self,
+        file: &'a [u8],
+        key: VaultKey<'a>,
+    ) -> LocalFuture<'a, Result<Vec<Pair>, Error>> {
+        Box::pin(async move {
+            let key = match key {
+                VaultKey::Device => OpeningKey::DeviceKey {
+                    key_id: MEMORY_KEY_ID,
+                    key: &self.key,
+                },
+                VaultKey::Passphrase(p) => OpeningKey::Passphrase(p),
+            };
+            Ok(backup::open(file, &key)?.pairs)
+        })
+    }
+}
+
+/// Online state that comes back as soon as someone waits for it.
+pub struct MemoryNet {
+    online: Cell<bool>,
+    /// How often `until_online` was awaited.
+    pub waits: Cell<u32>,
+}
+
+impl Default for MemoryNet {
+    fn default() -> Self {
+        Self {
+            online: Cell::new(true),
+            waits: Cell::new(0),
+        }
+    }
+}
+
+impl MemoryNet {
+    /// Sets the online state.
+    pub fn set_online(&self, online: bool) {
+        self.online.set(online);
+    }
+}
+
+impl Connectivity for MemoryNet {
+    fn is_online(&self) -> bool {
+        self.online.get()
+    }
+    fn until_online(&self) -> LocalFuture<'_, ()> {
+        self.waits.set(self.waits.get() + 1);
+        self.online.set(true);
+        Box::pin(async {})
+    }
+}
+
+/// Tokens `token-1`, `token-2`, … : each refresh gives the next.
+#[derive(Default)]
+pub struct CountingTokens {
+    /// Tokens handed out.
+    pub issued: Cell<u32>,
+}
+
+impl Tokens for CountingTokens {
+    fn token(&self, refresh: bool) -> LocalFuture<'_, Result<String, Error>> {
+        if refresh || self.issued.get() == 0 {
+            self.issued.set(self.issued.get() + 1);
+        }
+        let t = format!("token-{}", self.issued.get());
+        Box::pin(async move { Ok(t) })
+    }
+}
+
+/// Named locks in memory; waiting acquisitions complete when the holder drops its guard.
+#[derive(Default)]
+pub struct MemoryLocks {
+    held: Rc<RefCell<HashSet<String>>>,
+}
+
+struct MemoryLockRelease {
+    held: Rc<RefCell<HashSet<String>>>,
+    name: String,
+}
+
+impl Drop for MemoryLockRelease {
+    fn drop(&mut self) {
+        self.held.borrow_mut().remove(&self.name);
+    }
+}
+
+impl MemoryLocks {
+    /// Takes a lock directly (simulating another tab), if free.
+    pub fn hold(&self, name: &str) -> Option<LockGuard> {
+        if !self.held.borrow_mut().insert(name.to_owned()) {
+            return None;
+        }
+        Some(LockGuard(Box::new(MemoryLockRelease {
+            held: self.held.clone(),
+            name: name.to_owned(),
+        })))
+    }
+}
+
+impl Locks for MemoryLocks {
+    fn acquire<'a>(
+        &'a self,
+        name: &'a str,
+        wait: bool,
+    ) -> LocalFuture<'a, Result<Option<LockGuard>, Error>> {
+        Box::pin(std::future::poll_fn(move |_| match self.hold(name) {
+            Some(g) => Poll::Ready(Ok(Some(g))),
+            None if !wait => Poll::Ready(Ok(None)),
+            // A waiting tab: block_on polls again; a real executor would need a waker.
+            None => Poll::Pending,
+        }))
+    }
+}
+
+/// Records announcements.
+#[derive(Default)]
+pub struct MemoryAnnouncer {
+    /// Every message.
+    pub messages: RefCell<Vec<String>>,
+}
+
+impl Announcer for MemoryAnnouncer {
+    fn announce(&self, report_json: &str) {
+        self.messages.borrow_mut().push(report_json.to_owned());
+    }
+}
+
+/// A fault the fake server injects into the next request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// No fault: answer normally.
+    Pass,
+    /// Answer with this status (and an error body).
+    Status(u16),
+    /// Answer with this status and error code.
+    Error(u16, String),
+    /// Answer 429 with `Retry-After: secs`.
+    RetryAfter(u64),
+    /// Process the request, then lose the response (network error).
+    LoseResponse,
+    /// Time out without processing.
+    Timeout,
+    /// Fail with a network error and take the browser offline.
+    GoOffline,
+}
+
+/// One request the fake server saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Method.
+    pub method: &'static str,
+    /// Path.
+    pub path: String,
+    /// Batch sequence, for batches.
+    pub sequence: Option<u32>,
+    /// Records in the batch.
+    pub records: usize,
+    /// Status answered (`None` when the response was lost or timed out).
+    pub status: Option<u16>,
+    /// Token used.
+    pub token: String,
+}
+
+/// An ingest server in memory, per `docs/http-api.md`.
+pub struct FakeServer {
+    /// Batches stored per (migration, sequence).
+    pub batches: RefCell<BTreeMap<(Uuid, u32), Vec<u8>>>,
+    /// Faults for the next requests, in order.
+    pub faults: RefCell<VecDeque<Fault>>,
+    /// Every request.
+    pub seen: RefCell<Vec<Seen>>,
+    /// Batches with more records than this are answered 413.
+    pub max_records: Cell<Option<usize>>,
+    /// Tokens refused with 401.
+    pub refused_tokens: RefCell<HashSet<String>>,
+    /// Backups uploaded (id, size).
+    pub backups: RefCell<Vec<(String, usize)>>,
+    net: Option<Rc<MemoryNet>>,
+}
+
+impl FakeServer {
+    /// A server; `net` is taken offline by [`Fault::GoOffline`].
+    pub fn new(net: Option<Rc<MemoryNet>>) -> Self {
+        Self {
+            batches: RefCell::default(),
+            faults: RefCell::default(),
+            seen: RefCell::default(),
+            max_records: Cell::new(None),
+            refused_tokens: RefCell::default(),
+            backups: RefCell::default(),
+            net,
+        }
+    }
+
+    /// Queues faults.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.faults.borrow_mut().extend(faults);
+    }
+
+    /// Sequences of the batches POSTed, in order, including retries.
+    pub fn posted_sequences(&self) -> Vec<u32> {
+        self.seen
+            .borrow()
+            .iter()
+            .filter_map(|s| s.sequence)
+            .collect()
+    }
+
+    fn answer(&self, request: &HttpRequest) -> (HttpResponse, Option<u32>, usize) {
+        let path = request
+            .url
+            .split_once("/v1/")
+            .map_or(String::new(), |(_, p)| format!("/v1/{p}"));
+        let json = |status: u16, v: serde_json::Value| HttpResponse {
+            status,
+            retry_after: None,
+            body: v.to_string().into_bytes(),
+        };
+        let error = |status: u16, code: &str, message: &str| {
+            json(
+                status,
+                serde_json::json!({"error": {"code": code, "message": message, "details": {}}}),
+            )
+        };
+        if self.refused_tokens.borrow().contains(&request.token) {
+            return (error(401, "unauthorized", "token expired"), None, 0);
+        }
+        let body = request
+            .body
+            .as_ref()
+            .map(|(b, _)| b.as_slice())
+            .unwrap_or_default();
+        match (request.method, path.as_str()) {
+            ("POST", "/v1/batches") => {
+                let batch: Batch = match serde_json::from_slice(body) {
+                    Ok(b) => b,
+                    Err(e) => return (error(400, "bad_batch", &e.to_string()), None, 0),
+                };
+                let seq = batch.header.sequence;
+                let n = batch.records.len() + batch.rejected.len();
+                if self.max_records.get().is_some_and(|m| n > m) {
+                    return (error(413, "payload_too_large", "too large"), Some(seq), n);
+                }
+                let key = (batch.header.migration_id, seq);
+                let replay = match self.batches.borrow().get(&key) {
+                    Some(stored) if stored.as_slice() != body => {
+                        return (
+                            error(409, "idempotency_conflict", "different body"),
+                            Some(seq),
+                            n,
+                        );
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+                self.batches.borrow_mut().insert(key, body.to_vec());
+                let mut outcomes: Vec<serde_json::Value> = batch
+                    .records
+                    .iter()
+                    .map(|r| serde_json::json!({"id": r.id, "hash": r.hash.to_hex(), "kind": r.kind, "outcome": if replay {"unchanged"} else {"inserted"}, "reasons": []}))
+                    .collect();
+                outcomes.extend(batch.rejected.iter().map(|r| {
+                    let reasons: Vec<&str> = r.reasons.iter().map(|n| n.message.as_str()).collect();
+                    serde_json::json!({"id": null, "hash": r.hash.to_hex(), "kind": r.kind, "outcome": "quarantined", "reasons": reasons})
+                }));
+                let answer = serde_json::json!({"migration_id": batch.header.migration_id, "sequence": seq, "replay": replay, "outcomes": outcomes, "counts": {}});
+                (json(200, answer), Some(seq), n)
+            }
+            ("GET", p) if p.starts_with("/v1/migrations/") => {
+                let id = p.trim_start_matches("/v1/migrations/");
+                let mut kinds: BTreeMap<String, (u64, [u8; 16])> = BTreeMap::new();
+                let mut count = 0;
+                for ((m, _), b) in self.batches.borrow().iter() {
+                    if m.to_string() != id {
+                        continue;
+                    }
+                    count += 1;
+                    let Ok(batch) = serde_json::from_slice::<Batch>(b) else {
+                        continue;
+                    };
+                    let items = batch
+                        .records
+                        .iter()
+                        .map(|r| (&r.kind, r.hash))
+                        .chain(batch.rejected.iter().map(|r| (&r.kind, r.hash)));
+                    for (kind, ContentHash(h)) in items {
+                        let e = kinds.entry(kind.clone()).or_default();
+                        e.0 += 1;
+                        for (c, x) in e.1.iter_mut().zip(h) {
+                            *c ^= x;
+                        }
+                    }
+                }
+                let kinds: serde_json::Map<String, serde_json::Value> = kinds
+                    .into_iter()
+                    .map(|(k, (n, x))| (k, serde_json::json!({"received": n, "checksum": ContentHash(x).to_hex(), "outcomes": {}})))
+                    .collect();
+                (
+                    json(
+                        200,
+                        serde_json::json!({"migration_id": id, "batches": count, "kinds": kinds}),
+                    ),
+                    None,
+                    0,
+                )
+            }
+            ("POST", "/v1/backups") => {
+                let id = request
+                    .headers
+                    .iter()
+                    .find(|(h, _)| h == "X-Ferry-Backup-Id")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                self.backups.borrow_mut().push((id.clone(), body.len()));
+                (
+                    json(200, serde_json::json!({"id": id, "size": body.len()})),
+                    None,
+                    0,
+                )
+            }
+            ("GET", "/v1/conflicts") => (json(200, serde_json::json!([])), None, 0),
+            ("POST", p) if p.ends_with("/resolve") => {
+                (json(200, serde_json::json!({"resolved": true})), None, 0)
+            }
+            ("POST", p) if p.ends_with("/rollback") => {
+                (json(200, serde_json::json!({"restored": 0})), None, 0)
+            }
+            _ => (error(404, "not_found", "no such route"), None, 0),
+        }
+    }
+}
+
+impl Transport for FakeServer {
+    fn send(&self, request: HttpRequest) -> LocalFuture<'_, Result<HttpResponse, TransportError>> {
+        Box::pin(async move {
+            let fault = self.faults.borrow_mut().pop_front();
+            let path = request
+                .url
+                .split_once("/v1/")
+                .map_or(String::new(), |(_, p)| format!("/v1/{p}"));
+            let mut seen = Seen {
+                method: request.method,
+                path,
+                sequence: None,
+                records: 0,
+                status: None,
+                token: request.token.clone(),
+            };
+            let peek: Option<Batch> = request
+                .body
+                .as_ref()
+                .and_then(|(b, _)| serde_json::from_slice(b).ok());
+            if let Some(b) = &peek {
+                seen.sequence = Some(b.header.sequence);
+                seen.records = b.records.len() + b.rejected.len();
+            }
+            let result = match fault {
+                Some(Fault::Error(s, code)) => {
+                    seen.status = Some(s);
+                    Ok(HttpResponse {
+                        status: s,
+                        retry_after: None,
+                        body: serde_json::json!({"error": {"code": code, "message": "injected", "details": {}}})
+                            .to_string()
+                            .into_bytes(),
+                    })
+                }
+                Some(Fault::Status(s)) => {
+                    seen.status = Some(s);
+                    Ok(HttpResponse {
+                        status: s,
+                        retry_after: None,
+                        body: br#"{"error":{"code":"injected","message":"injected fault"}}"#
+                            .to_vec(),
+                    })
+                }
+                Some(Fault::RetryAfter(secs)) => {
+                    seen.status = Some(429);
+                    Ok(HttpResponse {
+                        status: 429,
+                        retry_after: Some(secs.to_string()),
+                        body: Vec::new(),
+                    })
+                }
+                Some(Fault::Timeout) => Err(TransportError::Timeout),
+                Some(Fault::GoOffline) => {
+                    if let Some(n) = &self.net {
+                        n.set_online(false);
+                    }
+                    Err(TransportError::Network("Failed to fetch".to_owned()))
+                }
+                Some(Fault::LoseResponse) => {
+                    let _ = self.answer(&request);
+                    Err(TransportError::Network("connection reset".to_owned()))
+                }
+                None | Some(Fault::Pass) => {
+                    let (r, _, _) = self.answer(&request);
+                    seen.status = Some(r.status);
+                    Ok(r)
+                }
+            };
+            self.seen.borrow_mut().push(seen);
+            result
+        })
+    }
+}
+
+/// Every twin, wired together.
+pub struct Twins {
+    /// localStorage.
+    pub app: Rc<MemoryApp>,
+    /// IndexedDB.
+    pub store: Rc<MemoryStore>,
+    /// Clock.
+    pub clock: Rc<ManualClock>,
+    /// Randomness.
+    pub entropy: Rc<SeededEntropy>,
+    /// Backup sealing.
+    pub vault: Rc<MemoryVault>,
+    /// The fake server.
+    pub server: Rc<FakeServer>,
+    /// Tokens.
+    pub tokens: Rc<CountingTokens>,
+    /// Online state.
+    pub net: Rc<MemoryNet>,
+    /// Locks.
+    pub locks: Rc<MemoryLocks>,
+    /// Announcements.
+    pub announcer: Rc<MemoryAnnouncer>,
+}
+
+impl Twins {
+    /// Fresh twins, deterministic for a seed.
+    pub fn new(seed: u64) -> Result<Self, Error> {
+        let entropy = Rc::new(SeededEntropy::new(seed));
+        let net = Rc::new(MemoryNet::default());
+        Ok(Self {
+            app: Rc::default(),
+            store: Rc::default(),
+            clock: Rc::new(ManualClock::new(1_700_000_000_000)),
+            vault: Rc::new(MemoryVault::new(entropy.clone())?),
+            entropy,
+            server: Rc::new(FakeServer::new(Some(net.clone()))),
+            tokens: Rc::default(),
+            net,
+            locks: Rc::default(),
+            announcer: Rc::default(),
+        })
+    }
+
+    /// The ports, as the runner takes them.
+    pub fn ports(&self) -> Ports {
+        Ports {
+            app: self.app.clone(),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            entropy: self.entropy.clone(),
+            vault: self.vault.clone(),
+            transport: self.server.clone(),
+            tokens: self.tokens.clone(),
+            net: self.net.clone(),
+            locks: self.locks.clone(),
+            announcer: self.announcer.clone(),
+        }
+    }
+}

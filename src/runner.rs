@@ -1,0 +1,969 @@
+//! The migration runner: the whole orchestration, in plain Rust over the [`Ports`].
+//!
+//! A run, under the cross-tab lock:
+//!
+//! 1. finishes the migration in flight, if a checkpoint says there is one (after a reload, a
+//!    crash or a night offline), re-sending the exact outbox bytes of unacknowledged batches;
+//! 2. reads localStorage and compares a cheap fingerprint of every known key with the last
+//!    verified migration: nothing changed means nothing to do (no parsing, no request);
+//! 3. parses and validates with `ferry_core::pipeline`, and keeps only records whose content
+//!    hash the server has not confirmed yet (incremental runs);
+//! 4. seals a backup of the keys it read and stores it, *before any request*; a full disk
+//!    stops the run here with [`Error::QuotaExceeded`] and nothing sent;
+//! 5. plans batches (`ferry_core::wire::build_batches`) and writes them, the checkpoint and
+//!    the expected per-kind tallies in one atomic commit;
+//! 6. sends batches in order; each acknowledgement deletes its outbox entry and updates the
+//!    checkpoint atomically; a 413 splits the batch into halves under new sequence numbers;
+//! 7. verifies the server's per-kind count and XOR checksum, and only then marks the
+//!    migration done (migrated hashes and fingerprints), optionally removing migrated keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferry_core::backup::{self, BackupMetadata, Pair};
+use ferry_core::pipeline::{self, ContentHash, Context, KindSummary, Outcome};
+use ferry_core::spec::Spec;
+use ferry_core::wire::{self, Batch, BatchHeader, BatchLimits};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::checkpoint::{
+    self, BACKUP_INDEX_KEY, BackupInfo, BatchSize, Checkpoint, DEVICE_KEY, Fingerprint, Finished,
+    History, Phase, Tally, load_hashes, load_json, put_json,
+};
+use crate::client::{Client, MigrationReport, RecordOutcome};
+use crate::error::Error;
+use crate::ports::{Ports, StoreOp, VaultKey};
+use crate::progress::{Meter, Progress, Stage};
+use crate::retry::RetryPolicy;
+
+/// How many backups are kept besides the oldest one (the original data, always kept).
+pub const RECENT_BACKUPS_KEPT: usize = 3;
+
+/// Settings of a migrator.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// Bounds of one batch.
+    pub limits: BatchLimits,
+    /// Retry policy of every request.
+    pub retry: RetryPolicy,
+    /// The web origin, written into backup headers.
+    pub origin: String,
+}
+
+/// Who asked for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Started by the app on load: skips quietly when another tab is running.
+    #[default]
+    Auto,
+    /// Started by the user: waits for the other tab to finish.
+    Manual,
+}
+
+/// Options of [`Migrator::run`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RunOptions {
+    /// Auto or manual.
+    pub mode: Mode,
+    /// Only validate and count: no backup, no request, no write.
+    pub dry_run: bool,
+    /// Only these kinds (all when absent).
+    pub kinds: Option<Vec<String>>,
+    /// After verification, remove migrated keys whose value has not changed since they were
+    /// read (the backup is kept).
+    pub cleanup: bool,
+    /// Also upload the sealed backup to `POST /v1/backups` (best effort: a failure is a
+    /// warning in the report).
+    pub upload_backup: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Another tab holds the lock (auto mode): nothing was done.
+    Skipped,
+    /// localStorage holds no key the spec reads.
+    #[default]
+    NothingToMigrate,
+    /// Everything was already migrated.
+    UpToDate,
+    /// Dry run: counted only.
+    DryRun,
+    /// A migration was sent and verified.
+    Completed,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    /// How it ended.
+    pub status: RunStatus,
+    /// The migration sent (or resumed), if any.
+    pub migration_id: Option<Uuid>,
+    /// Whether a migration interrupted earlier was finished.
+    pub resumed: bool,
+    /// The backup taken before sending, if any.
+    pub backup_id: Option<String>,
+    /// Validation counts per kind (when records were parsed).
+    pub kinds: Vec<KindSummary>,
+    /// Records new or changed since the last verified migration.
+    pub records_to_send: u64,
+    /// Records acknowledged by the server in this run.
+    pub records_sent: u64,
+    /// Batches acknowledged in this run.
+    pub batches_sent: u64,
+    /// Retries after transient failures.
+    pub retries: u64,
+    /// Batches split after a 413.
+    pub splits: u64,
+    /// Times the run waited for the browser to come back online.
+    pub offline_waits: u64,
+    /// Server outcomes, per kind and outcome.
+    pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Records the server quarantined, with its reasons.
+    pub quarantined: Vec<RecordOutcome>,
+    /// Keys removed from localStorage (cleanup option).
+    pub cleaned_keys: Vec<String>,
+    /// Things that went wrong without stopping the run.
+    pub warnings: Vec<String>,
+    /// Wall time of the run.
+    pub duration_ms: u64,
+}
+
+/// One kind in an [`Inspection`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KindInspection {
+    /// Kind name.
+    pub kind: String,
+    /// Its localStorage keys.
+    pub keys: Vec<String>,
+    /// UTF-16 bytes of those keys and values.
+    pub bytes: u64,
+    /// Valid, repaired, rejected and duplicate record counts.
+    pub summary: KindSummary,
+    /// Records not yet confirmed by the server.
+    pub to_send: u64,
+}
+
+/// An unknown key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnknownKey {
+    /// The key (escaped form).
+    pub key: String,
+    /// Its UTF-16 bytes.
+    pub bytes: u64,
+}
+
+/// Where this browser stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationState {
+    /// Never migrated.
+    NotStarted,
+    /// A migration was interrupted and will resume on the next run.
+    InProgress,
+    /// Migrated, and nothing changed since.
+    Done,
+    /// Migrated, but records were added or changed since.
+    Changed,
+}
+
+/// What [`Migrator::inspect`] found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    /// The spec's kinds, in order.
+    pub kinds: Vec<KindInspection>,
+    /// Keys no kind reads (left alone).
+    pub unknown_keys: Vec<UnknownKey>,
+    /// UTF-16 bytes of the keys the spec reads.
+    pub known_bytes: u64,
+    /// Where this browser stands.
+    pub state: MigrationState,
+    /// The interrupted migration, if any.
+    pub in_flight: Option<InFlight>,
+    /// The last verified migration, if any.
+    pub last_finished: Option<Finished>,
+}
+
+/// A migration in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlight {
+    /// Its id.
+    pub migration_id: Uuid,
+    /// Batches left to send.
+    pub pending_batches: usize,
+    /// Batches acknowledged.
+    pub acked_batches: usize,
+}
+
+/// The browser migrator for one spec and one server.
+pub struct Migrator {
+    spec: Spec,
+    ports: Ports,
+    client: Client,
+    config: Config,
+}
+
+impl Migrator {
+    /// Parses the spec (JSON text) and binds the ports.
+    pub fn new(
+        spec_json: &str,
+        server_url: &str,
+        ports: Ports,
+        config: Config,
+    ) -> Result<Self, Error> {
+        let spec = Spec::parse(spec_json).map_err(|e| Error::Spec(e.to_string()))?;
+        let client = Client::new(server_url, ports.clone(), config.retry);
+        Ok(Self {
+            spec,
+            ports,
+            client,
+            config,
+        })
+    }
+
+    /// The checked spec.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// The HTTP client (for the thin conflict and rollback calls).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn app(&self) -> &str {
+        &self.spec.app
+    }
+
+    fn random_uuid(&self) -> Result<Uuid, Error> {
+        let mut b = [0u8; 16];
+        self.ports.entropy.fill(&mut b)?;
+        Ok(uuid::Builder::from_random_bytes(b).into_uuid())
+    }
+
+    async fn stored_device_id(&self) -> Result<Option<Uuid>, Error> {
+        Ok(self
+            .ports
+            .store
+            .get(DEVICE_KEY)
+            .await?
+            .and_then(|b| Uuid::try_parse_ascii(&b).ok()))
+    }
+
+    /// This browser profile's id: generated once, then kept.
+    pub async fn device_id(&self) -> Result<Uuid, Error> {
+        if let Some(id) = self.stored_device_id().await? {
+            return Ok(id);
+        }
+        let id = self.random_uuid()?;
+        self.ports
+            .store
+            .commit(vec![StoreOp::Put(
+                DEVICE_KEY.to_owned(),
+                id.to_string().into_bytes(),
+            )])
+            .await
+            .map_err(saving("the device id"))?;
+        Ok(id)
+    }
+
+    fn kind_of(&self, escaped_key: &str, kinds: Option<&[String]>) -> Option<usize> {
+        let i = self.spec.kind_for_key(escaped_key)?;
+        match kinds {
+            Some(names) if !names.iter().any(|n| *n == self.spec.kinds[i].name) => None,
+            _ => Some(i),
+        }
+    }
+
+    fn check_kinds(&self, kinds: Option<&[String]>) -> Result<(), Error> {
+        for name in kinds.unwrap_or_default() {
+            if self.spec.kind(name).is_none() {
+                let known: Vec<_> = self.spec.kinds.iter().map(|k| k.name.as_str()).collect();
+                return Err(Error::InvalidArgument(format!(
+                    "kind {name:?} is not in spec {:?}; its kinds are {known:?}",
+                    self.spec.app
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// What would be migrated, and where this browser stands. Reads only; sends nothing.
+    pub async fn inspect(&self) -> Result<Inspection, Error> {
+        let store = &*self.ports.store;
+        let pairs = self.ports.app.read_all()?;
+        let inv = pipeline::inventory(&self.spec, &pairs);
+        let device_id = self.stored_device_id().await?.unwrap_or(Uuid::nil());
+        let ctx = Context {
+            device_id,
+            migrated_at_ms: self.ports.clock.now_ms(),
+        };
+        let records = pipeline::process(&self.spec, &pairs, &ctx);
+        let summaries = pipeline::summarize(&self.spec, &records);
+        let migrated = load_hashes(store, &checkpoint::migrated_hashes_key(self.app())).await?;
+        let mut to_send = vec![0u64; self.spec.kinds.len()];
+        for r in &records {
+            if !matches!(r.outcome, Outcome::Duplicate(_)) && !migrated.contains(&r.hash) {
+                to_send[r.kind] += 1;
+            }
+        }
+        let cp: Option<Checkpoint> =
+            load_json(store, &checkpoint::checkpoint_key(self.app())).await?;
+        let history: History = load_json(store, &checkpoint::history_key(self.app()))
+            .await?
+            .unwrap_or_default();
+        let pending: u64 = to_send.iter().sum();
+        let state = match (&cp, history.finished.is_empty(), pending) {
+            (Some(_), _, _) => MigrationState::InProgress,
+            (None, true, _) => MigrationState::NotStarted,
+            (None, false, 0) => MigrationState::Done,
+            (None, false, _) => MigrationState::Changed,
+        };
+        Ok(Inspection {
+            kinds: inv
+                .kinds
+                .into_iter()
+                .zip(summaries)
+                .zip(to_send)
+                .map(|((k, summary), to_send)| KindInspection {
+                    kind: k.kind,
+                    keys: k.keys.into_iter().map(|s| s.key.into_escaped()).collect(),
+                    bytes: k.bytes,
+                    summary,
+                    to_send,
+                })
+                .collect(),
+            unknown_keys: inv
+                .unknown
+                .into_iter()
+                .map(|s| UnknownKey {
+                    key: s.key.into_escaped(),
+                    bytes: s.bytes,
+                })
+                .collect(),
+            known_bytes: inv.known_bytes,
+            state,
+            in_flight: cp.map(|c| InFlight {
+                migration_id: c.migration_id,
+                pending_batches: c.pending.len(),
+                acked_batches: c.acked.len(),
+            }),
+            last_finished: history.finished.last().cloned(),
+        })
+    }
+
+    /// Runs a migration (or finishes the one in flight). Auto mode returns
+    /// [`RunStatus::Skipped`] at once when another tab runs; manual mode waits its turn.
+    pub async fn run(
+        &self,
+        options: &RunOptions,
+        on_progress: &dyn Fn(&Progress),
+    ) -> Result<RunReport, Error> {
+        self.check_kinds(options.kinds.as_deref())?;
+        let started = self.ports.clock.now_ms();
+        let mut report = RunReport::default();
+        let lock_name = format!("ferry:{}", self.app());
+        let guard = if options.dry_run {
+            None
+        } else {
+            match self
+                .ports
+                .locks
+                .acquire(&lock_name, options.mode == Mode::Manual)
+                .await?
+            {
+                Some(g) => Some(g),
+                None => {
+                    report.status = RunStatus::Skipped;
+                    return Ok(report);
+                }
+            }
+        };
+        let before = self.client.stats();
+        let result = self.run_locked(options, on_progress, &mut report).await;
+        let after = self.client.stats();
+        report.retries = after.retries - before.retries;
+        report.offline_waits = after.offline_waits - before.offline_waits;
+        report.duration_ms = u64::try_from(self.ports.clock.now_ms() - started).unwrap_or(0);
+        drop(guard);
+        if !options.dry_run {
+            let message = match &result {
+                Ok(()) => serde_json::to_string(&report).unwrap_or_default(),
+                Err(e) => {
+                    serde_json::json!({"status": "failed", "error": e.to_string()}).to_string()
+                }
+            };
+            self.ports.announcer.announce(&message);
+        }
+        result.map(|()| report)
+    }
+
+    async fn run_locked(
+        &self,
+        options: &RunOptions,
+        on_progress: &dyn Fn(&Progress),
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        let app = self.app().to_owned();
+        let store = &*self.ports.store;
+        let clock = &*self.ports.clock;
+        let mut meter = Meter::new(0, 0);
+
+        // 1. A migration in flight is finished first, from its outbox.
+        if !options.dry_run
+            && let Some(cp) =
+                load_json::<Checkpoint>(store, &checkpoint::checkpoint_key(&app)).await?
+        {
+            report.resumed = true;
+            report.migration_id = Some(cp.migration_id);
+            report.backup_id = Some(cp.backup_id.clone());
+            self.finish(cp, options, on_progress, report).await?;
+            report.status = RunStatus::Completed;
+        }
+
+        // 2. Read, and skip everything when nothing changed.
+        on_progress(&meter.at(Stage::Inspect, clock.now_ms(), 0, 0));
+        let kinds = options.kinds.as_deref();
+        let selected: Vec<Pair> = self
+            .ports
+            .app
+            .read_all()?
+            .into_iter()
+            .filter(|(k, _)| self.kind_of(k.as_escaped(), kinds).is_some())
+            .collect();
+        let fingerprints: BTreeMap<String, Fingerprint> = selected
+            .iter()
+            .map(|(k, v)| (k.as_escaped().to_owned(), Fingerprint::of(v)))
+            .collect();
+        let mut history: History = load_json(store, &checkpoint::history_key(&app))
+            .await?
+            .unwrap_or_default();
+        let previous: BTreeMap<String, Fingerprint> = history
+            .fingerprints
+            .iter()
+            .filter(|(k, _)| self.kind_of(k, kinds).is_some())
+            .map(|(k, f)| (k.clone(), *f))
+            .collect();
+        if selected.is_empty() && previous.is_empty() {
+            if !report.resumed {
+                report.status = RunStatus::NothingToMigrate;
+            }
+            return Ok(());
+        }
+        if !options.dry_run && previous == fingerprints {
+            if !report.resumed {
+                report.status = RunStatus::UpToDate;
+            }
+            return Ok(());
+        }
+
+        // 3. Parse, validate, and keep what the server has not confirmed.
+        on_progress(&meter.at(Stage::Validate, clock.now_ms(), 0, 0));
+        let device_id = self.device_id().await?;
+        let ctx = Context {
+            device_id,
+            migrated_at_ms: clock.now_ms(),
+        };
+        let records = pipeline::process(&self.spec, &selected, &ctx);
+        report.kinds = pipeline::summarize(&self.spec, &records);
+        let migrated = load_hashes(store, &checkpoint::migrated_hashes_key(&app)).await?;
+        let to_ship: Vec<usize> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                !matches!(r.outcome, Outcome::Duplicate(_)) && !migrated.contains(&r.hash)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        report.records_to_send = to_ship.len() as u64;
+        if options.dry_run {
+            report.status = RunStatus::DryRun;
+            return Ok(());
+        }
+        if to_ship.is_empty() {
+            for k in previous.keys() {
+                history.fingerprints.remove(k);
+            }
+            history.fingerprints.extend(fingerprints);
+            store
+                .commit(vec![put_json(checkpoint::history_key(&app), &history)?])
+                .await
+                .map_err(saving("the migration history"))?;
+            if !report.resumed {
+                report.status = RunStatus::UpToDate;
+            }
+            return Ok(());
+        }
+
+        // 4. Back up before any request leaves.
+        on_progress(&meter.at(Stage::Backup, clock.now_ms(), 0, 0));
+        let (backup_id, file) = self.take_backup(&selected).await?;
+        report.backup_id = Some(backup_id.clone());
+
+        // 5. Plan: outbox, tallies and checkpoint in one commit.
+        let migration_id = self.random_uuid()?;
+        let header = BatchHeader::new(&self.spec, migration_id, &ctx);
+        let batches = wire::build_batches(
+            &self.spec,
+            &header,
+            &records,
+            to_ship,
+            0,
+            self.config.limits,
+        );
+        let mut expected: BTreeMap<String, Tally> = BTreeMap::new();
+        let mut plan_hashes = BTreeSet::new();
+        let mut sizes = BTreeMap::new();
+        let mut ops = Vec::with_capacity(batches.len() + 2);
+        for b in &batches {
+            for &i in &b.members {
+                let r = &records[i];
+                expected
+                    .entry(self.spec.kinds[r.kind].name.clone())
+                    .or_default()
+                    .add(&r.hash);
+                plan_hashes.insert(r.hash);
+            }
+            sizes.insert(
+                b.sequence,
+                BatchSize {
+                    records: b.members.len() as u64,
+                    bytes: b.body.len() as u64,
+                },
+            );
+        }
+        let cp = Checkpoint {
+            migration_id,
+            device_id,
+            spec_version: self.spec.version.clone(),
+            started_at_ms: ctx.migrated_at_ms,
+            backup_id,
+            phase: Phase::Uploading,
+            pending: batches.iter().map(|b| b.sequence).collect(),
+            acked: Vec::new(),
+            next_sequence: u32::try_from(batches.len()).unwrap_or(u32::MAX),
+            sizes,
+            expected,
+            fingerprints,
+        };
+        for b in batches {
+            ops.push(StoreOp::Put(
+                checkpoint::outbox_key(&app, b.sequence),
+                b.body,
+            ));
+        }
+        ops.push(StoreOp::Put(
+            checkpoint::plan_hashes_key(&app),
+            checkpoint::encode_hashes(&plan_hashes),
+        ));
+        ops.push(put_json(checkpoint::checkpoint_key(&app), &cp)?);
+        store.commit(ops).await.map_err(saving("the upload plan"))?;
+        report.migration_id = Some(migration_id);
+        report.resumed = false;
+
+        if options.upload_backup
+            && let Err(e) = self.client.upload_backup(&cp.backup_id, file).await
+        {
+            report.warnings.push(format!(
+                "the backup was kept in this browser but not uploaded: {e}"
+            ));
+        }
+
+        // 6–7. Send, verify, finish.
+        self.finish(cp, options, on_progress, report).await?;
+        report.status = RunStatus::Completed;
+        Ok(())
+    }
+
+    /// Seals the pairs with the device key and stores the file, pruning old backups.
+    async fn take_backup(&self, pairs: &[Pair]) -> Result<(String, Vec<u8>), Error> {
+        let id = self.random_uuid()?.to_string();
+        let now = self.ports.clock.now_ms();
+        let metadata = BackupMetadata {
+            backup_id: id.clone(),
+            created_at_ms: u64::try_from(now).unwrap_or(0),
+            origin: self.config.origin.clone(),
+            spec_app: self.spec.app.clone(),
+            spec_version: self.spec.version.clone(),
+        };
+        let file = self
+            .ports
+            .vault
+            .seal(pairs, metadata, VaultKey::Device)
+            .await?;
+        let header = backup::read_header(&file)?;
+        let store = &*self.ports.store;
+        let mut index: Vec<BackupInfo> = load_json(store, BACKUP_INDEX_KEY)
+            .await?
+            .unwrap_or_default();
+        index.push(BackupInfo {
+            id: id.clone(),
+            created_at_ms: now,
+            key_count: header.key_count,
+            byte_size: header.byte_size,
+            file_size: file.len() as u64,
+            app: self.spec.app.clone(),
+        });
+        let mut ops = vec![StoreOp::Put(checkpoint::backup_key(&id), file.clone())];
+        // Keep the oldest backup (the data as it was before Ferry ever ran) and the newest few.
+        while index.len() > RECENT_BACKUPS_KEPT + 1 {
+            let old = index.remove(1);
+            ops.push(StoreOp::Delete(checkpoint::backup_key(&old.id)));
+        }
+        ops.push(put_json(BACKUP_INDEX_KEY.to_owned(), &index)?);
+        store.commit(ops).await.map_err(saving("the backup"))?;
+        Ok((id, file))
+    }
+
+    /// Sends the outbox, verifies, and marks the migration done.
+    async fn finish(
+        &self,
+        mut cp: Checkpoint,
+        options: &RunOptions,
+        on_progress: &dyn Fn(&Progress),
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        let app = self.app().to_owned();
+        let store = &*self.ports.store;
+        let clock = &*self.ports.clock;
+        let (_, total) = cp.done_and_total();
+        let mut meter = Meter::new(total.records, total.bytes);
+        while let Some(&seq) = cp.pending.first() {
+            let (done, _) = cp.done_and_total();
+            on_progress(&meter.at(Stage::Upload, clock.now_ms(), done.records, done.bytes));
+            let key = checkpoint::outbox_key(&app, seq);
+            let body = store.get(&key).await?.ok_or_else(|| Error::Storage {
+                what: format!("reading batch {seq} of migration {}", cp.migration_id),
+                detail: "it is missing from the outbox: the site data was partly cleared"
+                    .to_owned(),
+            })?;
+            match self.client.send_batch(body.clone()).await? {
+                Some(result) => {
+                    if result.migration_id != cp.migration_id || result.sequence != seq {
+                        return Err(Error::Protocol {
+                            path: "/v1/batches".to_owned(),
+                            detail: format!(
+                                "sent batch {seq} of migration {}, but the answer is for batch {} of {}",
+                                cp.migration_id, result.sequence, result.migration_id
+                            ),
+                        });
+                    }
+                    for o in result.outcomes {
+                        *report
+                            .outcomes
+                            .entry(o.kind.clone())
+                            .or_default()
+                            .entry(o.outcome.clone())
+                            .or_default() += 1;
+                        if o.outcome == "quarantined" {
+                            report.quarantined.push(o);
+                        }
+                    }
+                    cp.pending.remove(0);
+                    cp.acked.push(seq);
+                    report.batches_sent += 1;
+                    report.records_sent += cp.sizes.get(&seq).map_or(0, |s| s.records);
+                    store
+                        .commit(vec![
+                            StoreOp::Delete(key),
+                            put_json(checkpoint::checkpoint_key(&app), &cp)?,
+                        ])
+                        .await
+                        .map_err(saving("the checkpoint"))?;
+                }
+                None => {
+                    let Some(halves) = split_batch(&body, cp.next_sequence)? else {
+                        return Err(Error::RecordTooLarge {
+                            sequence: seq,
+                            bytes: body.len(),
+                        });
+                    };
+                    cp.next_sequence += 2;
+                    cp.pending.remove(0);
+                    let mut ops = vec![StoreOp::Delete(key)];
+                    for (i, (s, b, size)) in halves.into_iter().enumerate() {
+                        cp.pending.insert(i, s);
+                        cp.sizes.insert(s, size);
+                        ops.push(StoreOp::Put(checkpoint::outbox_key(&app, s), b));
+                    }
+                    cp.sizes.remove(&seq);
+                    ops.push(put_json(checkpoint::checkpoint_key(&app), &cp)?);
+                    // The halves are stored before they are sent, so their numbers never
+                    // carry another body.
+                    store.commit(ops).await.map_err(saving("the split batch"))?;
+                    report.splits += 1;
+                }
+            }
+        }
+        if cp.phase != Phase::Verifying {
+            cp.phase = Phase::Verifying;
+            store
+                .commit(vec![put_json(checkpoint::checkpoint_key(&app), &cp)?])
+                .await
+                .map_err(saving("the checkpoint"))?;
+        }
+        let (done, _) = cp.done_and_total();
+        on_progress(&meter.at(Stage::Verify, clock.now_ms(), done.records, done.bytes));
+        let server = self.client.migration_report(cp.migration_id).await?;
+        verify(&cp, &server)?;
+
+        // Done: fold the plan into the migrated set, forget the checkpoint.
+        let mut migrated = load_hashes(store, &checkpoint::migrated_hashes_key(&app)).await?;
+        migrated.extend(load_hashes(store, &checkpoint::plan_hashes_key(&app)).await?);
+        let mut history: History = load_json(store, &checkpoint::history_key(&app))
+            .await?
+            .unwrap_or_default();
+        history.fingerprints.extend(cp.fingerprints.clone());
+        history.finished.push(Finished {
+            migration_id: cp.migration_id,
+            finished_at_ms: clock.now_ms(),
+            records: total.records,
+            backup_id: cp.backup_id.clone(),
+        });
+        store
+            .commit(vec![
+                StoreOp::Put(
+                    checkpoint::migrated_hashes_key(&app),
+                    checkpoint::encode_hashes(&migrated),
+                ),
+                put_json(checkpoint::history_key(&app), &history)?,
+                StoreOp::Delete(checkpoint::plan_hashes_key(&app)),
+                StoreOp::Delete(checkpoint::checkpoint_key(&app)),
+            ])
+            .await
+            .map_err(saving("the migration history"))?;
+        on_progress(&meter.at(Stage::Done, clock.now_ms(), total.records, total.bytes));
+
+        if options.cleanup {
+            for (k, v) in self.ports.app.read_all()? {
+                // Only keys still holding exactly what was migrated: a value the app changed
+                // meanwhile is left for the next incremental run.
+                if cp.fingerprints.get(k.as_escaped()) == Some(&Fingerprint::of(&v)) {
+                    self.ports.app.remove(&k)?;
+                    report.cleaned_keys.push(k.into_escaped());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The backups stored in this browser, oldest first.
+    pub async fn backups(&self) -> Result<Vec<BackupInfo>, Error> {
+        Ok(load_json(&*self.ports.store, BACKUP_INDEX_KEY)
+            .await?
+            .unwrap_or_default())
+    }
+
+    async fn backup_file(&self, id: &str) -> Result<Vec<u8>, Error> {
+        self.ports
+            .store
+            .get(&checkpoint::backup_key(id))
+            .await?
+            .ok_or_else(|| Error::BackupNotFound(id.to_owned()))
+    }
+
+    /// Writes a backup's keys back into localStorage exactly; returns how many.
+    pub async fn restore(&self, backup_id: &str) -> Result<usize, Error> {
+        let file = self.backup_file(backup_id).await?;
+        let pairs = self.ports.vault.open(&file, VaultKey::Device).await?;
+        for (k, v) in &pairs {
+            self.ports.app.write(k, v)?;
+        }
+        Ok(pairs.len())
+    }
+
+    /// Re-seals a stored backup under a passphrase: a file the user can keep.
+    pub async fn export_backup(&self, backup_id: &str, passphrase: &str) -> Result<Vec<u8>, Error> {
+        if passphrase.is_empty() {
+            return Err(backup::BackupError::EmptyPassphrase.into());
+        }
+        let file = self.backup_file(backup_id).await?;
+        let header = backup::read_header(&file)?;
+        let pairs = self.ports.vault.open(&file, VaultKey::Device).await?;
+        self.ports
+            .vault
+            .seal(&pairs, header.metadata, VaultKey::Passphrase(passphrase))
+            .await
+    }
+
+    /// `GET /v1/conflicts`: the pending conflicts.
+    pub async fn conflicts(&self) -> Result<Value, Error> {
+        self.client.json_call("GET", "/v1/conflicts", None).await
+    }
+
+    /// `POST /v1/conflicts/{id}/resolve`.
+    pub async fn resolve(
+        &self,
+        conflict_id: u64,
+        choice: &str,
+        value: Option<Value>,
+    ) -> Result<Value, Error> {
+        if !matches!(choice, "stored" | "incoming" | "edited") {
+            return Err(Error::InvalidArgument(format!(
+                "choice {choice:?} is not one of \"stored\", \"incoming\", \"edited\""
+            )));
+        }
+        if (choice == "edited") != value.is_some() {
+            return Err(Error::InvalidArgument(
+                "a value (column → value) is given with choice \"edited\", and only then"
+                    .to_owned(),
+            ));
+        }
+        let mut body = serde_json::json!({ "choice": choice });
+        if let Some(v) = value {
+            body["value"] = v;
+        }
+        let path = format!("/v1/conflicts/{conflict_id}/resolve");
+        self.client.json_call("POST", &path, Some(&body)).await
+    }
+
+    /// `POST /v1/migrations/{id}/rollback` for the given migration, or the last verified one.
+    /// Afterwards this browser forgets what was migrated, so a later run sends everything
+    /// again (harmless: the server's upserts are idempotent).
+    pub async fn rollback(&self, migration_id: Option<Uuid>) -> Result<Value, Error> {
+        let app = self.app().to_owned();
+        let store = &*self.ports.store;
+        let mut history: History = load_json(store, &checkpoint::history_key(&app))
+            .await?
+            .unwrap_or_default();
+        let id = match migration_id.or_else(|| history.finished.last().map(|f| f.migration_id)) {
+            Some(id) => id,
+            None => {
+                return Err(Error::InvalidArgument(
+                    "no migration id given and no verified migration to roll back".to_owned(),
+                ));
+            }
+        };
+        let answer = self
+            .client
+            .json_call("POST", &format!("/v1/migrations/{id}/rollback"), None)
+            .await?;
+        history.fingerprints.clear();
+        store
+            .commit(vec![
+                put_json(checkpoint::history_key(&app), &history)?,
+                StoreOp::Delete(checkpoint::migrated_hashes_key(&app)),
+            ])
+            .await
+            .map_err(saving("the migration history"))?;
+        Ok(answer)
+    }
+}
+
+/// Labels a store error with what was being saved.
+fn saving(what: &'static str) -> impl Fn(Error) -> Error {
+    move |e| match e {
+        Error::QuotaExceeded { detail, .. } => Error::QuotaExceeded {
+            what: what.to_owned(),
+            detail,
+        },
+        Error::Storage { detail, .. } => Error::Storage {
+            what: format!("saving {what}"),
+            detail,
+        },
+        other => other,
+    }
+}
+
+/// One half of a split batch: its sequence number, body and size.
+pub type SplitHalf = (u32, Vec<u8>, BatchSize);
+
+/// Splits a batch body into two halves numbered `next` and `next + 1`; `None` when it holds a
+/// single record.
+pub fn split_batch(body: &[u8], next: u32) -> Result<Option<[SplitHalf; 2]>, Error> {
+    let batch: Batch = serde_json::from_slice(body).map_err(|e| Error::Storage {
+        what: "splitting a batch".to_owned(),
+        detail: format!("the outbox entry is not a batch: {e}"),
+    })?;
+    let n = batch.records.len() + batch.rejected.len();
+    if n < 2 {
+        return Ok(None);
+    }
+    let half = n / 2;
+    let mut records = batch.records;
+    let mut rejected = batch.rejected;
+    let (first_records, first_rejected) = if records.len() >= half {
+        let rest = records.split_off(half);
+        (std::mem::replace(&mut records, rest), Vec::new())
+    } else {
+        let rest = rejected.split_off(half - records.len());
+        (
+            std::mem::take(&mut records),
+            std::mem::replace(&mut rejected, rest),
+        )
+    };
+    let encode = |sequence: u32, records, rejected| -> Result<SplitHalf, Error> {
+        let mut header = batch.header.clone();
+        header.sequence = sequence;
+        let b = Batch {
+            header,
+            records,
+            rejected,
+        };
+        let count = (b.records.len() + b.rejected.len()) as u64;
+        let bytes = serde_json::to_vec(&b).map_err(|e| Error::Storage {
+            what: "splitting a batch".to_owned(),
+            detail: e.to_string(),
+        })?;
+        let size = BatchSize {
+            records: count,
+            bytes: bytes.len() as u64,
+        };
+        Ok((sequence, bytes, size))
+    };
+    Ok(Some([
+        encode(next, first_records, first_rejected)?,
+        encode(next + 1, records, rejected)?,
+    ]))
+}
+
+/// Compares the server's per-kind tallies with what was sent.
+pub fn verify(cp: &Checkpoint, server: &MigrationReport) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    for (kind, t) in &cp.expected {
+        let want = ContentHash(t.checksum).to_hex();
+        match server.kinds.get(kind) {
+            None => problems.push(format!(
+                "kind {kind:?}: sent {} records, the server reports none",
+                t.received
+            )),
+            Some(k) if k.received != t.received || !k.checksum.eq_ignore_ascii_case(&want) => {
+                problems.push(format!(
+                    "kind {kind:?}: sent {} records with checksum {want}, the server received {} with checksum {}",
+                    t.received, k.received, k.checksum
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for (kind, k) in &server.kinds {
+        if k.received > 0 && !cp.expected.contains_key(kind) {
+            problems.push(format!(
+                "kind {kind:?}: nothing sent, the server reports {} records",
+                k.received
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::VerificationFailed {
+            migration_id: cp.migration_id.to_string(),
+            details: problems.join("; "),
+        })
+    }
+}
+
+// Native only: the browser build has its own tests in `tests/browser.rs`.
+#[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
+mod tests;

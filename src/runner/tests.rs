@@ -1,0 +1,544 @@
+//! Native tests of the runner over the in-memory twins and the fake server: every failure
+//! sequence the browser meets (5xx, 429, 413, lost responses, 401, offline, full disk,
+//! reloads) replayed deterministically.
+
+// clippy's `allow-unwrap-in-tests` does not see through the extra `not(wasm32)` cfg on this
+// module; a test fails by panicking, so unwrap is how it says "this must hold".
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::memory::{Fault, Twins, block_on};
+use crate::ports::AppStorage;
+use ferry_core::lossless::LosslessString;
+
+const SPEC: &str = include_str!("../../specs/taskboard.json");
+
+fn task(n: u32, title: &str) -> String {
+    format!(
+        r#"{{"id":"00000000-0000-4000-8000-{n:012}","title":"{title}","status":"todo","createdAt":"2024-01-0{}T10:00:00Z"}}"#,
+        1 + n % 9
+    )
+}
+
+fn tasks(items: &[String]) -> String {
+    format!("[{}]", items.join(","))
+}
+
+/// Four valid tasks, one without a title (quarantined), a preference object, an unknown key.
+fn seeded() -> Twins {
+    let t = Twins::new(7).unwrap();
+    let mut items: Vec<String> = (1..=4).map(|n| task(n, &format!("task {n}"))).collect();
+    items.push(r#"{"id":"00000000-0000-4000-8000-000000000099","status":"done","createdAt":"2024-01-01T00:00:00Z"}"#.to_owned());
+    t.app.set("tasks", &tasks(&items));
+    t.app.set("unrelated", "left alone");
+    t
+}
+
+fn migrator(t: &Twins, limits: BatchLimits) -> Migrator {
+    let config = Config {
+        limits,
+        retry: RetryPolicy {
+            max_attempts: 4,
+            ..RetryPolicy::default()
+        },
+        origin: "https://app.test".to_owned(),
+    };
+    Migrator::new(SPEC, "https://api.test/", t.ports(), config).unwrap()
+}
+
+fn run(m: &Migrator, options: RunOptions) -> Result<RunReport, Error> {
+    block_on(m.run(&options, &|_| {}))
+}
+
+fn auto() -> RunOptions {
+    RunOptions::default()
+}
+
+fn small_batches() -> BatchLimits {
+    BatchLimits {
+        max_records: 2,
+        max_bytes: 1 << 20,
+    }
+}
+
+fn checkpoint_of(t: &Twins) -> Option<Checkpoint> {
+    t.store
+        .value(&checkpoint::checkpoint_key("taskboard"))
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+#[test]
+fn first_run_backs_up_sends_verifies_and_reports_quarantine() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    let before = t.app.pairs();
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.records_to_send, 5);
+    assert_eq!(r.records_sent, 5);
+    assert_eq!(r.quarantined.len(), 1, "{r:?}");
+    assert_eq!(r.outcomes["tasks"]["inserted"], 4);
+    assert!(
+        checkpoint_of(&t).is_none(),
+        "done migrations leave no checkpoint"
+    );
+    assert!(t.store.keys_now().iter().all(|k| !k.contains("/outbox/")));
+    assert_eq!(
+        t.app.pairs(),
+        before,
+        "without cleanup localStorage is untouched"
+    );
+    // The backup holds exactly the migrated keys (not the unknown one) and opens.
+    let backups = block_on(m.backups()).unwrap();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(Some(backups[0].id.clone()), r.backup_id);
+    let file = t
+        .store
+        .value(&checkpoint::backup_key(&backups[0].id))
+        .unwrap();
+    let pairs = block_on(t.ports().vault.open(&file, VaultKey::Device)).unwrap();
+    assert_eq!(pairs, vec![before[0].clone()]);
+    assert!(t.announcer.messages.borrow()[0].contains("\"completed\""));
+}
+
+#[test]
+fn a_full_disk_stops_before_any_request_with_the_source_intact() {
+    let t = seeded();
+    t.store.quota.set(Some(300));
+    let m = migrator(&t, BatchLimits::default());
+    let before = t.app.pairs();
+    let e = run(&m, auto()).unwrap_err();
+    assert!(
+        matches!(&e, Error::QuotaExceeded { what, .. } if what == "the backup"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("storage is full"), "{e}");
+    assert!(
+        t.server.seen.borrow().is_empty(),
+        "nothing may leave before the backup is stored"
+    );
+    assert_eq!(t.app.pairs(), before);
+    assert!(checkpoint_of(&t).is_none());
+}
+
+#[test]
+fn nothing_changed_means_no_request_and_no_parsing() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    run(&m, auto()).unwrap();
+    let requests = t.server.seen.borrow().len();
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::UpToDate);
+    assert!(r.kinds.is_empty(), "the fingerprint check skips parsing");
+    assert_eq!(t.server.seen.borrow().len(), requests);
+}
+
+#[test]
+fn a_user_without_data_pays_nothing() {
+    let t = Twins::new(1).unwrap();
+    t.app.set("unrelated", "x");
+    let m = migrator(&t, BatchLimits::default());
+    assert_eq!(run(&m, auto()).unwrap().status, RunStatus::NothingToMigrate);
+    assert!(
+        t.store.keys_now().is_empty(),
+        "not even a device id is written"
+    );
+    assert!(t.server.seen.borrow().is_empty());
+}
+
+#[test]
+fn later_runs_ship_only_added_or_changed_records() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    run(&m, auto()).unwrap();
+    let items = vec![
+        task(1, "task 1"),
+        task(2, "task 2 renamed"),
+        task(3, "task 3"),
+        task(4, "task 4"),
+        task(5, "new task"),
+    ];
+    t.app.set("tasks", &tasks(&items));
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.records_to_send, 2, "{r:?}");
+    assert_eq!(
+        block_on(m.backups()).unwrap().len(),
+        2,
+        "every migration is backed up first"
+    );
+}
+
+#[test]
+fn dry_run_counts_and_touches_nothing() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    let r = run(
+        &m,
+        RunOptions {
+            dry_run: true,
+            ..auto()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.status, RunStatus::DryRun);
+    assert_eq!(r.records_to_send, 5);
+    assert_eq!(r.kinds[0].rejected, 1);
+    assert!(t.server.seen.borrow().is_empty());
+    assert_eq!(t.store.keys_now(), vec![DEVICE_KEY.to_owned()]);
+}
+
+#[test]
+fn transient_failures_are_retried_with_growing_jittered_delays() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    t.server
+        .inject([Fault::Status(503), Fault::Status(500), Fault::Timeout]);
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.retries, 3);
+    let sleeps = t.clock.sleeps.borrow().clone();
+    assert_eq!(sleeps.len(), 3);
+    for (i, d) in sleeps.iter().enumerate() {
+        let step = 500u64 << i;
+        assert!(*d >= step / 2 && *d <= step, "retry {i} waited {d}");
+    }
+}
+
+#[test]
+fn too_many_requests_waits_as_long_as_retry_after_says() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    t.server.inject([Fault::RetryAfter(7)]);
+    run(&m, auto()).unwrap();
+    assert_eq!(t.clock.sleeps.borrow().as_slice(), &[7000]);
+}
+
+#[test]
+fn payload_too_large_splits_under_new_sequence_numbers() {
+    let t = seeded();
+    t.server.max_records.set(Some(1));
+    let m = migrator(&t, small_batches());
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(
+        r.status,
+        RunStatus::Completed,
+        "verification passed after splits"
+    );
+    assert_eq!(r.records_sent, 5);
+    assert!(r.splits >= 2);
+    let posted = t.server.posted_sequences();
+    // Batches 0, 1, 2 (2 + 2 + 1 records): 0 → 413 → 3, 4; 1 → 413 → 5, 6; 2 goes through.
+    assert_eq!(posted, vec![0, 3, 4, 1, 5, 6, 2]);
+    let stored: Vec<u32> = t.server.batches.borrow().keys().map(|(_, s)| *s).collect();
+    assert_eq!(
+        stored,
+        vec![2, 3, 4, 5, 6],
+        "a refused number is never reused"
+    );
+}
+
+#[test]
+fn a_single_record_still_too_large_stops_with_the_checkpoint_kept() {
+    let t = seeded();
+    t.server.max_records.set(Some(0));
+    let m = migrator(&t, small_batches());
+    let e = run(&m, auto()).unwrap_err();
+    assert!(matches!(e, Error::RecordTooLarge { .. }), "{e}");
+    assert!(checkpoint_of(&t).is_some());
+}
+
+#[test]
+fn a_lost_response_is_resent_and_counted_once() {
+    let t = seeded();
+    let m = migrator(&t, small_batches());
+    t.server.inject([Fault::LoseResponse]);
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(
+        r.status,
+        RunStatus::Completed,
+        "the server's tallies count the replay once"
+    );
+    assert_eq!(t.server.posted_sequences(), vec![0, 0, 1, 2]);
+}
+
+#[test]
+fn a_reload_resumes_without_resending_acknowledged_batches() {
+    let t = seeded();
+    let m_first = migrator(&t, small_batches());
+    // Batch 0 goes through, then the server stays down past the retry budget (4 attempts).
+    t.server.inject([
+        Fault::Pass,
+        Fault::Status(503),
+        Fault::Status(503),
+        Fault::Status(503),
+        Fault::Status(503),
+    ]);
+    let e = run(&m_first, auto()).unwrap_err();
+    assert!(matches!(e, Error::Unavailable { attempts: 4, .. }), "{e}");
+    let cp = checkpoint_of(&t).expect("the checkpoint survives the failure");
+    assert_eq!(cp.acked, vec![0]);
+    assert_eq!(cp.pending, vec![1, 2]);
+    drop(m_first);
+
+    // "Reload": a new migrator over the same storage.
+    let m = migrator(&t, small_batches());
+    let inspection = block_on(m.inspect()).unwrap();
+    assert_eq!(inspection.state, MigrationState::InProgress);
+    let sent_before = t.server.posted_sequences().len();
+    let r = run(&m, auto()).unwrap();
+    assert!(r.resumed);
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(
+        &t.server.posted_sequences()[sent_before..],
+        &[1, 2],
+        "batch 0 is not sent again"
+    );
+    assert_eq!(block_on(m.inspect()).unwrap().state, MigrationState::Done);
+}
+
+#[test]
+fn an_expired_token_is_refreshed_once() {
+    let t = seeded();
+    t.server
+        .refused_tokens
+        .borrow_mut()
+        .insert("token-1".to_owned());
+    let m = migrator(&t, BatchLimits::default());
+    assert_eq!(run(&m, auto()).unwrap().status, RunStatus::Completed);
+    assert_eq!(t.tokens.issued.get(), 2);
+}
+
+#[test]
+fn a_token_refused_twice_is_fatal_and_keeps_the_checkpoint() {
+    let t = seeded();
+    t.server
+        .refused_tokens
+        .borrow_mut()
+        .extend(["token-1".to_owned(), "token-2".to_owned()]);
+    let m = migrator(&t, BatchLimits::default());
+    let e = run(&m, auto()).unwrap_err();
+    assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
+    assert!(checkpoint_of(&t).is_some());
+    assert!(t.announcer.messages.borrow()[0].contains("failed"));
+}
+
+#[test]
+fn spec_mismatch_and_idempotency_conflicts_are_fatal() {
+    for (status, code) in [(400, "spec_mismatch"), (409, "idempotency_conflict")] {
+        let t = seeded();
+        let m = migrator(&t, BatchLimits::default());
+        t.server.inject([Fault::Error(status, code.to_owned())]);
+        let e = run(&m, auto()).unwrap_err();
+        assert_eq!(e.code(), code, "{e}");
+        assert!(
+            checkpoint_of(&t).is_some(),
+            "{code}: the checkpoint is kept"
+        );
+        assert_eq!(t.server.seen.borrow().len(), 1, "{code}: not retried");
+    }
+}
+
+#[test]
+fn offline_waits_for_the_online_event_without_spending_attempts() {
+    let t = seeded();
+    t.net.set_online(false);
+    let m = migrator(&t, small_batches());
+    t.server.inject([
+        Fault::Pass,
+        Fault::GoOffline,
+        Fault::GoOffline,
+        Fault::GoOffline,
+        Fault::GoOffline,
+        Fault::GoOffline,
+    ]);
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.offline_waits, 6);
+    assert_eq!(r.retries, 0, "offline is not the server's fault");
+}
+
+#[test]
+fn auto_mode_skips_quietly_while_another_tab_runs() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    let other_tab = t.locks.hold("ferry:taskboard").unwrap();
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Skipped);
+    assert!(t.server.seen.borrow().is_empty());
+    drop(other_tab);
+    assert_eq!(run(&m, auto()).unwrap().status, RunStatus::Completed);
+}
+
+#[test]
+fn restore_writes_back_hostile_strings_exactly() {
+    let t = Twins::new(3).unwrap();
+    let hostile =
+        LosslessString::from_utf16(&[0xD800, 0x61, 0x0000, 0xFFFF, 0xD83D, 0xDE00, 0xDC00]);
+    let key = LosslessString::from_unicode("taskboard:weird");
+    t.app.write(&key, &hostile).unwrap();
+    let m = migrator(&t, BatchLimits::default());
+    let r = run(
+        &m,
+        RunOptions {
+            cleanup: true,
+            ..auto()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.cleaned_keys, vec!["taskboard:weird".to_owned()]);
+    assert!(t.app.pairs().is_empty());
+    assert_eq!(
+        block_on(m.restore(r.backup_id.as_deref().unwrap())).unwrap(),
+        1
+    );
+    assert_eq!(t.app.pairs(), vec![(key, hostile)]);
+}
+
+#[test]
+fn cleanup_removes_migrated_keys_only() {
+    let t = seeded();
+    t.app.set("userPreferences", r#"{"theme":"dark"}"#);
+    let m = migrator(&t, BatchLimits::default());
+    let r = run(
+        &m,
+        RunOptions {
+            cleanup: true,
+            ..auto()
+        },
+    )
+    .unwrap();
+    let mut cleaned = r.cleaned_keys.clone();
+    cleaned.sort();
+    assert_eq!(
+        cleaned,
+        vec!["tasks".to_owned(), "userPreferences".to_owned()]
+    );
+    assert_eq!(
+        t.app.get("unrelated").map(|v| v.into_escaped()),
+        Some("left alone".to_owned())
+    );
+}
+
+#[test]
+fn exported_backups_open_with_the_passphrase_only() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    let r = run(&m, auto()).unwrap();
+    let id = r.backup_id.unwrap();
+    let file = block_on(m.export_backup(&id, "correct horse")).unwrap();
+    let opened = ferry_core::backup::open(
+        &file,
+        &ferry_core::backup::OpeningKey::Passphrase("correct horse"),
+    )
+    .unwrap();
+    assert_eq!(opened.pairs, vec![t.app.pairs()[0].clone()]);
+    assert!(
+        ferry_core::backup::open(&file, &ferry_core::backup::OpeningKey::Passphrase("wrong"))
+            .is_err()
+    );
+    assert!(matches!(
+        block_on(m.export_backup(&id, "")),
+        Err(Error::Backup(_))
+    ));
+    assert!(matches!(
+        block_on(m.restore("nope")),
+        Err(Error::BackupNotFound(_))
+    ));
+}
+
+#[test]
+fn verification_refuses_a_server_tally_that_differs() {
+    let mut expected = BTreeMap::new();
+    let mut tally = Tally::default();
+    tally.add(&ContentHash([1; 16]));
+    tally.add(&ContentHash([2; 16]));
+    expected.insert("tasks".to_owned(), tally);
+    let cp = Checkpoint {
+        migration_id: Uuid::nil(),
+        device_id: Uuid::nil(),
+        spec_version: String::new(),
+        started_at_ms: 0,
+        backup_id: String::new(),
+        phase: Phase::Verifying,
+        pending: vec![],
+        acked: vec![0],
+        next_sequence: 1,
+        sizes: BTreeMap::new(),
+        expected,
+        fingerprints: BTreeMap::new(),
+    };
+    let report = |received, checksum: [u8; 16], extra: bool| {
+        let mut kinds = BTreeMap::new();
+        kinds.insert(
+            "tasks".to_owned(),
+            crate::client::KindReport {
+                received,
+                checksum: ContentHash(checksum).to_hex(),
+                outcomes: BTreeMap::new(),
+            },
+        );
+        if extra {
+            kinds.insert(
+                "custom".to_owned(),
+                crate::client::KindReport {
+                    received: 1,
+                    checksum: String::new(),
+                    outcomes: BTreeMap::new(),
+                },
+            );
+        }
+        MigrationReport {
+            migration_id: Uuid::nil(),
+            batches: 1,
+            kinds,
+        }
+    };
+    assert!(verify(&cp, &report(2, [3; 16], false)).is_ok());
+    // Each case with why it must fail.
+    for (r, why) in [
+        (report(1, [3; 16], false), "a record missing"),
+        (report(2, [4; 16], false), "a record altered"),
+        (report(2, [3; 16], true), "a kind never sent"),
+    ] {
+        assert!(verify(&cp, &r).is_err(), "{why}");
+    }
+}
+
+#[test]
+fn unknown_kinds_in_options_are_refused_with_the_known_ones_listed() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    let e = run(
+        &m,
+        RunOptions {
+            kinds: Some(vec!["taks".to_owned()]),
+            ..auto()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("\"tasks\""), "{e}");
+}
+
+#[test]
+fn conflict_and_rollback_calls_follow_the_contract() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    assert!(
+        block_on(m.rollback(None)).is_err(),
+        "nothing to roll back yet"
+    );
+    run(&m, auto()).unwrap();
+    assert_eq!(block_on(m.conflicts()).unwrap(), serde_json::json!([]));
+    assert!(block_on(m.resolve(1, "edited", None)).is_err());
+    assert!(block_on(m.resolve(1, "mine", None)).is_err());
+    assert_eq!(
+        block_on(m.resolve(1, "stored", None)).unwrap()["resolved"],
+        true
+    );
+    block_on(m.rollback(None)).unwrap();
+    let last = t.server.seen.borrow().last().unwrap().path.clone();
+    assert!(last.ends_with("/rollback"), "{last}");
+    // After a rollback everything is sent again.
+    assert_eq!(run(&m, auto()).unwrap().records_to_send, 5);
+}

@@ -1,0 +1,113 @@
+// A scripted stand-in for the ingest server (docs/http-api.md), for the wasm-bindgen browser
+// tests of the `ferry` crate. Routes live under /t/<run>/<mode>/v1/...: <run> isolates a test's
+// state (stored batches survive a mode change, like a real server across a reload), <mode>
+// picks the faults:
+//   ok          answer normally
+//   flaky       the first POST of every batch number gets 503
+//   split       batches of more than one record get 413
+//   flaky-split both (413 first)
+//   retry-after the first POST of every batch number gets 429 with Retry-After: 1
+//   down        every batch after number 0 gets 503
+// GET /t/<run>/log lists what was received.
+//
+// Usage: node tests/support/ferry-test-server.mjs [-- command args...]
+// With a command, the server starts, runs it (FERRY_TEST_SERVER set), stops, and exits with
+// the command's status.
+import http from 'node:http';
+import { spawn } from 'node:child_process';
+
+const port = Number(process.env.FERRY_TEST_PORT || 8787);
+const runs = new Map();
+const state = (run) => {
+  if (!runs.has(run)) runs.set(run, { batches: new Map(), attempts: new Map(), log: [] });
+  return runs.get(run);
+};
+const cors = {
+  'Access-Control-Allow-Origin': '*',
+  'Access-Control-Allow-Headers': 'authorization, content-type, x-ferry-backup-id',
+  'Access-Control-Allow-Methods': 'GET, POST, OPTIONS',
+  'Access-Control-Expose-Headers': 'Retry-After',
+};
+const send = (res, status, body, extra = {}) => {
+  res.writeHead(status, { 'Content-Type': 'application/json', ...cors, ...extra });
+  res.end(JSON.stringify(body));
+};
+const fail = (res, status, code, message, extra) =>
+  send(res, status, { error: { code, message, details: {} } }, extra);
+const xor = (acc, hex) => {
+  for (let i = 0; i < 16; i++) acc[i] ^= parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+};
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    if (req.method === 'OPTIONS') { res.writeHead(204, cors); return res.end(); }
+    const body = Buffer.concat(chunks);
+    const m = req.url.match(/^\/t\/([^/]+)\/(?:log$|([^/]+)(\/v1\/.*)$)/);
+    if (!m) return fail(res, 404, 'not_found', req.url);
+    const st = state(m[1]);
+    if (!m[3]) return send(res, 200, st.log);
+    const [mode, path] = [m[2], m[3]];
+    const entry = { method: req.method, path, sequence: null, records: 0, status: 0 };
+    st.log.push(entry);
+    const reply = (status, payload, extra) => { entry.status = status; send(res, status, payload, extra); };
+    const refuse = (status, code, extra) => {
+      entry.status = status; fail(res, status, code, `scripted ${code}`, extra);
+    };
+    if (!(req.headers.authorization || '').startsWith('Bearer ') || req.headers.authorization === 'Bearer expired')
+      return refuse(401, 'unauthorized');
+    if (req.method === 'POST' && path === '/v1/batches') {
+      let batch;
+      try { batch = JSON.parse(body.toString('utf8')); } catch (e) { return refuse(400, 'bad_batch'); }
+      const { migration_id: mid, sequence: seq } = batch.header;
+      const items = [...batch.records, ...(batch.rejected || [])];
+      Object.assign(entry, { sequence: seq, records: items.length });
+      const key = `${mid}/${seq}`;
+      const attempt = (st.attempts.get(key) || 0) + 1;
+      st.attempts.set(key, attempt);
+      if (mode.includes('split') && items.length > 1) return refuse(413, 'payload_too_large');
+      if (mode.includes('flaky') && attempt === 1) return refuse(503, 'unavailable');
+      if (mode === 'retry-after' && attempt === 1) return refuse(429, 'rate_limited', { 'Retry-After': '1' });
+      if (mode === 'down' && seq > 0) return refuse(503, 'unavailable');
+      const text = body.toString('utf8');
+      const stored = st.batches.get(key);
+      if (stored && stored.text !== text) return refuse(409, 'idempotency_conflict');
+      st.batches.set(key, { mid, text, batch });
+      const outcomes = [
+        ...batch.records.map((r) => ({ id: r.id, hash: r.hash, kind: r.kind, outcome: stored ? 'unchanged' : 'inserted', reasons: [] })),
+        ...(batch.rejected || []).map((r) => ({ id: null, hash: r.hash, kind: r.kind, outcome: 'quarantined', reasons: r.reasons.map((n) => n.message) })),
+      ];
+      return reply(200, { migration_id: mid, sequence: seq, replay: !!stored, outcomes, counts: {} });
+    }
+    const mig = path.match(/^\/v1\/migrations\/([^/]+)$/);
+    if (req.method === 'GET' && mig) {
+      const kinds = {};
+      let batches = 0;
+      for (const { mid, batch } of st.batches.values()) {
+        if (mid !== mig[1]) continue;
+        batches++;
+        for (const r of [...batch.records, ...(batch.rejected || [])]) {
+          const k = (kinds[r.kind] ||= { received: 0, acc: new Array(16).fill(0) });
+          k.received++; xor(k.acc, r.hash);
+        }
+      }
+      const out = {};
+      for (const [k, v] of Object.entries(kinds))
+        out[k] = { received: v.received, checksum: v.acc.map((b) => b.toString(16).padStart(2, '0')).join(''), outcomes: {} };
+      return reply(200, { migration_id: mig[1], batches, kinds: out });
+    }
+    if (req.method === 'POST' && path === '/v1/backups')
+      return reply(200, { id: req.headers['x-ferry-backup-id'], size: body.length });
+    if (req.method === 'GET' && path === '/v1/conflicts') return reply(200, []);
+    return refuse(404, 'not_found');
+  });
+});
+
+server.listen(port, '127.0.0.1', () => {
+  const dash = process.argv.indexOf('--');
+  if (dash < 0) { console.log(`ferry test server on http://127.0.0.1:${port}`); return; }
+  const [cmd, ...args] = process.argv.slice(dash + 1);
+  const child = spawn(cmd, args, { stdio: 'inherit', env: { ...process.env, FERRY_TEST_SERVER: `http://127.0.0.1:${port}` } });
+  child.on('exit', (code, signal) => { server.close(); process.exit(code ?? (signal ? 1 : 0)); });
+});
