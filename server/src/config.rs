@@ -30,6 +30,8 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_RATE_LIMIT_PER_SECOND: f64 = 20.0;
 /// Default burst of requests per user (token bucket size).
 pub const DEFAULT_RATE_LIMIT_BURST: u32 = 40;
+/// Default id of the field encryption key.
+pub const DEFAULT_FIELD_KEY_ID: &str = "k1";
 /// Default lifetime of tokens issued by `POST /dev/token`, in seconds.
 pub const DEFAULT_DEV_TOKEN_TTL_SECS: u64 = 24 * 60 * 60;
 
@@ -64,6 +66,51 @@ pub enum Command {
         /// tables already exist (they are checked first). Ferry's own tables are still created.
         #[arg(long)]
         baseline: bool,
+    },
+    /// Summarise migration runs: batches, records per kind and outcome, open conflicts.
+    Status {
+        /// Only this user (UUID); every user when omitted.
+        #[arg(long)]
+        user: Option<uuid::Uuid>,
+        /// Only this migration (UUID).
+        #[arg(long)]
+        migration: Option<uuid::Uuid>,
+    },
+    /// Roll one user's migration back: restore every row it touched as it was before.
+    Rollback {
+        /// The migration (UUID).
+        #[arg(long)]
+        migration: uuid::Uuid,
+        /// The user (UUID) whose migration it is.
+        #[arg(long)]
+        user: uuid::Uuid,
+    },
+    /// List open conflicts (policy `manual`) waiting for a user's decision.
+    Conflicts {
+        /// Only this user (UUID); every user when omitted.
+        #[arg(long)]
+        user: Option<uuid::Uuid>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with backup files made by the browser migrator.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+/// `ferry-server backup …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BackupCommand {
+    /// Decrypt a passphrase backup and print its pairs as JSON on stdout (metadata on stderr).
+    ///
+    /// The passphrase comes from FERRY_BACKUP_PASSPHRASE, else it is asked for on the terminal
+    /// (without echo), else one line is read from stdin. Strings are printed in Ferry's escaped
+    /// form: NUL, lone surrogates and U+FFFF appear as U+FFFF followed by four uppercase hex
+    /// digits of the UTF-16 code unit; every other character is itself.
+    Open {
+        /// The backup file.
+        file: PathBuf,
     },
 }
 
@@ -171,6 +218,19 @@ pub struct Settings {
     #[arg(long, env = "FERRY_PKG_DIR", global = true)]
     pub pkg_dir: Option<PathBuf>,
 
+    /// The migration spec the server runs [default: <project>/specs/taskboard.json].
+    #[arg(long, env = "FERRY_SPEC", global = true)]
+    pub spec: Option<PathBuf>,
+
+    /// AES-256 key (64 hex characters) encrypting sensitive fields at rest. Required unless in
+    /// dev mode, where one is generated once and kept in <project>/.ferry/field.key.
+    #[arg(long, env = "FERRY_FIELD_KEY", global = true, hide_env_values = true)]
+    pub field_key: Option<Secret<String>>,
+
+    /// The id stored with every encrypted value, naming FERRY_FIELD_KEY (for key rotation).
+    #[arg(long, env = "FERRY_FIELD_KEY_ID", global = true, default_value = DEFAULT_FIELD_KEY_ID)]
+    pub field_key_id: String,
+
     /// Lifetime of tokens issued by `POST /dev/token`, in seconds.
     #[arg(long, env = "FERRY_DEV_TOKEN_TTL_SECS", global = true, default_value_t = DEFAULT_DEV_TOKEN_TTL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -209,7 +269,22 @@ impl Settings {
             www_dir: None,
             pkg_dir: None,
             dev_token_ttl_secs: DEFAULT_DEV_TOKEN_TTL_SECS,
+            spec: None,
+            field_key: None,
+            field_key_id: DEFAULT_FIELD_KEY_ID.to_owned(),
         }
+    }
+
+    /// The migration spec file.
+    pub fn spec_path(&self) -> PathBuf {
+        self.spec
+            .clone()
+            .unwrap_or_else(|| self.project_dir.join("specs").join("taskboard.json"))
+    }
+
+    /// Where dev mode keeps its generated field encryption key.
+    pub fn dev_field_key_path(&self) -> PathBuf {
+        self.ferry_dir().join("field.key")
     }
 
     /// The `.ferry/` folder of the project: embedded cluster data, socket and log.
@@ -322,11 +397,14 @@ mod tests {
             "postgres://ferry:pa55word@db/ferry",
             "--jwt-secret",
             "0123456789abcdef0123456789abcdef",
+            "--field-key",
+            "feedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedface",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         let printed = format!("{cli:?}");
         assert!(!printed.contains("pa55word"), "{printed}");
         assert!(!printed.contains("0123456789abcdef"), "{printed}");
+        assert!(!printed.contains("feedface"), "{printed}");
     }
 
     #[test]
@@ -353,5 +431,13 @@ mod tests {
         assert_eq!(settings.pg_socket_dir(), Path::new("/srv/app/.ferry/run"));
         assert_eq!(settings.www_dir(), Path::new("/srv/app/www"));
         assert_eq!(settings.pkg_dir(), Path::new("/srv/app/pkg"));
+        assert_eq!(
+            settings.spec_path(),
+            Path::new("/srv/app/specs/taskboard.json")
+        );
+        assert_eq!(
+            settings.dev_field_key_path(),
+            Path::new("/srv/app/.ferry/field.key")
+        );
     }
 }

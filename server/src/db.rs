@@ -76,6 +76,36 @@ impl DbError {
     }
 }
 
+/// Whether a SQLSTATE says "try again later": statement timeout or cancel (57014), server
+/// shutting down (57P01-57P03), serialization failure (40001), deadlock (40P01), connection
+/// exceptions (class 08), too many connections (53300).
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    matches!(
+        code,
+        "57014" | "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300"
+    ) || code.starts_with("08")
+}
+
+/// Whether a failed statement may succeed if tried again: a transient SQLSTATE, or the
+/// connection is gone.
+pub fn is_transient(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        Some(code) => is_transient_sqlstate(code.code()),
+        None => {
+            error.is_closed()
+                || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
+        }
+    }
+}
+
+/// Whether a transaction failed only because of concurrent ones (serialization failure or
+/// deadlock): running it again as a whole is the prescribed fix.
+pub fn is_retryable_transaction(error: &tokio_postgres::Error) -> bool {
+    error
+        .code()
+        .is_some_and(|c| matches!(c.code(), "40001" | "40P01"))
+}
+
 /// Parses `DATABASE_URL` (`postgres://…` URL or `key=value` form).
 pub fn parse_database_url(url: &Secret<String>) -> Result<tokio_postgres::Config, DbError> {
     url.expose()

@@ -402,6 +402,9 @@ pub struct EmbeddedPgOptions {
     pub bin_dir: Option<PathBuf>,
     /// Throwaway data (tests): no fsync, `initdb --no-sync`, `pg_ctl stop -m immediate`.
     pub ephemeral: bool,
+    /// More server settings, as `(name, value)`, passed as `-c name=value` at start (e.g.
+    /// `shared_preload_libraries`).
+    pub settings: Vec<(String, String)>,
 }
 
 impl EmbeddedPgOptions {
@@ -415,6 +418,7 @@ impl EmbeddedPgOptions {
             },
             bin_dir: None,
             ephemeral: false,
+            settings: Vec::new(),
         }
     }
 }
@@ -429,6 +433,7 @@ pub struct EmbeddedPg {
     port: u16,
     log_file: PathBuf,
     ephemeral: bool,
+    settings: Vec<(String, String)>,
     running: bool,
     watchdog: Option<Watchdog>,
     // Held for the cluster's lifetime: one process per data directory.
@@ -483,6 +488,7 @@ impl EmbeddedPg {
             port,
             log_file,
             ephemeral: options.ephemeral,
+            settings: options.settings,
             running: false,
             watchdog: None,
             _lock: lock,
@@ -760,6 +766,9 @@ if [ -n "$remove" ]; then rm -rf -- "$remove"; fi"#;
         };
         if self.ephemeral {
             options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        for (name, value) in &self.settings {
+            options.push_str(&format!(" -c {name}='{}'", value.replace('\'', "")));
         }
         options
     }

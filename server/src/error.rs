@@ -38,6 +38,19 @@ pub enum ApiError {
     /// 401 `missing_token` / `invalid_token` / `token_expired`, with `WWW-Authenticate: Bearer`.
     #[error("{0}")]
     Unauthorized(#[from] AuthError),
+    /// A refusal with its own status and code: 400 `invalid_batch`, `spec_mismatch`,
+    /// `invalid_backup`; 409 `idempotency_conflict`, `already_resolved`, `backup_exists`.
+    #[error("{message}")]
+    Refused {
+        /// 400 or 409.
+        status: StatusCode,
+        /// The machine-readable code.
+        code: &'static str,
+        /// What is wrong and what to do, for a person.
+        message: String,
+        /// Machine-readable details, when there is something to add.
+        details: Option<Value>,
+    },
     /// 403 `forbidden`: authenticated, but not allowed.
     #[error("{0}")]
     Forbidden(String),
@@ -126,6 +139,7 @@ impl ApiError {
             Self::InvalidBody { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Refused { status, .. } => *status,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -144,6 +158,7 @@ impl ApiError {
             Self::InvalidBody { .. } => "invalid_body".into(),
             Self::UnsupportedMediaType => "unsupported_media_type".into(),
             Self::Unauthorized(reason) => reason.code().into(),
+            Self::Refused { code, .. } => (*code).into(),
             Self::Forbidden(_) => "forbidden".into(),
             Self::NotFound => "not_found".into(),
             Self::MethodNotAllowed => "method_not_allowed".into(),
@@ -168,7 +183,10 @@ impl ApiError {
     fn body(&self) -> ErrorBody {
         let (message, details) = match self {
             Self::Internal(_) => ("internal error".to_owned(), None),
-            Self::InvalidBody { message, details } => (message.clone(), details.clone()),
+            Self::InvalidBody { message, details }
+            | Self::Refused {
+                message, details, ..
+            } => (message.clone(), details.clone()),
             Self::PayloadTooLarge {
                 limit_bytes: Some(limit),
             } => (
@@ -216,11 +234,46 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// A refusal with `status` and `code`.
+    pub fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Refused {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// A failed statement: 503 `unavailable` when retrying may help (connection lost, statement
+    /// timeout, serialization failure, deadlock, server shutting down), else 500.
+    pub fn from_postgres(context: &str, error: &tokio_postgres::Error) -> Self {
+        if crate::db::is_transient(error) {
+            tracing::warn!(context, error = %crate::error_chain(error), "transient database failure");
+            Self::Unavailable("the database is busy or unreachable; retry later".to_owned())
+        } else {
+            Self::Internal(format!("{context}: {}", crate::error_chain(error)))
+        }
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {
             DbError::Pool(reason) => {
                 tracing::warn!(%reason, "no database connection available");
+                Self::Unavailable("the database is busy or unreachable; retry later".to_owned())
+            }
+            DbError::Connect { .. } => {
+                tracing::warn!(error = %error, "cannot connect to the database");
+                Self::Unavailable("the database is busy or unreachable; retry later".to_owned())
+            }
+            other
+                if other
+                    .sqlstate()
+                    .is_some_and(crate::db::is_transient_sqlstate) =>
+            {
+                tracing::warn!(error = %other, "transient database failure");
                 Self::Unavailable("the database is busy or unreachable; retry later".to_owned())
             }
             other => Self::internal(&other),

@@ -66,6 +66,115 @@ pub struct CellContext<'a> {
     pub column: &'a str,
 }
 
+/// Why a configured or stored field key is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldKeyError {
+    /// Not 64 hex characters. The value itself is never quoted: it is a secret.
+    #[error(
+        "{origin} must be 64 hex characters (32 bytes), found {length} characters{}: generate one with `openssl rand -hex 32`",
+        if *.hex_only { "" } else { " including non-hex ones" }
+    )]
+    Malformed {
+        /// Where the key came from (`FERRY_FIELD_KEY` or a file path).
+        origin: String,
+        /// Its length in characters.
+        length: usize,
+        /// Whether every character was a hex digit.
+        hex_only: bool,
+    },
+    /// The key id is empty or holds `:` (the separator of the encrypted form).
+    #[error("FERRY_FIELD_KEY_ID {0:?} must be 1 to 32 characters from a-z, A-Z, 0-9, `_` and `-`")]
+    BadKeyId(String),
+    /// No randomness for a generated key.
+    #[error("cannot generate a field key: {0}")]
+    Random(String),
+    /// The dev key file could not be read or written.
+    #[error("{action} the dev field key {path}: {source}")]
+    File {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Parses a key written as 64 hex characters.
+pub fn parse_hex_key(origin: &str, text: &str) -> Result<[u8; 32], FieldKeyError> {
+    let text = text.trim();
+    let malformed = || FieldKeyError::Malformed {
+        origin: origin.to_owned(),
+        length: text.chars().count(),
+        hex_only: text.chars().all(|c| c.is_ascii_hexdigit()),
+    };
+    if text.len() != 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(malformed());
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        let pair = text.get(2 * i..2 * i + 2).ok_or_else(malformed)?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| malformed())?;
+    }
+    Ok(key)
+}
+
+/// Reads the dev-mode key at `path`, or generates one and writes it there (mode 0600) so the
+/// values it encrypts stay readable after a restart.
+pub fn load_or_create_dev_key(path: &std::path::Path) -> Result<[u8; 32], FieldKeyError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::read_to_string(path) {
+        Ok(text) => return parse_hex_key(&path.display().to_string(), &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(FieldKeyError::File {
+                action: "cannot read",
+                path: path.to_owned(),
+                source,
+            });
+        }
+    }
+    let file_error = |action| {
+        move |source| FieldKeyError::File {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(file_error("cannot create the folder of"))?;
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| FieldKeyError::Random(e.to_string()))?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(file_error("cannot create"))?;
+    file.write_all(format!("{hex}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(file_error("cannot write"))?;
+    Ok(key)
+}
+
+/// Checks a key id: it is stored in every value, between `:` separators.
+pub fn check_key_id(key_id: &str) -> Result<(), FieldKeyError> {
+    let ok = !key_id.is_empty()
+        && key_id.len() <= 32
+        && key_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldKeyError::BadKeyId(key_id.to_owned()))
+    }
+}
+
 impl FieldCipher {
     /// A cipher with the current key.
     pub fn new(key_id: impl Into<String>, key: [u8; 32]) -> Self {
@@ -123,9 +232,7 @@ impl FieldCipher {
         let rest = value
             .strip_prefix(PREFIX)
             .ok_or(FieldCryptoError::NotEncrypted)?;
-        let (key_id, b64) = rest
-            .split_once(':')
-            .ok_or(FieldCryptoError::NotEncrypted)?;
+        let (key_id, b64) = rest.split_once(':').ok_or(FieldCryptoError::NotEncrypted)?;
         if key_id != self.key_id {
             return Err(FieldCryptoError::UnknownKey(key_id.to_owned()));
         }
@@ -171,8 +278,55 @@ mod tests {
         assert!(a.starts_with("ferry:enc:v1:k1:"));
         assert!(!a.contains("ghp_secret"));
         assert_eq!(a, c.encrypt(&ctx("config.githubToken"), "ghp_secret"));
-        assert_ne!(a, c.encrypt(&ctx("other"), "ghp_secret"), "bound to its cell");
-        assert_eq!(c.decrypt(&ctx("config.githubToken"), &a).as_deref(), Ok("ghp_secret"));
+        assert_ne!(
+            a,
+            c.encrypt(&ctx("other"), "ghp_secret"),
+            "bound to its cell"
+        );
+        assert_eq!(
+            c.decrypt(&ctx("config.githubToken"), &a).as_deref(),
+            Ok("ghp_secret")
+        );
+    }
+
+    #[test]
+    fn hex_keys_parse_and_bad_ones_are_described_without_the_value() {
+        let key = parse_hex_key("FERRY_FIELD_KEY", &"ab".repeat(32)).unwrap_or([0; 32]);
+        assert_eq!(key, [0xab; 32]);
+        // (text, why)
+        for (text, why) in [
+            ("abcd", "too short"),
+            (&*"zz".repeat(32), "not hex"),
+            (&*"a".repeat(65), "too long"),
+        ] {
+            let error = parse_hex_key("FERRY_FIELD_KEY", text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains("64 hex characters"), "{why}: {error}");
+            assert!(
+                !error.contains(text),
+                "{why}: the secret is quoted: {error}"
+            );
+        }
+        assert!(check_key_id("k1").is_ok());
+        assert!(check_key_id("k:1").is_err());
+        assert!(check_key_id("").is_err());
+    }
+
+    #[test]
+    fn the_dev_key_is_created_once_with_mode_0600_and_read_back() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("ferry-field-key-{}", Uuid::new_v4()));
+        let path = dir.join("field.key");
+        let first = load_or_create_dev_key(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mode = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o600);
+        let second = load_or_create_dev_key(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, second, "a restart reads the same key");
+        let _ignored = std::fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -181,12 +335,21 @@ mod tests {
         let a = c.encrypt(&ctx("x"), "secret");
         assert_eq!(c.decrypt(&ctx("y"), &a), Err(FieldCryptoError::Corrupt));
         let other = FieldCipher::new("k2", [7; 32]);
-        assert!(matches!(other.decrypt(&ctx("x"), &a), Err(FieldCryptoError::UnknownKey(_))));
+        assert!(matches!(
+            other.decrypt(&ctx("x"), &a),
+            Err(FieldCryptoError::UnknownKey(_))
+        ));
         let mut flipped = a.clone().into_bytes();
         let last = flipped.len() - 2;
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap_or_default();
-        assert_eq!(c.decrypt(&ctx("x"), &flipped), Err(FieldCryptoError::Corrupt));
-        assert_eq!(c.decrypt(&ctx("x"), "plain"), Err(FieldCryptoError::NotEncrypted));
+        assert_eq!(
+            c.decrypt(&ctx("x"), &flipped),
+            Err(FieldCryptoError::Corrupt)
+        );
+        assert_eq!(
+            c.decrypt(&ctx("x"), "plain"),
+            Err(FieldCryptoError::NotEncrypted)
+        );
     }
 }

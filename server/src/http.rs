@@ -35,6 +35,7 @@ pub fn app(state: AppState) -> Router {
 
     let authenticated = Router::new()
         .route("/v1/me", get(me))
+        .merge(crate::api::routes())
         .route_layer(from_fn_with_state(state.clone(), require_user));
 
     let mut router = Router::new()
@@ -116,6 +117,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static(crate::api::BACKUP_ID_HEADER),
             ])
             .expose_headers([header::RETRY_AFTER])
             .max_age(std::time::Duration::from_secs(600)),
@@ -241,7 +243,14 @@ mod tests {
             rate_limit_per_second: 0.0,
             rate_limit_burst: 1,
         };
-        AppState::new(pool, JwtKeys::generate().unwrap(), http).unwrap()
+        let spec_text = include_str!("../../specs/taskboard.json").to_owned();
+        let spec = ferry_core::spec::Spec::parse(&spec_text).unwrap();
+        let engine = crate::state::Engine::new(
+            spec,
+            spec_text,
+            crate::field_crypto::FieldCipher::new("k1", [1; 32]),
+        );
+        AppState::new(pool, JwtKeys::generate().unwrap(), http, engine).unwrap()
     }
 
     async fn slow() -> &'static str {

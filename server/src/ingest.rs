@@ -7,6 +7,9 @@
 //!    stored answer is returned, marked `replay`, and nothing else happens. A different hash is
 //!    refused (409). Two concurrent copies: the second waits on the first's row lock, then
 //!    finds the claim and replays its answer.
+//!    Then the migration's run row is upserted and locked (`ferry_migration_runs`): a batch of
+//!    a rolled-back migration is refused ([`IngestError::RolledBack`], 409), and a rollback of
+//!    the same migration waits for the batch (or the batch for the rollback).
 //! 2. **Re-run the shared pipeline** on every record ([`ferry_core::wire::reprocess`]): the
 //!    server trusts no id, hash or verdict from the browser. Records rejected by the browser or
 //!    the server go to `ferry_quarantine` with their raw value and reasons.
@@ -32,6 +35,18 @@
 //!   once per distinct incoming version while the conflict is open.
 //!
 //! A row that exists and is equal is `unchanged` and is not written.
+//!
+//! A batch executes a fixed number of statements whatever its size: `BEGIN`, the ledger claim,
+//! the run row, one per kind present, the quarantine insert (when something was rejected), the
+//! `ferry_received` insert, the answer, `COMMIT` — 10 for a batch of three kinds with rejected
+//! records (measured with `pg_stat_statements` in the tests, for 20 and 2,000 records).
+//! A transaction that loses a serialization failure or deadlock is rolled back whole; the
+//! caller may run it again ([`IngestError::is_retryable`]; `POST /v1/batches` does, once).
+//!
+//! Known limit: a row inserted by a *concurrent* transaction after this statement's snapshot
+//! is updated by `ON CONFLICT` but reported `inserted`, and its before-image says "did not
+//! exist" (a rollback would delete it). Two browsers of one user migrating the same record at
+//! the same instant is the only way to get there.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -129,6 +144,14 @@ pub enum IngestError {
         /// The sequence number.
         sequence: u32,
     },
+    /// The migration was rolled back: its remaining batches must not apply.
+    #[error(
+        "migration {migration_id} was rolled back; its batches are no longer accepted: start a new migration"
+    )]
+    RolledBack {
+        /// The migration.
+        migration_id: Uuid,
+    },
     /// The database failed.
     #[error("database error while {context}: {source}")]
     Db {
@@ -138,6 +161,14 @@ pub enum IngestError {
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+impl IngestError {
+    /// Whether the whole batch should simply be tried again: the transaction lost a
+    /// serialization failure or a deadlock against a concurrent one.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Db { source, .. } if crate::db::is_retryable_transaction(source))
+    }
 }
 
 fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> IngestError {
@@ -251,7 +282,11 @@ fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
     for (i, c) in columns.iter().enumerate() {
         unnest_args.push(format!("${}::{}", i + 4, param_type(c.ty)));
         raw_names.push(format!("r{i}"));
-        select.push(format!("{} AS {}", column_expr(c.ty, &format!("u.r{i}")), names[i]));
+        select.push(format!(
+            "{} AS {}",
+            column_expr(c.ty, &format!("u.r{i}")),
+            names[i]
+        ));
     }
     let _ = write!(
         sql,
@@ -265,10 +300,26 @@ fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
         sql,
         "before AS (SELECT t.* FROM {table} t WHERE t.user_id = $1 AND t.{id} IN (SELECT {id} FROM incoming) FOR UPDATE), "
     );
-    let cols_i = names.iter().map(|n| format!("i.{n}")).collect::<Vec<_>>().join(", ");
-    let cols_b = names.iter().map(|n| format!("b.{n}")).collect::<Vec<_>>().join(", ");
-    let cols_t = names.iter().map(|n| format!("t.{n}")).collect::<Vec<_>>().join(", ");
-    let cols_x = names.iter().map(|n| format!("excluded.{n}")).collect::<Vec<_>>().join(", ");
+    let cols_i = names
+        .iter()
+        .map(|n| format!("i.{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cols_b = names
+        .iter()
+        .map(|n| format!("b.{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cols_t = names
+        .iter()
+        .map(|n| format!("t.{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cols_x = names
+        .iter()
+        .map(|n| format!("excluded.{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let differs_tx = format!("({cols_t}) IS DISTINCT FROM ({cols_x})");
     let on_conflict = match kind.conflict {
         ConflictPolicy::Skip | ConflictPolicy::Manual => "DO NOTHING".to_owned(),
@@ -371,7 +422,9 @@ impl ColumnValues {
             (Self::Bool(v), Cell::Bool(b)) => v.push(Some(b)),
             (Self::Json(v), Cell::Json(j)) => v.push(Some(j)),
             (Self::Json(v), Cell::TextArray(items)) => {
-                v.push(Some(Value::Array(items.into_iter().map(Value::String).collect())));
+                v.push(Some(Value::Array(
+                    items.into_iter().map(Value::String).collect(),
+                )));
             }
             (Self::Text(v), _) => v.push(None),
             (Self::Int(v), _) => v.push(None),
@@ -436,7 +489,10 @@ pub async fn ingest(
     let migration_id = batch.header.migration_id;
     let sequence = batch.header.sequence;
 
-    let tx = client.transaction().await.map_err(db("starting the batch transaction"))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(db("starting the batch transaction"))?;
     let claimed = tx
         .execute(
             "INSERT INTO ferry_ingest_ledger (user_id, migration_id, sequence, request_hash, response) \
@@ -454,14 +510,14 @@ pub async fn ingest(
             )
             .await
             .map_err(db("reading the ledger"))?;
-        let stored_hash: Vec<u8> = row.get(0);
+        let stored_hash: Vec<u8> = row.try_get(0).map_err(db("reading the ledger"))?;
         if stored_hash != request_hash {
             return Err(IngestError::IdempotencyConflict {
                 migration_id,
                 sequence,
             });
         }
-        let stored: Value = row.get(1);
+        let stored: Value = row.try_get(1).map_err(db("reading the ledger"))?;
         tx.commit().await.map_err(db("closing a replay"))?;
         return match serde_json::from_value::<BatchResult>(stored) {
             Ok(mut result) => {
@@ -478,13 +534,20 @@ pub async fn ingest(
     let lines = reprocess_batch(plan, &batch);
     let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; lines.len()];
 
-    tx.execute(
-        "INSERT INTO ferry_migration_runs (user_id, migration_id, device_id) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id, migration_id) DO NOTHING",
-        &[&user, &migration_id, &batch.header.device_id.to_string()],
-    )
-    .await
-    .map_err(db("recording the migration run"))?;
+    // The run row, locked: a rollback of this migration waits for this batch, or this batch
+    // sees that the migration was rolled back and is refused.
+    let run_status: String = tx
+        .query_one(
+            "INSERT INTO ferry_migration_runs AS r (user_id, migration_id, device_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, migration_id) DO UPDATE SET device_id = r.device_id RETURNING r.status",
+            &[&user, &migration_id, &batch.header.device_id.to_string()],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(db("recording the migration run"))?;
+    if run_status == "rolled_back" {
+        return Err(IngestError::RolledBack { migration_id });
+    }
 
     // One statement per kind.
     for (kind_index, kind) in plan.spec().kinds.iter().enumerate() {
@@ -497,7 +560,9 @@ pub async fn ingest(
         if members.is_empty() {
             continue;
         }
-        let Some(kind_plan) = plan.kind(kind_index) else { continue };
+        let Some(kind_plan) = plan.kind(kind_index) else {
+            continue;
+        };
         let mut ids: Vec<Uuid> = Vec::with_capacity(members.len());
         let mut values: Vec<ColumnValues> = kind_plan
             .columns
@@ -507,7 +572,9 @@ pub async fn ingest(
         for &m in &members {
             let record = &lines[m].record;
             let Some(id) = record.id else { continue };
-            let Some(row) = record.outcome.row() else { continue };
+            let Some(row) = record.outcome.row() else {
+                continue;
+            };
             ids.push(id);
             for (column, out) in kind_plan.columns.iter().zip(values.iter_mut()) {
                 let cell = match column.field {
@@ -539,10 +606,11 @@ pub async fn ingest(
             .await
             .map_err(db("writing a kind's rows"))?;
         for row in rows {
-            let ord: i64 = row.get(0);
-            let existed: bool = row.get(1);
-            let written: bool = row.get(2);
-            let same: bool = row.get(3);
+            let read = |row: &tokio_postgres::Row| -> Result<(i64, bool, bool, bool), tokio_postgres::Error> {
+                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+            };
+            let (ord, existed, written, same) =
+                read(&row).map_err(db("reading a kind's outcomes"))?;
             let outcome = match (existed, written, same, kind.conflict) {
                 (false, _, _, _) => RecordOutcome::Inserted,
                 (true, _, true, _) => RecordOutcome::Unchanged,
@@ -559,7 +627,9 @@ pub async fn ingest(
     }
 
     // Everything not written is quarantined, with its raw value and reasons.
-    let quarantined: Vec<usize> = (0..lines.len()).filter(|&i| outcomes[i].is_none()).collect();
+    let quarantined: Vec<usize> = (0..lines.len())
+        .filter(|&i| outcomes[i].is_none())
+        .collect();
     if !quarantined.is_empty() {
         let mut kinds = Vec::with_capacity(quarantined.len());
         let mut keys = Vec::with_capacity(quarantined.len());
@@ -570,7 +640,10 @@ pub async fn ingest(
             let line = &lines[i];
             kinds.push(line.kind_name.clone());
             keys.push(line.record.key.as_escaped().to_owned());
-            locators.push(serde_json::to_string(&wire::WireLocator::from(&line.record.locator)).unwrap_or_default());
+            locators.push(
+                serde_json::to_string(&wire::WireLocator::from(&line.record.locator))
+                    .unwrap_or_default(),
+            );
             raws.push(line.record.raw.text().to_owned());
             reasons.push(Value::from(line_reasons(line)));
             outcomes[i] = Some(RecordOutcome::Quarantined);
@@ -714,13 +787,25 @@ mod tests {
         let plan = demo();
         let tasks = plan.kind(0).map(|k| k.sql.as_str()).unwrap_or("");
         assert!(tasks.contains("INSERT INTO \"tasks\""), "{tasks}");
-        assert!(tasks.contains("excluded.\"updated_at\" > t.\"updated_at\""), "newest: {tasks}");
+        assert!(
+            tasks.contains("excluded.\"updated_at\" > t.\"updated_at\""),
+            "newest: {tasks}"
+        );
         let envs = plan.kind(1).map(|k| k.sql.as_str()).unwrap_or("");
-        assert!(envs.contains("t.\"config\" || excluded.\"config\""), "merge: {envs}");
+        assert!(
+            envs.contains("t.\"config\" || excluded.\"config\""),
+            "merge: {envs}"
+        );
         let drafts = plan.kind(3).map(|k| k.sql.as_str()).unwrap_or("");
         assert!(drafts.contains("ferry_conflicts"), "manual: {drafts}");
-        assert!(drafts.contains("DO NOTHING"), "manual leaves the row: {drafts}");
+        assert!(
+            drafts.contains("DO NOTHING"),
+            "manual leaves the row: {drafts}"
+        );
         let custom = plan.kind(4).map(|k| k.sql.as_str()).unwrap_or("");
-        assert!(!custom.contains("DO UPDATE"), "skip never updates: {custom}");
+        assert!(
+            !custom.contains("DO UPDATE"),
+            "skip never updates: {custom}"
+        );
     }
 }

@@ -4,15 +4,22 @@
 //! - [`config`]: typed settings from flags and environment; [`secret`]: values that never print.
 //! - [`startup`]: open the database, migrate, check the schema, bind, serve, shut down.
 //! - [`http`]: the router ([`http::app`]) and its layers; [`openapi`]: the API description.
+//! - [`api`]: the `/v1` handlers over [`ingest`] (batches, exactly once), [`report`] (what a
+//!   migration received), [`rollback`], [`conflicts`] and [`backups`]; [`field_crypto`]:
+//!   sensitive fields encrypted at rest.
 //! - [`auth`]: bearer tokens and the [`auth::AuthUser`] extractor; [`rate_limit`]: per-user limits.
 //! - [`error`]: the one error type and JSON error shape; [`extract`]: our `Json` extractor.
 //! - [`metrics`]: Prometheus metrics; [`state`]: what handlers share.
 //! - [`db`]: connections and the pool; [`migrations`]: the embedded, versioned schema;
 //!   [`schema_check`]: does the database fit; [`embedded_pg`]: a private PostgreSQL cluster.
-//! - [`telemetry`]: logging; [`shutdown`]: SIGINT/SIGTERM.
+//! - [`telemetry`]: logging; [`shutdown`]: SIGINT/SIGTERM; [`cli`]: the operator's subcommands.
 
+pub mod api;
 pub mod auth;
+pub mod backups;
+pub mod cli;
 pub mod config;
+pub mod conflicts;
 pub mod db;
 pub mod embedded_pg;
 pub mod error;
@@ -24,6 +31,8 @@ pub mod metrics;
 pub mod migrations;
 pub mod openapi;
 pub mod rate_limit;
+pub mod report;
+pub mod rollback;
 pub mod schema_check;
 pub mod secret;
 pub mod shutdown;

@@ -1,12 +1,14 @@
 //! `ferry-server`: the thin binary around the `ferry_server` library.
 //!
 //! `ferry-server [serve]` runs the server; `ferry-server migrate [--baseline]` migrates and
-//! exits. Errors are printed once, with their whole cause chain.
+//! exits; `status`, `rollback`, `conflicts` and `backup open` are for operators (see
+//! [`ferry_server::cli`]). Errors are printed once, with their whole cause chain.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferry_server::config::{Cli, Command};
+use ferry_server::cli::{self, CliError};
+use ferry_server::config::{BackupCommand, Cli, Command};
 use ferry_server::startup::{Application, StartupError, run_migrate};
 use ferry_server::{error_chain, shutdown, telemetry};
 
@@ -23,13 +25,20 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), StartupError> {
+async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let shutdown = shutdown::signal_received().map_err(StartupError::Signals)?;
             let app = Application::build(&cli.settings).await?;
-            app.run_until_stopped(shutdown).await
+            app.run_until_stopped(shutdown).await?;
+            Ok(())
         }
+        Command::Status { user, migration } => cli::status(&cli.settings, user, migration).await,
+        Command::Rollback { migration, user } => {
+            cli::rollback(&cli.settings, user, migration).await
+        }
+        Command::Conflicts { user, json } => cli::conflicts(&cli.settings, user, json).await,
+        Command::Backup(BackupCommand::Open { file }) => cli::backup_open(&file),
         Command::Migrate { baseline } => {
             let report = run_migrate(&cli.settings, baseline).await?;
             for name in &report.applied {

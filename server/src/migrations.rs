@@ -91,6 +91,7 @@ macro_rules! migration {
 pub const MIGRATIONS: &[Migration] = &[
     migration!(Ferry, 1, "0001_ferry_tables"),
     migration!(Ferry, 2, "0002_ingest_bookkeeping"),
+    migration!(Ferry, 3, "0003_resolutions_and_backups"),
     migration!(App, 1, "0001_demo_app_tables"),
 ];
 

@@ -60,6 +60,9 @@ pub fn document(dev_mode: bool) -> Value {
             }
         }
     });
+    if let Some(paths) = paths.as_object_mut() {
+        paths.extend(v1_paths());
+    }
     if let Some(me) = paths.pointer_mut("/~1v1~1me/get/responses")
         && let (Some(me), Value::Object(errors)) =
             (me.as_object_mut(), error_responses(&["401", "429"]))
@@ -97,7 +100,10 @@ pub fn document(dev_mode: bool) -> Value {
 
     let mut responses = serde_json::Map::new();
     for (code, description) in [
-        ("400", "Malformed JSON (`malformed_json`)"),
+        (
+            "400",
+            "Malformed JSON (`malformed_json`), not a batch (`invalid_batch`), another spec (`spec_mismatch`), not a backup (`invalid_backup`)",
+        ),
         (
             "401",
             "Missing, invalid or expired token (`missing_token`, `invalid_token`, `token_expired`)",
@@ -106,6 +112,10 @@ pub fn document(dev_mode: bool) -> Value {
         (
             "413",
             "Body larger than the limit (`payload_too_large`); the message names the limit",
+        ),
+        (
+            "409",
+            "Refused because of earlier requests (`idempotency_conflict`, `migration_rolled_back`, `already_resolved`, `backup_exists`)",
         ),
         ("422", "JSON of the wrong shape (`invalid_body`)"),
         ("429", "Rate limited (`rate_limited`); see Retry-After"),
@@ -127,6 +137,20 @@ pub fn document(dev_mode: bool) -> Value {
         );
     }
 
+    let mut schemas = v1_schemas();
+    schemas["Error"] = json!({
+        "type": "object",
+        "required": ["error"],
+        "properties": { "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": { "type": "string", "description": "Stable machine-readable code" },
+                "message": { "type": "string", "description": "For a person" },
+                "details": { "description": "More, machine-readable, when there is something to add" }
+            }
+        } }
+    });
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -138,22 +162,152 @@ pub fn document(dev_mode: bool) -> Value {
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256)" } },
             "responses": responses,
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": { "error": {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {
-                            "code": { "type": "string", "description": "Stable machine-readable code" },
-                            "message": { "type": "string", "description": "For a person" },
-                            "details": { "description": "More, machine-readable, when there is something to add" }
-                        }
-                    } }
-                }
-            }
+            "schemas": schemas,
         }
+    })
+}
+
+/// The `/v1` endpoints of `docs/http-api.md` beyond `/v1/me`.
+fn v1_paths() -> serde_json::Map<String, Value> {
+    let errors = |codes: &[&str]| -> Value {
+        let mut map = serde_json::Map::new();
+        for code in codes {
+            map.insert(
+                (*code).to_owned(),
+                json!({ "$ref": format!("#/components/responses/Error{code}") }),
+            );
+        }
+        Value::Object(map)
+    };
+    let with_errors = |ok: Value, codes: &[&str]| -> Value {
+        let mut responses = serde_json::Map::new();
+        responses.insert("200".to_owned(), ok);
+        if let Value::Object(more) = errors(codes) {
+            responses.extend(more);
+        }
+        Value::Object(responses)
+    };
+    let json_ok = |description: &str, schema: Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
+    let id_param = |name: &str, schema: Value| json!([{ "name": name, "in": "path", "required": true, "schema": schema }]);
+    let secured = json!([{ "bearer": [] }]);
+    let mut paths = serde_json::Map::new();
+    paths.insert("/v1/spec".into(), json!({ "get": {
+        "summary": "The migration spec the server runs (the browser runs the same one)",
+        "security": secured,
+        "responses": with_errors(json_ok("The spec file", json!({ "type": "object" })), &["401", "429"])
+    }}));
+    paths.insert("/v1/batches".into(), json!({ "post": {
+        "summary": "Apply one ferry-batch/1 batch exactly once",
+        "description": "The body is a batch as built by ferry-core's wire module. A replay of the same (user, migration_id, sequence) and body returns the stored answer with replay: true.",
+        "security": secured,
+        "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Batch" } } } },
+        "responses": with_errors(
+            json_ok("What happened to every record", json!({ "$ref": "#/components/schemas/BatchResult" })),
+            &["400", "401", "409", "413", "429", "500", "503"])
+    }}));
+    paths.insert("/v1/migrations/{migration_id}".into(), json!({ "get": {
+        "summary": "What the server received in a migration: per kind, count, XOR checksum, outcomes",
+        "security": secured,
+        "parameters": id_param("migration_id", json!({ "type": "string", "format": "uuid" })),
+        "responses": with_errors(
+            json_ok("The report", json!({ "$ref": "#/components/schemas/MigrationReport" })),
+            &["401", "404", "429"])
+    }}));
+    paths.insert("/v1/migrations/{migration_id}/rollback".into(), json!({ "post": {
+        "summary": "Restore every row the migration touched as it was before it; later batches of it are refused",
+        "security": secured,
+        "parameters": id_param("migration_id", json!({ "type": "string", "format": "uuid" })),
+        "responses": with_errors(
+            json_ok("Rows restored or deleted", json!({ "type": "object", "required": ["restored"],
+                "properties": { "restored": { "type": "integer" }, "already_rolled_back": { "type": "boolean" } } })),
+            &["401", "404", "429", "503"])
+    }}));
+    paths.insert("/v1/conflicts".into(), json!({ "get": {
+        "summary": "The caller's open conflicts (policy manual); sensitive values stay ciphertext",
+        "security": secured,
+        "responses": with_errors(json_ok("Open conflicts", json!({ "type": "array", "items": {
+            "type": "object", "required": ["id", "kind", "row_id", "migration_id", "stored", "incoming", "created_at"],
+            "properties": {
+                "id": { "type": "integer" }, "kind": { "type": "string" },
+                "row_id": { "type": "string", "format": "uuid" }, "migration_id": { "type": "string", "format": "uuid" },
+                "stored": { "type": "object" }, "incoming": { "type": "object" },
+                "created_at": { "type": "string", "format": "date-time" } } } })), &["401", "429"])
+    }}));
+    paths.insert("/v1/conflicts/{id}/resolve".into(), json!({ "post": {
+        "summary": "Resolve a conflict: keep the stored row, take the incoming one, or write an edited one",
+        "security": secured,
+        "parameters": id_param("id", json!({ "type": "integer" })),
+        "requestBody": { "required": true, "content": { "application/json": { "schema": {
+            "type": "object", "required": ["choice"], "additionalProperties": false,
+            "properties": {
+                "choice": { "enum": ["stored", "incoming", "edited"] },
+                "value": { "type": "object", "description": "For `edited` only: column → value, checked against the kind's fields" } } } } } },
+        "responses": with_errors(json_ok("Resolved", json!({ "type": "object", "properties": { "resolved": { "const": true } } })),
+            &["400", "401", "404", "409", "422", "429"])
+    }}));
+    let backup_info = json!({ "type": "object", "required": ["id", "size", "created_at"], "properties": {
+        "id": { "type": "string" }, "size": { "type": "integer" }, "created_at": { "type": "string", "format": "date-time" } } });
+    paths.insert("/v1/backups".into(), json!({
+        "post": {
+            "summary": "Store a sealed backup (opaque; only its ferry-backup header is checked)",
+            "security": secured,
+            "parameters": [{ "name": "X-Ferry-Backup-Id", "in": "header", "required": true,
+                             "schema": { "type": "string", "minLength": 1, "maxLength": 200 },
+                             "description": "The backup_id in the backup's metadata" }],
+            "requestBody": { "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+            "responses": with_errors(json_ok("Stored (or already stored with the same bytes)", backup_info.clone()),
+                &["400", "401", "409", "413", "429"])
+        },
+        "get": {
+            "summary": "The caller's backups, newest first",
+            "security": secured,
+            "responses": with_errors(json_ok("Backups", json!({ "type": "array", "items": backup_info })), &["401", "429"])
+        }
+    }));
+    paths.insert("/v1/backups/{id}".into(), json!({ "get": {
+        "summary": "The bytes of one of the caller's backups",
+        "security": secured,
+        "parameters": id_param("id", json!({ "type": "string" })),
+        "responses": with_errors(json!({ "description": "The backup file",
+            "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } }),
+            &["401", "404", "429"])
+    }}));
+    paths
+}
+
+/// Schemas of the `/v1` bodies.
+fn v1_schemas() -> Value {
+    json!({
+        "Batch": {
+            "type": "object", "required": ["header", "records"],
+            "description": "ferry-batch/1, see ferry-core/src/wire.rs",
+            "properties": {
+                "header": { "type": "object", "required": ["format", "migration_id", "sequence", "device_id", "app", "spec_version", "migrated_at_ms"] },
+                "records": { "type": "array", "items": { "type": "object" } },
+                "rejected": { "type": "array", "items": { "type": "object" } } } },
+        "BatchResult": {
+            "type": "object", "required": ["migration_id", "sequence", "replay", "outcomes", "counts"],
+            "properties": {
+                "migration_id": { "type": "string", "format": "uuid" },
+                "sequence": { "type": "integer" },
+                "replay": { "type": "boolean" },
+                "outcomes": { "type": "array", "items": { "type": "object", "required": ["id", "hash", "kind", "outcome"], "properties": {
+                    "id": { "type": ["string", "null"], "format": "uuid" },
+                    "hash": { "type": "string", "pattern": "^[0-9a-f]{32}$" },
+                    "kind": { "type": "string" },
+                    "outcome": { "enum": ["inserted", "updated", "unchanged", "kept_stored", "merged", "conflict_queued", "quarantined"] },
+                    "reasons": { "type": "array", "items": { "type": "string" } } } } },
+                "counts": { "type": "object", "additionalProperties": { "type": "object", "additionalProperties": { "type": "integer" } } } } },
+        "MigrationReport": {
+            "type": "object", "required": ["migration_id", "batches", "kinds"],
+            "properties": {
+                "migration_id": { "type": "string", "format": "uuid" },
+                "status": { "enum": ["running", "rolled_back"] },
+                "batches": { "type": "integer" },
+                "kinds": { "type": "object", "additionalProperties": { "type": "object", "required": ["received", "checksum", "outcomes"], "properties": {
+                    "received": { "type": "integer" },
+                    "checksum": { "type": "string", "pattern": "^[0-9a-f]{32}$" },
+                    "outcomes": { "type": "object", "additionalProperties": { "type": "integer" } } } } } } }
     })
 }
 
@@ -171,6 +325,14 @@ mod tests {
             "/openapi.json",
             "/v1/me",
             "/dev/token",
+            "/v1/spec",
+            "/v1/batches",
+            "/v1/migrations/{migration_id}",
+            "/v1/migrations/{migration_id}/rollback",
+            "/v1/conflicts",
+            "/v1/conflicts/{id}/resolve",
+            "/v1/backups",
+            "/v1/backups/{id}",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} is missing");
         }

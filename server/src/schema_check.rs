@@ -5,14 +5,18 @@
 //! mismatch listed, each naming its table and column. A family is deliberately loose (`text`
 //! accepts `varchar`, `timestamp` accepts both time-zone flavours, `json` accepts `jsonb`):
 //! the check catches a column that cannot hold the data, not a style choice. Every app table
-//! must also have the primary key `(user_id, id)`, which per-user upserts rely on.
+//! must also have the primary key `(user_id, <id column>)`, which per-user upserts rely on.
 //!
-//! Today the expectations for the demo app are written out in [`demo_app_schema`]; they will
-//! be derived from the migration spec.
+//! The expectations are derived from the migration spec ([`expected_tables`], from
+//! `Spec::expected_tables`): every column a kind writes, its type family, and whether the spec
+//! may leave it `NULL`. Two more mismatches are caught because they would fail every insert:
+//! a column the spec may leave empty that is `NOT NULL` in the database, and a `NOT NULL`
+//! column without a default that the spec never writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use ferry_core::spec::{ColumnType, Spec};
 use tokio_postgres::Client;
 
 use crate::db::DbError;
@@ -26,6 +30,8 @@ pub enum TypeFamily {
     Uuid,
     /// `smallint`, `integer`, `bigint`.
     Integer,
+    /// `bigint` or `numeric`: every JavaScript safe integer fits.
+    BigInt,
     /// `numeric`, `real`, `double precision`.
     Number,
     /// `boolean`.
@@ -52,6 +58,7 @@ impl TypeFamily {
             }
             Self::Uuid => data_type == "uuid",
             Self::Integer => matches!(data_type, "smallint" | "integer" | "bigint"),
+            Self::BigInt => matches!(data_type, "bigint" | "numeric"),
             Self::Number => matches!(data_type, "numeric" | "real" | "double precision"),
             Self::Boolean => data_type == "boolean",
             Self::Timestamp => matches!(
@@ -75,6 +82,7 @@ impl fmt::Display for TypeFamily {
             Self::Text => "text",
             Self::Uuid => "uuid",
             Self::Integer => "integer",
+            Self::BigInt => "bigint",
             Self::Number => "numeric",
             Self::Boolean => "boolean",
             Self::Timestamp => "timestamp",
@@ -86,36 +94,99 @@ impl fmt::Display for TypeFamily {
     }
 }
 
+impl From<ColumnType> for TypeFamily {
+    fn from(ty: ColumnType) -> Self {
+        match ty {
+            ColumnType::Uuid => Self::Uuid,
+            ColumnType::Text => Self::Text,
+            ColumnType::BigInt => Self::BigInt,
+            ColumnType::Double => Self::Number,
+            ColumnType::Boolean => Self::Boolean,
+            ColumnType::Timestamptz => Self::Timestamp,
+            ColumnType::Jsonb => Self::Json,
+            ColumnType::TextArray => Self::TextArray,
+        }
+    }
+}
+
+/// A column the server writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedColumn {
+    /// Column name.
+    pub name: String,
+    /// The types that can hold its values.
+    pub family: TypeFamily,
+    /// Whether the server may write `NULL` into it (then it must not be `NOT NULL`).
+    pub may_be_null: bool,
+}
+
 /// A table the server writes to, with the columns it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedTable {
     /// Table name (in the connection's current schema).
     pub name: String,
-    /// `(column, family)` pairs. `user_id` (uuid) and `id` (uuid) are implied when absent.
-    pub columns: Vec<(String, TypeFamily)>,
+    /// The row id column; the primary key must be `(user_id, <key_column>)`.
+    pub key_column: String,
+    /// The columns. `user_id` and the key column (uuid) are implied when absent.
+    pub columns: Vec<ExpectedColumn>,
 }
 
 impl ExpectedTable {
-    /// A table from string slices.
+    /// A table from string slices, keyed by `id`, whose columns may all hold `NULL`.
     pub fn new(name: &str, columns: &[(&str, TypeFamily)]) -> Self {
         Self {
             name: name.to_owned(),
+            key_column: "id".to_owned(),
             columns: columns
                 .iter()
-                .map(|(column, family)| ((*column).to_owned(), *family))
+                .map(|(column, family)| ExpectedColumn {
+                    name: (*column).to_owned(),
+                    family: *family,
+                    may_be_null: true,
+                })
                 .collect(),
         }
     }
 
-    fn columns_with_keys(&self) -> Vec<(String, TypeFamily)> {
+    fn columns_with_keys(&self) -> Vec<ExpectedColumn> {
         let mut columns = self.columns.clone();
-        for key in ["id", "user_id"] {
-            if !columns.iter().any(|(name, _)| name == key) {
-                columns.insert(0, (key.to_owned(), TypeFamily::Uuid));
+        for key in [self.key_column.as_str(), "user_id"] {
+            if !columns.iter().any(|c| c.name == key) {
+                columns.insert(
+                    0,
+                    ExpectedColumn {
+                        name: key.to_owned(),
+                        family: TypeFamily::Uuid,
+                        may_be_null: false,
+                    },
+                );
             }
         }
         columns
     }
+}
+
+/// The tables the spec's kinds write, with every column's family and nullability.
+pub fn expected_tables(spec: &Spec) -> Vec<ExpectedTable> {
+    spec.kinds
+        .iter()
+        .map(|kind| {
+            let table = kind.expected_table();
+            ExpectedTable {
+                name: table.table,
+                key_column: kind.id.column.clone(),
+                columns: table
+                    .columns
+                    .into_iter()
+                    .map(|c| ExpectedColumn {
+                        name: c.name,
+                        family: c.ty.into(),
+                        may_be_null: c.nullable,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// One way the database differs from what the server needs.
@@ -146,12 +217,28 @@ pub enum SchemaMismatch {
         /// What it should be.
         expected: TypeFamily,
     },
-    /// The primary key is not `(user_id, id)`.
+    /// The primary key is not `(user_id, <id column>)`.
     WrongPrimaryKey {
         /// Table.
         table: String,
         /// Its primary key columns (empty: none).
         found: Vec<String>,
+        /// The id column the spec names.
+        key_column: String,
+    },
+    /// The column is `NOT NULL`, but the spec may leave it empty.
+    NotNullable {
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+    },
+    /// A `NOT NULL` column without a default that the spec never writes: every insert fails.
+    UnwrittenRequired {
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
     },
 }
 
@@ -176,16 +263,32 @@ impl fmt::Display for SchemaMismatch {
                 f,
                 "table {table}: column {column} is {found}, expected {expected}"
             ),
-            Self::WrongPrimaryKey { table, found } if found.is_empty() => {
+            Self::WrongPrimaryKey {
+                table,
+                found,
+                key_column,
+            } if found.is_empty() => {
                 write!(
                     f,
-                    "table {table}: has no primary key, expected (user_id, id)"
+                    "table {table}: has no primary key, expected (user_id, {key_column})"
                 )
             }
-            Self::WrongPrimaryKey { table, found } => write!(
+            Self::WrongPrimaryKey {
+                table,
+                found,
+                key_column,
+            } => write!(
                 f,
-                "table {table}: primary key is ({}), expected (user_id, id)",
+                "table {table}: primary key is ({}), expected (user_id, {key_column})",
                 found.join(", ")
+            ),
+            Self::NotNullable { table, column } => write!(
+                f,
+                "table {table}: column {column} is NOT NULL, but the spec may leave it empty (drop NOT NULL, or make the field required or give it a default in the spec)"
+            ),
+            Self::UnwrittenRequired { table, column } => write!(
+                f,
+                "table {table}: column {column} is NOT NULL without a default and the spec never writes it (give it a default, or write it from the spec)"
             ),
         }
     }
@@ -216,13 +319,15 @@ pub async fn check_schema(
         .await
         .map_err(|e| DbError::query("list tables", &e))?
         .iter()
-        .map(|row| row.get(0))
+        .filter_map(|row| row.try_get(0).ok())
         .collect();
 
-    let mut columns: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    // (table, column) -> (data_type, udt_name, NOT NULL, has a default)
+    let mut columns: BTreeMap<(String, String), (String, String, bool, bool)> = BTreeMap::new();
     for row in client
         .query(
-            "SELECT table_name::text, column_name::text, data_type::text, udt_name::text
+            "SELECT table_name::text, column_name::text, data_type::text, udt_name::text,
+                    is_nullable = 'NO', column_default IS NOT NULL OR is_identity = 'YES' OR is_generated = 'ALWAYS'
              FROM information_schema.columns
              WHERE table_schema = current_schema() AND table_name::text = ANY($1)",
             &[&names],
@@ -230,7 +335,14 @@ pub async fn check_schema(
         .await
         .map_err(|e| DbError::query("list columns", &e))?
     {
-        columns.insert((row.get(0), row.get(1)), (row.get(2), row.get(3)));
+        let read = |row: &tokio_postgres::Row| -> Result<_, tokio_postgres::Error> {
+            Ok((
+                (row.try_get(0)?, row.try_get(1)?),
+                (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?, row.try_get(5)?),
+            ))
+        };
+        let (key, value) = read(&row).map_err(|e| DbError::query("read a column", &e))?;
+        columns.insert(key, value);
     }
 
     let mut primary_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -251,7 +363,9 @@ pub async fn check_schema(
         .await
         .map_err(|e| DbError::query("list primary keys", &e))?
     {
-        primary_keys.entry(row.get(0)).or_default().push(row.get(1));
+        if let (Ok(table), Ok(column)) = (row.try_get::<_, String>(0), row.try_get(1)) {
+            primary_keys.entry(table).or_default().push(column);
+        }
     }
 
     let mut mismatches = Vec::new();
@@ -262,14 +376,17 @@ pub async fn check_schema(
             });
             continue;
         }
-        for (column, family) in table.columns_with_keys() {
+        let expected_columns = table.columns_with_keys();
+        for expected in &expected_columns {
+            let column = expected.name.clone();
+            let family = expected.family;
             match columns.get(&(table.name.clone(), column.clone())) {
                 None => mismatches.push(SchemaMismatch::MissingColumn {
                     table: table.name.clone(),
                     column,
                     expected: family,
                 }),
-                Some((data_type, udt_name)) if !family.accepts(data_type, udt_name) => {
+                Some((data_type, udt_name, _, _)) if !family.accepts(data_type, udt_name) => {
                     mismatches.push(SchemaMismatch::WrongType {
                         table: table.name.clone(),
                         column,
@@ -277,15 +394,34 @@ pub async fn check_schema(
                         expected: family,
                     });
                 }
+                Some((_, _, true, _)) if expected.may_be_null => {
+                    mismatches.push(SchemaMismatch::NotNullable {
+                        table: table.name.clone(),
+                        column,
+                    });
+                }
                 Some(_) => {}
+            }
+        }
+        for ((table_name, column), (_, _, not_null, has_default)) in &columns {
+            if table_name == &table.name
+                && *not_null
+                && !*has_default
+                && !expected_columns.iter().any(|c| &c.name == column)
+            {
+                mismatches.push(SchemaMismatch::UnwrittenRequired {
+                    table: table.name.clone(),
+                    column: column.clone(),
+                });
             }
         }
         let key = primary_keys.get(&table.name).cloned().unwrap_or_default();
         let key_set: BTreeSet<&str> = key.iter().map(String::as_str).collect();
-        if key_set != BTreeSet::from(["user_id", "id"]) {
+        if key_set != BTreeSet::from(["user_id", table.key_column.as_str()]) {
             mismatches.push(SchemaMismatch::WrongPrimaryKey {
                 table: table.name.clone(),
                 found: key,
+                key_column: table.key_column.clone(),
             });
         }
     }
@@ -299,73 +435,6 @@ fn display_type(data_type: &str, udt_name: &str) -> String {
         "USER-DEFINED" => udt_name.to_owned(),
         other => other.to_owned(),
     }
-}
-
-/// The tables of the demo app (`server/migrations/app/0001_demo_app_tables.sql`).
-pub fn demo_app_schema() -> Vec<ExpectedTable> {
-    use TypeFamily::*;
-    vec![
-        ExpectedTable::new(
-            "tasks",
-            &[
-                ("user_id", Uuid),
-                ("id", Uuid),
-                ("title", Text),
-                ("status", Text),
-                ("description", Text),
-                ("priority", Text),
-                ("tags", TextArray),
-                ("due_date", Timestamp),
-                ("created_at", Timestamp),
-                ("updated_at", Timestamp),
-                ("legacy_id", Text),
-            ],
-        ),
-        ExpectedTable::new(
-            "environments",
-            &[
-                ("user_id", Uuid),
-                ("id", Uuid),
-                ("name", Text),
-                ("description", Text),
-                ("config", Json),
-                ("is_active", Boolean),
-                ("created_at", Timestamp),
-                ("updated_at", Timestamp),
-                ("schema_version", Integer),
-                ("legacy_id", Text),
-            ],
-        ),
-        ExpectedTable::new(
-            "user_preferences",
-            &[
-                ("user_id", Uuid),
-                ("id", Uuid),
-                ("preferences", Json),
-                ("updated_at", Timestamp),
-            ],
-        ),
-        ExpectedTable::new(
-            "form_drafts",
-            &[
-                ("user_id", Uuid),
-                ("id", Uuid),
-                ("form_name", Text),
-                ("data", Json),
-                ("updated_at", Timestamp),
-            ],
-        ),
-        ExpectedTable::new(
-            "custom_data",
-            &[
-                ("user_id", Uuid),
-                ("id", Uuid),
-                ("key", Text),
-                ("value", Json),
-                ("updated_at", Timestamp),
-            ],
-        ),
-    ]
 }
 
 #[cfg(test)]
@@ -448,6 +517,7 @@ mod tests {
         let key = SchemaMismatch::WrongPrimaryKey {
             table: "tasks".into(),
             found: vec!["id".into()],
+            key_column: "id".into(),
         };
         assert_eq!(
             key.to_string(),
@@ -458,8 +528,35 @@ mod tests {
     #[test]
     fn keys_are_implied() {
         let table = ExpectedTable::new("t", &[("title", TypeFamily::Text)]);
-        let names: Vec<String> = table.columns_with_keys().into_iter().map(|c| c.0).collect();
+        let names: Vec<String> = table
+            .columns_with_keys()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         assert_eq!(names, ["user_id", "id", "title"]);
+    }
+
+    #[test]
+    fn the_demo_spec_maps_to_families_and_nullability() {
+        let spec = Spec::parse(include_str!("../../specs/taskboard.json"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tables = expected_tables(&spec);
+        let envs = tables
+            .iter()
+            .find(|t| t.name == "environments")
+            .unwrap_or_else(|| panic!("no environments in {tables:?}"));
+        let column = |name: &str| {
+            envs.columns
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap_or_else(|| panic!("no {name}"))
+                .clone()
+        };
+        assert_eq!(column("config").family, TypeFamily::Json);
+        assert_eq!(column("schema_version").family, TypeFamily::BigInt);
+        assert!(!column("legacy_id").may_be_null);
+        assert!(column("description").may_be_null);
+        assert!(!column("is_active").may_be_null, "it has a default");
     }
 
     #[test]

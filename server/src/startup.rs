@@ -17,10 +17,14 @@ use crate::auth::{JwtKeys, KeyError};
 use crate::config::{PgListen, Settings};
 use crate::db::{self, DbError, PoolSettings};
 use crate::embedded_pg::{EmbeddedPg, EmbeddedPgError, EmbeddedPgOptions, Listen};
+use crate::field_crypto::{self, FieldCipher, FieldKeyError};
 use crate::http::{app, is_valid_origin};
 use crate::migrations::{MigrateMode, MigrationError, MigrationReport, migrate};
-use crate::schema_check::{SchemaMismatch, check_schema, demo_app_schema, describe_mismatches};
-use crate::state::{AppState, HttpSettings};
+use crate::schema_check::{
+    ExpectedTable, SchemaMismatch, check_schema, describe_mismatches, expected_tables,
+};
+use crate::state::{AppState, Engine, HttpSettings};
+use ferry_core::spec::{Spec, SpecError};
 
 /// The database the server creates and uses in the embedded cluster.
 pub const EMBEDDED_DATABASE: &str = "ferry";
@@ -43,6 +47,33 @@ pub enum StartupError {
     /// `migrate --baseline` found app tables that do not fit.
     #[error("refusing to baseline: the app's tables must exist and match first:\n{}", describe_mismatches(.0))]
     BaselineRefused(Vec<SchemaMismatch>),
+    /// The spec file could not be read.
+    #[error("cannot read the migration spec {path} (FERRY_SPEC): {source}")]
+    SpecRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec was refused; every problem is listed.
+    #[error(
+        "the migration spec {path} (FERRY_SPEC) was refused: {error}\nFix the spec and start again."
+    )]
+    Spec {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Every problem.
+        error: SpecError,
+    },
+    /// No field key outside dev mode.
+    #[error(
+        "FERRY_FIELD_KEY is required unless the server runs in dev mode (FERRY_DEV=true or no DATABASE_URL): set it to 64 hex characters, e.g. `openssl rand -hex 32`, and keep it: without it the encrypted fields cannot be read"
+    )]
+    FieldKeyRequired,
+    /// The field key is unusable.
+    #[error(transparent)]
+    FieldKey(#[from] FieldKeyError),
     /// No JWT secret outside dev mode.
     #[error(
         "FERRY_JWT_SECRET is required unless the server runs in dev mode (FERRY_DEV=true or no DATABASE_URL)"
@@ -136,6 +167,7 @@ pub async fn open_database(settings: &Settings) -> Result<Database, StartupError
         listen,
         bin_dir: settings.pg_bin_dir.clone(),
         ephemeral: false,
+        settings: Vec::new(),
     };
     let cluster = tokio::task::spawn_blocking(move || -> Result<EmbeddedPg, EmbeddedPgError> {
         let mut cluster = EmbeddedPg::start(options)?;
@@ -160,13 +192,42 @@ pub async fn open_database(settings: &Settings) -> Result<Database, StartupError
     Ok(database)
 }
 
-/// Applies pending migrations and checks the app schema: what the server does at every start.
+/// Reads and checks the spec named by the settings: the parsed spec and the file's text.
+pub fn load_spec(settings: &Settings) -> Result<(Spec, String), StartupError> {
+    let path = settings.spec_path();
+    let text = std::fs::read_to_string(&path).map_err(|source| StartupError::SpecRead {
+        path: path.clone(),
+        source,
+    })?;
+    let spec = Spec::parse(&text).map_err(|error| StartupError::Spec { path, error })?;
+    Ok((spec, text))
+}
+
+/// The field cipher: `FERRY_FIELD_KEY`, or in dev mode the key kept in
+/// `<project>/.ferry/field.key` (generated the first time).
+pub fn load_field_cipher(settings: &Settings, dev_mode: bool) -> Result<FieldCipher, StartupError> {
+    field_crypto::check_key_id(&settings.field_key_id)?;
+    let key = match (&settings.field_key, dev_mode) {
+        (Some(hex), _) => field_crypto::parse_hex_key("FERRY_FIELD_KEY", hex.expose())?,
+        (None, true) => {
+            let path = settings.dev_field_key_path();
+            tracing::info!(path = %path.display(), "FERRY_FIELD_KEY is not set: using the dev field key (dev mode)");
+            field_crypto::load_or_create_dev_key(&path)?
+        }
+        (None, false) => return Err(StartupError::FieldKeyRequired),
+    };
+    Ok(FieldCipher::new(settings.field_key_id.clone(), key))
+}
+
+/// Applies pending migrations and checks the app schema against `expected` (from the spec):
+/// what the server does at every start.
 pub async fn prepare_schema(
     config: &tokio_postgres::Config,
+    expected: &[ExpectedTable],
 ) -> Result<MigrationReport, StartupError> {
     let mut client = db::connect(config).await?;
     let report = migrate(&mut client, MigrateMode::Apply).await?;
-    let mismatches = check_schema(&client, &demo_app_schema()).await?;
+    let mismatches = check_schema(&client, expected).await?;
     if !mismatches.is_empty() {
         return Err(StartupError::SchemaMismatch(mismatches));
     }
@@ -174,16 +235,17 @@ pub async fn prepare_schema(
 }
 
 /// `ferry-server migrate [--baseline]` against `config`. With `baseline`, the app tables are
-/// checked first and the app migrations recorded without running.
+/// checked against `expected` first and the app migrations recorded without running.
 pub async fn migrate_database(
     config: &tokio_postgres::Config,
     baseline: bool,
+    expected: &[ExpectedTable],
 ) -> Result<MigrationReport, StartupError> {
     let mut client = db::connect(config).await?;
     if !baseline {
         return Ok(migrate(&mut client, MigrateMode::Apply).await?);
     }
-    let mismatches = check_schema(&client, &demo_app_schema()).await?;
+    let mismatches = check_schema(&client, expected).await?;
     if !mismatches.is_empty() {
         return Err(StartupError::BaselineRefused(mismatches));
     }
@@ -196,8 +258,9 @@ pub async fn run_migrate(
     settings: &Settings,
     baseline: bool,
 ) -> Result<MigrationReport, StartupError> {
+    let (spec, _) = load_spec(settings)?;
     let database = open_database(settings).await?;
-    let result = migrate_database(database.config(), baseline).await;
+    let result = migrate_database(database.config(), baseline, &expected_tables(&spec)).await;
     database.stop().await?;
     result
 }
@@ -267,7 +330,9 @@ impl Application {
             (None, false) => return Err(StartupError::JwtSecretRequired),
         };
 
-        let report = prepare_schema(database.config()).await?;
+        let (spec, spec_text) = load_spec(settings)?;
+        let cipher = load_field_cipher(settings, dev_mode)?;
+        let report = prepare_schema(database.config(), &expected_tables(&spec)).await?;
         tracing::info!(
             applied = report.applied.len(),
             already_applied = report.already_applied.len(),
@@ -282,7 +347,13 @@ impl Application {
                 connect_timeout: settings.connect_timeout(),
             },
         )?;
-        let state = AppState::new(pool, keys, HttpSettings::from_settings(settings, dev_mode))?;
+        let engine = Engine::new(spec, spec_text, cipher);
+        let state = AppState::new(
+            pool,
+            keys,
+            HttpSettings::from_settings(settings, dev_mode),
+            engine,
+        )?;
         let address = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(address)
             .await
@@ -335,6 +406,14 @@ impl Application {
             "ferry-server listening on {}",
             self.base_url()
         );
+        // Said on stdout too, whatever RUST_LOG filters: the README's run command relies on it.
+        println!("ferry-server: listening on {}", self.base_url());
+        if self.dev_mode {
+            println!(
+                "ferry-server: dev mode; get a demo token with:\n  curl -X POST {}/dev/token -H 'content-type: application/json' -d '{{\"user\":\"alice\"}}'",
+                self.base_url()
+            );
+        }
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await

@@ -1,4 +1,5 @@
-//! [`AppState`]: what every handler can reach — the pool, the keys, the metrics, the limits.
+//! [`AppState`]: what every handler can reach — the pool, the keys, the metrics, the limits,
+//! and the [`Engine`]: the spec, its ingest plan and the field cipher.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use deadpool_postgres::Pool;
 
 use crate::auth::JwtKeys;
 use crate::config::Settings;
+use crate::field_crypto::FieldCipher;
+use crate::ingest::IngestPlan;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 
@@ -51,6 +54,34 @@ impl HttpSettings {
     }
 }
 
+/// What the `/v1` endpoints run: the spec (parsed, and its text as served), the ingest plan
+/// built from it, and the cipher of sensitive fields.
+#[derive(Debug)]
+pub struct Engine {
+    /// The statements of every kind, and the spec they were built from.
+    pub plan: IngestPlan,
+    /// The spec file's text, served by `GET /v1/spec`.
+    pub spec_text: String,
+    /// Encrypts sensitive fields at rest.
+    pub cipher: FieldCipher,
+}
+
+impl Engine {
+    /// The engine for the spec `spec_text` (already parsed into `spec`).
+    pub fn new(spec: ferry_core::spec::Spec, spec_text: String, cipher: FieldCipher) -> Self {
+        Self {
+            plan: IngestPlan::new(spec),
+            spec_text,
+            cipher,
+        }
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &ferry_core::spec::Spec {
+        self.plan.spec()
+    }
+}
+
 /// Shared, cheaply cloned state of the server.
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Inner>);
@@ -62,18 +93,30 @@ struct Inner {
     metrics: Metrics,
     rate_limiter: Option<RateLimiter>,
     http: HttpSettings,
+    engine: Engine,
 }
 
 impl AppState {
-    /// State over `pool`, verifying tokens with `keys`.
-    pub fn new(pool: Pool, keys: JwtKeys, http: HttpSettings) -> Result<Self, prometheus::Error> {
+    /// State over `pool`, verifying tokens with `keys`, running `engine`.
+    pub fn new(
+        pool: Pool,
+        keys: JwtKeys,
+        http: HttpSettings,
+        engine: Engine,
+    ) -> Result<Self, prometheus::Error> {
         Ok(Self(Arc::new(Inner {
             pool,
             keys,
             metrics: Metrics::new()?,
             rate_limiter: RateLimiter::new(http.rate_limit_per_second, http.rate_limit_burst),
             http,
+            engine,
         })))
+    }
+
+    /// The spec, its ingest plan and the field cipher.
+    pub fn engine(&self) -> &Engine {
+        &self.0.engine
     }
 
     /// The connection pool.

@@ -15,7 +15,7 @@ use crate::helpers::{CLUSTER_DIR_PREFIX, eventually, fresh_database};
 const BINARY: &str = env!("CARGO_BIN_EXE_ferry-server");
 
 /// The binary with a clean environment: none of the developer's `FERRY_*` or `DATABASE_URL`.
-fn ferry_server(args: &[&str]) -> Command {
+pub fn ferry_server(args: &[&str]) -> Command {
     let mut command = Command::new(BINARY);
     command
         .args(args)
@@ -53,8 +53,10 @@ async fn serve_without_database_url_runs_embedded_postgres_and_ctrl_c_stops_both
     std::fs::create_dir_all(project.join("www")).unwrap();
     let data_dir = project.join(".ferry/pgdata");
 
+    let spec = ferry_server::config::default_project_dir().join("specs/taskboard.json");
     let child = ferry_server(&["serve"])
         .env("FERRY_PROJECT_DIR", &project)
+        .env("FERRY_SPEC", &spec)
         .env("FERRY_PORT", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -87,6 +89,16 @@ async fn serve_without_database_url_runs_embedded_postgres_and_ctrl_c_stops_both
     let client = reqwest::Client::new();
     let ready = client.get(format!("{url}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK, "log:\n{}", log.join("\n"));
+    // Dev mode without FERRY_FIELD_KEY: a key is generated once and kept, owner-only.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let key_file = project.join(".ferry/field.key");
+        let mode = std::fs::metadata(&key_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", key_file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     // Embedded means dev mode: a demo token works against the embedded database's server.
     let token: Value = client
         .post(format!("{url}/dev/token"))
@@ -188,7 +200,10 @@ async fn the_migrate_subcommand_migrates_then_has_nothing_to_do() {
     );
     let second = run();
     assert!(
-        second.contains("0 applied, 0 baselined, 2 already applied"),
+        second.contains(&format!(
+            "0 applied, 0 baselined, {} already applied",
+            ferry_server::migrations::MIGRATIONS.len()
+        )),
         "{second}"
     );
 }

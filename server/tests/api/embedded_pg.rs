@@ -41,6 +41,7 @@ fn restart(root: &Path) -> EmbeddedPg {
         listen: socket(root),
         bin_dir: std::env::var_os("FERRY_PG_BIN").map(PathBuf::from),
         ephemeral: false,
+        settings: Vec::new(),
     })
     .unwrap_or_else(|e| panic!("restart: {e}"))
 }

@@ -27,6 +27,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// The field encryption key of every test server (64 hex characters).
+pub const TEST_FIELD_KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+
 /// The signing secret of every test server.
 pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 
@@ -59,13 +62,18 @@ fn start_cluster() -> Result<TestCluster, String> {
     }
     sweep_abandoned_clusters();
     let root = PathBuf::from(format!("{CLUSTER_DIR_PREFIX}{}", std::process::id()));
-    let mut cluster = start_embedded(
+    // pg_stat_statements lets the ingest tests count the statements a batch executes.
+    let mut cluster = start_embedded_with(
         &root,
         Listen::UnixSocket {
             dir: root.join("run"),
             port: 5432,
         },
         true,
+        vec![(
+            "shared_preload_libraries".to_owned(),
+            "pg_stat_statements".to_owned(),
+        )],
     )?;
     cluster
         .stop_on_exit(Some(&root))
@@ -79,6 +87,16 @@ fn start_cluster() -> Result<TestCluster, String> {
 /// Starts a cluster with its data in `<root>/data` (`root` is emptied first); `ephemeral`
 /// trades durability for speed (see [`EmbeddedPgOptions::ephemeral`]).
 pub fn start_embedded(root: &Path, listen: Listen, ephemeral: bool) -> Result<EmbeddedPg, String> {
+    start_embedded_with(root, listen, ephemeral, Vec::new())
+}
+
+/// [`start_embedded`] with more server settings.
+pub fn start_embedded_with(
+    root: &Path,
+    listen: Listen,
+    ephemeral: bool,
+    settings: Vec<(String, String)>,
+) -> Result<EmbeddedPg, String> {
     let _ignored = fs::remove_dir_all(root);
     fs::create_dir_all(root).map_err(|e| format!("create {}: {e}", root.display()))?;
     EmbeddedPg::start(EmbeddedPgOptions {
@@ -86,6 +104,7 @@ pub fn start_embedded(root: &Path, listen: Listen, ephemeral: bool) -> Result<Em
         listen,
         bin_dir: std::env::var_os("FERRY_PG_BIN").map(PathBuf::from),
         ephemeral,
+        settings,
     })
     .map_err(|e| e.to_string())
 }
@@ -161,6 +180,8 @@ pub struct TestApp {
     pub db_name: String,
     /// The settings the server was built with.
     pub settings: Settings,
+    /// A `DATABASE_URL` for the server's database, when the harness runs its own cluster.
+    pub conninfo: Option<String>,
 }
 
 /// The settings of a test server: port 0, the test secret, a small pool.
@@ -168,6 +189,7 @@ pub fn test_settings() -> Settings {
     let mut settings = Settings::defaults();
     settings.port = 0;
     settings.jwt_secret = Some(Secret::new(TEST_SECRET.to_owned()));
+    settings.field_key = Some(Secret::new(TEST_FIELD_KEY.to_owned()));
     settings.db_pool_size = 4;
     settings.www_dir = Some(PathBuf::from("/nonexistent/ferry-www"));
     settings.pkg_dir = Some(PathBuf::from("/nonexistent/ferry-pkg"));
@@ -201,6 +223,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         db: database.client,
         db_name: database.name,
         settings,
+        conninfo: database.conninfo,
     }
 }
 
@@ -366,4 +389,206 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches, built the way the browser builds them: ferry-core's pipeline, then its batcher.
+// ---------------------------------------------------------------------------------------------
+
+/// The demo spec (`specs/taskboard.json`), parsed once.
+pub fn demo_spec() -> &'static ferry_core::spec::Spec {
+    static SPEC: OnceLock<ferry_core::spec::Spec> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        ferry_core::spec::Spec::parse(include_str!("../../../specs/taskboard.json"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// localStorage pairs from plain text (JSON values written as a browser would store them).
+pub fn pairs(
+    list: &[(&str, &str)],
+) -> Vec<(
+    ferry_core::lossless::LosslessString,
+    ferry_core::lossless::LosslessString,
+)> {
+    list.iter()
+        .map(|(k, v)| {
+            (
+                ferry_core::lossless::LosslessString::from_unicode(k),
+                ferry_core::lossless::LosslessString::from_unicode(v),
+            )
+        })
+        .collect()
+}
+
+/// One browser's migration run: its id, device and start time.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// The migration id.
+    pub migration_id: Uuid,
+    /// The device id.
+    pub device_id: Uuid,
+    /// `$migrated_at`.
+    pub migrated_at_ms: i64,
+}
+
+impl Run {
+    /// A fresh run on a fresh device.
+    pub fn new() -> Self {
+        Self {
+            migration_id: Uuid::new_v4(),
+            device_id: Uuid::new_v4(),
+            migrated_at_ms: 1_750_000_000_000,
+        }
+    }
+
+    /// The header of this run's batches.
+    pub fn header(&self) -> ferry_core::wire::BatchHeader {
+        ferry_core::wire::BatchHeader::new(demo_spec(), self.migration_id, &self.context())
+    }
+
+    /// The pipeline context.
+    pub fn context(&self) -> ferry_core::pipeline::Context {
+        ferry_core::pipeline::Context {
+            device_id: self.device_id,
+            migrated_at_ms: self.migrated_at_ms,
+        }
+    }
+
+    /// Runs the pipeline over `pairs` and builds the batches from sequence 0.
+    pub fn batches(
+        &self,
+        pairs: &[(
+            ferry_core::lossless::LosslessString,
+            ferry_core::lossless::LosslessString,
+        )],
+    ) -> (
+        Vec<ferry_core::pipeline::Record>,
+        Vec<ferry_core::wire::EncodedBatch>,
+    ) {
+        let records = ferry_core::pipeline::process(demo_spec(), pairs, &self.context());
+        let batches = ferry_core::wire::build_batches(
+            demo_spec(),
+            &self.header(),
+            &records,
+            0..records.len(),
+            0,
+            ferry_core::wire::BatchLimits::default(),
+        );
+        (records, batches)
+    }
+
+    /// The single batch of `pairs` (panics when they need more than one).
+    pub fn batch(&self, pairs: &[(&str, &str)]) -> Vec<u8> {
+        let (_, mut batches) = self.batches(&self::pairs(pairs));
+        assert_eq!(batches.len(), 1, "expected one batch");
+        batches.remove(0).body
+    }
+}
+
+/// A user id and its token.
+pub struct User {
+    /// The id.
+    pub id: Uuid,
+    /// A valid token.
+    pub token: String,
+}
+
+impl TestApp {
+    /// A new user with a valid token.
+    pub fn user(&self) -> User {
+        let id = Uuid::new_v4();
+        User {
+            id,
+            token: self.token_for(id),
+        }
+    }
+
+    /// `POST /v1/batches` with `body`.
+    pub async fn post_batch(&self, token: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/batches"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /v1/batches: {e}"))
+    }
+
+    /// Sends a batch and expects 200.
+    pub async fn send(&self, token: &str, body: Vec<u8>) -> ferry_server::ingest::BatchResult {
+        let response = self.post_batch(token, body).await;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::OK, "{text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// `POST path` with a JSON body and a token.
+    pub async fn post_json_authed(
+        &self,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// One text cell of `sql` (a single row and column).
+    pub async fn text(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> String {
+        self.db
+            .query_one(sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// One bigint cell of `sql`.
+    pub async fn count(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> i64 {
+        self.db
+            .query_one(sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+}
+
+/// The outcome of the record with target id `id` in `result`.
+pub fn outcome_of(
+    result: &ferry_server::ingest::BatchResult,
+    id: Uuid,
+) -> ferry_server::ingest::RecordOutcome {
+    result
+        .outcomes
+        .iter()
+        .find(|o| o.id == Some(id))
+        .unwrap_or_else(|| panic!("no outcome for {id} in {result:?}"))
+        .outcome
+}
+
+/// The target id of a record of `kind` with legacy id `legacy`, as the pipeline derives it.
+pub fn target_id(kind: &str, legacy: &str) -> Uuid {
+    let spec = demo_spec();
+    let kind = spec.kind(kind).unwrap_or_else(|| panic!("no kind {kind}"));
+    ferry_core::pipeline::target_id(
+        spec,
+        kind,
+        &ferry_core::lossless::LosslessString::from_unicode(legacy),
+        &Run::new().context(),
+    )
 }

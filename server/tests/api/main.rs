@@ -13,6 +13,8 @@ mod embedded_pg;
 mod errors;
 mod health;
 mod helpers;
+mod ingest;
 mod migrations;
+mod operations;
 mod schema_check;
 mod static_files;

@@ -8,6 +8,10 @@ use ferry_server::startup::{StartupError, migrate_database};
 
 use crate::helpers::fresh_database;
 
+fn demo_tables() -> Vec<ferry_server::schema_check::ExpectedTable> {
+    ferry_server::schema_check::expected_tables(crate::helpers::demo_spec())
+}
+
 async fn table_count(client: &tokio_postgres::Client) -> i64 {
     client
         .query_one(
@@ -82,13 +86,13 @@ async fn baseline_records_existing_app_tables_without_running_them() {
     database
         .client
         .execute(
-            "INSERT INTO custom_data (user_id, id, key, value) VALUES (gen_random_uuid(), gen_random_uuid(), 'k', '1')",
+            "INSERT INTO custom_data (user_id, id, key, value, updated_at) VALUES (gen_random_uuid(), gen_random_uuid(), 'k', '1', now())",
             &[],
         )
         .await
         .unwrap();
 
-    let report = migrate_database(&database.config, true)
+    let report = migrate_database(&database.config, true, &demo_tables())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.baselined, [app_migration().to_string()]);
@@ -115,7 +119,7 @@ async fn baseline_records_existing_app_tables_without_running_them() {
     assert_eq!(count, 1);
 
     // And the server now starts on it.
-    let report = ferry_server::startup::prepare_schema(&database.config)
+    let report = ferry_server::startup::prepare_schema(&database.config, &demo_tables())
         .await
         .unwrap();
     assert!(report.applied.is_empty());
@@ -124,7 +128,9 @@ async fn baseline_records_existing_app_tables_without_running_them() {
 #[tokio::test]
 async fn baseline_is_refused_when_the_app_tables_are_missing() {
     let database = fresh_database().await;
-    let error = migrate_database(&database.config, true).await.unwrap_err();
+    let error = migrate_database(&database.config, true, &demo_tables())
+        .await
+        .unwrap_err();
     assert!(matches!(error, StartupError::BaselineRefused(_)), "{error}");
     let message = error.to_string();
     assert!(message.contains("table tasks: does not exist"), "{message}");

@@ -2,11 +2,16 @@
 
 use ferry_server::migrations::{MigrateMode, migrate};
 use ferry_server::schema_check::{
-    ExpectedTable, SchemaMismatch, TypeFamily, check_schema, demo_app_schema,
+    ExpectedTable, SchemaMismatch, TypeFamily, check_schema, expected_tables,
 };
 use ferry_server::startup::{Application, Database, StartupError};
 
 use crate::helpers::{TestDatabase, fresh_database, test_settings};
+
+/// The tables the demo spec writes.
+fn demo_app_schema() -> Vec<ExpectedTable> {
+    expected_tables(crate::helpers::demo_spec())
+}
 
 async fn migrated() -> TestDatabase {
     let mut database = fresh_database().await;
@@ -134,7 +139,107 @@ async fn tables_without_the_user_key_are_refused() {
             SchemaMismatch::WrongPrimaryKey {
                 table: "notes".into(),
                 found: vec!["id".into()],
+                key_column: "id".into(),
             },
         ]
+    );
+}
+
+#[tokio::test]
+async fn nullability_is_checked_both_ways() {
+    let database = migrated().await;
+    database
+        .client
+        .batch_execute(
+            "ALTER TABLE tasks ALTER COLUMN description SET NOT NULL;
+             ALTER TABLE custom_data ADD COLUMN owner text NOT NULL;",
+        )
+        .await
+        .unwrap();
+    let found: Vec<String> = check_schema(&database.client, &demo_app_schema())
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            "table tasks: column description is NOT NULL, but the spec may leave it empty"
+        ),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("table custom_data: column owner is NOT NULL without a default and the spec never writes it"),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_spec_stops_the_start_with_every_problem_listed() {
+    let database = fresh_database().await;
+    let dir = std::env::temp_dir().join(format!("ferry-bad-spec-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("spec.json");
+    let bad = include_str!("../../../specs/taskboard.json")
+        .replacen(
+            r#""updated_at": "updated_at","#,
+            r#""updated_at": "nope","#,
+            1,
+        )
+        .replace(r#""table": "custom_data""#, r#""table": "Custom Data""#);
+    std::fs::write(&path, bad).unwrap();
+    let mut settings = test_settings();
+    settings.spec = Some(path.clone());
+    let error = match Application::build_with_database(
+        &settings,
+        Database::external(database.config.clone()),
+    )
+    .await
+    {
+        Ok(_) => panic!("the server started with a refused spec"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert!(error.contains("2 problem(s)"), "{error}");
+    assert!(
+        error.contains("kind `tasks`") && error.contains("nope"),
+        "{error}"
+    );
+    assert!(
+        error.contains("kind `custom`") && error.contains("Custom Data"),
+        "{error}"
+    );
+    let _ignored = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn outside_dev_mode_the_field_key_is_required_and_checked() {
+    let database = fresh_database().await;
+    let mut settings = test_settings();
+    settings.field_key = None;
+    let error = match Application::build_with_database(
+        &settings,
+        Database::external(database.config.clone()),
+    )
+    .await
+    {
+        Ok(_) => panic!("the server started without a field key"),
+        Err(error) => error,
+    };
+    assert!(matches!(error, StartupError::FieldKeyRequired), "{error}");
+    settings.field_key = Some("abc123".to_owned().into());
+    let error = match Application::build_with_database(
+        &settings,
+        Database::external(database.config.clone()),
+    )
+    .await
+    {
+        Ok(_) => panic!("the server started with a malformed field key"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("64 hex characters") && !error.contains("abc123"),
+        "{error}"
     );
 }

@@ -1,0 +1,492 @@
+//! Conflicts of kinds with the `manual` policy: listing the open ones and resolving one.
+//!
+//! The ingest statement leaves the stored row untouched and queues both versions in
+//! `ferry_conflicts` (`stored` without `user_id`, `incoming` as the row it would have written;
+//! sensitive values are ciphertext in both, as in the tables). Resolving, in one transaction:
+//! - `stored` keeps the row as it is;
+//! - `incoming` writes the incoming version into the app table (`jsonb_populate_record`);
+//! - `edited` writes the stored row with the columns the user edited, each checked against its
+//!   field in the spec (type, required, length, enum values, regex, numeric range, item count;
+//!   not `email`/`url` formats), sensitive values encrypted unless they are the ciphertext the
+//!   list showed.
+//!
+//! Before writing, the row's before-image is stored under the conflict's migration (unless that
+//! migration already has one), so the choice is auditable and a rollback of the migration
+//! undoes it too. The conflict gets its status (`kept_stored`, `took_incoming`, `edited`),
+//! `resolved_at`, and the written row in `resolution`. Everything is scoped by the user: another
+//! user's conflict id is "not found".
+
+use ferry_core::spec::{FieldType, Kind, Spec};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::db::DbError;
+use crate::field_crypto::{CellContext, FieldCipher, PREFIX};
+use crate::report::rfc3339_sql;
+use crate::rollback::quote_ident;
+
+/// An open conflict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// Its id (for `POST /v1/conflicts/{id}/resolve`).
+    pub id: i64,
+    /// The user; only in operator listings (the API answers the caller's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    /// Kind name.
+    pub kind: String,
+    /// The row's id.
+    pub row_id: Uuid,
+    /// The migration that brought the incoming version.
+    pub migration_id: Uuid,
+    /// The stored row (column → value).
+    pub stored: Value,
+    /// The incoming row (column → value).
+    pub incoming: Value,
+    /// When it was queued (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+/// Which version wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Choice {
+    /// Keep the stored row.
+    Stored,
+    /// Write the incoming row.
+    Incoming,
+    /// Write the stored row with the edited columns in `value`.
+    Edited,
+}
+
+/// The body of `POST /v1/conflicts/{id}/resolve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolution {
+    /// Which version wins.
+    pub choice: Choice,
+    /// For `edited` only: column → value.
+    #[serde(default)]
+    pub value: Option<Map<String, Value>>,
+}
+
+/// Why a conflict could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No open or closed conflict with this id for this user.
+    #[error("there is no conflict {0} for this user")]
+    NotFound(i64),
+    /// It was resolved before.
+    #[error(
+        "conflict {id} was already resolved ({status}); list the open ones with GET /v1/conflicts"
+    )]
+    AlreadyResolved {
+        /// The conflict.
+        id: i64,
+        /// How.
+        status: String,
+    },
+    /// The resolution does not fit the conflict's kind.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// The column at fault, if one.
+        column: Option<String>,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+fn invalid(message: impl Into<String>, column: Option<&str>) -> ResolveError {
+    ResolveError::Invalid {
+        message: message.into(),
+        column: column.map(str::to_owned),
+    }
+}
+
+/// The open conflicts of `user` (every user's when `None`), oldest first.
+pub async fn open_conflicts(client: &Client, user: Option<Uuid>) -> Result<Vec<Conflict>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id, user_id, kind, row_id, migration_id, stored, incoming, {}
+                 FROM ferry_conflicts WHERE status = 'open' AND ($1::uuid IS NULL OR user_id = $1)
+                 ORDER BY id",
+                rfc3339_sql("created_at")
+            ),
+            &[&user],
+        )
+        .await
+        .map_err(|e| DbError::query("list the open conflicts", &e))?;
+    let mut conflicts = Vec::with_capacity(rows.len());
+    for row in rows {
+        let read = |row: &tokio_postgres::Row| -> Result<Conflict, tokio_postgres::Error> {
+            Ok(Conflict {
+                id: row.try_get(0)?,
+                user_id: if user.is_some() {
+                    None
+                } else {
+                    Some(row.try_get(1)?)
+                },
+                kind: row.try_get(2)?,
+                row_id: row.try_get(3)?,
+                migration_id: row.try_get(4)?,
+                stored: row.try_get(5)?,
+                incoming: row.try_get(6)?,
+                created_at: row.try_get(7)?,
+            })
+        };
+        conflicts.push(read(&row).map_err(|e| DbError::query("read a conflict", &e))?);
+    }
+    Ok(conflicts)
+}
+
+/// Resolves `user`'s conflict `id`. See the module documentation.
+pub async fn resolve(
+    client: &mut Client,
+    spec: &Spec,
+    cipher: &FieldCipher,
+    user: Uuid,
+    id: i64,
+    resolution: Resolution,
+) -> Result<(), ResolveError> {
+    let q = |context: &'static str| move |e: tokio_postgres::Error| DbError::query(context, &e);
+    let tx = client.transaction().await.map_err(q("start resolving"))?;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT kind, row_id, migration_id, incoming, status FROM ferry_conflicts
+             WHERE id = $1 AND user_id = $2 FOR UPDATE",
+            &[&id, &user],
+        )
+        .await
+        .map_err(q("lock the conflict"))?
+    else {
+        return Err(ResolveError::NotFound(id));
+    };
+    let read = |row: &tokio_postgres::Row| -> Result<_, tokio_postgres::Error> {
+        Ok((
+            row.try_get::<_, String>(0)?,
+            row.try_get::<_, Uuid>(1)?,
+            row.try_get::<_, Uuid>(2)?,
+            row.try_get::<_, Value>(3)?,
+            row.try_get::<_, String>(4)?,
+        ))
+    };
+    let (kind_name, row_id, migration_id, incoming, status) =
+        read(&row).map_err(q("read the conflict"))?;
+    if status != "open" {
+        return Err(ResolveError::AlreadyResolved { id, status });
+    }
+    let kind = spec.kind(&kind_name).ok_or_else(|| {
+        invalid(
+            format!("conflict {id} is of kind {kind_name:?}, which the spec the server runs no longer has"),
+            None,
+        )
+    })?;
+    if resolution.choice != Choice::Edited && resolution.value.is_some() {
+        return Err(invalid("`value` is only for the choice `edited`", None));
+    }
+    let table = quote_ident(&kind.table);
+    let id_column = quote_ident(&kind.id.column);
+    let (new_status, written) = match resolution.choice {
+        Choice::Stored => ("kept_stored", None),
+        Choice::Incoming => {
+            let Value::Object(row) = incoming else {
+                return Err(invalid(format!("conflict {id} has no incoming row"), None));
+            };
+            ("took_incoming", Some(row))
+        }
+        Choice::Edited => {
+            let edits = resolution.value.filter(|v| !v.is_empty()).ok_or_else(|| {
+                invalid(
+                    "the choice `edited` needs `value`: an object of column → value",
+                    None,
+                )
+            })?;
+            let current = tx
+                .query_opt(
+                    &format!("SELECT to_jsonb(t) FROM {table} t WHERE t.user_id = $1 AND t.{id_column} = $2"),
+                    &[&user, &row_id],
+                )
+                .await
+                .map_err(q("read the stored row"))?;
+            let mut row = match current.map(|r| r.try_get::<_, Value>(0)) {
+                Some(Ok(Value::Object(map))) => map,
+                Some(Err(e)) => return Err(q("read the stored row")(e).into()),
+                _ => match &incoming {
+                    // The stored row is gone: edit the incoming version instead.
+                    Value::Object(map) => map.clone(),
+                    _ => Map::new(),
+                },
+            };
+            for (column, value) in edits {
+                let checked = check_edit(kind, cipher, user, row_id, &column, value)?;
+                row.insert(column, checked);
+            }
+            ("edited", Some(row))
+        }
+    };
+    if let Some(mut row) = written.clone() {
+        row.insert("user_id".to_owned(), Value::String(user.to_string()));
+        row.insert(kind.id.column.clone(), Value::String(row_id.to_string()));
+        tx.execute(
+            &format!(
+                "INSERT INTO ferry_before_images (user_id, migration_id, table_name, row_id, before)
+                 SELECT $1, $2, $3, $4, (SELECT to_jsonb(t) FROM {table} t WHERE t.user_id = $1 AND t.{id_column} = $4)
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[&user, &migration_id, &kind.table, &row_id],
+        )
+        .await
+        .map_err(q("keep the row's before-image"))?;
+        let columns: Vec<String> = kind
+            .expected_table()
+            .columns
+            .into_iter()
+            .map(|c| c.name)
+            .filter(|c| c != "user_id" && c != &kind.id.column)
+            .map(|c| quote_ident(&c))
+            .collect();
+        let excluded: Vec<String> = columns.iter().map(|c| format!("excluded.{c}")).collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, $1::jsonb)).*
+                 ON CONFLICT (user_id, {id_column}) DO UPDATE SET ({}) = ROW({})",
+                columns.join(", "),
+                excluded.join(", ")
+            ),
+            &[&Value::Object(row)],
+        )
+        .await
+        .map_err(|e| {
+            // A value PostgreSQL refuses (a CHECK the spec does not know) is the user's to fix.
+            if e.code()
+                .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+            {
+                invalid(
+                    format!(
+                        "the database refused the row: {}",
+                        e.as_db_error()
+                            .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+                    ),
+                    None,
+                )
+            } else {
+                q("write the chosen row")(e).into()
+            }
+        })?;
+    }
+    tx.execute(
+        "UPDATE ferry_conflicts SET status = $3, resolved_at = now(), resolution = $4
+         WHERE id = $1 AND user_id = $2",
+        &[&id, &user, &new_status, &written.map(Value::Object)],
+    )
+    .await
+    .map_err(q("mark the conflict resolved"))?;
+    tx.commit().await.map_err(q("commit the resolution"))?;
+    Ok(())
+}
+
+/// Checks one edited value against its field and returns what goes into the row's JSON.
+fn check_edit(
+    kind: &Kind,
+    cipher: &FieldCipher,
+    user: Uuid,
+    row_id: Uuid,
+    column: &str,
+    value: Value,
+) -> Result<Value, ResolveError> {
+    let Some(field) = kind.field_for_column(column) else {
+        let known: Vec<&str> = kind.fields.iter().map(|f| f.column.as_str()).collect();
+        return Err(invalid(
+            format!(
+                "column {column:?} cannot be edited in kind {:?}: editable columns are {}",
+                kind.name,
+                known.join(", ")
+            ),
+            Some(column),
+        ));
+    };
+    let nullable = kind
+        .expected_table()
+        .columns
+        .iter()
+        .any(|c| c.name == column && c.nullable);
+    let fail = |why: String| invalid(format!("column {column:?}: {why}"), Some(column));
+    let ctx = CellContext {
+        user_id: user,
+        table: &kind.table,
+        row_id,
+        column,
+    };
+    if value.is_null() {
+        return if nullable {
+            Ok(Value::Null)
+        } else {
+            Err(fail("may not be empty (null)".to_owned()))
+        };
+    }
+    let shown = ferry_core::pipeline::quote(&value.to_string());
+    match &field.ty {
+        FieldType::String(rules) => {
+            let Value::String(text) = value else {
+                return Err(fail(format!("expected a string, found {shown}")));
+            };
+            if field.sensitive && is_our_ciphertext(cipher, &ctx, &text) {
+                return Ok(Value::String(text));
+            }
+            check_string(rules, &text).map_err(fail)?;
+            Ok(Value::String(if field.sensitive {
+                cipher.encrypt(&ctx, &text)
+            } else {
+                text
+            }))
+        }
+        FieldType::Enum { values, legacy } => match value {
+            Value::String(text) if values.contains(&text) => Ok(Value::String(text)),
+            Value::String(text) if legacy.contains_key(&text) => {
+                Ok(Value::String(legacy.get(&text).cloned().unwrap_or(text)))
+            }
+            _ => Err(fail(format!(
+                "expected one of {}, found {shown}",
+                values.join(", ")
+            ))),
+        },
+        FieldType::Integer(range) => {
+            let n = value
+                .as_i64()
+                .filter(|n| n.unsigned_abs() < (1 << 53))
+                .ok_or_else(|| {
+                    fail(format!(
+                        "expected a whole number within ±(2^53-1), found {shown}"
+                    ))
+                })?;
+            #[allow(clippy::cast_precision_loss, reason = "|n| < 2^53 is exact in f64")]
+            check_range(*range, n as f64).map_err(fail)?;
+            Ok(Value::from(n))
+        }
+        FieldType::Number(range) => {
+            let n = value
+                .as_f64()
+                .filter(|n| n.is_finite())
+                .ok_or_else(|| fail(format!("expected a finite number, found {shown}")))?;
+            check_range(*range, n).map_err(fail)?;
+            Ok(value)
+        }
+        FieldType::Boolean => match value {
+            Value::Bool(_) => Ok(value),
+            _ => Err(fail(format!("expected true or false, found {shown}"))),
+        },
+        FieldType::Timestamp(_) => {
+            let ms = match &value {
+                Value::String(text) => ferry_core::timestamp::parse_iso8601(text)
+                    .map_err(|e| fail(format!("{shown} is not an ISO 8601 timestamp: {e}")))?,
+                _ => {
+                    return Err(fail(format!(
+                        "expected an ISO 8601 timestamp string, found {shown}"
+                    )));
+                }
+            };
+            Ok(Value::String(ferry_core::timestamp::format(ms)))
+        }
+        FieldType::Json { sensitive_keys } => {
+            let mut value = value;
+            if let Value::Object(map) = &mut value {
+                for key in sensitive_keys {
+                    if let Some(Value::String(secret)) = map.get_mut(key) {
+                        let inner_column = format!("{column}.{key}");
+                        let inner = CellContext {
+                            column: &inner_column,
+                            ..ctx
+                        };
+                        if !is_our_ciphertext(cipher, &inner, secret) {
+                            *secret = cipher.encrypt(&inner, secret);
+                        }
+                    }
+                }
+            }
+            Ok(value)
+        }
+        FieldType::StringArray { items, max_items } => {
+            let Value::Array(list) = &value else {
+                return Err(fail(format!("expected an array of strings, found {shown}")));
+            };
+            if let Some(max) = max_items
+                && list.len() as u64 > *max
+            {
+                return Err(fail(format!(
+                    "has {} items, at most {max} are allowed",
+                    list.len()
+                )));
+            }
+            for item in list {
+                let Value::String(text) = item else {
+                    return Err(fail(format!(
+                        "every item must be a string, found {}",
+                        ferry_core::pipeline::quote(&item.to_string())
+                    )));
+                };
+                check_string(items, text).map_err(fail)?;
+            }
+            Ok(value)
+        }
+    }
+}
+
+fn is_our_ciphertext(cipher: &FieldCipher, ctx: &CellContext<'_>, text: &str) -> bool {
+    text.starts_with(PREFIX) && cipher.decrypt(ctx, text).is_ok()
+}
+
+/// Length in characters of the original text: an escape (U+FFFF and four hex digits) is one.
+fn original_len(escaped: &str) -> u64 {
+    let chars = escaped.chars().count() as u64;
+    let escapes = escaped.chars().filter(|&c| c == '\u{FFFF}').count() as u64;
+    chars - 4 * escapes
+}
+
+fn check_string(rules: &ferry_core::spec::StringRules, text: &str) -> Result<(), String> {
+    let len = original_len(text);
+    if let Some(bounds) = rules.length
+        && (bounds.min.is_some_and(|min| len < min) || bounds.max.is_some_and(|max| len > max))
+    {
+        return Err(format!(
+            "{} has {len} characters, allowed: {}..={}",
+            ferry_core::pipeline::quote(text),
+            bounds.min.unwrap_or(0),
+            bounds
+                .max
+                .map_or_else(|| "any".to_owned(), |m| m.to_string())
+        ));
+    }
+    if let Some(regex) = &rules.regex
+        && !regex.is_match(text)
+    {
+        return Err(format!(
+            "{} does not match the pattern {}",
+            ferry_core::pipeline::quote(text),
+            regex.as_str()
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(range: Option<ferry_core::spec::Bounds<f64>>, n: f64) -> Result<(), String> {
+    if let Some(bounds) = range
+        && (bounds.min.is_some_and(|min| n < min) || bounds.max.is_some_and(|max| n > max))
+    {
+        return Err(format!(
+            "{n} is outside {}..={}",
+            bounds
+                .min
+                .map_or_else(|| "any".to_owned(), |m| m.to_string()),
+            bounds
+                .max
+                .map_or_else(|| "any".to_owned(), |m| m.to_string())
+        ));
+    }
+    Ok(())
+}
