@@ -15,6 +15,15 @@ cargo build -p ferry --target wasm32-unknown-unknown --profile "$PROFILE" --lock
 [[ -f "$WASM" ]] || { echo "build-wasm: expected $WASM after the build, found nothing" >&2; exit 1; }
 
 echo "build-wasm: wasm-bindgen --target web --out-dir pkg"
-wasm-bindgen --target web --out-dir pkg "$WASM"
+wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir pkg "$WASM"
 
-echo "build-wasm: pkg/ferry_bg.wasm is $(wc -c <pkg/ferry_bg.wasm) bytes"
+# wasm-opt from npm's binaryen (Debian's older binaryen produces a module that fails to load).
+WASM_OPT="$FERRY_ROOT/tools/node_modules/.bin/wasm-opt"
+if [[ "${FERRY_SKIP_WASM_OPT:-}" != 1 ]]; then
+  [[ -x "$WASM_OPT" ]] || { echo "build-wasm: $WASM_OPT is missing: run scripts/setup.sh" >&2; exit 1; }
+  echo "build-wasm: wasm-opt -Oz"
+  "$WASM_OPT" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals pkg/ferry_bg.wasm -o pkg/ferry_bg.wasm
+fi
+
+echo "build-wasm: pkg/ferry_bg.wasm is $(wc -c <pkg/ferry_bg.wasm) bytes, $(gzip -9 -c pkg/ferry_bg.wasm | wc -c) gzipped"
