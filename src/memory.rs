@@ -529,6 +529,7 @@ impl FakeServer {
                 let id = p.trim_start_matches("/v1/migrations/");
                 let mut kinds: BTreeMap<String, (u64, [u8; 16])> = BTreeMap::new();
                 let mut count = 0;
+                let mut seen = std::collections::BTreeSet::new();
                 for ((m, _), b) in self.batches.borrow().iter() {
                     if m.to_string() != id {
                         continue;
@@ -543,6 +544,10 @@ impl FakeServer {
                         .map(|r| (&r.kind, r.hash))
                         .chain(batch.rejected.iter().map(|r| (&r.kind, r.hash)));
                     for (kind, ContentHash(h)) in items {
+                        // Like the real server: each distinct (kind, hash) counts once.
+                        if !seen.insert((kind.clone(), h)) {
+                            continue;
+                        }
                         let e = kinds.entry(kind.clone()).or_default();
                         e.0 += 1;
                         for (c, x) in e.1.iter_mut().zip(h) {

@@ -527,11 +527,14 @@ impl Migrator {
         for b in &batches {
             for &i in &b.members {
                 let r = &records[i];
-                expected
-                    .entry(self.spec.kinds[r.kind].name.clone())
-                    .or_default()
-                    .add(&r.hash);
-                plan_hashes.insert(r.hash);
+                // The server counts each distinct (kind, hash) once: two identical copies of
+                // a rejected record must not be counted (or XORed away) twice here.
+                if plan_hashes.insert(r.hash) {
+                    expected
+                        .entry(self.spec.kinds[r.kind].name.clone())
+                        .or_default()
+                        .add(&r.hash);
+                }
             }
             sizes.insert(
                 b.sequence,

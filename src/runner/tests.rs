@@ -67,6 +67,21 @@ fn checkpoint_of(t: &Twins) -> Option<Checkpoint> {
         .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
+/// Regression: two identical copies of a rejected record share a hash; the server counts the
+/// hash once, so the browser must too, or verification fails on every run.
+#[test]
+fn identical_rejected_records_do_not_break_verification() {
+    let t = Twins::new(7).unwrap();
+    let bad = r#"{"id":"00000000-0000-4000-8000-000000000099","status":"done","createdAt":"2024-01-01T00:00:00Z"}"#;
+    t.app.set(
+        "tasks",
+        &tasks(&[task(1, "ok"), bad.to_owned(), bad.to_owned()]),
+    );
+    let m = migrator(&t, small_batches());
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+}
+
 #[test]
 fn first_run_backs_up_sends_verifies_and_reports_quarantine() {
     let t = seeded();
