@@ -50,6 +50,11 @@ stage "wasm bundle"         bash scripts/build-wasm.sh
 # The browser tests talk to a small scripted HTTP server (5xx, 413, lost responses).
 stage "tests browser" env CHROMEDRIVER=/usr/bin/chromedriver \
   node tests/support/ferry-test-server.mjs -- cargo test -p ferry --target wasm32-unknown-unknown --locked
+# The end-to-end tests drive the demo in headless Chromium against the real server binary on
+# its own embedded PostgreSQL, and check every outcome by SQL as well as on the page.
+stage "server binary"       cargo build -p ferry-server --locked
+stage "tests e2e" env FERRY_SERVER_BIN="$FERRY_ROOT/target/debug/ferry-server" \
+  bash -c 'cd tests/e2e && node --test'
 
 CURRENT="summary"
 echo

@@ -162,6 +162,18 @@ fn hostile_strings_are_read_and_written_back_code_unit_for_code_unit() {
     storage().clear().unwrap();
 }
 
+/// Regression: `String.fromCharCode` with megabytes of arguments overflowed the JavaScript
+/// stack, so restoring (or generating) a large value holding one lone surrogate failed.
+#[wasm_bindgen_test]
+fn a_multi_megabyte_value_with_a_lone_surrogate_converts_exactly() {
+    let mut value: Vec<u16> = units(&"task ".repeat(600_000));
+    value.insert(1_000_000, 0xD800);
+    let lossless = LosslessString::from_utf16(&value);
+    let js = browser::local::to_js(&lossless);
+    assert_eq!(js.length() as usize, value.len());
+    assert_eq!(js.iter().collect::<Vec<u16>>(), value);
+}
+
 #[wasm_bindgen_test]
 async fn backups_live_in_indexeddb_under_a_non_extractable_key_and_restore_exactly() {
     storage().clear().unwrap();

@@ -43,11 +43,19 @@ pub fn lossless(js: &JsString) -> LosslessString {
 
 /// The JavaScript string a lossless value stands for, built from its code units.
 pub fn to_js(value: &LosslessString) -> JsString {
-    if value.has_escapes() {
-        JsString::from_char_code(&value.to_utf16())
-    } else {
-        JsString::from(value.as_escaped())
+    if !value.has_escapes() {
+        return JsString::from(value.as_escaped());
     }
+    // `String.fromCharCode` takes its code units as call arguments: megabytes at once overflow
+    // the JavaScript stack, so the string is built in slices. A surrogate pair cut between two
+    // slices is joined again by the concatenation, which works on code units.
+    const SLICE: usize = 8192;
+    let units = value.to_utf16();
+    let mut out = JsString::from("");
+    for slice in units.chunks(SLICE) {
+        out = out.concat(&JsString::from_char_code(slice));
+    }
+    out
 }
 
 /// The page's localStorage.
