@@ -171,7 +171,8 @@ function showReport(report) {
   const rows = kinds.map((k) => h('tr', { 'data-kind': k }, h('th', { scope: 'row' }, KIND_LABEL[k]?.[1] ?? k),
     columns.map((c) => h('td', { 'data-outcome': c }, fmt(report.outcomes[k][c] ?? 0)))));
   const quarantined = report.quarantined ?? [];
-  box.replaceChildren(
+  // replaceChildren writes a null argument as the text "null": leave absent parts out.
+  box.replaceChildren(...[
     h('h3', {}, report.status === 'completed' ? 'Migration report' : 'Nothing new to send'),
     h('p', { class: 'muted' }, `${plural(report.recordsSent ?? 0, 'record')} sent in ${plural(report.batchesSent ?? 0, 'batch', 'batches')}`,
       report.resumed ? ' (resumed an interrupted migration)' : '', ` · ${((report.durationMs ?? 0) / 1000).toFixed(1)} s`,
@@ -182,7 +183,8 @@ function showReport(report) {
     report.backupId ? h('p', {}, 'Backup made before sending: ', h('code', {}, report.backupId), ' (see Backups below).') : null,
     quarantined.length ? h('details', {}, h('summary', {}, `${plural(quarantined.length, 'record')} could not be migrated and ${quarantined.length === 1 ? 'was' : 'were'} kept aside`),
       h('ul', { class: 'reasons' }, quarantined.slice(0, 200).map((q) => h('li', {}, h('strong', {}, KIND_LABEL[q.kind]?.[0] ?? q.kind), ': ', (q.reasons ?? []).join('; '))))) : null,
-    ...(report.warnings ?? []).map((w) => h('p', { class: 'alert' }, w)));
+    ...(report.warnings ?? []).map((w) => h('p', { class: 'alert' }, w)),
+  ].filter((part) => part !== null));
   box.hidden = false;
 }
 
