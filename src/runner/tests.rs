@@ -82,6 +82,25 @@ fn identical_rejected_records_do_not_break_verification() {
     assert_eq!(r.status, RunStatus::Completed, "{r:?}");
 }
 
+/// After a completed run, quarantined records are accounted for: the browser must not tell
+/// the user that something is still unsaved (nor send those records again).
+#[test]
+fn a_completed_run_with_quarantined_records_inspects_as_done() {
+    let t = seeded();
+    t.app.set("formData:newTask", "{not json");
+    t.app.set(
+        "environments",
+        r#"[{"id":"prod","name":"Prod","config":{"githubToken":"ghp_x"}},{"id":"bad"}]"#,
+    );
+    t.app.set("userPreferences", r#"{"theme":"dark"}"#);
+    let m = migrator(&t, small_batches());
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert!(r.quarantined.len() >= 3, "{r:?}");
+    let inspection = block_on(m.inspect()).unwrap();
+    assert_eq!(inspection.state, MigrationState::Done, "{inspection:?}");
+}
+
 #[test]
 fn first_run_backs_up_sends_verifies_and_reports_quarantine() {
     let t = seeded();
