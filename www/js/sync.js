@@ -87,20 +87,20 @@ function announceOutcome(report) {
 async function autoRun() {
   if (!session() || busy) return;
   clearTimeout(retryTimer);
-  let inspection;
-  try { inspection = await ferry.inspect(tokenProvider); } catch (e) { return scheduleRetry(e, true); }
-  showState(inspection);
-  // Already migrated and unchanged, or nothing to migrate: stay invisible.
-  if (inspection.state === 'done' || (inspection.state === 'not_started' && !inspection.knownBytes)) return;
   busy = true;
   const bar = $('auto-bar');
   const onProgress = (p) => {
+    // An unchanged browser answers from its fingerprints within the inspect stage: it never
+    // shows anything and sends nothing. The bar appears only once there is work to do.
+    if (p.stage === 'inspect') return;
     $('auto-sync').hidden = false;
     const text = `${STAGE[p.stage] ?? p.stage}: ${Math.round(p.percent)}%`;
     setBar(bar, p.percent, text);
     $('auto-sync-text').textContent = `Saving your data to your account… ${Math.round(p.percent)}%`;
   };
   try {
+    // No inspect() first: it parses everything, while run() in auto mode returns in
+    // milliseconds, without a request, when nothing changed since the last migration.
     const report = await ferry.run(tokenProvider, { mode: 'auto', onProgress });
     retryDelay = 2000;
     $('auto-sync').hidden = true;
@@ -109,6 +109,7 @@ async function autoRun() {
     scheduleRetry(e);
   } finally {
     busy = false;
+    if (location.hash === '#data') refreshState();
   }
 }
 
