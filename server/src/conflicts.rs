@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::db::DbError;
 use crate::field_crypto::{CellContext, FieldCipher, PREFIX};
 use crate::report::rfc3339_sql;
-use crate::rollback::quote_ident;
+use crate::rollback::{quote_ident, set_every_column};
 
 /// An open conflict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,21 +243,11 @@ pub async fn resolve(
         )
         .await
         .map_err(q("keep the row's before-image"))?;
-        let columns: Vec<String> = kind
-            .expected_table()
-            .columns
-            .into_iter()
-            .map(|c| c.name)
-            .filter(|c| c != "user_id" && c != &kind.id.column)
-            .map(|c| quote_ident(&c))
-            .collect();
-        let excluded: Vec<String> = columns.iter().map(|c| format!("excluded.{c}")).collect();
+        let set_all = set_every_column(kind);
         tx.execute(
             &format!(
                 "INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, $1::jsonb)).*
-                 ON CONFLICT (user_id, {id_column}) DO UPDATE SET ({}) = ROW({})",
-                columns.join(", "),
-                excluded.join(", ")
+                 ON CONFLICT (user_id, {id_column}) DO UPDATE SET {set_all}"
             ),
             &[&Value::Object(row)],
         )

@@ -16,7 +16,7 @@
 //! migration's own before-image then holds this migration's version). Roll migrations back
 //! newest first. The rollback is scoped to one user: rows of other users are never read.
 
-use ferry_core::spec::Spec;
+use ferry_core::spec::{Kind, Spec};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -91,15 +91,7 @@ pub async fn rollback(
                     &e,
                 )
             })?;
-        let columns: Vec<String> = kind
-            .expected_table()
-            .columns
-            .into_iter()
-            .map(|c| c.name)
-            .filter(|c| c != "user_id" && c != &kind.id.column)
-            .map(|c| quote_ident(&c))
-            .collect();
-        let excluded: Vec<String> = columns.iter().map(|c| format!("excluded.{c}")).collect();
+        let set_all = set_every_column(kind);
         // A row deleted since is inserted again; an existing one gets its columns back. The
         // image's user must be this user (it always is: images are taken per user).
         let restored = tx
@@ -110,9 +102,7 @@ pub async fn rollback(
                      FROM ferry_before_images bi
                      WHERE bi.user_id = $1 AND bi.migration_id = $2 AND bi.table_name = $3
                        AND bi.before IS NOT NULL AND bi.before->>'user_id' = $1::text
-                     ON CONFLICT (user_id, {id}) DO UPDATE SET ({}) = ROW({})",
-                    columns.join(", "),
-                    excluded.join(", ")
+                     ON CONFLICT (user_id, {id}) DO UPDATE SET {set_all}"
                 ),
                 &[&user, &migration_id, &kind.table],
             )
@@ -141,4 +131,19 @@ pub async fn rollback(
         .await
         .map_err(|e| DbError::query("commit the rollback", &e))?;
     Ok(Some(report))
+}
+
+/// `(a, b, …) = ROW(excluded.a, excluded.b, …)` over every column of the kind's table but
+/// `user_id` and the id: the `DO UPDATE` of an upsert that puts a whole stored row back.
+pub(crate) fn set_every_column(kind: &Kind) -> String {
+    let columns: Vec<String> = kind
+        .expected_table()
+        .columns
+        .into_iter()
+        .map(|c| c.name)
+        .filter(|c| c != "user_id" && c != &kind.id.column)
+        .map(|c| quote_ident(&c))
+        .collect();
+    let excluded: Vec<String> = columns.iter().map(|c| format!("excluded.{c}")).collect();
+    format!("({}) = ROW({})", columns.join(", "), excluded.join(", "))
 }
