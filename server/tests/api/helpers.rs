@@ -320,6 +320,15 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// `GET path` as the token's user, with the body read as JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, token: &str) -> T {
+        self.get_authed(path, token)
+            .await
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: the body is not the expected JSON: {e}"))
+    }
+
     /// `POST path` with a raw JSON body.
     pub async fn post_raw_json(
         &self,

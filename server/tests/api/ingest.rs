@@ -306,12 +306,7 @@ async fn manual_policy_queues_conflicts_and_each_resolution_writes_what_was_chos
     let third = app.send(&user.token, send_forms("incoming")).await;
     assert_eq!(third.counts["form_drafts"][&O::ConflictQueued], 3);
 
-    let listed: Vec<Value> = app
-        .get_authed("/v1/conflicts", &user.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<Value> = app.get_json("/v1/conflicts", &user.token).await;
     assert_eq!(listed.len(), 3, "{listed:?}");
     let conflict_for = |form: &str| {
         let id = target_id("form_drafts", form);
@@ -392,12 +387,7 @@ async fn manual_policy_queues_conflicts_and_each_resolution_writes_what_was_chos
     // Resolved once only; nothing open remains; the choices are auditable.
     let again = resolve(&contact["id"], json!({"choice": "incoming"})).await;
     expect_error(again, StatusCode::CONFLICT, "already_resolved").await;
-    let listed: Vec<Value> = app
-        .get_authed("/v1/conflicts", &user.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<Value> = app.get_json("/v1/conflicts", &user.token).await;
     assert!(listed.is_empty(), "{listed:?}");
     let statuses = app
         .text("SELECT string_agg(status, ',' ORDER BY status) FROM ferry_conflicts WHERE user_id = $1", &[&user.id])
@@ -577,20 +567,10 @@ async fn a_user_cannot_touch_another_users_rows_whatever_the_batch_says() {
         Run::new().batch(&[("formData:x", r#"{"a":2}"#)]),
     )
     .await;
-    let bob_conflicts: Vec<Value> = app
-        .get_authed("/v1/conflicts", &bob.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let bob_conflicts: Vec<Value> = app.get_json("/v1/conflicts", &bob.token).await;
     assert_eq!(bob_conflicts.len(), 1);
     let conflict_id = &bob_conflicts[0]["id"];
-    let alice_conflicts: Vec<Value> = app
-        .get_authed("/v1/conflicts", &alice.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let alice_conflicts: Vec<Value> = app.get_json("/v1/conflicts", &alice.token).await;
     assert!(alice_conflicts.is_empty());
     let r = app
         .post_json_authed(
@@ -876,11 +856,8 @@ async fn the_report_matches_what_the_client_shipped_even_after_replays() {
     }
     app.send(&user.token, batches[1].body.clone()).await; // a replay
     let report: Value = app
-        .get_authed(&format!("/v1/migrations/{}", run.migration_id), &user.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/migrations/{}", run.migration_id), &user.token)
+        .await;
     assert_eq!(report["batches"], batches.len());
     for kind in ["tasks", "environments", "form_drafts"] {
         let shipped: Vec<String> = batches

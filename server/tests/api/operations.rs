@@ -104,12 +104,7 @@ async fn a_rollback_restores_exactly_the_rows_before_the_migration() {
         before,
         "the migration changed something"
     );
-    let open: Vec<Value> = app
-        .get_authed("/v1/conflicts", &user.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let open: Vec<Value> = app.get_json("/v1/conflicts", &user.token).await;
     assert_eq!(open.len(), 1, "the draft conflicts: {open:?}");
 
     let r = app
@@ -132,19 +127,11 @@ async fn a_rollback_restores_exactly_the_rows_before_the_migration() {
         others_before,
         "another user's rows are untouched"
     );
-    let open: Vec<Value> = app
-        .get_authed("/v1/conflicts", &user.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let open: Vec<Value> = app.get_json("/v1/conflicts", &user.token).await;
     assert!(open.is_empty(), "the migration's conflicts are dismissed");
     let report: Value = app
-        .get_authed(&format!("/v1/migrations/{}", run.migration_id), &user.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/migrations/{}", run.migration_id), &user.token)
+        .await;
     assert_eq!(report["status"], "rolled_back");
 
     // A replay still answers; the rest of the migration is refused; a second rollback is a no-op.
@@ -235,12 +222,7 @@ async fn backups_are_stored_opaque_listed_and_read_back_by_their_owner_only() {
     )
     .await;
 
-    let listed: Vec<Value> = app
-        .get_authed("/v1/backups", &alice.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<Value> = app.get_json("/v1/backups", &alice.token).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], "b-1");
     assert!(listed[0]["created_at"].as_str().unwrap().ends_with('Z'));
@@ -248,12 +230,7 @@ async fn backups_are_stored_opaque_listed_and_read_back_by_their_owner_only() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap().to_vec(), file);
 
-    let bobs: Vec<Value> = app
-        .get_authed("/v1/backups", &bob.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let bobs: Vec<Value> = app.get_json("/v1/backups", &bob.token).await;
     assert!(bobs.is_empty());
     expect_error(
         app.get_authed("/v1/backups/b-1", &bob.token).await,
