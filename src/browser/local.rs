@@ -1,8 +1,8 @@
 //! localStorage, read and written losslessly. web-sys's `Storage` takes and returns Rust
 //! strings, which silently replace lone surrogates with U+FFFD, so the calls here bind
-//! `getItem`, `setItem` and `key` with `JsString` in and out. Reading takes the fast path (one
-//! UTF-16 → UTF-8 copy) unless the copy holds U+FFFD; only then `is_valid_utf16` decides, and
-//! a string with lone surrogates is read code unit by code unit (`LosslessString::from_utf16`).
+//! `getItem`, `setItem` and `key` with `JsString` in and out. Reading applies the lossless rule
+//! in JavaScript first (one regular-expression pass, and only when the string needs it), so
+//! every value crosses into wasm in one UTF-16 → UTF-8 copy that is already its escaped form.
 
 use std::rc::Rc;
 
@@ -29,15 +29,34 @@ extern "C" {
     fn key_js(this: &RawStorage, index: u32) -> Result<Option<JsString>, JsValue>;
 }
 
+#[wasm_bindgen(inline_js = r#"
+const SPECIAL = /[\u0000\uFFFF]/;
+const SPECIAL_ALL = /[\u0000\uFFFF]/g;
+const LONE_OR_SPECIAL =
+  /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]|[\u0000\uFFFF]/g;
+const escapeUnit = (c) =>
+  "\uFFFF" + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0");
+export function ferryEscape(s) {
+  if (typeof s.isWellFormed !== "function" || !s.isWellFormed()) {
+    return s.replace(LONE_OR_SPECIAL, escapeUnit);
+  }
+  return SPECIAL.test(s) ? s.replace(SPECIAL_ALL, escapeUnit) : s;
+}
+"#)]
+extern "C" {
+    /// The lossless rule applied to a JavaScript string, in JavaScript: each NUL, lone
+    /// surrogate and U+FFFF becomes U+FFFF + four uppercase hex digits. The result is well
+    /// formed, so it crosses into wasm without loss.
+    #[wasm_bindgen(js_name = ferryEscape)]
+    fn escape_in_js(text: &JsString) -> JsString;
+}
+
 /// The exact escaped form of a JavaScript string.
 pub fn lossless(js: &JsString) -> LosslessString {
-    let text = String::from(js);
-    // A lone surrogate always becomes U+FFFD in the copy, so a copy without it is exact.
-    if !text.contains('\u{FFFD}') || js.is_valid_utf16() {
-        LosslessString::from_unicode(&text)
-    } else {
-        let units: Vec<u16> = js.iter().collect();
-        LosslessString::from_utf16(&units)
+    match LosslessString::from_escaped(String::from(&escape_in_js(js))) {
+        Ok(value) => value,
+        // Unreachable when the JavaScript above is right; the slow path is exact regardless.
+        Err(_) => LosslessString::from_utf16(&js.iter().collect::<Vec<u16>>()),
     }
 }
 
