@@ -27,6 +27,8 @@ export interface MigratorOptions {
   maxBytes?: number;
   /** Retry policy; defaults 500 ms base, 30 s cap, 10 attempts, 30 s timeout. */
   retry?: { baseMs?: number; maxDelayMs?: number; maxAttempts?: number; timeoutMs?: number };
+  /** Batches uploaded at once; default 3. */
+  parallelUploads?: number;
   /** "lease" forces the localStorage lease instead of Web Locks. */
   lock?: "best" | "lease";
 }
@@ -45,7 +47,8 @@ export interface RecordOutcome { id: string | null; hash: string; kind: string; 
 export interface RunReport {
   status: "skipped" | "nothing_to_migrate" | "up_to_date" | "dry_run" | "completed";
   migrationId: string | null; resumed: boolean; backupId: string | null; kinds: KindSummary[];
-  recordsToSend: number; recordsSent: number; batchesSent: number; retries: number; splits: number;
+  recordsToSend: number; batchesPlanned: number; bytesPlanned: number;
+  recordsSent: number; batchesSent: number; retries: number; splits: number;
   offlineWaits: number; outcomes: Record<string, Record<string, number>>; quarantined: RecordOutcome[];
   cleanedKeys: string[]; warnings: string[]; durationMs: number;
 }
@@ -102,6 +105,7 @@ struct Options {
     max_bytes: Option<usize>,
     retry: Option<RetryPolicy>,
     lock: Option<String>,
+    parallel_uploads: Option<usize>,
 }
 
 /// The browser migrator. `new Migrator(specJson, serverUrl, tokenProvider, options?)`.
@@ -142,6 +146,9 @@ impl Migrator {
         }
         if let Some(r) = options.retry {
             config.retry = r;
+        }
+        if let Some(n) = options.parallel_uploads {
+            config.parallel_uploads = n.max(1);
         }
         config.origin = browser::window()
             .ok()
@@ -222,6 +229,23 @@ impl Migrator {
                 .export_backup(&backup_id, &passphrase)
                 .await
                 .map_err(js_error)?;
+            Ok(Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// Backs up the app's localStorage now (device key, kept with the other backups).
+    #[wasm_bindgen(js_name = backupNow, unchecked_return_type = "Promise<BackupInfo>")]
+    pub fn backup_now(&self) -> Promise {
+        self.call(|m| async move { m.backup_now().await })
+    }
+
+    /// A passphrase-protected backup of the app's localStorage as it is now (the bytes of a
+    /// `.ferry` file to download); nothing is kept in the browser.
+    #[wasm_bindgen(js_name = exportNow, unchecked_return_type = "Promise<Uint8Array>")]
+    pub fn export_now(&self, passphrase: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let bytes = inner.export_now(&passphrase).await.map_err(js_error)?;
             Ok(Uint8Array::from(bytes.as_slice()).into())
         })
     }

@@ -23,6 +23,7 @@ use ferry_core::backup::{self, BackupMetadata, Pair};
 use ferry_core::pipeline::{self, ContentHash, Context, KindSummary, Outcome};
 use ferry_core::spec::Spec;
 use ferry_core::wire::{self, Batch, BatchHeader, BatchLimits};
+use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -31,7 +32,7 @@ use crate::checkpoint::{
     self, BACKUP_INDEX_KEY, BackupInfo, BatchSize, Checkpoint, DEVICE_KEY, Fingerprint, Finished,
     History, Phase, Tally, load_hashes, load_json, put_json,
 };
-use crate::client::{Client, MigrationReport, RecordOutcome};
+use crate::client::{BatchResult, Client, MigrationReport, RecordOutcome};
 use crate::error::Error;
 use crate::ports::{Ports, StoreOp, VaultKey};
 use crate::progress::{Meter, Progress, Stage};
@@ -40,8 +41,12 @@ use crate::retry::RetryPolicy;
 /// How many backups are kept besides the oldest one (the original data, always kept).
 pub const RECENT_BACKUPS_KEPT: usize = 3;
 
+/// Batches in flight at once by default: the browser reads and encodes nothing while it
+/// uploads, so a few requests keep the server busy without flooding it.
+pub const PARALLEL_UPLOADS: usize = 3;
+
 /// Settings of a migrator.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Bounds of one batch.
     pub limits: BatchLimits,
@@ -49,6 +54,20 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// The web origin, written into backup headers.
     pub origin: String,
+    /// Batches sent at once (each batch is its own transaction on the server, so they are
+    /// independent); 0 counts as 1.
+    pub parallel_uploads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            limits: BatchLimits::default(),
+            retry: RetryPolicy::default(),
+            origin: String::new(),
+            parallel_uploads: PARALLEL_UPLOADS,
+        }
+    }
 }
 
 /// Who asked for the run.
@@ -113,6 +132,10 @@ pub struct RunReport {
     pub kinds: Vec<KindSummary>,
     /// Records new or changed since the last verified migration.
     pub records_to_send: u64,
+    /// Batches planned for them (a dry run encodes them too, then throws them away).
+    pub batches_planned: u64,
+    /// Bytes of those batches on the wire.
+    pub bytes_planned: u64,
     /// Records acknowledged by the server in this run.
     pub records_sent: u64,
     /// Batches acknowledged in this run.
@@ -486,6 +509,18 @@ impl Migrator {
             .collect();
         report.records_to_send = to_ship.len() as u64;
         if options.dry_run {
+            // Encoded like a real run's batches, so the dry run says what would go on the wire.
+            let header = BatchHeader::new(&self.spec, Uuid::nil(), &ctx);
+            let batches = wire::build_batches(
+                &self.spec,
+                &header,
+                &records,
+                to_ship,
+                0,
+                self.config.limits,
+            );
+            report.batches_planned = batches.len() as u64;
+            report.bytes_planned = batches.iter().map(|b| b.body.len() as u64).sum();
             report.status = RunStatus::DryRun;
             return Ok(());
         }
@@ -520,6 +555,8 @@ impl Migrator {
             0,
             self.config.limits,
         );
+        report.batches_planned = batches.len() as u64;
+        report.bytes_planned = batches.iter().map(|b| b.body.len() as u64).sum();
         let mut expected: BTreeMap<String, Tally> = BTreeMap::new();
         let mut plan_hashes = BTreeSet::new();
         let mut sizes = BTreeMap::new();
@@ -587,17 +624,22 @@ impl Migrator {
         Ok(())
     }
 
+    /// What a backup made now says about itself.
+    fn backup_metadata(&self, backup_id: String) -> BackupMetadata {
+        BackupMetadata {
+            backup_id,
+            created_at_ms: u64::try_from(self.ports.clock.now_ms()).unwrap_or(0),
+            origin: self.config.origin.clone(),
+            spec_app: self.spec.app.clone(),
+            spec_version: self.spec.version.clone(),
+        }
+    }
+
     /// Seals the pairs with the device key and stores the file, pruning old backups.
     async fn take_backup(&self, pairs: &[Pair]) -> Result<(String, Vec<u8>), Error> {
         let id = self.random_uuid()?.to_string();
         let now = self.ports.clock.now_ms();
-        let metadata = BackupMetadata {
-            backup_id: id.clone(),
-            created_at_ms: u64::try_from(now).unwrap_or(0),
-            origin: self.config.origin.clone(),
-            spec_app: self.spec.app.clone(),
-            spec_version: self.spec.version.clone(),
-        };
+        let metadata = self.backup_metadata(id.clone());
         let file = self
             .ports
             .vault
@@ -640,71 +682,48 @@ impl Migrator {
         let clock = &*self.ports.clock;
         let (_, total) = cp.done_and_total();
         let mut meter = Meter::new(total.records, total.bytes);
-        while let Some(&seq) = cp.pending.first() {
+        let parallel = self.config.parallel_uploads.max(1);
+        while !cp.pending.is_empty() {
             let (done, _) = cp.done_and_total();
             on_progress(&meter.at(Stage::Upload, clock.now_ms(), done.records, done.bytes));
-            let key = checkpoint::outbox_key(&app, seq);
-            let body = store.get(&key).await?.ok_or_else(|| Error::Storage {
-                what: format!("reading batch {seq} of migration {}", cp.migration_id),
-                detail: "it is missing from the outbox: the site data was partly cleared"
-                    .to_owned(),
-            })?;
-            match self.client.send_batch(body.clone()).await? {
-                Some(result) => {
-                    if result.migration_id != cp.migration_id || result.sequence != seq {
-                        return Err(Error::Protocol {
-                            path: "/v1/batches".to_owned(),
-                            detail: format!(
-                                "sent batch {seq} of migration {}, but the answer is for batch {} of {}",
-                                cp.migration_id, result.sequence, result.migration_id
-                            ),
-                        });
+            // A wave of up to `parallel` batches from the head of the outbox, sent at once;
+            // each answer is then recorded in order, so the checkpoint never skips one.
+            let mut wave = Vec::with_capacity(parallel);
+            for &seq in cp.pending.iter().take(parallel) {
+                let key = checkpoint::outbox_key(&app, seq);
+                let body = store.get(&key).await?.ok_or_else(|| Error::Storage {
+                    what: format!("reading batch {seq} of migration {}", cp.migration_id),
+                    detail: "it is missing from the outbox: the site data was partly cleared"
+                        .to_owned(),
+                })?;
+                wave.push((seq, key, body));
+            }
+            let answers = join_all(
+                wave.iter()
+                    .map(|(_, _, body)| self.client.send_batch(body.clone())),
+            )
+            .await;
+            let mut failure = None;
+            for ((seq, key, body), answer) in wave.into_iter().zip(answers) {
+                match answer {
+                    Err(e) => {
+                        failure.get_or_insert(e);
                     }
-                    for o in result.outcomes {
-                        *report
-                            .outcomes
-                            .entry(o.kind.clone())
-                            .or_default()
-                            .entry(o.outcome.clone())
-                            .or_default() += 1;
-                        if o.outcome == "quarantined" {
-                            report.quarantined.push(o);
-                        }
+                    Ok(Some(result)) => {
+                        self.acknowledge(&mut cp, seq, key, result, report).await?;
+                        let (done, _) = cp.done_and_total();
+                        on_progress(&meter.at(
+                            Stage::Upload,
+                            clock.now_ms(),
+                            done.records,
+                            done.bytes,
+                        ));
                     }
-                    cp.pending.remove(0);
-                    cp.acked.push(seq);
-                    report.batches_sent += 1;
-                    report.records_sent += cp.sizes.get(&seq).map_or(0, |s| s.records);
-                    store
-                        .commit(vec![
-                            StoreOp::Delete(key),
-                            put_json(checkpoint::checkpoint_key(&app), &cp)?,
-                        ])
-                        .await
-                        .map_err(saving("the checkpoint"))?;
+                    Ok(None) => self.split(&mut cp, seq, key, &body, report).await?,
                 }
-                None => {
-                    let Some(halves) = split_batch(&body, cp.next_sequence)? else {
-                        return Err(Error::RecordTooLarge {
-                            sequence: seq,
-                            bytes: body.len(),
-                        });
-                    };
-                    cp.next_sequence += 2;
-                    cp.pending.remove(0);
-                    let mut ops = vec![StoreOp::Delete(key)];
-                    for (i, (s, b, size)) in halves.into_iter().enumerate() {
-                        cp.pending.insert(i, s);
-                        cp.sizes.insert(s, size);
-                        ops.push(StoreOp::Put(checkpoint::outbox_key(&app, s), b));
-                    }
-                    cp.sizes.remove(&seq);
-                    ops.push(put_json(checkpoint::checkpoint_key(&app), &cp)?);
-                    // The halves are stored before they are sent, so their numbers never
-                    // carry another body.
-                    store.commit(ops).await.map_err(saving("the split batch"))?;
-                    report.splits += 1;
-                }
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
         }
         if cp.phase != Phase::Verifying {
@@ -759,6 +778,87 @@ impl Migrator {
         Ok(())
     }
 
+    /// Records the server's answer to batch `seq`: outcomes into the report, the batch out of
+    /// the outbox and into the checkpoint's acknowledged list, in one commit.
+    async fn acknowledge(
+        &self,
+        cp: &mut Checkpoint,
+        seq: u32,
+        key: String,
+        result: BatchResult,
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        if result.migration_id != cp.migration_id || result.sequence != seq {
+            return Err(Error::Protocol {
+                path: "/v1/batches".to_owned(),
+                detail: format!(
+                    "sent batch {seq} of migration {}, but the answer is for batch {} of {}",
+                    cp.migration_id, result.sequence, result.migration_id
+                ),
+            });
+        }
+        for o in result.outcomes {
+            *report
+                .outcomes
+                .entry(o.kind.clone())
+                .or_default()
+                .entry(o.outcome.clone())
+                .or_default() += 1;
+            if o.outcome == "quarantined" {
+                report.quarantined.push(o);
+            }
+        }
+        cp.pending.retain(|&s| s != seq);
+        cp.acked.push(seq);
+        report.batches_sent += 1;
+        report.records_sent += cp.sizes.get(&seq).map_or(0, |s| s.records);
+        self.ports
+            .store
+            .commit(vec![
+                StoreOp::Delete(key),
+                put_json(checkpoint::checkpoint_key(self.app()), cp)?,
+            ])
+            .await
+            .map_err(saving("the checkpoint"))
+    }
+
+    /// Replaces batch `seq`, refused as too large, by its two halves under new numbers, in
+    /// its place in the outbox.
+    async fn split(
+        &self,
+        cp: &mut Checkpoint,
+        seq: u32,
+        key: String,
+        body: &[u8],
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        let Some(halves) = split_batch(body, cp.next_sequence)? else {
+            return Err(Error::RecordTooLarge {
+                sequence: seq,
+                bytes: body.len(),
+            });
+        };
+        cp.next_sequence += 2;
+        let at = cp.pending.iter().position(|&s| s == seq).unwrap_or(0);
+        cp.pending.retain(|&s| s != seq);
+        let mut ops = vec![StoreOp::Delete(key)];
+        for (i, (s, b, size)) in halves.into_iter().enumerate() {
+            cp.pending.insert(at + i, s);
+            cp.sizes.insert(s, size);
+            ops.push(StoreOp::Put(checkpoint::outbox_key(self.app(), s), b));
+        }
+        cp.sizes.remove(&seq);
+        ops.push(put_json(checkpoint::checkpoint_key(self.app()), cp)?);
+        // The halves are stored before they are sent, so their numbers never carry another body.
+        self.ports
+            .store
+            .commit(ops)
+            .await
+            .map_err(saving("the split batch"))?;
+        report.splits += 1;
+        Ok(())
+    }
+
     /// The backups stored in this browser, oldest first.
     pub async fn backups(&self) -> Result<Vec<BackupInfo>, Error> {
         Ok(load_json(&*self.ports.store, BACKUP_INDEX_KEY)
@@ -796,6 +896,43 @@ impl Migrator {
             .vault
             .seal(&pairs, header.metadata, VaultKey::Passphrase(passphrase))
             .await
+    }
+
+    /// Backs up the app's localStorage keys now, sealed with the device key and kept with
+    /// the other backups (the same backup a run takes before it sends anything).
+    pub async fn backup_now(&self) -> Result<BackupInfo, Error> {
+        let pairs = self.spec_pairs()?;
+        let (id, _file) = self.take_backup(&pairs).await?;
+        self.backups()
+            .await?
+            .into_iter()
+            .find(|b| b.id == id)
+            .ok_or(Error::BackupNotFound(id))
+    }
+
+    /// A passphrase-protected backup of the app's localStorage keys as they are now (the
+    /// bytes of a `.ferry` file for the user to keep); nothing is stored in the browser.
+    pub async fn export_now(&self, passphrase: &str) -> Result<Vec<u8>, Error> {
+        if passphrase.is_empty() {
+            return Err(backup::BackupError::EmptyPassphrase.into());
+        }
+        let pairs = self.spec_pairs()?;
+        let metadata = self.backup_metadata(self.random_uuid()?.to_string());
+        self.ports
+            .vault
+            .seal(&pairs, metadata, VaultKey::Passphrase(passphrase))
+            .await
+    }
+
+    /// The localStorage pairs the spec knows (what a backup holds).
+    fn spec_pairs(&self) -> Result<Vec<Pair>, Error> {
+        Ok(self
+            .ports
+            .app
+            .read_all()?
+            .into_iter()
+            .filter(|(k, _)| self.kind_of(k.as_escaped(), None).is_some())
+            .collect())
     }
 
     /// `GET /v1/conflicts`: the pending conflicts.

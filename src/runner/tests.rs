@@ -35,6 +35,11 @@ fn seeded() -> Twins {
 }
 
 fn migrator(t: &Twins, limits: BatchLimits) -> Migrator {
+    migrator_with(t, limits, PARALLEL_UPLOADS)
+}
+
+/// A migrator sending `parallel` batches at once (1: one after another, in a fixed order).
+fn migrator_with(t: &Twins, limits: BatchLimits, parallel: usize) -> Migrator {
     let config = Config {
         limits,
         retry: RetryPolicy {
@@ -42,6 +47,7 @@ fn migrator(t: &Twins, limits: BatchLimits) -> Migrator {
             ..RetryPolicy::default()
         },
         origin: "https://app.test".to_owned(),
+        parallel_uploads: parallel,
     };
     Migrator::new(SPEC, "https://api.test/", t.ports(), config).unwrap()
 }
@@ -220,6 +226,33 @@ fn dry_run_counts_and_touches_nothing() {
     assert_eq!(r.kinds[0].rejected, 1);
     assert!(t.server.seen.borrow().is_empty());
     assert_eq!(t.store.keys_now(), vec![DEVICE_KEY.to_owned()]);
+    assert_eq!(r.batches_planned, 1);
+
+    // The dry run encodes what a real run sends: as many batches, as many bytes.
+    let real = run(&m, auto()).unwrap();
+    assert_eq!(real.batches_planned, r.batches_planned);
+    assert_eq!(real.bytes_planned, r.bytes_planned);
+    assert!(r.bytes_planned > 0);
+}
+
+#[test]
+fn a_backup_on_demand_is_listed_and_a_passphrase_copy_is_made_from_local_storage() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    let info = block_on(m.backup_now()).unwrap();
+    assert_eq!(info.key_count, 1, "only the spec's keys: {info:?}");
+    assert_eq!(block_on(m.backups()).unwrap(), vec![info.clone()]);
+    assert!(t.server.seen.borrow().is_empty(), "a backup sends nothing");
+
+    let file = block_on(m.export_now("correct horse")).unwrap();
+    let opened = ferry_core::backup::open(
+        &file,
+        &ferry_core::backup::OpeningKey::Passphrase("correct horse"),
+    )
+    .unwrap();
+    assert_eq!(opened.pairs, vec![t.app.pairs()[0].clone()]);
+    assert_eq!(block_on(m.backups()).unwrap().len(), 1, "nothing kept");
+    assert!(matches!(block_on(m.export_now("")), Err(Error::Backup(_))));
 }
 
 #[test]
@@ -252,7 +285,7 @@ fn too_many_requests_waits_as_long_as_retry_after_says() {
 fn payload_too_large_splits_under_new_sequence_numbers() {
     let t = seeded();
     t.server.max_records.set(Some(1));
-    let m = migrator(&t, small_batches());
+    let m = migrator_with(&t, small_batches(), 1);
     let r = run(&m, auto()).unwrap();
     assert_eq!(
         r.status,
@@ -270,6 +303,50 @@ fn payload_too_large_splits_under_new_sequence_numbers() {
         vec![2, 3, 4, 5, 6],
         "a refused number is never reused"
     );
+}
+
+#[test]
+fn parallel_uploads_split_in_place_and_keep_every_number_unique() {
+    let t = seeded();
+    t.server.max_records.set(Some(1));
+    let m = migrator(&t, small_batches());
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.records_sent, 5);
+    // The first wave sends 0, 1, 2 at once; 0 and 1 are split into 3, 4 and 5, 6.
+    let posted = t.server.posted_sequences();
+    assert_eq!(&posted[..3], &[0, 1, 2]);
+    let mut sorted = posted.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![0, 1, 2, 3, 4, 5, 6]);
+    let stored: Vec<u32> = t.server.batches.borrow().keys().map(|(_, s)| *s).collect();
+    assert_eq!(stored, vec![2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_batch_failing_in_a_wave_keeps_the_others_acknowledged() {
+    let t = seeded();
+    let m = migrator(&t, small_batches());
+    // Batch 0 passes; batch 1 exhausts its 4 attempts; batch 2 passes.
+    t.server.inject([
+        Fault::Pass,
+        Fault::Status(503),
+        Fault::Status(503),
+        Fault::Status(503),
+        Fault::Status(503),
+    ]);
+    let e = run(&m, auto()).unwrap_err();
+    assert!(matches!(e, Error::Unavailable { attempts: 4, .. }), "{e}");
+    let cp = checkpoint_of(&t).expect("the checkpoint survives the failure");
+    assert_eq!(cp.acked, vec![0, 2]);
+    assert_eq!(cp.pending, vec![1]);
+
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert!(r.resumed);
+    let posted = t.server.posted_sequences();
+    assert_eq!(posted.iter().filter(|&&s| s == 0).count(), 1, "{posted:?}");
+    assert_eq!(posted.iter().filter(|&&s| s == 2).count(), 1, "{posted:?}");
 }
 
 #[test]
@@ -299,7 +376,7 @@ fn a_lost_response_is_resent_and_counted_once() {
 #[test]
 fn a_reload_resumes_without_resending_acknowledged_batches() {
     let t = seeded();
-    let m_first = migrator(&t, small_batches());
+    let m_first = migrator_with(&t, small_batches(), 1);
     // Batch 0 goes through, then the server stays down past the retry budget (4 attempts).
     t.server.inject([
         Fault::Pass,
