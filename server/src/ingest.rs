@@ -712,6 +712,7 @@ pub async fn ingest(
     .await
     .map_err(db("storing the batch's answer"))?;
     tx.commit().await.map_err(db("committing the batch"))?;
+    crate::faults::after_commit();
     Ok(result)
 }
 

@@ -13,6 +13,7 @@
 //! - [`db`]: connections and the pool; [`migrations`]: the embedded, versioned schema;
 //!   [`schema_check`]: does the database fit; [`embedded_pg`]: a private PostgreSQL cluster.
 //! - [`telemetry`]: logging; [`shutdown`]: SIGINT/SIGTERM; [`cli`]: the operator's subcommands.
+//! - [`faults`]: dev-only fault injection for the crash tests.
 
 pub mod api;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod db;
 pub mod embedded_pg;
 pub mod error;
 pub mod extract;
+pub mod faults;
 pub mod field_crypto;
 pub mod http;
 pub mod ingest;

@@ -30,6 +30,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve => {
             let shutdown = shutdown::signal_received().map_err(StartupError::Signals)?;
             let app = Application::build(&cli.settings).await?;
+            ferry_server::faults::arm_from_env(app.dev_mode());
             app.run_until_stopped(shutdown).await?;
             Ok(())
         }

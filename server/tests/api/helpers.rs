@@ -601,3 +601,144 @@ pub fn target_id(kind: &str, legacy: &str) -> Uuid {
         &Run::new().context(),
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// The real binary as a child process (crash tests, log scans).
+// ---------------------------------------------------------------------------------------------
+
+/// A `ferry-server serve` child process over one database; SIGKILLed on drop. Everything it
+/// prints (stdout and stderr) is kept, line by line.
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts the binary in dev mode over `conninfo` with the test secrets, port 0, no rate
+    /// limit and `RUST_LOG=info`; `env` adds or overrides variables. Waits (at most 60 s) for
+    /// its "listening on" line.
+    pub async fn start(conninfo: &str, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead as _;
+        let mut command = crate::binary::ferry_server(&["serve"]);
+        command
+            .env("DATABASE_URL", conninfo)
+            .env("FERRY_DEV", "true")
+            .env("FERRY_JWT_SECRET", TEST_SECRET)
+            .env("FERRY_FIELD_KEY", TEST_FIELD_KEY)
+            .env("FERRY_PORT", "0")
+            .env("FERRY_RATE_LIMIT_PER_SECOND", "0")
+            .env("FERRY_WWW_DIR", "/nonexistent/ferry-www")
+            .env("FERRY_PKG_DIR", "/nonexistent/ferry-pkg")
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn ferry-server: {e}"));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        for stream in [stdout, stderr].into_iter().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    log.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
+        let mut server = Self {
+            child,
+            url: String::new(),
+            log,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = server.log_lines().iter().find_map(|line| {
+                let (_, rest) = line.split_once("listening on http://")?;
+                Some(
+                    rest.chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .collect::<String>(),
+                )
+            });
+            if let Some(address) = found {
+                server.url = format!("http://{address}");
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "ferry-server exited ({status}) before listening:\n{}",
+                    server.log()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ferry-server did not listen within 60 s:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The lines printed so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Everything printed so far, as one text.
+    pub fn log(&self) -> String {
+        self.log_lines().join("\n")
+    }
+
+    /// SIGKILL (no shutdown at all) and reap.
+    pub fn kill(&mut self) {
+        let _ignored = self.child.kill();
+        let _ignored = self.child.wait();
+    }
+
+    /// Waits at most `timeout` for the process to exit on its own.
+    pub async fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A [`TestApp`] whose requests go to `url` (e.g. a [`ServerProcess`]) over `database`.
+pub fn app_at(url: &str, database: TestDatabase) -> TestApp {
+    TestApp {
+        address: url.to_owned(),
+        client: reqwest::Client::new(),
+        db: database.client,
+        db_name: database.name,
+        settings: test_settings(),
+        conninfo: database.conninfo,
+    }
+}
