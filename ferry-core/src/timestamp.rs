@@ -42,9 +42,9 @@ pub fn parse_iso8601(text: &str) -> Result<i64, TimestampError> {
         return Err(TimestampError::OutOfRange);
     }
     let year = p.digits(4, "year")?;
-    p.expect(b'-', "a '-' after the year")?;
+    p.expect(b'-', "expected a '-' after the year")?;
     let month = p.digits(2, "month")?;
-    p.expect(b'-', "a '-' after the month")?;
+    p.expect(b'-', "expected a '-' after the month")?;
     let day = p.digits(2, "day")?;
     if !(1..=12).contains(&month) {
         return Err(TimestampError::Component("month"));
@@ -59,7 +59,7 @@ pub fn parse_iso8601(text: &str) -> Result<i64, TimestampError> {
             return Err(TimestampError::Shape("expected 'T' between date and time"));
         }
         hour = p.digits(2, "hour")?;
-        p.expect(b':', "a ':' after the hour")?;
+        p.expect(b':', "expected a ':' after the hour")?;
         minute = p.digits(2, "minute")?;
         if p.peek() == Some(b':') {
             p.next();

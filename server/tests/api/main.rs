@@ -14,6 +14,7 @@ mod errors;
 mod faults;
 mod health;
 mod helpers;
+mod hostile;
 mod ingest;
 mod migrations;
 mod operations;
