@@ -69,6 +69,9 @@ impl AppStorage for MemoryApp {
     fn read_all(&self) -> Result<Vec<Pair>, Error> {
         Ok(self.pairs())
     }
+    fn keys(&self) -> Result<Vec<LosslessString>, Error> {
+        Ok(self.pairs().into_iter().map(|(k, _)| k).collect())
+    }
     fn write(&self, key: &LosslessString, value: &LosslessString) -> Result<(), Error> {
         let mut pairs = self.pairs.borrow_mut();
         match pairs.iter_mut().find(|(k, _)| k == key) {

@@ -22,6 +22,8 @@ pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 pub trait AppStorage {
     /// Every `(key, value)` pair, in storage order.
     fn read_all(&self) -> Result<Vec<Pair>, Error>;
+    /// Every key, without reading a value.
+    fn keys(&self) -> Result<Vec<LosslessString>, Error>;
     /// Writes one pair back, code unit for code unit.
     fn write(&self, key: &LosslessString, value: &LosslessString) -> Result<(), Error>;
     /// Removes one key.

@@ -394,6 +394,12 @@ impl Migrator {
         self.check_kinds(options.kinds.as_deref())?;
         let started = self.ports.clock.now_ms();
         let mut report = RunReport::default();
+        // The page-load path of a user with no app data: no lock, one IndexedDB read.
+        if options.mode == Mode::Auto && !options.dry_run && self.nothing_here(options).await? {
+            report.status = RunStatus::NothingToMigrate;
+            report.duration_ms = u64::try_from(self.ports.clock.now_ms() - started).unwrap_or(0);
+            return Ok(report);
+        }
         let lock_name = format!("ferry:{}", self.app());
         let guard = if options.dry_run {
             None
@@ -428,6 +434,22 @@ impl Migrator {
             self.ports.announcer.announce(&message);
         }
         result.map(|()| report)
+    }
+
+    /// Whether localStorage holds none of the spec's keys and no migration is in flight.
+    async fn nothing_here(&self, options: &RunOptions) -> Result<bool, Error> {
+        let kinds = options.kinds.as_deref();
+        if self
+            .ports
+            .app
+            .keys()?
+            .iter()
+            .any(|k| self.kind_of(k.as_escaped(), kinds).is_some())
+        {
+            return Ok(false);
+        }
+        let key = checkpoint::checkpoint_key(self.app());
+        Ok(self.ports.store.get(&key).await?.is_none())
     }
 
     async fn run_locked(

@@ -96,6 +96,22 @@ impl LocalStorage {
         self.storage.unchecked_ref()
     }
 
+    fn raw_keys(&self) -> Result<Vec<JsString>, Error> {
+        let n = self
+            .storage
+            .length()
+            .map_err(|e| Self::fail("counting localStorage keys".to_owned(), &e))?;
+        let mut keys = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let key = self
+                .raw()
+                .key_js(i)
+                .map_err(|e| Self::fail("listing localStorage keys".to_owned(), &e))?;
+            keys.extend(key);
+        }
+        Ok(keys)
+    }
+
     fn fail(what: String, e: &JsValue) -> Error {
         Error::Storage {
             what,
@@ -106,17 +122,9 @@ impl LocalStorage {
 
 impl AppStorage for LocalStorage {
     fn read_all(&self) -> Result<Vec<Pair>, Error> {
-        let n = self
-            .storage
-            .length()
-            .map_err(|e| Self::fail("counting localStorage keys".to_owned(), &e))?;
-        let mut pairs = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let key = self
-                .raw()
-                .key_js(i)
-                .map_err(|e| Self::fail("listing localStorage keys".to_owned(), &e))?;
-            let Some(key) = key else { continue };
+        let keys = self.raw_keys()?;
+        let mut pairs = Vec::with_capacity(keys.len());
+        for key in keys {
             let value = self
                 .raw()
                 .get_item_js(&key)
@@ -126,6 +134,10 @@ impl AppStorage for LocalStorage {
             }
         }
         Ok(pairs)
+    }
+
+    fn keys(&self) -> Result<Vec<LosslessString>, Error> {
+        Ok(self.raw_keys()?.iter().map(lossless).collect())
     }
 
     fn write(&self, key: &LosslessString, value: &LosslessString) -> Result<(), Error> {

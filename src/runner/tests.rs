@@ -187,6 +187,27 @@ fn a_user_without_data_pays_nothing() {
 }
 
 #[test]
+fn a_migration_in_flight_is_finished_even_after_the_app_data_is_gone() {
+    let t = seeded();
+    let m = migrator_with(&t, small_batches(), 1);
+    t.server.inject([
+        Fault::Pass,
+        Fault::Status(503),
+        Fault::Status(503),
+        Fault::Status(503),
+        Fault::Status(503),
+    ]);
+    assert!(run(&m, auto()).is_err());
+    t.app
+        .remove(&LosslessString::from_unicode("tasks"))
+        .unwrap();
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert!(r.resumed);
+    assert!(checkpoint_of(&t).is_none());
+}
+
+#[test]
 fn later_runs_ship_only_added_or_changed_records() {
     let t = seeded();
     let m = migrator(&t, BatchLimits::default());
