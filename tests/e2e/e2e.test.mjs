@@ -432,3 +432,43 @@ test('a lone surrogate and a <script> title are stored exactly and rendered as t
   assert.equal(scratch?.v, escaped(`raw ${String.fromCharCode(0xdc00)} text`));
   await context.close();
 });
+
+test('every SQL and HTML string of the hostile corpus is stored exactly and stays text on every view', async () => {
+  // The corpus's `sql_html` cases (tests/corpus/hostile.json): tasks and environments whose every
+  // text field is an injection attempt. Their arrays are joined into one localStorage per key.
+  const corpus = JSON.parse(readFileSync(new URL('../corpus/hostile.json', import.meta.url), 'utf8'));
+  const joined = new Map();
+  for (const c of corpus.cases.filter((c) => c.category === 'sql_html')) {
+    for (const [key, value] of c.storage) {
+      let parsed;
+      try { parsed = JSON.parse(value); } catch { continue; }
+      if (Array.isArray(parsed) && (key === 'tasks' || key === 'environments')) joined.set(key, [...(joined.get(key) ?? []), ...parsed]);
+    }
+  }
+  const tasks = joined.get('tasks') ?? [];
+  assert.ok(tasks.length >= 25 && (joined.get('environments') ?? []).length >= 10, 'the corpus has hostile tasks and environments');
+  const { context, user } = await signedInDevice('corpus-html');
+  const page = await openPage(context, url('#tasks'));
+  const elements = () => page.evaluate(() => document.querySelectorAll('script, img, svg, style, iframe, b, textarea').length);
+  const before = await elements();
+  await page.evaluate((pairs) => { for (const [k, v] of pairs) localStorage.setItem(k, JSON.stringify(v)); }, [...joined]);
+  await page.reload();
+  await notice(page, /now saved to your account/);
+
+  for (const view of ['#tasks', '#environments', '#preferences', '#data']) {
+    await page.goto(url(view));
+    await page.waitForTimeout(300);
+    assert.equal(await elements(), before, `no element was made from data on ${view}`);
+  }
+  await page.goto(url('#tasks'));
+  const text = await page.evaluate(() => document.querySelector('#task-list')?.textContent ?? '');
+  for (const t of tasks) assert.ok(text.includes(t.title), `title ${JSON.stringify(t.title)} is shown as text`);
+  assert.deepEqual(page.dialogs, [], 'no script ran');
+  await shot(page, 'hostile-corpus-text', { fullPage: true });
+
+  // PostgreSQL holds each title exactly (one row per distinct id), and the tables are all there.
+  const stored = new Map(server.sql(`SELECT legacy_id, title FROM tasks WHERE user_id = ${q(user)}`).map((r) => [r.legacy_id, r.title]));
+  for (const t of tasks) assert.equal(stored.get(String(t.id)), escaped(t.title), `title of ${JSON.stringify(t.id)}`);
+  assert.equal(server.count(`SELECT count(*) FROM pg_tables WHERE tablename IN ('tasks', 'environments', 'user_preferences')`), 3);
+  await context.close();
+});
