@@ -51,10 +51,12 @@ stage "wasm bundle"         bash scripts/build-wasm.sh
 stage "tests browser" env CHROMEDRIVER=/usr/bin/chromedriver \
   node tests/support/ferry-test-server.mjs -- cargo test -p ferry --target wasm32-unknown-unknown --locked
 # The end-to-end tests drive the demo in headless Chromium against the real server binary on
-# its own embedded PostgreSQL, and check every outcome by SQL as well as on the page.
-stage "server binary"       cargo build -p ferry-server --locked
-stage "tests e2e" env FERRY_SERVER_BIN="$FERRY_ROOT/target/debug/ferry-server" \
-  bash -c 'cd tests/e2e && node --test'
+# its own embedded PostgreSQL, and check every outcome by SQL as well as on the page. The binary
+# is the one `cargo test` built for the server's integration tests (a separate `cargo build`
+# would compile every dependency again under other features).
+SERVER_BIN="$FERRY_ROOT/target/debug/ferry-server"
+[[ -x "$SERVER_BIN" ]] || { echo "test.sh: $SERVER_BIN was not built by the native tests" >&2; exit 1; }
+stage "tests e2e" env FERRY_SERVER_BIN="$SERVER_BIN" bash -c 'cd tests/e2e && node --test'
 
 CURRENT="summary"
 echo
