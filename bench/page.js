@@ -55,12 +55,28 @@ window.bench = {
     return { ms, kinds, knownBytes: r.knownBytes };
   },
 
-  /** One timed wasm dry run (read + fingerprints + the same pipeline; no backup, no batches). */
+  /** One timed wasm dry run (read + fingerprints + the same pipeline + batch encoding; no backup, no request). */
   async wasmDryRun(spec) {
     const m = await getMigrator(spec);
     const t = now();
     const r = await m.run({ mode: 'manual', dryRun: true });
-    return { ms: now() - t, status: r.status, recordsToSend: r.recordsToSend, kinds: r.kinds };
+    return { ms: now() - t, status: r.status, recordsToSend: r.recordsToSend, batches: r.batchesPlanned, bodyBytes: r.bytesPlanned, kinds: r.kinds };
+  },
+
+  /** One timed device-key backup of localStorage: snapshot + compress + seal + store in IndexedDB. */
+  async backupNow() {
+    const m = await getMigrator();
+    const t = now();
+    const info = await m.backupNow();
+    return { ms: now() - t, bytes: info.fileSize };
+  },
+
+  /** One timed passphrase backup of localStorage: snapshot + compress + PBKDF2 600,000 + seal (the bytes handed to a download). */
+  async exportNow(passphrase) {
+    const m = await getMigrator();
+    const t = now();
+    const bytes = await m.exportNow(passphrase);
+    return { ms: now() - t, bytes: bytes.length };
   },
 
   /** One timed pass of the JavaScript baseline over the same localStorage. */
