@@ -87,7 +87,7 @@ export class Server {
       child.stdout.on('data', onData);
       child.stderr.on('data', onData);
     });
-    const first = await Promise.race([url, exited, sleep(120_000, 'timeout')]);
+    const first = await Promise.race([url, exited, sleep(120_000, 'timeout', { ref: false })]);
     if (typeof first !== 'string' || !first.startsWith('http')) {
       throw new Error(`ferry-server did not start (${JSON.stringify(first)}); its log:\n${this.log.join('').slice(-4000)}`);
     }
@@ -104,7 +104,7 @@ export class Server {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     child.kill('SIGTERM');
-    const done = await Promise.race([this.exited, sleep(30_000, 'timeout')]);
+    const done = await Promise.race([this.exited, sleep(30_000, 'timeout', { ref: false })]);
     if (done === 'timeout') {
       child.kill('SIGKILL');
       await this.exited;
