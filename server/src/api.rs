@@ -126,7 +126,11 @@ fn ingest_error(error: IngestError) -> ApiError {
     use ferry_core::wire::WireError;
     match error {
         IngestError::Wire(e @ (WireError::Decode(_) | WireError::Format { .. })) => {
-            ApiError::refused(StatusCode::BAD_REQUEST, "invalid_batch", e.to_string())
+            ApiError::refused(
+                StatusCode::BAD_REQUEST,
+                "invalid_batch",
+                crate::http::invalid_batch_message(&e),
+            )
         }
         IngestError::Wire(e @ WireError::SpecMismatch { .. }) => {
             ApiError::refused(StatusCode::BAD_REQUEST, "spec_mismatch", e.to_string())

@@ -1,5 +1,5 @@
 //! The operator's subcommands besides `serve` and `migrate`: `status`, `rollback`,
-//! `conflicts` and `backup open`. Each opens the configured database (starting and stopping
+//! `conflicts`, `quarantine` and `backup open`. Each opens the configured database (starting and stopping
 //! the embedded cluster when there is no `DATABASE_URL`), runs the same code as the HTTP
 //! endpoints, and prints for a person (or JSON where asked).
 
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::db::{self, DbError};
-use crate::startup::{Database, StartupError, load_spec, open_database};
+use crate::startup::{Database, StartupError, load_field_cipher, load_spec, open_database};
 use crate::{conflicts, report, rollback};
 
 /// The environment variable holding a backup's passphrase for `backup open`.
@@ -205,6 +205,31 @@ pub async fn conflicts(
         .map_err(CliError::Output)?;
     }
     writeln!(out, "{} open conflict(s)", listed.len()).map_err(CliError::Output)?;
+    Ok(())
+}
+
+/// `ferry-server quarantine [--user U] [--migration M]`: the quarantined records as JSON, raw
+/// values in clear (those sealed at rest opened with the field key).
+pub async fn quarantine(
+    settings: &Settings,
+    user: Option<Uuid>,
+    migration: Option<Uuid>,
+) -> Result<(), CliError> {
+    let (database, client) = connect(settings).await?;
+    let dev_mode = settings.dev || database.embedded().is_some();
+    let listed = match load_field_cipher(settings, dev_mode) {
+        Ok(cipher) => report::quarantined_records(&client, &cipher, user, migration)
+            .await
+            .map_err(CliError::from),
+        Err(error) => Err(error.into()),
+    };
+    drop(client);
+    database.stop().await?;
+    let listed = listed?;
+    let text = serde_json::to_string_pretty(&listed).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").map_err(CliError::Output)?;
+    eprintln!("{} quarantined record(s)", listed.len());
     Ok(())
 }
 

@@ -26,6 +26,9 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 8 * 1024 * 1024;
 /// Default time a request may take before it is answered with a timeout error, in milliseconds.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Default time a client has to send a request's headers (the request line included), in
+/// milliseconds; also how long an idle keep-alive connection is kept.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// Default sustained request rate per user (token bucket refill rate).
 pub const DEFAULT_RATE_LIMIT_PER_SECOND: f64 = 20.0;
 /// Default burst of requests per user (token bucket size).
@@ -93,6 +96,16 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the quarantined records as JSON, with their raw values in clear: those of kinds
+    /// with sensitive fields are sealed at rest and opened with FERRY_FIELD_KEY.
+    Quarantine {
+        /// Only this user (UUID); every user when omitted.
+        #[arg(long)]
+        user: Option<uuid::Uuid>,
+        /// Only this migration (UUID).
+        #[arg(long)]
+        migration: Option<uuid::Uuid>,
     },
     /// Work with backup files made by the browser migrator.
     #[command(subcommand)]
@@ -197,6 +210,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
 
+    /// Time a client has to send a request's headers before the connection is closed (also how
+    /// long an idle keep-alive connection is kept), in ms. Bounds slow-header ("slowloris")
+    /// clients, which the request timeout (started once the headers are in) does not see.
+    #[arg(long, env = "FERRY_HEADER_READ_TIMEOUT_MS", global = true, default_value_t = DEFAULT_HEADER_READ_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+
     /// Sustained authenticated requests per second per user (0: no rate limit).
     #[arg(long, env = "FERRY_RATE_LIMIT_PER_SECOND", global = true, default_value_t = DEFAULT_RATE_LIMIT_PER_SECOND)]
     pub rate_limit_per_second: f64,
@@ -263,6 +283,7 @@ impl Settings {
             db_connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             rate_limit_per_second: DEFAULT_RATE_LIMIT_PER_SECOND,
             rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
             cors_origins: Vec::new(),
@@ -334,6 +355,11 @@ impl Settings {
     /// Time a request may take.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Time a client has to send a request's headers.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
 
     /// Lifetime of dev tokens.

@@ -66,6 +66,40 @@ pub struct CellContext<'a> {
     pub column: &'a str,
 }
 
+/// The table whose `raw_value` is sealed for kinds with sensitive fields.
+pub const QUARANTINE_TABLE: &str = "ferry_quarantine";
+
+/// Where a quarantined record's sealed raw value belongs: its user, migration, kind and key.
+/// The ciphertext is bound to these, so it cannot be moved to another quarantined record.
+#[derive(Debug, Clone, Copy)]
+pub struct QuarantineContext<'a> {
+    /// The record's user.
+    pub user_id: Uuid,
+    /// The migration it came in.
+    pub migration_id: Uuid,
+    /// Its kind, as stored in `ferry_quarantine.kind`.
+    pub kind: &'a str,
+    /// Its localStorage key, as stored in `ferry_quarantine.key`.
+    pub key: &'a str,
+}
+
+impl QuarantineContext<'_> {
+    /// The cell context: the quarantine table, the migration as the row, and a column naming
+    /// the kind and key.
+    fn column(&self) -> String {
+        format!("raw_value\0{}\0{}", self.kind, self.key)
+    }
+
+    fn cell<'c>(&self, column: &'c str) -> CellContext<'c> {
+        CellContext {
+            user_id: self.user_id,
+            table: QUARANTINE_TABLE,
+            row_id: self.migration_id,
+            column,
+        }
+    }
+}
+
 /// Why a configured or stored field key is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum FieldKeyError {
@@ -227,6 +261,22 @@ impl FieldCipher {
         format!("{PREFIX}{}:{}", self.key_id, URL_SAFE_NO_PAD.encode(blob))
     }
 
+    /// Seals the whole raw text of a quarantined record.
+    pub fn seal_quarantined(&self, ctx: &QuarantineContext<'_>, raw: &str) -> String {
+        let column = ctx.column();
+        self.encrypt(&ctx.cell(&column), raw)
+    }
+
+    /// Opens a raw value sealed by [`Self::seal_quarantined`] for the same record.
+    pub fn open_quarantined(
+        &self,
+        ctx: &QuarantineContext<'_>,
+        sealed: &str,
+    ) -> Result<String, FieldCryptoError> {
+        let column = ctx.column();
+        self.decrypt(&ctx.cell(&column), sealed)
+    }
+
     /// Decrypts a value made by [`Self::encrypt`] for the same cell.
     pub fn decrypt(&self, ctx: &CellContext<'_>, value: &str) -> Result<String, FieldCryptoError> {
         let rest = value
@@ -286,6 +336,26 @@ mod tests {
         assert_eq!(
             c.decrypt(&ctx("config.githubToken"), &a).as_deref(),
             Ok("ghp_secret")
+        );
+    }
+
+    #[test]
+    fn quarantined_raw_values_round_trip_bound_to_their_record() {
+        let c = FieldCipher::new("k1", [7; 32]);
+        let raw = r#"{"config":{"githubToken":"ghp_secret"#;
+        let at = |key| QuarantineContext {
+            user_id: Uuid::from_u128(1),
+            migration_id: Uuid::from_u128(2),
+            kind: "environments",
+            key,
+        };
+        let sealed = c.seal_quarantined(&at("envs"), raw);
+        assert!(sealed.starts_with("ferry:enc:v1:k1:"));
+        assert!(!sealed.contains("ghp_secret"));
+        assert_eq!(c.open_quarantined(&at("envs"), &sealed).as_deref(), Ok(raw));
+        assert_eq!(
+            c.open_quarantined(&at("other"), &sealed),
+            Err(FieldCryptoError::Corrupt)
         );
     }
 

@@ -60,7 +60,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::field_crypto::{CellContext, FieldCipher};
+use crate::field_crypto::{CellContext, FieldCipher, QuarantineContext};
 
 /// What happened to one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -635,6 +635,7 @@ pub async fn ingest(
         let mut keys = Vec::with_capacity(quarantined.len());
         let mut locators = Vec::with_capacity(quarantined.len());
         let mut raws = Vec::with_capacity(quarantined.len());
+        let mut raw_key_ids: Vec<Option<&str>> = Vec::with_capacity(quarantined.len());
         let mut reasons = Vec::with_capacity(quarantined.len());
         for &i in &quarantined {
             let line = &lines[i];
@@ -644,14 +645,33 @@ pub async fn ingest(
                 serde_json::to_string(&wire::WireLocator::from(&line.record.locator))
                     .unwrap_or_default(),
             );
-            raws.push(line.record.raw.text().to_owned());
+            // A kind with secrets: its whole raw text is sealed (a secret may be anywhere in it,
+            // even in a record too broken to parse). By name: such records have no kind index.
+            let raw = line.record.raw.text();
+            let spec = plan.spec();
+            let kind = spec
+                .kind_index(&line.kind_name)
+                .and_then(|k| spec.kinds.get(k));
+            if kind.is_some_and(|k| k.fields.iter().any(Field::has_secrets)) {
+                let at = QuarantineContext {
+                    user_id: user,
+                    migration_id,
+                    kind: &line.kind_name,
+                    key: line.record.key.as_escaped(),
+                };
+                raws.push(cipher.seal_quarantined(&at, raw));
+                raw_key_ids.push(Some(cipher.key_id()));
+            } else {
+                raws.push(raw.to_owned());
+                raw_key_ids.push(None);
+            }
             reasons.push(Value::from(line_reasons(line)));
             outcomes[i] = Some(RecordOutcome::Quarantined);
         }
         tx.execute(
-            "INSERT INTO ferry_quarantine (user_id, migration_id, kind, key, locator, raw_value, reasons) \
-             SELECT $1, $2, k, y, l, r, e FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[]) AS u(k, y, l, r, e)",
-            &[&user, &migration_id, &kinds, &keys, &locators, &raws, &reasons],
+            "INSERT INTO ferry_quarantine (user_id, migration_id, kind, key, locator, raw_value, reasons, raw_key_id) \
+             SELECT $1, $2, k, y, l, r, e, i FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[]) AS u(k, y, l, r, e, i)",
+            &[&user, &migration_id, &kinds, &keys, &locators, &raws, &reasons, &raw_key_ids],
         )
         .await
         .map_err(db("quarantining rejected records"))?;

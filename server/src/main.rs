@@ -39,6 +39,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             cli::rollback(&cli.settings, user, migration).await
         }
         Command::Conflicts { user, json } => cli::conflicts(&cli.settings, user, json).await,
+        Command::Quarantine { user, migration } => {
+            cli::quarantine(&cli.settings, user, migration).await
+        }
         Command::Backup(BackupCommand::Open { file }) => cli::backup_open(&file),
         Command::Migrate { baseline } => {
             let report = run_migrate(&cli.settings, baseline).await?;

@@ -92,6 +92,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(Ferry, 1, "0001_ferry_tables"),
     migration!(Ferry, 2, "0002_ingest_bookkeeping"),
     migration!(Ferry, 3, "0003_resolutions_and_backups"),
+    migration!(Ferry, 4, "0004_sealed_quarantine"),
     migration!(App, 1, "0001_demo_app_tables"),
 ];
 

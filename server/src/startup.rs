@@ -6,11 +6,19 @@
 //! so a misconfigured server stops at once with a message instead of failing requests later.
 //! [`Application::run_until_stopped`] serves until the shutdown future completes, lets the
 //! requests in flight finish, then stops the embedded cluster.
+//!
+//! Connections are served by hyper's HTTP/1 connection builder with a header read timeout
+//! (`FERRY_HEADER_READ_TIMEOUT_MS`): a client that sends its request line and headers too
+//! slowly is disconnected, since the request timeout only starts once the headers are in.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::auth::{JwtKeys, KeyError};
@@ -102,9 +110,6 @@ pub enum StartupError {
     /// The signal handlers could not be installed.
     #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
     Signals(#[source] std::io::Error),
-    /// Serving failed.
-    #[error("the HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
     /// A blocking task panicked or was cancelled.
     #[error("a background task failed: {0}")]
     Task(String),
@@ -273,6 +278,7 @@ pub struct Application {
     database: Database,
     address: SocketAddr,
     dev_mode: bool,
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -295,6 +301,7 @@ impl Application {
                 database,
                 address,
                 dev_mode,
+                header_read_timeout: settings.header_read_timeout(),
             }),
             Err(error) => {
                 if let Err(stop_error) = database.stop().await {
@@ -414,16 +421,78 @@ impl Application {
                 self.base_url()
             );
         }
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(StartupError::Serve);
+        serve(
+            self.listener,
+            self.router,
+            self.header_read_timeout,
+            shutdown,
+        )
+        .await;
         // The router (and with it the pool) is gone: the cluster can stop without waiting on
         // our connections.
-        let stopped = self.database.stop().await;
-        served?;
-        stopped?;
+        self.database.stop().await?;
         tracing::info!("ferry-server stopped");
         Ok(())
     }
+}
+
+/// Serves `router` on `listener` over HTTP/1.1, each connection in its own task, until
+/// `shutdown` completes; then stops accepting, lets every connection finish the request it is
+/// in (idle ones close at once) and returns when all are closed.
+///
+/// A connection that has not sent a whole request head `header_read_timeout` after the server
+/// started waiting for one (a new connection, or an idle keep-alive one) is closed.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                tracing::error!(%error, "cannot accept a connection; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        tracing::trace!(%peer, "connection accepted");
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::debug!(
+        connections = connections.count(),
+        "no longer accepting; waiting for open connections"
+    );
+    connections.shutdown().await;
+}
+
+/// Whether an `accept` error concerns only the one connection (the next accept may succeed).
+fn is_connection_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
 }

@@ -18,7 +18,7 @@ use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::{self, Cell, Outcome, Record};
 use ferry_core::spec::{ColumnType, FieldType, Kind, Spec};
 use ferry_core::wire::{self, BatchHeader, BatchLimits, WireLocator};
-use ferry_server::field_crypto::{CellContext, FieldCipher, PREFIX};
+use ferry_server::field_crypto::{CellContext, FieldCipher, PREFIX, QuarantineContext};
 use ferry_server::ingest::RecordOutcome;
 use serde_json::Value;
 use uuid::Uuid;
@@ -284,10 +284,13 @@ async fn run_case(
     }
 
     // The quarantine holds exactly the rejected records, with their raw value and reasons.
+    // The raw value of a kind with sensitive fields is sealed at rest: it is checked to hold
+    // no secret of the case, then opened to compare with the input.
+    let cipher = cipher();
     let mut stored: Vec<Quarantined> = app
         .db
         .query(
-            "SELECT kind, key, locator, raw_value, reasons FROM ferry_quarantine WHERE user_id = $1",
+            "SELECT kind, key, locator, raw_value, reasons, raw_key_id, migration_id FROM ferry_quarantine WHERE user_id = $1",
             &[&user.id],
         )
         .await
@@ -295,11 +298,38 @@ async fn run_case(
         .iter()
         .map(|r| {
             let reasons: Value = r.get(4);
+            let (kind, key, raw): (String, String, String) = (r.get(0), r.get(1), r.get(3));
+            let key_id: Option<String> = r.get(5);
+            let has_secrets = spec
+                .kinds
+                .iter()
+                .find(|k| k.name == kind)
+                .is_some_and(|k| k.fields.iter().any(|f| f.has_secrets()));
+            let raw = if has_secrets {
+                assert_eq!(key_id.as_deref(), Some("k1"), "{name}: {kind} {key} raw value not sealed");
+                assert!(raw.starts_with(PREFIX), "{name}: {kind} {key} raw value in clear: {raw}");
+                for secret in &case.secrets {
+                    assert!(
+                        !corpus::contains_units(&corpus::unescape(&raw), secret),
+                        "{name}: the quarantine holds a secret in clear: {raw}"
+                    );
+                }
+                let at = QuarantineContext {
+                    user_id: user.id,
+                    migration_id: r.get(6),
+                    kind: &kind,
+                    key: &key,
+                };
+                cipher.open_quarantined(&at, &raw).unwrap()
+            } else {
+                assert_eq!(key_id, None, "{name}: {kind} has no secrets to seal");
+                raw
+            };
             (
-                r.get(0),
-                r.get(1),
+                kind,
+                key,
                 r.get(2),
-                r.get(3),
+                raw,
                 reasons
                     .as_array()
                     .unwrap()
@@ -409,6 +439,25 @@ async fn the_hostile_corpus_lands_once_in_postgres_or_in_the_quarantine_with_its
         finish(running.join_next().await);
     }
     assert!(cases >= 200);
+    // Quarantined environments (the kind with a GitHub token) were seen, all sealed.
+    let sealed = app
+        .count(
+            "SELECT count(*) FROM ferry_quarantine WHERE kind = 'environments' AND raw_key_id IS NOT NULL",
+            &[],
+        )
+        .await;
+    assert!(
+        sealed > 0,
+        "no quarantined environment: the sealing went unchecked"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM ferry_quarantine WHERE raw_value LIKE '%TESTtoken%'",
+            &[]
+        )
+        .await,
+        0
+    );
     println!(
         "hostile corpus over HTTP: {cases} cases, {rows} rows checked in PostgreSQL, {quarantined} quarantine rows checked, in {} ms (server ready after {ready_ms} ms)",
         started.elapsed().as_millis()

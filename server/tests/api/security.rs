@@ -470,7 +470,7 @@ async fn secrets_never_reach_the_logs_or_error_bodies() {
     }
     // Nor the marker's distinctive middle (a quoted or escaped copy).
     assert!(!log.contains("SECRETMARKER"), "{log}");
-    // The stored token is ciphertext.
+    // The stored token is ciphertext, and so is the quarantined record that holds it.
     assert_eq!(
         app.count(
             "SELECT count(*) FROM environments WHERE config::text LIKE '%SECRETMARKER%'",
@@ -478,6 +478,90 @@ async fn secrets_never_reach_the_logs_or_error_bodies() {
         )
         .await,
         0
+    );
+    let quarantined = app
+        .count(
+            "SELECT count(*) FROM ferry_quarantine WHERE kind = 'environments'",
+            &[],
+        )
+        .await;
+    assert!(
+        quarantined >= 1,
+        "the rejected environments are quarantined"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM ferry_quarantine WHERE ferry_quarantine::text LIKE '%SECRETMARKER%'",
+            &[]
+        )
+        .await,
+        0,
+        "the quarantine holds the secret in clear"
+    );
+}
+
+#[tokio::test]
+async fn a_quarantined_secret_is_sealed_at_rest_and_the_operator_gets_it_back() {
+    const TOKEN: &str = "ghp_QUARANTINEMARKER42";
+    let app = spawn_app().await;
+    let Some(url) = app.conninfo.clone() else {
+        return; // An external DATABASE_URL: no connection string for the binary.
+    };
+    let user = app.user();
+    // No `name`: rejected, quarantined with its raw text, which holds the token.
+    let record = json!({"id": "prod", "config": {"region": "eu", "githubToken": TOKEN}});
+    let value = Value::Array(vec![record.clone()]).to_string();
+    let result = app
+        .send(&user.token, Run::new().batch(&[("environments", &value)]))
+        .await;
+    assert_eq!(result.outcomes.len(), 1, "{result:?}");
+    let row = app
+        .db
+        .query_one(
+            "SELECT raw_value, raw_key_id, ferry_quarantine::text FROM ferry_quarantine WHERE user_id = $1",
+            &[&user.id],
+        )
+        .await
+        .unwrap();
+    let (stored, key_id, whole): (String, Option<String>, String) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!(key_id.as_deref(), Some("k1"));
+    assert!(!whole.contains("QUARANTINEMARKER"), "in clear: {whole}");
+
+    // The operator's `quarantine` subcommand opens it with the field key: the exact input.
+    let output = crate::binary::ferry_server(&["quarantine", "--user", &user.id.to_string()])
+        .env("DATABASE_URL", &url)
+        .env("FERRY_FIELD_KEY", TEST_FIELD_KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let records = listed.as_array().unwrap();
+    assert_eq!(records.len(), 1, "{listed}");
+    assert_eq!(
+        records[0]["raw_value"],
+        json!(record.to_string()),
+        "{listed}"
+    );
+    assert_eq!(records[0]["sealed_with"], json!("k1"));
+    assert_eq!(records[0]["kind"], json!("environments"));
+
+    // Another key: the record is still listed, with its ciphertext and why it is unreadable.
+    let output = crate::binary::ferry_server(&["quarantine", "--user", &user.id.to_string()])
+        .env("DATABASE_URL", &url)
+        .env("FERRY_FIELD_KEY", "ab".repeat(32))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listed[0]["raw_value"], Value::Null, "{listed}");
+    assert_eq!(listed[0]["sealed"], json!(stored));
+    assert!(
+        listed[0]["unreadable"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify")
     );
 }
 
@@ -550,6 +634,107 @@ async fn a_client_dribbling_its_body_is_cut_off_by_the_request_timeout() {
     );
     assert_eq!(snapshot(&app).await, before);
     eprintln!("a 1-byte-per-100-ms body was cut off after {took:?} (request timeout 500 ms)");
+}
+
+#[tokio::test]
+async fn a_client_dribbling_its_headers_is_cut_off() {
+    let app = spawn_app_with(|s| {
+        s.header_read_timeout_ms = 500;
+        s.request_timeout_ms = 500;
+    })
+    .await;
+    let stream = tokio::net::TcpStream::connect(host_of(&app)).await.unwrap();
+    let started = Instant::now();
+    // A request line, then one header that never ends: one byte every 50 ms.
+    let (mut reader, mut writer) = stream.into_split();
+    let dribble = tokio::spawn(async move {
+        let mut sent = 0_usize;
+        for byte in b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: "
+            .iter()
+            .chain(std::iter::repeat(&b'a'))
+        {
+            if writer.write_all(&[*byte]).await.is_err() || sent > 200 {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sent
+    });
+    let mut got = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(6), reader.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buffer[..n]),
+            Err(_) => break false,
+        }
+    };
+    let took = started.elapsed();
+    dribble.abort();
+    let answer = String::from_utf8_lossy(&got);
+    assert!(
+        closed,
+        "the server kept a connection dribbling its headers open for {took:?}: {answer:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "cut off after {took:?} (header read timeout 500 ms)"
+    );
+    assert!(
+        !answer.contains("200 OK"),
+        "a request whose headers never ended was answered: {answer:?}"
+    );
+    eprintln!(
+        "headers dribbled at 1 byte per 50 ms were cut off after {took:?} (header read timeout 500 ms)"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_batch_does_not_echo_the_strings_it_holds() {
+    const SECRET: &str = "ghp_DECODEMARKER0123456789abcdef";
+    let app = spawn_app().await;
+    let user = app.user();
+    let with_header = |field: &str, value: &str| {
+        let mut batch: Value = serde_json::from_slice(&Run::new().batch(&[(
+            "tasks",
+            &tasks_of(&[Uuid::new_v4()], "t", "2024-01-01T00:00:00Z"),
+        )]))
+        .unwrap();
+        batch["header"][field] = json!(value);
+        batch.to_string()
+    };
+    // (body, what the message must still say)
+    let cases = [
+        (
+            format!(r#"{{"header": "{SECRET}", "records": []}}"#),
+            "expected struct BatchHeader at line 1 column",
+        ),
+        (
+            with_header("sequence", SECRET),
+            "expected u32 at line 1 column",
+        ),
+        (with_header("migration_id", SECRET), "line 1 column"),
+        (format!(r#"{{"{SECRET}": 1}}"#), "unknown field"),
+        (with_header("format", SECRET), "batch format"),
+    ];
+    for (body, says) in cases {
+        let r = app.post_batch(&user.token, body.into_bytes()).await;
+        let answer = expect_error(r, StatusCode::BAD_REQUEST, "invalid_batch").await;
+        let text = answer.to_string();
+        assert!(
+            !text.contains(SECRET),
+            "the answer echoes the secret: {text}"
+        );
+        assert!(
+            !text.contains("DECODEMARKER"),
+            "the answer echoes part of the secret: {text}"
+        );
+        assert!(
+            text.contains(says),
+            "the answer lost its position or expectation: {text}"
+        );
+    }
 }
 
 #[tokio::test]
