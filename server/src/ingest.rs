@@ -357,16 +357,21 @@ fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
             format!("DO UPDATE SET {} WHERE {differs_tx}", sets.join(", "))
         }
     };
+    // `before` must lock every stored row before `written` changes any: `FOR UPDATE` skips a
+    // row the same statement already changed, which would report an update as `inserted` and
+    // record "did not exist" as its before-image. The order of CTEs is the plan's choice, so
+    // the upsert waits for `before` in full (an init plan runs before the first row).
     let _ = write!(
         sql,
         "written AS (INSERT INTO {table} AS t (user_id, {id}, {}) SELECT $1, i.{id}, {cols_i} FROM incoming i \
+         WHERE (SELECT count(*) FROM before) >= 0 \
          ON CONFLICT (user_id, {id}) {on_conflict} RETURNING t.{id}), ",
         names.join(", ")
     );
     let _ = write!(
         sql,
         "images AS (INSERT INTO ferry_before_images (user_id, migration_id, table_name, row_id, before) \
-         SELECT $1, $2, {}, w.{id}, (SELECT to_jsonb(b) FROM before b WHERE b.{id} = w.{id}) FROM written w \
+         SELECT $1, $2, {}, w.{id}, to_jsonb(b) FROM written w LEFT JOIN before b ON b.{id} = w.{id} \
          ON CONFLICT DO NOTHING), ",
         sql_literal(&kind.table)
     );
