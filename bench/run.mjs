@@ -6,7 +6,9 @@
 //
 //   node bench/run.mjs                 all parts, 5 MiB, 7 runs each, writes BENCHMARKS.md
 //   node bench/run.mjs --quick         tiny sizes, 2 runs, writes nothing (CI: proves it works)
-//   node bench/run.mjs --only pipeline,auto,e2e,size   some parts only
+//   node bench/run.mjs --only pipeline,auto,e2e,size,server   some parts only
+//                                      (server: `cargo bench -p ferry-server --bench ingest`,
+//                                      the ingest, COPY, naive and load figures; --server-runs N)
 //   node bench/run.mjs --runs 9 --out /tmp/b.md
 //   node bench/run.mjs --only profile --pkg /tmp/pkg-named
 //                                      a CPU profile of the wasm pipeline and of an unchanged
@@ -30,7 +32,7 @@ const flag = (name) => argv.includes(name);
 const option = (name) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined; };
 const QUICK = flag('--quick');
 const RUNS = Number(option('--runs') ?? (QUICK ? 2 : 7));
-const ONLY = new Set((option('--only') ?? 'pipeline,auto,e2e,size').split(','));
+const ONLY = new Set((option('--only') ?? 'pipeline,auto,e2e,size,server').split(','));
 const OUT = option('--out') ?? (QUICK ? null : path.join(ROOT, 'BENCHMARKS.md'));
 const BYTES = QUICK ? 256 * 1024 : 5 * 1024 * 1024;
 const SEED = 6; // fixed: the same sample on every run and machine
@@ -270,6 +272,22 @@ async function benchEndToEnd(browser, server) {
   results.e2e = { nav, inPage, verify, last, stages, memory };
 }
 
+/**
+ * The server benchmark (server/benches/ingest.rs): its own embedded PostgreSQL and server
+ * processes; it checks every row by SQL and exits non-zero when anything is off. Full mode
+ * builds it with the bench (release) profile against the release server; quick mode runs it
+ * with the test profile CI has already compiled, against FERRY_SERVER_BIN.
+ */
+function benchServer() {
+  const json = path.join(os.tmpdir(), `ferry-bench-server-${process.pid}.json`);
+  const args = QUICK
+    ? ['test', '-p', 'ferry-server', '--bench', 'ingest', '--locked', '--', '--quick', '--json', json]
+    : ['bench', '-p', 'ferry-server', '--bench', 'ingest', '--locked', '--', '--json', json, '--runs', option('--server-runs') ?? '3', '--load-runs', option('--server-runs') ?? '3'];
+  log(`cargo ${args.join(' ')}`);
+  execFileSync('cargo', args, { cwd: ROOT, stdio: ['ignore', 2, 2], env: process.env });
+  results.server = JSON.parse(readFileSync(json, 'utf8'));
+}
+
 function benchSize() {
   const size = (f) => { const b = readFileSync(path.join(ROOT, 'pkg', f)); return { raw: b.length, gz: gzipSync(b, { level: 9 }).length, br: brotliCompressSync(b).length }; };
   results.size = { wasm: size('ferry_bg.wasm'), js: size('ferry.js') };
@@ -329,6 +347,26 @@ function report(info) {
     for (const [name, xs] of Object.entries(e.stages)) out.push(msRow(name, xs));
     out.push('', `Each run: a new user and browser profile; wasm init, GET /v1/spec, backup sealed into IndexedDB (device key), ${e.last.batches} batches, ${e.last.recordsSent} records, per-kind verification; ${e.last.tasks} tasks confirmed in PostgreSQL.`, '');
   }
+  if (results.server) {
+    const { ingest: i, load } = results.server;
+    const rs = (x) => `${fmt(x.median, 0)} (${fmt(x.min, 0)}–${fmt(x.max, 0)})`;
+    out.push(`### 3. Server ingest (${i.records} task records, ${fmt(i.json_bytes_per_pass / MB, 1)} MB of batch JSON in ${i.batches_per_pass} batches; \`cargo bench -p ferry-server --bench ingest\`)`, '');
+    out.push(`${QUICK ? 'Debug' : 'Release'} server over HTTP on loopback, concurrent clients; PostgreSQL 15 with default settings (durable), the same cluster for every contender. Median (min–max) of ${i.server_empty_records_per_s.runs} runs; the naive migrator on a ${i.naive_subset}-record subset.`, '');
+    out.push(row(['contender', 'records/s', 'batch p50 / p99 ms']), row(['---', '---:', '---:']));
+    out.push(row(['Ferry server, empty table', rs(i.server_empty_records_per_s), `${fmt(i.server_empty_batch_latency.p50_ms, 0)} / ${fmt(i.server_empty_batch_latency.p99_ms, 0)}`]));
+    out.push(row(['Ferry server, every record conflicting (`newest` → updated, before-images)', rs(i.server_conflict_records_per_s), `${fmt(i.server_conflict_batch_latency.p50_ms, 0)} / ${fmt(i.server_conflict_batch_latency.p99_ms, 0)}`]));
+    out.push(row(['binary `COPY` into the same table (the practical limit)', rs(i.copy_records_per_s), '']));
+    out.push(row(['naive: one `INSERT` per record per transaction, 1 connection', rs(i.naive_1_connection_records_per_s), '']));
+    out.push(row([`naive, ${i.naive_concurrent_connections} connections`, rs(i.naive_concurrent_records_per_s), '']));
+    out.push('', `Server ÷ COPY: **${fmt(100 * i.server_empty_vs_copy, 0)}%** (empty), ${fmt(100 * i.server_conflict_vs_copy, 0)}% (conflicting); target ≥ 50%. Server ÷ naive: **${fmt(i.server_empty_vs_naive_1, 1)}×** (1 connection), ${fmt(i.server_empty_vs_naive_concurrent, 1)}× (${i.naive_concurrent_connections} connections); target ≥ 25×.`, '');
+    out.push('### 6. Load (simulated users migrating at once; every record checked in PostgreSQL exactly once)', '');
+    out.push(row(['', 'users × records', 'records/s', 'batch p50 ms', 'batch p99 ms (≤ 1,000)', 'batch max ms', 'errors (0)', 'peak RSS MiB per process (≤ 200)']), row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:']));
+    for (const [name, l] of [['1 server process', load.one_server], ['2 server processes, one database', load.two_servers]]) {
+      if (!l) continue;
+      out.push(row([name, `${results.server.params?.users ?? '–'} × ${results.server.params?.records_per_user ?? '–'}`, rs(l.records_per_s), fmt(l.batch_latency_p50_ms.median, 0), fmt(l.batch_latency_p99_ms.median, 0), fmt(l.batch_latency_max_ms.median, 0), String(l.errors), fmt(l.peak_rss_mib_per_process.max, 1)]));
+    }
+    out.push('');
+  }
   if (results.size) {
     const s = results.size;
     out.push('### 7. Size', '', row(['file', 'bytes', 'gzip -9 (zlib)', 'brotli 11', 'target']), row(['---', '---:', '---:', '---:', '---']));
@@ -357,6 +395,7 @@ async function main() {
   check(existsSync(path.join(ROOT, 'pkg/ferry_bg.wasm')), 'pkg/ferry_bg.wasm is missing: run scripts/build-wasm.sh');
   check(existsSync(path.join(BENCH_DIR, 'node_modules/zod/index.js')), 'bench/node_modules is missing: run `npm ci` in bench/');
   if (ONLY.has('size')) benchSize();
+  if (ONLY.has('server')) { log('server ingest and load'); benchServer(); }
   const needsServer = ['pipeline', 'auto', 'e2e', 'profile'].some((p) => ONLY.has(p));
   // The release server, built (or found up to date in a second) so a stale binary is never timed;
   // FERRY_SERVER_BIN overrides it (CI's quick run passes the debug build it already has).

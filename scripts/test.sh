@@ -57,6 +57,9 @@ stage "tests browser" env CHROMEDRIVER=/usr/bin/chromedriver \
 SERVER_BIN="$FERRY_ROOT/target/debug/ferry-server"
 [[ -x "$SERVER_BIN" ]] || { echo "test.sh: $SERVER_BIN was not built by the native tests" >&2; exit 1; }
 stage "tests e2e" env FERRY_SERVER_BIN="$SERVER_BIN" bash -c 'cd tests/e2e && node --test'
+# Benchmarks are not timed tests: the quick mode (small sizes, writes nothing) proves each one
+# still runs and still checks its counts in PostgreSQL. `node bench/run.mjs` is the full run.
+stage "bench quick" env FERRY_SERVER_BIN="$SERVER_BIN" node bench/run.mjs --quick
 
 CURRENT="summary"
 echo
