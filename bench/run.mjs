@@ -79,7 +79,10 @@ async function device(browser, server) {
   });
   if (PKG_DIR) {
     await context.route(`${server.url}/pkg/**`, (route) => {
-      const file = path.join(PKG_DIR, path.basename(new URL(route.request().url()).pathname));
+      // Paths below /pkg/ (wasm-bindgen's snippets/ folder included), kept inside PKG_DIR.
+      const rel = decodeURIComponent(new URL(route.request().url()).pathname.slice('/pkg/'.length));
+      const file = path.resolve(PKG_DIR, rel);
+      if (!file.startsWith(PKG_DIR + path.sep)) return route.fulfill({ status: 404, body: 'not found' });
       const type = file.endsWith('.wasm') ? 'application/wasm' : CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream';
       return existsSync(file) ? route.fulfill({ status: 200, contentType: type, body: readFileSync(file) }) : route.fulfill({ status: 404, body: 'not found' });
     });

@@ -176,6 +176,30 @@ fn a_multi_megabyte_value_with_a_lone_surrogate_converts_exactly() {
 }
 
 #[wasm_bindgen_test]
+fn big_values_are_escaped_exactly_across_every_chunk_boundary() {
+    // The JavaScript side escapes big values in chunks of 65,536 code units: put pairs, lone
+    // halves, NUL and U+FFFF on and around each boundary.
+    const CHUNK: usize = 65_536;
+    let mut value: Vec<u16> = units(&"abc ".repeat(3 * CHUNK / 4 + 100));
+    let specials: [(usize, &[u16]); 7] = [
+        (CHUNK - 1, &[0xD83D, 0xDE00]), // a pair across the first boundary
+        (2 * CHUNK - 1, &[0xD800]),     // a lone high half ending a chunk
+        (2 * CHUNK, &[0xDC00]),         // a lone low half starting the next
+        (100, &[0x0000]),
+        (CHUNK + 5, &[0xFFFF]),
+        (CHUNK / 2, &[0xDBFF, 0xDFFF]), // a pair inside a chunk
+        (5, &[0xDFFF, 0xD800]),         // two lone halves, low then high
+    ];
+    for (at, units) in specials {
+        value.splice(at..at + units.len(), units.iter().copied());
+    }
+    let expected = LosslessString::from_utf16(&value);
+    let js = browser::local::to_js(&expected);
+    assert_eq!(js.iter().collect::<Vec<u16>>(), value);
+    assert_eq!(browser::local::lossless(&js), expected);
+}
+
+#[wasm_bindgen_test]
 async fn backups_live_in_indexeddb_under_a_non_extractable_key_and_restore_exactly() {
     storage().clear().unwrap();
     seed_tasks(3);

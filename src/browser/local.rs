@@ -36,11 +36,25 @@ const LONE_OR_SPECIAL =
   /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]|[\u0000\uFFFF]/g;
 const escapeUnit = (c) =>
   "\uFFFF" + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0");
+const escapePart = (s) =>
+  s.isWellFormed()
+    ? (SPECIAL.test(s) ? s.replace(SPECIAL_ALL, escapeUnit) : s)
+    : s.replace(LONE_OR_SPECIAL, escapeUnit);
+const CHUNK = 65536;
 export function ferryEscape(s) {
-  if (typeof s.isWellFormed !== "function" || !s.isWellFormed()) {
-    return s.replace(LONE_OR_SPECIAL, escapeUnit);
+  if (typeof s.isWellFormed !== "function") return s.replace(LONE_OR_SPECIAL, escapeUnit);
+  if (s.length <= CHUNK) return escapePart(s);
+  // A big value usually holds a lone surrogate or two in megabytes of text: only the chunks
+  // around them take the slow expression. A chunk never ends between the two halves of a pair.
+  const parts = [];
+  for (let at = 0; at < s.length; ) {
+    let end = Math.min(at + CHUNK, s.length);
+    const last = s.charCodeAt(end - 1);
+    if (end < s.length && last >= 0xd800 && last <= 0xdbff) end += 1;
+    parts.push(escapePart(s.slice(at, end)));
+    at = end;
   }
-  return SPECIAL.test(s) ? s.replace(SPECIAL_ALL, escapeUnit) : s;
+  return parts.join("");
 }
 "#)]
 extern "C" {
