@@ -138,29 +138,44 @@ impl Checkpoint {
     }
 }
 
-/// A cheap fingerprint of one localStorage value: its escaped length and FNV-1a 64 hash. Equal
-/// fingerprints let an incremental run skip parsing; a collision would at worst delay shipping
-/// a change until the value changes again, and FNV over the full value makes that negligible.
+/// A cheap fingerprint of one localStorage value, over its UTF-16 code units: their count and
+/// two 32-bit multiplicative hashes (FNV-1a and a Murmur-style mix) side by side. The browser
+/// computes it in JavaScript ([`crate::browser::local`]), so an unchanged value never crosses
+/// into wasm; [`Fingerprint::of_utf16`] is the same function in Rust. Equal fingerprints let an
+/// incremental run skip parsing; a collision would at worst delay shipping a change until the
+/// value changes again, which 64 bits over the full value make negligible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
-    /// Length of the escaped form in bytes.
+    /// Length of the value in UTF-16 code units.
     pub len: u64,
-    /// FNV-1a 64 of the escaped form.
+    /// The FNV-1a hash (high 32 bits) and the mixed hash (low 32 bits).
     pub hash: u64,
 }
 
 impl Fingerprint {
+    /// The fingerprint of a value's code units.
+    pub fn of_utf16(units: impl IntoIterator<Item = u16>) -> Self {
+        let (mut fnv, mut mix, mut len) = (0x811c_9dc5_u32, 0x9747_b28c_u32, 0_u64);
+        for unit in units {
+            let c = u32::from(unit);
+            fnv = (fnv ^ c).wrapping_mul(0x0100_0193);
+            mix = (mix ^ c).wrapping_mul(0x5bd1_e995);
+            mix ^= mix >> 15;
+            len += 1;
+        }
+        Self::from_parts(len, fnv, mix)
+    }
+
     /// The fingerprint of a value.
     pub fn of(value: &LosslessString) -> Self {
-        let bytes = value.as_escaped().as_bytes();
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in bytes {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        Self::of_utf16(value.to_utf16())
+    }
+
+    /// Assembles a fingerprint computed elsewhere (in JavaScript).
+    pub fn from_parts(len: u64, fnv: u32, mix: u32) -> Self {
         Self {
-            len: bytes.len() as u64,
-            hash,
+            len,
+            hash: (u64::from(fnv) << 32) | u64::from(mix),
         }
     }
 }
@@ -277,6 +292,19 @@ mod tests {
         let set: BTreeSet<_> = [ContentHash([1; 16]), ContentHash([2; 16])].into();
         assert_eq!(decode_hashes(&encode_hashes(&set)), Ok(set));
         assert!(decode_hashes(&[0; 17]).is_err());
+    }
+
+    #[test]
+    fn fingerprints_count_code_units() {
+        // The JavaScript twin in src/browser/local.rs must give the same numbers:
+        // tests/browser.rs checks the two against each other in Chromium.
+        let f = Fingerprint::of(&LosslessString::from_unicode("ab"));
+        assert_eq!(f.len, 2);
+        assert_eq!(f, Fingerprint::of_utf16([0x61, 0x62]));
+        assert_eq!(
+            Fingerprint::of(&LosslessString::from_utf16(&[0xD800, 0])).len,
+            2
+        );
     }
 
     #[test]

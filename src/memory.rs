@@ -17,6 +17,7 @@ use ferry_core::pipeline::ContentHash;
 use ferry_core::wire::Batch;
 use uuid::Uuid;
 
+use crate::checkpoint::Fingerprint;
 use crate::error::Error;
 use crate::ports::{
     Announcer, AppStorage, Clock, Connectivity, Entropy, HttpRequest, HttpResponse, LocalFuture,
@@ -71,6 +72,16 @@ impl AppStorage for MemoryApp {
     }
     fn keys(&self) -> Result<Vec<LosslessString>, Error> {
         Ok(self.pairs().into_iter().map(|(k, _)| k).collect())
+    }
+    fn fingerprints(&self) -> Result<Vec<(LosslessString, Fingerprint)>, Error> {
+        Ok(self
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| {
+                let f = Fingerprint::of(&v);
+                (k, f)
+            })
+            .collect())
     }
     fn write(&self, key: &LosslessString, value: &LosslessString) -> Result<(), Error> {
         let mut pairs = self.pairs.borrow_mut();

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use ferry_core::backup::{BackupMetadata, Pair};
 use ferry_core::lossless::LosslessString;
 
+use crate::checkpoint::Fingerprint;
 use crate::error::Error;
 
 /// A boxed, non-`Send` future, as every async port returns.
@@ -24,6 +25,8 @@ pub trait AppStorage {
     fn read_all(&self) -> Result<Vec<Pair>, Error>;
     /// Every key, without reading a value.
     fn keys(&self) -> Result<Vec<LosslessString>, Error>;
+    /// Every key with the [`Fingerprint`] of its value, without bringing the value over.
+    fn fingerprints(&self) -> Result<Vec<(LosslessString, Fingerprint)>, Error>;
     /// Writes one pair back, code unit for code unit.
     fn write(&self, key: &LosslessString, value: &LosslessString) -> Result<(), Error>;
     /// Removes one key.

@@ -478,16 +478,14 @@ impl Migrator {
         // 2. Read, and skip everything when nothing changed.
         on_progress(&meter.at(Stage::Inspect, clock.now_ms(), 0, 0));
         let kinds = options.kinds.as_deref();
-        let selected: Vec<Pair> = self
+        // Fingerprints first: an unchanged value is never brought into wasm.
+        let fingerprints: BTreeMap<String, Fingerprint> = self
             .ports
             .app
-            .read_all()?
+            .fingerprints()?
             .into_iter()
             .filter(|(k, _)| self.kind_of(k.as_escaped(), kinds).is_some())
-            .collect();
-        let fingerprints: BTreeMap<String, Fingerprint> = selected
-            .iter()
-            .map(|(k, v)| (k.as_escaped().to_owned(), Fingerprint::of(v)))
+            .map(|(k, f)| (k.into_escaped(), f))
             .collect();
         let mut history: History = load_json(store, &checkpoint::history_key(&app))
             .await?
@@ -498,7 +496,7 @@ impl Migrator {
             .filter(|(k, _)| self.kind_of(k, kinds).is_some())
             .map(|(k, f)| (k.clone(), *f))
             .collect();
-        if selected.is_empty() && previous.is_empty() {
+        if fingerprints.is_empty() && previous.is_empty() {
             if !report.resumed {
                 report.status = RunStatus::NothingToMigrate;
             }
@@ -510,6 +508,15 @@ impl Migrator {
             }
             return Ok(());
         }
+        // A value changed between the two reads (another tab) only makes the next run parse
+        // again: its new fingerprint will not match the one recorded here.
+        let selected: Vec<Pair> = self
+            .ports
+            .app
+            .read_all()?
+            .into_iter()
+            .filter(|(k, _)| self.kind_of(k.as_escaped(), kinds).is_some())
+            .collect();
 
         // 3. Parse, validate, and keep what the server has not confirmed.
         on_progress(&meter.at(Stage::Validate, clock.now_ms(), 0, 0));
@@ -788,10 +795,10 @@ impl Migrator {
         on_progress(&meter.at(Stage::Done, clock.now_ms(), total.records, total.bytes));
 
         if options.cleanup {
-            for (k, v) in self.ports.app.read_all()? {
+            for (k, f) in self.ports.app.fingerprints()? {
                 // Only keys still holding exactly what was migrated: a value the app changed
                 // meanwhile is left for the next incremental run.
-                if cp.fingerprints.get(k.as_escaped()) == Some(&Fingerprint::of(&v)) {
+                if cp.fingerprints.get(k.as_escaped()) == Some(&f) {
                     self.ports.app.remove(&k)?;
                     report.cleaned_keys.push(k.into_escaped());
                 }

@@ -200,6 +200,25 @@ fn big_values_are_escaped_exactly_across_every_chunk_boundary() {
 }
 
 #[wasm_bindgen_test]
+fn the_javascript_fingerprint_is_the_rust_one() {
+    let samples: [&[u16]; 5] = [
+        &[],
+        &[0x61, 0x62],
+        &[0xD800, 0x0000, 0xFFFF, 0xDC00],
+        &[0xD83D, 0xDE00, 0x20, 0xFFFE],
+        &[0x7FFF; 1000],
+    ];
+    for units in samples {
+        let js = browser::local::to_js(&LosslessString::from_utf16(units));
+        assert_eq!(
+            browser::local::fingerprint(&js),
+            ferry::checkpoint::Fingerprint::of_utf16(units.iter().copied()),
+            "{units:?}"
+        );
+    }
+}
+
+#[wasm_bindgen_test]
 async fn backups_live_in_indexeddb_under_a_non_extractable_key_and_restore_exactly() {
     storage().clear().unwrap();
     seed_tasks(3);

@@ -8,10 +8,11 @@ use std::rc::Rc;
 
 use ferry_core::backup::Pair;
 use ferry_core::lossless::LosslessString;
-use js_sys::JsString;
+use js_sys::{JsString, Uint32Array};
 use wasm_bindgen::prelude::*;
 
 use super::{describe, window};
+use crate::checkpoint::Fingerprint;
 use crate::error::Error;
 use crate::ports::AppStorage;
 
@@ -41,6 +42,17 @@ const escapePart = (s) =>
     ? (SPECIAL.test(s) ? s.replace(SPECIAL_ALL, escapeUnit) : s)
     : s.replace(LONE_OR_SPECIAL, escapeUnit);
 const CHUNK = 65536;
+export function ferryFingerprint(s) {
+  let fnv = 0x811c9dc5;
+  let mix = 0x9747b28c;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    fnv = Math.imul(fnv ^ c, 0x01000193);
+    mix = Math.imul(mix ^ c, 0x5bd1e995);
+    mix ^= mix >>> 15;
+  }
+  return new Uint32Array([s.length, fnv >>> 0, mix >>> 0]);
+}
 export function ferryEscape(s) {
   if (typeof s.isWellFormed !== "function") return s.replace(LONE_OR_SPECIAL, escapeUnit);
   if (s.length <= CHUNK) return escapePart(s);
@@ -63,6 +75,20 @@ extern "C" {
     /// formed, so it crosses into wasm without loss.
     #[wasm_bindgen(js_name = ferryEscape)]
     fn escape_in_js(text: &JsString) -> JsString;
+
+    /// [`Fingerprint::of_utf16`] computed in JavaScript: `[length, fnv, mix]`.
+    #[wasm_bindgen(js_name = ferryFingerprint)]
+    fn fingerprint_in_js(text: &JsString) -> Uint32Array;
+}
+
+/// The fingerprint of a JavaScript string, without copying it into wasm.
+pub fn fingerprint(js: &JsString) -> Fingerprint {
+    let parts = fingerprint_in_js(js);
+    Fingerprint::from_parts(
+        u64::from(parts.get_index(0)),
+        parts.get_index(1),
+        parts.get_index(2),
+    )
 }
 
 /// The exact escaped form of a JavaScript string.
@@ -152,6 +178,21 @@ impl AppStorage for LocalStorage {
 
     fn keys(&self) -> Result<Vec<LosslessString>, Error> {
         Ok(self.raw_keys()?.iter().map(lossless).collect())
+    }
+
+    fn fingerprints(&self) -> Result<Vec<(LosslessString, Fingerprint)>, Error> {
+        let keys = self.raw_keys()?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self
+                .raw()
+                .get_item_js(&key)
+                .map_err(|e| Self::fail("reading localStorage".to_owned(), &e))?;
+            if let Some(value) = value {
+                out.push((lossless(&key), fingerprint(&value)));
+            }
+        }
+        Ok(out)
     }
 
     fn write(&self, key: &LosslessString, value: &LosslessString) -> Result<(), Error> {
