@@ -93,6 +93,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(Ferry, 2, "0002_ingest_bookkeeping"),
     migration!(Ferry, 3, "0003_resolutions_and_backups"),
     migration!(Ferry, 4, "0004_sealed_quarantine"),
+    migration!(Ferry, 5, "0005_received_hash_bytes"),
     migration!(App, 1, "0001_demo_app_tables"),
 ];
 

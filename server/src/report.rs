@@ -95,12 +95,12 @@ pub async fn migration_report(
         .await
         .and_then(|row| row.try_get(0))
         .map_err(query_error("count the batches"))?;
-    // The XOR of 128-bit hashes, as two 64-bit halves (bit_xor works on integers).
+    // The XOR of 128-bit hashes (16 bytes), as two 64-bit halves (bit_xor works on integers).
     let rows = client
         .query(
             "SELECT kind, outcome, count(*),
-                    bit_xor(('x' || substr(hash, 1, 16))::bit(64)::bigint),
-                    bit_xor(('x' || substr(hash, 17, 16))::bit(64)::bigint)
+                    bit_xor(('x' || encode(substr(hash, 1, 8), 'hex'))::bit(64)::bigint),
+                    bit_xor(('x' || encode(substr(hash, 9, 8), 'hex'))::bit(64)::bigint)
              FROM ferry_received WHERE user_id = $1 AND migration_id = $2
              GROUP BY kind, outcome ORDER BY kind, outcome",
             &[&user, &migration_id],
