@@ -2,13 +2,13 @@
 # Fuzzes ferry-core with libFuzzer (cargo-fuzz, nightly): the targets in fuzz/fuzz_targets.
 #
 #   bash scripts/fuzz.sh                  the long run: 10 minutes per target
-#   bash scripts/fuzz.sh --ci             the short run for CI: 20 seconds per target
+#   bash scripts/fuzz.sh --ci             the short run: 20 seconds per target (test.sh: 10)
 #   bash scripts/fuzz.sh --seconds N      N seconds per target (with or without --ci)
 #   bash scripts/fuzz.sh --target NAME    one target only (spec_parse, pipeline, batch_decode,
 #                                         backup_open)
 #
 # Prints, per target, executions, executions per second, coverage, corpus size and crashes, and
-# writes them to fuzz/last-run.json (a long run) or fuzz/target/last-ci-run.json (--ci). Exits
+# writes them to fuzz/last-run.json (a long run) or $CARGO_TARGET_DIR/last-ci-run.json (--ci). Exits
 # non-zero if any target crashed; the crashing input is kept in fuzz/artifacts/<target>/, and
 # `cargo +nightly fuzz run <target> <file>` replays it (`cargo fuzz tmin` shrinks it).
 #
@@ -23,6 +23,12 @@
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 set -euo pipefail
+
+# The instrumented build (nightly, its own flags) shares nothing with the workspace's, and takes
+# ~5 minutes cold on 2 cores: it lives in a cache outside the clone (like ~/.cargo/registry),
+# so a second run on the same machine rebuilds only what changed. FERRY_FUZZ_TARGET_DIR moves it.
+export CARGO_TARGET_DIR="${FERRY_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry/fuzz-target}"
+mkdir -p "$CARGO_TARGET_DIR"
 
 TARGETS=(spec_parse pipeline batch_decode backup_open)
 BUILD_FLAGS=(--sanitizer none --debug-assertions)
@@ -155,7 +161,7 @@ printf '%-13s %12s %9s %7s %7s %7s %8s\n' target executions exec/s cov corpus ne
 for r in "${rows[@]}"; do echo "$r"; done
 
 if [[ $ci == 1 ]]; then
-  out="fuzz/target/last-ci-run.json"
+  out="$CARGO_TARGET_DIR/last-ci-run.json"
 else
   out="fuzz/last-run.json"
 fi

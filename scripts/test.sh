@@ -60,6 +60,9 @@ stage "tests e2e" env FERRY_SERVER_BIN="$SERVER_BIN" bash -c 'cd tests/e2e && no
 # Benchmarks are not timed tests: the quick mode (small sizes, writes nothing) proves each one
 # still runs and still checks its counts in PostgreSQL. `node bench/run.mjs` is the full run.
 stage "bench quick" env FERRY_SERVER_BIN="$SERVER_BIN" node bench/run.mjs --quick
+# A short libFuzzer run of each target from its seeds (nightly; `bash scripts/fuzz.sh` is the
+# long run). The instrumented build is cached outside the clone (~5 minutes the first time).
+stage "fuzz short"          bash scripts/fuzz.sh --ci --seconds 10
 
 CURRENT="summary"
 echo
