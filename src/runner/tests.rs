@@ -67,6 +67,17 @@ fn small_batches() -> BatchLimits {
     }
 }
 
+/// Batch 0 goes through, then the server answers 503 past the retry budget (4 attempts).
+fn down_after_first_batch(t: &Twins) {
+    t.server.inject([
+        Fault::Pass,
+        Fault::Status(503),
+        Fault::Status(503),
+        Fault::Status(503),
+        Fault::Status(503),
+    ]);
+}
+
 fn checkpoint_of(t: &Twins) -> Option<Checkpoint> {
     t.store
         .value(&checkpoint::checkpoint_key("taskboard"))
@@ -190,13 +201,7 @@ fn a_user_without_data_pays_nothing() {
 fn a_migration_in_flight_is_finished_even_after_the_app_data_is_gone() {
     let t = seeded();
     let m = migrator_with(&t, small_batches(), 1);
-    t.server.inject([
-        Fault::Pass,
-        Fault::Status(503),
-        Fault::Status(503),
-        Fault::Status(503),
-        Fault::Status(503),
-    ]);
+    down_after_first_batch(&t);
     assert!(run(&m, auto()).is_err());
     t.app
         .remove(&LosslessString::from_unicode("tasks"))
@@ -348,14 +353,9 @@ fn parallel_uploads_split_in_place_and_keep_every_number_unique() {
 fn a_batch_failing_in_a_wave_keeps_the_others_acknowledged() {
     let t = seeded();
     let m = migrator(&t, small_batches());
-    // Batch 0 passes; batch 1 exhausts its 4 attempts; batch 2 passes.
-    t.server.inject([
-        Fault::Pass,
-        Fault::Status(503),
-        Fault::Status(503),
-        Fault::Status(503),
-        Fault::Status(503),
-    ]);
+    // In parallel: batch 0 passes, batch 1 meets every 503 (its retries come first), batch 2
+    // passes.
+    down_after_first_batch(&t);
     let e = run(&m, auto()).unwrap_err();
     assert!(matches!(e, Error::Unavailable { attempts: 4, .. }), "{e}");
     let cp = checkpoint_of(&t).expect("the checkpoint survives the failure");
@@ -398,14 +398,7 @@ fn a_lost_response_is_resent_and_counted_once() {
 fn a_reload_resumes_without_resending_acknowledged_batches() {
     let t = seeded();
     let m_first = migrator_with(&t, small_batches(), 1);
-    // Batch 0 goes through, then the server stays down past the retry budget (4 attempts).
-    t.server.inject([
-        Fault::Pass,
-        Fault::Status(503),
-        Fault::Status(503),
-        Fault::Status(503),
-        Fault::Status(503),
-    ]);
+    down_after_first_batch(&t);
     let e = run(&m_first, auto()).unwrap_err();
     assert!(matches!(e, Error::Unavailable { attempts: 4, .. }), "{e}");
     let cp = checkpoint_of(&t).expect("the checkpoint survives the failure");
