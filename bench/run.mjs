@@ -284,7 +284,8 @@ async function benchEndToEnd(browser, server) {
 function benchServer() {
   const json = path.join(os.tmpdir(), `ferry-bench-server-${process.pid}.json`);
   const args = QUICK
-    ? ['test', '-p', 'ferry-server', '--bench', 'ingest', '--locked', '--', '--quick', '--json', json]
+    // --workspace: the features `cargo test --workspace` already compiled, so only the bench builds.
+    ? ['test', '--workspace', '--bench', 'ingest', '--locked', '--', '--quick', '--json', json]
     : ['bench', '-p', 'ferry-server', '--bench', 'ingest', '--locked', '--', '--json', json, '--runs', option('--server-runs') ?? '3', '--load-runs', option('--server-runs') ?? '3'];
   log(`cargo ${args.join(' ')}`);
   execFileSync('cargo', args, { cwd: ROOT, stdio: ['ignore', 2, 2], env: process.env });
