@@ -38,6 +38,8 @@ pub fn describe(value: &JsValue) -> String {
             .and_then(|v| v.as_string())
     };
     match (field("name"), field("message")) {
+        // Chromium's QuotaExceededError from IndexedDB has an empty message.
+        (Some(n), Some(m)) if m.trim().is_empty() => n,
         (Some(n), Some(m)) => format!("{n}: {m}"),
         (None, Some(m)) => m,
         _ => value.as_string().unwrap_or_else(|| format!("{value:?}")),
