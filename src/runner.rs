@@ -436,6 +436,24 @@ impl Migrator {
         result.map(|()| report)
     }
 
+    /// Encodes the records to ship into batches of migration `migration_id`, counting them
+    /// and their bytes in the report.
+    fn plan_batches(
+        &self,
+        migration_id: Uuid,
+        ctx: &Context,
+        records: &[pipeline::Record],
+        to_ship: Vec<usize>,
+        report: &mut RunReport,
+    ) -> Vec<wire::EncodedBatch> {
+        let header = BatchHeader::new(&self.spec, migration_id, ctx);
+        let batches =
+            wire::build_batches(&self.spec, &header, records, to_ship, 0, self.config.limits);
+        report.batches_planned = batches.len() as u64;
+        report.bytes_planned = batches.iter().map(|b| b.body.len() as u64).sum();
+        batches
+    }
+
     /// Whether localStorage holds none of the spec's keys and no migration is in flight.
     async fn nothing_here(&self, options: &RunOptions) -> Result<bool, Error> {
         let kinds = options.kinds.as_deref();
@@ -539,17 +557,7 @@ impl Migrator {
         report.records_to_send = to_ship.len() as u64;
         if options.dry_run {
             // Encoded like a real run's batches, so the dry run says what would go on the wire.
-            let header = BatchHeader::new(&self.spec, Uuid::nil(), &ctx);
-            let batches = wire::build_batches(
-                &self.spec,
-                &header,
-                &records,
-                to_ship,
-                0,
-                self.config.limits,
-            );
-            report.batches_planned = batches.len() as u64;
-            report.bytes_planned = batches.iter().map(|b| b.body.len() as u64).sum();
+            self.plan_batches(Uuid::nil(), &ctx, &records, to_ship, report);
             report.status = RunStatus::DryRun;
             return Ok(());
         }
@@ -575,17 +583,7 @@ impl Migrator {
 
         // 5. Plan: outbox, tallies and checkpoint in one commit.
         let migration_id = self.random_uuid()?;
-        let header = BatchHeader::new(&self.spec, migration_id, &ctx);
-        let batches = wire::build_batches(
-            &self.spec,
-            &header,
-            &records,
-            to_ship,
-            0,
-            self.config.limits,
-        );
-        report.batches_planned = batches.len() as u64;
-        report.bytes_planned = batches.iter().map(|b| b.body.len() as u64).sum();
+        let batches = self.plan_batches(migration_id, &ctx, &records, to_ship, report);
         let mut expected: BTreeMap<String, Tally> = BTreeMap::new();
         let mut plan_hashes = BTreeSet::new();
         let mut sizes = BTreeMap::new();

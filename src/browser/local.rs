@@ -152,6 +152,22 @@ impl LocalStorage {
         Ok(keys)
     }
 
+    /// `f(key, value)` for every key that still holds a value, in storage order.
+    fn each_value<T>(&self, f: impl Fn(&JsString, &JsString) -> T) -> Result<Vec<T>, Error> {
+        let keys = self.raw_keys()?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self
+                .raw()
+                .get_item_js(&key)
+                .map_err(|e| Self::fail("reading localStorage".to_owned(), &e))?;
+            if let Some(value) = value {
+                out.push(f(&key, &value));
+            }
+        }
+        Ok(out)
+    }
+
     fn fail(what: String, e: &JsValue) -> Error {
         Error::Storage {
             what,
@@ -162,18 +178,7 @@ impl LocalStorage {
 
 impl AppStorage for LocalStorage {
     fn read_all(&self) -> Result<Vec<Pair>, Error> {
-        let keys = self.raw_keys()?;
-        let mut pairs = Vec::with_capacity(keys.len());
-        for key in keys {
-            let value = self
-                .raw()
-                .get_item_js(&key)
-                .map_err(|e| Self::fail("reading localStorage".to_owned(), &e))?;
-            if let Some(value) = value {
-                pairs.push((lossless(&key), lossless(&value)));
-            }
-        }
-        Ok(pairs)
+        self.each_value(|key, value| (lossless(key), lossless(value)))
     }
 
     fn keys(&self) -> Result<Vec<LosslessString>, Error> {
@@ -181,18 +186,7 @@ impl AppStorage for LocalStorage {
     }
 
     fn fingerprints(&self) -> Result<Vec<(LosslessString, Fingerprint)>, Error> {
-        let keys = self.raw_keys()?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let value = self
-                .raw()
-                .get_item_js(&key)
-                .map_err(|e| Self::fail("reading localStorage".to_owned(), &e))?;
-            if let Some(value) = value {
-                out.push((lossless(&key), fingerprint(&value)));
-            }
-        }
-        Ok(out)
+        self.each_value(|key, value| (lossless(key), fingerprint(value)))
     }
 
     fn write(&self, key: &LosslessString, value: &LosslessString) -> Result<(), Error> {
