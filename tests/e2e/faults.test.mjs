@@ -270,6 +270,16 @@ async function armReload(context, stage) {
     const fire = (why) => {
       if (sessionStorage.getItem('fault:fired')) return;
       sessionStorage.setItem('fault:fired', JSON.stringify({ at, why }));
+      // `reload()` only starts a navigation: this document runs on until the new one replaces
+      // it, and on a loaded machine it got as far as storing a batch and sending it (which the
+      // next load then resumed, correctly, but that is the verification test's fault, not this
+      // one's). The page is gone at this stage: from here on its requests to the server and to
+      // IndexedDB never complete (nor fail, which would report a failed run), as if it had
+      // stopped right here.
+      const stalled = new Proxy(function stalled() {}, { get: (_, p) => (p === 'then' ? undefined : stalled), apply: () => stalled, set: () => true });
+      window.fetch = () => new Promise(() => {});
+      IDBFactory.prototype.open = () => stalled;
+      IDBDatabase.prototype.transaction = () => stalled;
       location.reload();
     };
     if (at === 'inspect') {
