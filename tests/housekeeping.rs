@@ -1,6 +1,7 @@
 //! Repository housekeeping ("tidy") checks, run as ordinary tests so that `cargo test` is the
 //! one gate: the wasm-bindgen crate, lock file and CLI agree on one version; every module
-//! starts with a `//!` doc; CI runs exactly the test command the README gives.
+//! starts with a `//!` doc; CI runs exactly the test command the README gives, and that command
+//! still lints every target, natively and for wasm32, with `-D warnings`.
 //!
 //! Each check reads files from the repository root, so it runs natively only.
 #![cfg(not(target_arch = "wasm32"))]
@@ -274,6 +275,55 @@ fn ci_runs_the_readme_test_command() {
         live.contains(&command.as_str()),
         ".ci/run does not run the README's test command `{command}` (as a line of its own); it has:\n{ci}"
     );
+}
+
+/// What scripts/test.sh must keep for clippy to stay a gate: it lints while it builds, with
+/// clippy-driver as the workspace's rustc wrapper and `-D warnings`, every target of the
+/// workspace natively and of `ferry` (with `ferry-core` as its dependency) for wasm32.
+const LINTED_BUILDS: &[&str] = &[
+    r#"RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver""#,
+    r#"CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__""#,
+    r#""${LINT[@]}" cargo test --workspace --all-targets --locked --no-run"#,
+    r#""${LINT[@]}" cargo test -p ferry --target wasm32-unknown-unknown --all-targets --locked --no-run"#,
+];
+
+/// The `LINTED_BUILDS` pieces missing from the live (uncommented) lines of `script`.
+fn missing_lint_pieces(script: &str) -> Vec<&'static str> {
+    let live: String = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    LINTED_BUILDS
+        .iter()
+        .copied()
+        .filter(|piece| !live.contains(piece))
+        .collect()
+}
+
+#[test]
+fn the_test_command_lints_both_targets_with_deny_warnings() {
+    let missing = missing_lint_pieces(&read("scripts/test.sh"));
+    assert!(
+        missing.is_empty(),
+        "scripts/test.sh no longer lints every target while building it; missing: {missing:?}"
+    );
+}
+
+#[test]
+fn lint_check_rejects_a_script_without_the_wrapper() {
+    let full = LINTED_BUILDS.join("\n");
+    assert!(missing_lint_pieces(&full).is_empty());
+    for dropped in LINTED_BUILDS {
+        let without = full.replace(dropped, "");
+        assert_eq!(missing_lint_pieces(&without), vec![*dropped]);
+        let commented = full.replace(dropped, &format!("# {dropped}"));
+        assert_eq!(
+            missing_lint_pieces(&commented),
+            vec![*dropped],
+            "a commented-out line does not count"
+        );
+    }
 }
 
 #[test]
