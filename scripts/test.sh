@@ -9,7 +9,7 @@
 #
 #   track 1: clippy + build native → clippy + build wasm32 → tests native → tests browser
 #            → bench quick
-#   track 2: wasm bundle → (once track 1 has built the server) tests e2e → fuzz short
+#   track 2: wasm bundle → fuzz short → (once track 1 has built the server) tests e2e
 #
 # Every cargo command of track 1 uses target/debug (cargo lets one build at a time there);
 # track 2 never does: the bundle has its own profile directories, the e2e tests run the binary
@@ -150,15 +150,16 @@ e2e() {
 
 track2() {
   stage "wasm bundle" bash scripts/build-wasm.sh
+  # A short libFuzzer run of each target from its seeds (nightly; `bash scripts/fuzz.sh` is the
+  # long run), while track 1 is still building. The instrumented build is cached outside the
+  # clone (~5 minutes the first time).
+  stage "fuzz short" bash scripts/fuzz.sh --ci --seconds 10
   # The end-to-end tests drive the demo in headless Chromium against the real server binary on
   # its own embedded PostgreSQL, and check every outcome by SQL as well as on the page. The
   # binary is the one track 1 built for the server's integration tests (a separate build would
   # compile every dependency again).
   while [[ ! -e "$LOGS/.native-built" ]]; do sleep 1; done
   stage "tests e2e" e2e
-  # A short libFuzzer run of each target from its seeds (nightly; `bash scripts/fuzz.sh` is the
-  # long run). The instrumented build is cached outside the clone (~5 minutes the first time).
-  stage "fuzz short" bash scripts/fuzz.sh --ci --seconds 10
 }
 
 # Job control gives each track its own process group, so a failure can stop the other whole.
@@ -169,6 +170,9 @@ track2 &
 TRACKS+=("$!")
 set +m
 CURRENT="the tracks"
-for _ in "${TRACKS[@]}"; do
-  wait -n "${TRACKS[@]}" # the first non-zero status exits through the EXIT trap
+running=("${TRACKS[@]}")
+while [[ ${#running[@]} -gt 0 ]]; do
+  # The first non-zero status exits through the EXIT trap, which stops the other track.
+  wait -n -p finished "${running[@]}"
+  for i in "${!running[@]}"; do [[ ${running[$i]} == "$finished" ]] && unset 'running[i]'; done
 done
