@@ -284,7 +284,8 @@ async function benchEndToEnd(browser, server) {
 function benchServer() {
   const json = path.join(os.tmpdir(), `ferry-bench-server-${process.pid}.json`);
   const args = QUICK
-    // --workspace: the features `cargo test --workspace` already compiled, so only the bench builds.
+    // --workspace: the features `cargo test --workspace` already compiled. scripts/test.sh runs
+    // this with the clippy wrapper its build used, so nothing at all is compiled again.
     ? ['test', '--workspace', '--bench', 'ingest', '--locked', '--', '--quick', '--json', json]
     : ['bench', '-p', 'ferry-server', '--bench', 'ingest', '--locked', '--', '--json', json, '--runs', option('--server-runs') ?? '3', '--load-runs', option('--server-runs') ?? '3'];
   log(`cargo ${args.join(' ')}`);
