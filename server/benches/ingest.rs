@@ -40,7 +40,7 @@ use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::{Cell, Context, Record};
 use ferry_core::spec::{ColumnType, Spec};
 use ferry_core::wire::{BatchHeader, BatchLimits, EncodedBatch, build_batches};
-use ferry_server::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
+use ferry_server::db::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;

@@ -16,12 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ferry_server::config::Settings;
 use ferry_server::db;
-use ferry_server::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
-use ferry_server::secret::Secret;
+use ferry_server::db::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
+use ferry_server::startup::config::Settings;
+use ferry_server::startup::secret::Secret;
+use ferry_server::startup::telemetry;
 use ferry_server::startup::{Application, Database};
-use ferry_server::telemetry;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

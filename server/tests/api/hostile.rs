@@ -18,8 +18,8 @@ use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::{self, Cell, Outcome, Record};
 use ferry_core::spec::{ColumnType, FieldType, Kind, Spec};
 use ferry_core::wire::{self, BatchHeader, BatchLimits, WireLocator};
-use ferry_server::field_crypto::{CellContext, FieldCipher, PREFIX, QuarantineContext};
 use ferry_server::ingest::RecordOutcome;
+use ferry_server::ingest::field_crypto::{CellContext, FieldCipher, PREFIX, QuarantineContext};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ mod corpus;
 use corpus::{Expected, J};
 
 fn cipher() -> FieldCipher {
-    let key = ferry_server::field_crypto::parse_hex_key("test", TEST_FIELD_KEY).unwrap();
+    let key = ferry_server::ingest::field_crypto::parse_hex_key("test", TEST_FIELD_KEY).unwrap();
     FieldCipher::new("k1", key)
 }
 

@@ -1,6 +1,6 @@
 //! Migrations: idempotent, locked, checksummed, and `--baseline` for existing app tables.
 
-use ferry_server::migrations::{
+use ferry_server::db::schema_migrations::{
     MIGRATIONS, MigrateMode, Migration, MigrationError, MigrationGroup, applied_migrations,
     migrate, run_migrations,
 };
@@ -8,8 +8,8 @@ use ferry_server::startup::{StartupError, migrate_database};
 
 use crate::helpers::fresh_database;
 
-fn demo_tables() -> Vec<ferry_server::schema_check::ExpectedTable> {
-    ferry_server::schema_check::expected_tables(crate::helpers::demo_spec())
+fn demo_tables() -> Vec<ferry_server::db::schema_check::ExpectedTable> {
+    ferry_server::db::schema_check::expected_tables(crate::helpers::demo_spec())
 }
 
 async fn table_count(client: &tokio_postgres::Client) -> i64 {

@@ -1,9 +1,9 @@
 //! The start-up schema check names every mismatch, and the server refuses to start on one.
 
-use ferry_server::migrations::{MigrateMode, migrate};
-use ferry_server::schema_check::{
+use ferry_server::db::schema_check::{
     ExpectedTable, SchemaMismatch, TypeFamily, check_schema, expected_tables,
 };
+use ferry_server::db::schema_migrations::{MigrateMode, migrate};
 use ferry_server::startup::{Application, Database, StartupError};
 
 use crate::helpers::{TestDatabase, fresh_database, test_settings};

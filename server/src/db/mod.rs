@@ -5,6 +5,10 @@
 //! whatever pool or proxy sits between), an `application_name`, and a connect timeout. TLS to
 //! the database is not supported yet: use a local socket, a private network or a TLS sidecar.
 
+pub mod embedded_pg;
+pub mod schema_check;
+pub mod schema_migrations;
+
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -12,7 +16,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
 use crate::error_chain;
-use crate::secret::Secret;
+use crate::startup::secret::Secret;
 
 /// How long `GET /readyz` waits for the database.
 pub const READINESS_TIMEOUT: Duration = Duration::from_secs(2);

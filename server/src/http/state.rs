@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use crate::auth::JwtKeys;
-use crate::config::Settings;
-use crate::field_crypto::FieldCipher;
+use crate::http::auth::JwtKeys;
+use crate::http::metrics::Metrics;
+use crate::http::rate_limit::RateLimiter;
 use crate::ingest::IngestPlan;
-use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
+use crate::ingest::field_crypto::FieldCipher;
+use crate::startup::config::Settings;
 
 /// The HTTP-facing settings, taken from [`Settings`].
 #[derive(Debug, Clone)]

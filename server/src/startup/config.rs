@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::secret::Secret;
+use crate::startup::secret::Secret;
 
 /// Default HTTP port.
 pub const DEFAULT_PORT: u16 = 8080;

@@ -14,7 +14,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 /// Latency buckets, in seconds: fast reads up to slow batch ingests.
 const LATENCY_BUCKETS: &[f64] = &[

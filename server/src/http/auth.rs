@@ -21,8 +21,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 
 /// Shortest accepted signing secret: HS256 is only as strong as its key.
 pub const MIN_SECRET_BYTES: usize = 32;

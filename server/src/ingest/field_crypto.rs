@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::secret::Secret;
+use crate::startup::secret::Secret;
 
 /// Prefix of every encrypted value.
 pub const PREFIX: &str = "ferry:enc:v1:";

@@ -10,10 +10,10 @@ use ferry_core::backup::{self, BackupError, KeySource, OpeningKey};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::config::Settings;
 use crate::db::{self, DbError};
+use crate::operator::{conflicts, report, rollback};
+use crate::startup::config::Settings;
 use crate::startup::{Database, StartupError, load_field_cipher, load_spec, open_database};
-use crate::{conflicts, report, rollback};
 
 /// The environment variable holding a backup's passphrase for `backup open`.
 pub const PASSPHRASE_ENV: &str = "FERRY_BACKUP_PASSPHRASE";

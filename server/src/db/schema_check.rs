@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn the_demo_spec_maps_to_families_and_nullability() {
-        let spec = Spec::parse(include_str!("../../specs/taskboard.json"))
+        let spec = Spec::parse(include_str!("../../../specs/taskboard.json"))
             .unwrap_or_else(|e| panic!("{e}"));
         let tables = expected_tables(&spec);
         let envs = tables

@@ -11,6 +11,12 @@
 //! (`FERRY_HEADER_READ_TIMEOUT_MS`): a client that sends its request line and headers too
 //! slowly is disconnected, since the request timeout only starts once the headers are in.
 
+pub mod config;
+pub mod faults;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,17 +27,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::auth::{JwtKeys, KeyError};
-use crate::config::{PgListen, Settings};
-use crate::db::{self, DbError, PoolSettings};
-use crate::embedded_pg::{EmbeddedPg, EmbeddedPgError, EmbeddedPgOptions, Listen};
-use crate::field_crypto::{self, FieldCipher, FieldKeyError};
-use crate::http::{app, is_valid_origin};
-use crate::migrations::{MigrateMode, MigrationError, MigrationReport, migrate};
-use crate::schema_check::{
+use crate::db::embedded_pg::{EmbeddedPg, EmbeddedPgError, EmbeddedPgOptions, Listen};
+use crate::db::schema_check::{
     ExpectedTable, SchemaMismatch, check_schema, describe_mismatches, expected_tables,
 };
-use crate::state::{AppState, Engine, HttpSettings};
+use crate::db::schema_migrations::{MigrateMode, MigrationError, MigrationReport, migrate};
+use crate::db::{self, DbError, PoolSettings};
+use crate::http::auth::{JwtKeys, KeyError};
+use crate::http::state::{AppState, Engine, HttpSettings};
+use crate::http::{app, is_valid_origin};
+use crate::ingest::field_crypto::{self, FieldCipher, FieldKeyError};
+use crate::startup::config::{PgListen, Settings};
 use ferry_core::spec::{Spec, SpecError};
 
 /// The database the server creates and uses in the embedded cluster.

@@ -6,6 +6,15 @@
 //! metrics → the request timeout → the body limit → routing → (for `/v1/*`) authentication
 //! and the per-user rate limit → the handler.
 
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod rate_limit;
+pub mod state;
+pub mod v1;
+
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::HandlerWithoutStateExt;
 use axum::http::{HeaderName, HeaderValue, Method, header};
@@ -20,11 +29,13 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::ServeDir;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::auth::{AuthUser, demo_user_id, require_user};
-use crate::error::{ApiError, ErrorShapeSettings, TIMEOUT_LAYER_STATUS, normalize_error_responses};
-use crate::extract::{BodyLimit, Json};
-use crate::state::AppState;
-use crate::{db, metrics, openapi};
+use crate::db;
+use crate::http::auth::{AuthUser, demo_user_id, require_user};
+use crate::http::error::{
+    ApiError, ErrorShapeSettings, TIMEOUT_LAYER_STATUS, normalize_error_responses,
+};
+use crate::http::extract::{BodyLimit, Json};
+use crate::http::state::AppState;
 use ferry_core::wire::{WIRE_FORMAT, WireError};
 
 /// Longest demo user name accepted by `POST /dev/token`.
@@ -36,7 +47,7 @@ pub fn app(state: AppState) -> Router {
 
     let authenticated = Router::new()
         .route("/v1/me", get(me))
-        .merge(crate::api::routes())
+        .merge(crate::http::v1::routes())
         .route_layer(from_fn_with_state(state.clone(), require_user));
 
     let mut router = Router::new()
@@ -70,7 +81,7 @@ pub fn app(state: AppState) -> Router {
 fn with_common_layers(
     router: Router,
     state: &AppState,
-    http: &crate::state::HttpSettings,
+    http: &crate::http::state::HttpSettings,
 ) -> Router {
     let limit = http.body_limit_bytes;
     let shape = ErrorShapeSettings {
@@ -118,7 +129,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("idempotency-key"),
-                HeaderName::from_static(crate::api::BACKUP_ID_HEADER),
+                HeaderName::from_static(crate::http::v1::BACKUP_ID_HEADER),
             ])
             .expose_headers([header::RETRY_AFTER])
             .max_age(std::time::Duration::from_secs(600)),
@@ -323,8 +334,8 @@ mod tests {
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
 
-    use crate::auth::JwtKeys;
-    use crate::state::HttpSettings;
+    use crate::http::auth::JwtKeys;
+    use crate::http::state::HttpSettings;
 
     #[test]
     fn invalid_batch_messages_keep_the_position_and_shorten_the_bodys_strings() {
@@ -390,12 +401,12 @@ mod tests {
             rate_limit_per_second: 0.0,
             rate_limit_burst: 1,
         };
-        let spec_text = include_str!("../../specs/taskboard.json").to_owned();
+        let spec_text = include_str!("../../../specs/taskboard.json").to_owned();
         let spec = ferry_core::spec::Spec::parse(&spec_text).unwrap();
-        let engine = crate::state::Engine::new(
+        let engine = crate::http::state::Engine::new(
             spec,
             spec_text,
-            crate::field_crypto::FieldCipher::new("k1", [1; 32]),
+            crate::ingest::field_crypto::FieldCipher::new("k1", [1; 32]),
         );
         AppState::new(pool, JwtKeys::generate().unwrap(), http, engine).unwrap()
     }

@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::db::DbError;
-use crate::field_crypto::{FieldCipher, QuarantineContext};
+use crate::ingest::field_crypto::{FieldCipher, QuarantineContext};
 
 /// The report of one migration of one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

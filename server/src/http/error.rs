@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::auth::AuthError;
 use crate::db::DbError;
+use crate::http::auth::AuthError;
 
 /// Everything an HTTP request can fail with; each variant names its status and `code`.
 #[derive(Debug, thiserror::Error)]

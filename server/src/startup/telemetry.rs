@@ -1,7 +1,7 @@
 //! Logging: `tracing` events to stderr, filtered by `RUST_LOG` (default `info`).
 //!
 //! Nothing in the server logs request headers, bodies, tokens or connection strings; secrets
-//! are [`Secret`](crate::secret::Secret)s, which print as `[redacted]` even by accident.
+//! are [`Secret`](crate::startup::secret::Secret)s, which print as `[redacted]` even by accident.
 
 use std::io::IsTerminal;
 

@@ -53,6 +53,8 @@
 //! exist" (a rollback would delete it). Two browsers of one user migrating the same record at
 //! the same instant is the only way to get there.
 
+pub mod field_crypto;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
@@ -65,7 +67,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::field_crypto::{CellContext, FieldCipher, QuarantineContext};
+use crate::ingest::field_crypto::{CellContext, FieldCipher, QuarantineContext};
 
 /// What happened to one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -830,7 +832,7 @@ pub async fn apply(
     .await
     .map_err(db("storing the batch's answer"))?;
     tx.commit().await.map_err(db("committing the batch"))?;
-    crate::faults::after_commit();
+    crate::startup::faults::after_commit();
     Ok(result)
 }
 
@@ -906,7 +908,7 @@ mod tests {
     use super::*;
 
     fn demo() -> IngestPlan {
-        let spec = Spec::parse(include_str!("../../specs/taskboard.json"))
+        let spec = Spec::parse(include_str!("../../../specs/taskboard.json"))
             .unwrap_or_else(|e| panic!("demo spec: {e}"));
         IngestPlan::new(spec)
     }

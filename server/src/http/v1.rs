@@ -14,15 +14,16 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
-use crate::backups::{self, BackupUploadError};
-use crate::conflicts::{self, Resolution, ResolveError};
 use crate::db::DbError;
-use crate::error::ApiError;
-use crate::extract::Json;
+use crate::error_chain;
+use crate::http::auth::AuthUser;
+use crate::http::error::ApiError;
+use crate::http::extract::Json;
+use crate::http::state::AppState;
 use crate::ingest::{self, BatchResult, IngestError};
-use crate::state::AppState;
-use crate::{error_chain, report, rollback};
+use crate::operator::backups::{self, BackupUploadError};
+use crate::operator::conflicts::{self, Resolution, ResolveError};
+use crate::operator::{report, rollback};
 
 /// The header naming an uploaded backup.
 pub const BACKUP_ID_HEADER: &str = "x-ferry-backup-id";

@@ -80,7 +80,7 @@ macro_rules! migration {
             group: MigrationGroup::$group,
             version: $version,
             name: $name,
-            sql: include_str!(concat!("../migrations/", migration!(@dir $group), "/", $name, ".sql")),
+            sql: include_str!(concat!("../../migrations/", migration!(@dir $group), "/", $name, ".sql")),
         }
     };
     (@dir Ferry) => { "ferry" };
