@@ -1,19 +1,25 @@
-//! Starting (and stopping) the server: database, migrations, schema check, state, socket.
+//! Start-up and configuration: from flags and environment to a bound socket, and back down.
 //!
 //! [`Application::build`] does everything that can fail before the first request — opening
 //! the database (starting the embedded cluster when there is no `DATABASE_URL`), applying the
-//! migrations, checking the app schema, building the keys and the pool, binding the socket —
-//! so a misconfigured server stops at once with a message instead of failing requests later.
-//! [`Application::run_until_stopped`] serves until the shutdown future completes, lets the
-//! requests in flight finish, then stops the embedded cluster.
+//! schema migrations, checking the app schema, building the keys and the pool, binding the
+//! socket — so a misconfigured server stops at once with a message instead of failing requests
+//! later. [`Application::run_until_stopped`] serves until the shutdown future completes, lets
+//! the requests in flight finish, then stops the embedded cluster.
 //!
-//! Connections are served by hyper's HTTP/1 connection builder with a header read timeout
-//! (`FERRY_HEADER_READ_TIMEOUT_MS`): a client that sends its request line and headers too
-//! slowly is disconnected, since the request timeout only starts once the headers are in.
+//! The room:
+//! - [`config`]: the typed settings (flags and environment); [`secret`]: values that never print.
+//! - `database`: the database the server runs on ([`Database`], [`open_database`]) and its
+//!   schema made ready ([`prepare_schema`], [`run_migrate`]).
+//! - `serving`: the HTTP/1 serving loop with its header read timeout and graceful shutdown.
+//! - [`telemetry`]: logging; [`shutdown`]: SIGINT/SIGTERM; [`faults`]: dev-only fault points
+//!   for the crash tests.
 
 pub mod config;
+mod database;
 pub mod faults;
 pub mod secret;
+mod serving;
 pub mod shutdown;
 pub mod telemetry;
 
@@ -22,26 +28,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::db::embedded_pg::{EmbeddedPg, EmbeddedPgError, EmbeddedPgOptions, Listen};
-use crate::db::schema_check::{
-    ExpectedTable, SchemaMismatch, check_schema, describe_mismatches, expected_tables,
+pub use database::{
+    Database, EMBEDDED_DATABASE, migrate_database, open_database, prepare_schema, run_migrate,
 };
-use crate::db::schema_migrations::{MigrateMode, MigrationError, MigrationReport, migrate};
+
+use crate::db::embedded_pg::EmbeddedPgError;
+use crate::db::schema_check::{SchemaMismatch, describe_mismatches, expected_tables};
+use crate::db::schema_migrations::MigrationError;
 use crate::db::{self, DbError, PoolSettings};
 use crate::http::auth::{JwtKeys, KeyError};
 use crate::http::state::{AppState, Engine, HttpSettings};
 use crate::http::{app, is_valid_origin};
 use crate::ingest::field_crypto::{self, FieldCipher, FieldKeyError};
-use crate::startup::config::{PgListen, Settings};
+use crate::startup::config::Settings;
 use ferry_core::spec::{Spec, SpecError};
-
-/// The database the server creates and uses in the embedded cluster.
-pub const EMBEDDED_DATABASE: &str = "ferry";
 
 /// Why the server could not start (or stop) cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -121,88 +123,6 @@ pub enum StartupError {
     Task(String),
 }
 
-/// The database the server uses, and the embedded cluster behind it if there is one.
-#[derive(Debug)]
-pub struct Database {
-    config: tokio_postgres::Config,
-    embedded: Option<EmbeddedPg>,
-}
-
-impl Database {
-    /// An existing server's database.
-    pub fn external(config: tokio_postgres::Config) -> Self {
-        Self {
-            config,
-            embedded: None,
-        }
-    }
-
-    /// Connection settings.
-    pub fn config(&self) -> &tokio_postgres::Config {
-        &self.config
-    }
-
-    /// The embedded cluster, if the server runs one.
-    pub fn embedded(&self) -> Option<&EmbeddedPg> {
-        self.embedded.as_ref()
-    }
-
-    /// Stops the embedded cluster, if any (off the async threads: it waits for `pg_ctl`).
-    pub async fn stop(self) -> Result<(), StartupError> {
-        let Some(mut cluster) = self.embedded else {
-            return Ok(());
-        };
-        tokio::task::spawn_blocking(move || cluster.stop())
-            .await
-            .map_err(|e| StartupError::Task(e.to_string()))??;
-        Ok(())
-    }
-}
-
-/// The database named by `DATABASE_URL`, or the embedded cluster's `ferry` database.
-pub async fn open_database(settings: &Settings) -> Result<Database, StartupError> {
-    if let Some(url) = &settings.database_url {
-        return Ok(Database::external(db::parse_database_url(url)?));
-    }
-    let listen = match settings.pg_listen {
-        PgListen::Socket => Listen::UnixSocket {
-            dir: settings.pg_socket_dir(),
-            port: settings.pg_port.unwrap_or(5432),
-        },
-        PgListen::Tcp => Listen::Loopback {
-            port: settings.pg_port,
-        },
-    };
-    let options = EmbeddedPgOptions {
-        data_dir: settings.pg_data_dir(),
-        listen,
-        bin_dir: settings.pg_bin_dir.clone(),
-        ephemeral: false,
-        settings: Vec::new(),
-    };
-    let cluster = tokio::task::spawn_blocking(move || -> Result<EmbeddedPg, EmbeddedPgError> {
-        let mut cluster = EmbeddedPg::start(options)?;
-        // Should this process be killed outright, the watchdog still stops the cluster.
-        cluster.stop_on_exit(None)?;
-        Ok(cluster)
-    })
-    .await
-    .map_err(|e| StartupError::Task(e.to_string()))??;
-    let database = Database {
-        config: cluster.config(EMBEDDED_DATABASE),
-        embedded: Some(cluster),
-    };
-    let admin = database
-        .embedded()
-        .map(|c| c.config("postgres"))
-        .unwrap_or_else(|| database.config.clone());
-    if let Err(error) = db::create_database_if_missing(&admin, EMBEDDED_DATABASE).await {
-        database.stop().await?;
-        return Err(error.into());
-    }
-    Ok(database)
-}
-
 /// Reads and checks the spec named by the settings: the parsed spec and the file's text.
 pub fn load_spec(settings: &Settings) -> Result<(Spec, String), StartupError> {
     let path = settings.spec_path();
@@ -228,52 +148,6 @@ pub fn load_field_cipher(settings: &Settings, dev_mode: bool) -> Result<FieldCip
         (None, false) => return Err(StartupError::FieldKeyRequired),
     };
     Ok(FieldCipher::new(settings.field_key_id.clone(), key))
-}
-
-/// Applies pending migrations and checks the app schema against `expected` (from the spec):
-/// what the server does at every start.
-pub async fn prepare_schema(
-    config: &tokio_postgres::Config,
-    expected: &[ExpectedTable],
-) -> Result<MigrationReport, StartupError> {
-    let mut client = db::connect(config).await?;
-    let report = migrate(&mut client, MigrateMode::Apply).await?;
-    let mismatches = check_schema(&client, expected).await?;
-    if !mismatches.is_empty() {
-        return Err(StartupError::SchemaMismatch(mismatches));
-    }
-    Ok(report)
-}
-
-/// `ferry-server migrate [--baseline]` against `config`. With `baseline`, the app tables are
-/// checked against `expected` first and the app migrations recorded without running.
-pub async fn migrate_database(
-    config: &tokio_postgres::Config,
-    baseline: bool,
-    expected: &[ExpectedTable],
-) -> Result<MigrationReport, StartupError> {
-    let mut client = db::connect(config).await?;
-    if !baseline {
-        return Ok(migrate(&mut client, MigrateMode::Apply).await?);
-    }
-    let mismatches = check_schema(&client, expected).await?;
-    if !mismatches.is_empty() {
-        return Err(StartupError::BaselineRefused(mismatches));
-    }
-    Ok(migrate(&mut client, MigrateMode::Baseline).await?)
-}
-
-/// `ferry-server migrate [--baseline]`: opens the database (starting and stopping the
-/// embedded cluster if needed) and migrates it.
-pub async fn run_migrate(
-    settings: &Settings,
-    baseline: bool,
-) -> Result<MigrationReport, StartupError> {
-    let (spec, _) = load_spec(settings)?;
-    let database = open_database(settings).await?;
-    let result = migrate_database(database.config(), baseline, &expected_tables(&spec)).await;
-    database.stop().await?;
-    result
 }
 
 /// A server ready to serve: everything checked, socket bound.
@@ -427,7 +301,7 @@ impl Application {
                 self.base_url()
             );
         }
-        serve(
+        serving::serve(
             self.listener,
             self.router,
             self.header_read_timeout,
@@ -440,65 +314,4 @@ impl Application {
         tracing::info!("ferry-server stopped");
         Ok(())
     }
-}
-
-/// Serves `router` on `listener` over HTTP/1.1, each connection in its own task, until
-/// `shutdown` completes; then stops accepting, lets every connection finish the request it is
-/// in (idle ones close at once) and returns when all are closed.
-///
-/// A connection that has not sent a whole request head `header_read_timeout` after the server
-/// started waiting for one (a new connection, or an idle keep-alive one) is closed.
-async fn serve(
-    listener: TcpListener,
-    router: Router,
-    header_read_timeout: Duration,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    let connections = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) if is_connection_error(&error) => continue,
-            Err(error) => {
-                // Out of file descriptors, say: wait a little rather than spin.
-                tracing::error!(%error, "cannot accept a connection; retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        tracing::trace!(%peer, "connection accepted");
-        let connection = http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        );
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection closed with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::debug!(
-        connections = connections.count(),
-        "no longer accepting; waiting for open connections"
-    );
-    connections.shutdown().await;
-}
-
-/// Whether an `accept` error concerns only the one connection (the next accept may succeed).
-fn is_connection_error(error: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
-    matches!(
-        error.kind(),
-        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
-    )
 }
