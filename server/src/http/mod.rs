@@ -1,10 +1,19 @@
-//! The router: routes, handlers, static files and the layers every request goes through.
+//! The HTTP edge: the router, its layers, and everything a request meets before the work.
 //!
 //! [`app`] builds the whole HTTP application from an [`AppState`] without binding a socket, so
-//! tests drive it with `tower::ServiceExt::oneshot` or serve it on port 0. From the outside
-//! in, a request meets: CORS (when origins are configured) → the error-shape normalizer →
-//! metrics → the request timeout → the body limit → routing → (for `/v1/*`) authentication
-//! and the per-user rate limit → the handler.
+//! tests drive it with `tower::ServiceExt::oneshot` or serve it on port 0 (binding and serving
+//! are the startup room's). From the outside in, a request meets: CORS (when origins are
+//! configured) → the error-shape normalizer → metrics → the request timeout → the body limit →
+//! routing → (for `/v1/*`) authentication and the per-user rate limit → the handler.
+//!
+//! The room:
+//! - this module: the router, its layers, CORS, and the routes outside `/v1` (health,
+//!   readiness, metrics, the OpenAPI document, `/v1/me`, dev tokens, static files).
+//! - [`v1`]: the `/v1` handlers over the ingest and operator rooms.
+//! - [`auth`]: bearer tokens and the [`auth::AuthUser`] extractor; [`rate_limit`]: per-user
+//!   limits.
+//! - [`error`]: the one error type and JSON error shape; [`extract`]: our `Json` extractor.
+//! - [`state`]: what handlers share; [`metrics`]: Prometheus; [`openapi`]: the API description.
 
 pub mod auth;
 pub mod error;
@@ -36,7 +45,6 @@ use crate::http::error::{
 };
 use crate::http::extract::{BodyLimit, Json};
 use crate::http::state::AppState;
-use ferry_core::wire::{WIRE_FORMAT, WireError};
 
 /// Longest demo user name accepted by `POST /dev/token`.
 pub const MAX_DEMO_USER_NAME: usize = 64;
@@ -136,112 +144,6 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// How many characters of a string from a refused batch its `invalid_batch` message keeps.
-pub const QUOTED_VALUE_CHARS: usize = 4;
-
-/// The message of a 400 `invalid_batch` answer: the decoder's position (line, column) and
-/// expectation, with every string taken from the body cut to [`QUOTED_VALUE_CHARS`] characters
-/// and `…`, so a secret pasted into the wrong field does not come back in the answer.
-pub fn invalid_batch_message(error: &WireError) -> String {
-    match error {
-        WireError::Format { found } => format!(
-            "the batch format is \"{}\"; this server reads {WIRE_FORMAT:?}",
-            shorten_chars(&found.escape_debug().to_string())
-        ),
-        other => shorten_body_strings(&other.to_string()),
-    }
-}
-
-/// `text` cut to [`QUOTED_VALUE_CHARS`] characters (an escape sequence counting as one), with
-/// `…` when something was cut.
-fn shorten_chars(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    let mut kept = 0;
-    while let Some(c) = chars.next() {
-        if kept == QUOTED_VALUE_CHARS {
-            out.push('…');
-            return out;
-        }
-        out.push(c);
-        if c == '\\' {
-            match chars.next() {
-                Some('u') => {
-                    out.push('u');
-                    // `\u{…}`: up to and with its closing brace.
-                    for c in chars.by_ref() {
-                        out.push(c);
-                        if c == '}' {
-                            break;
-                        }
-                    }
-                }
-                Some(escaped) => out.push(escaped),
-                None => {}
-            }
-        }
-        kept += 1;
-    }
-    out
-}
-
-/// A serde error message with the body's strings shortened: every `"…"` string (serde writes
-/// them escaped, so the closing quote is the first unescaped one) and the name after
-/// ``unknown field `…` `` or ``unknown variant `…` ``. Names the decoder expects, in backticks,
-/// are kept whole.
-fn shorten_body_strings(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    loop {
-        let quote = rest.find('"');
-        let unknown = ["unknown field `", "unknown variant `"]
-            .iter()
-            .filter_map(|p| rest.find(p).map(|at| at + p.len()))
-            .min();
-        match (quote, unknown) {
-            (Some(start), unknown) if unknown.is_none_or(|u| start < u) => {
-                out.push_str(&rest[..=start]);
-                let value = &rest[start + 1..];
-                let mut end = value.len();
-                let mut escaped = false;
-                for (i, c) in value.char_indices() {
-                    match c {
-                        _ if escaped => escaped = false,
-                        '\\' => escaped = true,
-                        '"' => {
-                            end = i;
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-                out.push_str(&shorten_chars(&value[..end]));
-                rest = &value[end..];
-                if let Some(after) = rest.strip_prefix('"') {
-                    out.push('"');
-                    rest = after;
-                }
-            }
-            (_, Some(start)) => {
-                out.push_str(&rest[..start]);
-                let name = &rest[start..];
-                // The name is written unescaped: it ends where serde's own text resumes.
-                let end = ["`, expected", "`, there are no", "` at line "]
-                    .iter()
-                    .filter_map(|m| name.find(m))
-                    .min()
-                    .unwrap_or(name.len());
-                out.push_str(&shorten_chars(&name[..end]));
-                rest = &name[end..];
-            }
-            _ => {
-                out.push_str(rest);
-                return out;
-            }
-        }
-    }
-}
-
 async fn not_found() -> ApiError {
     ApiError::NotFound
 }
@@ -336,46 +238,6 @@ mod tests {
 
     use crate::http::auth::JwtKeys;
     use crate::http::state::HttpSettings;
-
-    #[test]
-    fn invalid_batch_messages_keep_the_position_and_shorten_the_bodys_strings() {
-        // (serde's message, what the answer says)
-        for (message, want) in [
-            (
-                r#"invalid type: string "ghp_0123456789", expected struct BatchHeader at line 1 column 30"#,
-                r#"invalid type: string "ghp_…", expected struct BatchHeader at line 1 column 30"#,
-            ),
-            (
-                r#"invalid value: string "a\"b\u{1}cdef", expected x at line 2 column 3"#,
-                r#"invalid value: string "a\"b\u{1}…", expected x at line 2 column 3"#,
-            ),
-            (
-                r#"invalid type: string "abc", expected u32"#,
-                r#"invalid type: string "abc", expected u32"#,
-            ),
-            (
-                "unknown field `ghp_0123456789`, expected one of `header`, `records` at line 1 column 9",
-                "unknown field `ghp_…`, expected one of `header`, `records` at line 1 column 9",
-            ),
-            (
-                "missing field `header` at line 1 column 2",
-                "missing field `header` at line 1 column 2",
-            ),
-        ] {
-            let got = invalid_batch_message(&WireError::Decode(message.to_owned()));
-            assert_eq!(
-                got,
-                format!("the batch is not valid {WIRE_FORMAT} JSON: {want}")
-            );
-        }
-        let got = invalid_batch_message(&WireError::Format {
-            found: "ghp_0123456789".to_owned(),
-        });
-        assert_eq!(
-            got,
-            format!("the batch format is \"ghp_…\"; this server reads {WIRE_FORMAT:?}")
-        );
-    }
 
     fn state(request_timeout: Duration) -> AppState {
         // A pool that never connects: these tests do not touch the database.

@@ -4,6 +4,10 @@
 //! pooled connection, call the module that does the work ([`ingest`], [`report`],
 //! [`rollback`], [`conflicts`], [`backups`]) and map its errors to [`ApiError`]s. An id that
 //! belongs to another user is answered exactly like an id that does not exist: 404.
+//!
+//! A batch that is not valid `ferry-batch/1` JSON is answered 400 `invalid_batch` with the
+//! decoder's position and expectation, but with every string taken from the body cut short
+//! ([`invalid_batch_message`]), so a secret pasted into the wrong field does not come back.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -11,6 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use ferry_core::wire::{WIRE_FORMAT, WireError};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -124,13 +129,12 @@ async fn post_batch(
 }
 
 fn ingest_error(error: IngestError) -> ApiError {
-    use ferry_core::wire::WireError;
     match error {
         IngestError::Wire(e @ (WireError::Decode(_) | WireError::Format { .. })) => {
             ApiError::refused(
                 StatusCode::BAD_REQUEST,
                 "invalid_batch",
-                crate::http::invalid_batch_message(&e),
+                invalid_batch_message(&e),
             )
         }
         IngestError::Wire(e @ WireError::SpecMismatch { .. }) => {
@@ -143,6 +147,112 @@ fn ingest_error(error: IngestError) -> ApiError {
             ApiError::refused(StatusCode::CONFLICT, "migration_rolled_back", e.to_string())
         }
         IngestError::Db { context, source } => ApiError::from_postgres(context, &source),
+    }
+}
+
+/// How many characters of a string from a refused batch its `invalid_batch` message keeps.
+pub const QUOTED_VALUE_CHARS: usize = 4;
+
+/// The message of a 400 `invalid_batch` answer: the decoder's position (line, column) and
+/// expectation, with every string taken from the body cut to [`QUOTED_VALUE_CHARS`] characters
+/// and `…`, so a secret pasted into the wrong field does not come back in the answer.
+pub fn invalid_batch_message(error: &WireError) -> String {
+    match error {
+        WireError::Format { found } => format!(
+            "the batch format is \"{}\"; this server reads {WIRE_FORMAT:?}",
+            shorten_chars(&found.escape_debug().to_string())
+        ),
+        other => shorten_body_strings(&other.to_string()),
+    }
+}
+
+/// `text` cut to [`QUOTED_VALUE_CHARS`] characters (an escape sequence counting as one), with
+/// `…` when something was cut.
+fn shorten_chars(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    let mut kept = 0;
+    while let Some(c) = chars.next() {
+        if kept == QUOTED_VALUE_CHARS {
+            out.push('…');
+            return out;
+        }
+        out.push(c);
+        if c == '\\' {
+            match chars.next() {
+                Some('u') => {
+                    out.push('u');
+                    // `\u{…}`: up to and with its closing brace.
+                    for c in chars.by_ref() {
+                        out.push(c);
+                        if c == '}' {
+                            break;
+                        }
+                    }
+                }
+                Some(escaped) => out.push(escaped),
+                None => {}
+            }
+        }
+        kept += 1;
+    }
+    out
+}
+
+/// A serde error message with the body's strings shortened: every `"…"` string (serde writes
+/// them escaped, so the closing quote is the first unescaped one) and the name after
+/// ``unknown field `…` `` or ``unknown variant `…` ``. Names the decoder expects, in backticks,
+/// are kept whole.
+fn shorten_body_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let quote = rest.find('"');
+        let unknown = ["unknown field `", "unknown variant `"]
+            .iter()
+            .filter_map(|p| rest.find(p).map(|at| at + p.len()))
+            .min();
+        match (quote, unknown) {
+            (Some(start), unknown) if unknown.is_none_or(|u| start < u) => {
+                out.push_str(&rest[..=start]);
+                let value = &rest[start + 1..];
+                let mut end = value.len();
+                let mut escaped = false;
+                for (i, c) in value.char_indices() {
+                    match c {
+                        _ if escaped => escaped = false,
+                        '\\' => escaped = true,
+                        '"' => {
+                            end = i;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                out.push_str(&shorten_chars(&value[..end]));
+                rest = &value[end..];
+                if let Some(after) = rest.strip_prefix('"') {
+                    out.push('"');
+                    rest = after;
+                }
+            }
+            (_, Some(start)) => {
+                out.push_str(&rest[..start]);
+                let name = &rest[start..];
+                // The name is written unescaped: it ends where serde's own text resumes.
+                let end = ["`, expected", "`, there are no", "` at line "]
+                    .iter()
+                    .filter_map(|m| name.find(m))
+                    .min()
+                    .unwrap_or(name.len());
+                out.push_str(&shorten_chars(&name[..end]));
+                rest = &name[end..];
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
     }
 }
 
@@ -300,4 +410,49 @@ async fn download_backup(
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_batch_messages_keep_the_position_and_shorten_the_bodys_strings() {
+        // (serde's message, what the answer says)
+        for (message, want) in [
+            (
+                r#"invalid type: string "ghp_0123456789", expected struct BatchHeader at line 1 column 30"#,
+                r#"invalid type: string "ghp_…", expected struct BatchHeader at line 1 column 30"#,
+            ),
+            (
+                r#"invalid value: string "a\"b\u{1}cdef", expected x at line 2 column 3"#,
+                r#"invalid value: string "a\"b\u{1}…", expected x at line 2 column 3"#,
+            ),
+            (
+                r#"invalid type: string "abc", expected u32"#,
+                r#"invalid type: string "abc", expected u32"#,
+            ),
+            (
+                "unknown field `ghp_0123456789`, expected one of `header`, `records` at line 1 column 9",
+                "unknown field `ghp_…`, expected one of `header`, `records` at line 1 column 9",
+            ),
+            (
+                "missing field `header` at line 1 column 2",
+                "missing field `header` at line 1 column 2",
+            ),
+        ] {
+            let got = invalid_batch_message(&WireError::Decode(message.to_owned()));
+            assert_eq!(
+                got,
+                format!("the batch is not valid {WIRE_FORMAT} JSON: {want}")
+            );
+        }
+        let got = invalid_batch_message(&WireError::Format {
+            found: "ghp_0123456789".to_owned(),
+        });
+        assert_eq!(
+            got,
+            format!("the batch format is \"ghp_…\"; this server reads {WIRE_FORMAT:?}")
+        );
+    }
 }
