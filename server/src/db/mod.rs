@@ -1,4 +1,12 @@
-//! Connecting to PostgreSQL: connection settings, the pool, one-off connections, readiness.
+//! The database room: everything that talks to PostgreSQL as such, whatever the data.
+//!
+//! This module: connection settings, the pool, one-off connections, readiness, and
+//! [`DbError`]. The rest of the room:
+//! - [`schema_migrations`]: the embedded, versioned SQL that creates Ferry's and the app's
+//!   tables (schema migrations, not the data migrations the server ingests).
+//! - [`schema_check`]: do the app's tables fit what the spec writes.
+//! - [`embedded_pg`]: a private PostgreSQL cluster from the machine's binaries.
+//! - [`sql`]: quoting identifiers and literals, rendering timestamps.
 //!
 //! The server talks to PostgreSQL through `tokio-postgres`, pooled by `deadpool-postgres`.
 //! Every connection is opened with `statement_timeout` set (as a startup option, so it holds
@@ -8,6 +16,7 @@
 pub mod embedded_pg;
 pub mod schema_check;
 pub mod schema_migrations;
+pub mod sql;
 
 use std::time::Duration;
 
@@ -15,6 +24,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
+use crate::db::sql::quote_ident;
 use crate::error_chain;
 use crate::startup::secret::Secret;
 
@@ -246,11 +256,6 @@ pub async fn create_database_if_missing(
     }
 }
 
-/// Quotes an SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -301,11 +306,5 @@ mod tests {
         let config = parse_database_url(&url).unwrap();
         let described = describe_target(&config);
         assert_eq!(described, "host=db.internal port=5433 dbname=app user=user");
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("t_1"), "\"t_1\"");
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
     }
 }

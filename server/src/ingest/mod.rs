@@ -67,6 +67,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::db::sql::{quote_ident, quote_literal};
 use crate::ingest::field_crypto::{CellContext, FieldCipher, QuarantineContext};
 
 /// What happened to one record.
@@ -223,11 +224,6 @@ impl IngestPlan {
     }
 }
 
-fn quote_ident(name: &str) -> String {
-    // Spec identifiers are checked to be lowercase a-z0-9_; quoting keeps SQL keywords safe.
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// The PostgreSQL array type a column's values travel in.
 fn param_type(ty: ColumnType) -> &'static str {
     match ty {
@@ -380,7 +376,7 @@ fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
         "images AS (INSERT INTO ferry_before_images (user_id, migration_id, table_name, row_id, before) \
          SELECT $1, $2, {}, w.{id}, to_jsonb(b) FROM written w LEFT JOIN before b ON b.{id} = w.{id} \
          ON CONFLICT DO NOTHING), ",
-        sql_literal(&kind.table)
+        quote_literal(&kind.table)
     );
     let differs_ib = format!("({cols_i}) IS DISTINCT FROM ({cols_b})");
     if kind.conflict == ConflictPolicy::Manual {
@@ -390,7 +386,7 @@ fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
              SELECT $1, $2, {kind_lit}, i.{id}, to_jsonb(b) - 'user_id', to_jsonb(i) - 'ord', md5((to_jsonb(i) - 'ord')::text) \
              FROM incoming i JOIN before b ON b.{id} = i.{id} WHERE {differs_ib} \
              ON CONFLICT (user_id, kind, row_id, incoming_hash) WHERE status = 'open' DO NOTHING), ",
-            kind_lit = sql_literal(&kind.name)
+            kind_lit = quote_literal(&kind.name)
         );
     }
     let _ = write!(
@@ -400,10 +396,6 @@ fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
          FROM incoming i LEFT JOIN before b ON b.{id} = i.{id} LEFT JOIN written w ON w.{id} = i.{id} ORDER BY i.ord"
     );
     sql
-}
-
-fn sql_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Column values of one kind for one batch, one vector per column.

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::db::DbError;
-use crate::operator::report::rfc3339_sql;
+use crate::db::sql::rfc3339_sql;
 
 /// Longest accepted backup id, in characters.
 pub const MAX_BACKUP_ID: usize = 200;

@@ -23,9 +23,9 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::db::DbError;
+use crate::db::sql::{quote_ident, rfc3339_sql};
 use crate::ingest::field_crypto::{CellContext, FieldCipher, PREFIX};
-use crate::operator::report::rfc3339_sql;
-use crate::operator::rollback::{quote_ident, set_every_column};
+use crate::operator::rollback::set_every_column;
 
 /// An open conflict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

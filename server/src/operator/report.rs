@@ -16,6 +16,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::db::DbError;
+use crate::db::sql::rfc3339_sql;
 use crate::ingest::field_crypto::{FieldCipher, QuarantineContext};
 
 /// The report of one migration of one user.
@@ -63,11 +64,6 @@ fn query_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> DbErr
 
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
-}
-
-/// SQL turning `timestamptz` column `column` into RFC 3339 text in UTC.
-pub fn rfc3339_sql(column: &str) -> String {
-    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
 }
 
 /// The report of `user`'s migration `migration_id`; `None` when the user has no such run.

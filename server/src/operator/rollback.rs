@@ -21,11 +21,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::db::DbError;
-
-/// SQL-quotes an identifier (spec identifiers are checked to be lowercase a-z0-9_).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+use crate::db::sql::quote_ident;
 
 /// What a rollback did, per table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
