@@ -1,28 +1,37 @@
 //! Batch ingest: one batch in, exactly once, into PostgreSQL with the kinds' conflict policies.
 //!
-//! First, before the transaction opens ([`prepare()`], CPU only): the body is decoded, every record
-//! re-run through the shared pipeline (step 2 below) and every kind's column arrays built, with
-//! sensitive fields sealed. Then ([`apply()`]), for one batch of one user, in one transaction:
+//! The room: [`prepare()`] (`prepare.rs`: CPU only, before a connection is taken), the
+//! per-kind statement built once at start ([`IngestPlan`], `statement.rs`), [`apply()`]
+//! (`apply.rs`: the transaction), the answer ([`BatchResult`], `answer.rs`) and
+//! [`field_crypto`] (sensitive fields sealed at rest).
 //!
-//! 1. **Claim the idempotency key** `(user, migration id, sequence)` in `ferry_ingest_ledger`
-//!    with the SHA-256 of the body. A key already there with the same hash is a replay: its
-//!    stored answer is returned, marked `replay`, and nothing else happens. A different hash is
-//!    refused (409). Two concurrent copies: the second waits on the first's row lock, then
-//!    finds the claim and replays its answer.
-//!    Then the migration's run row is upserted and locked (`ferry_migration_runs`): a batch of
-//!    a rolled-back migration is refused ([`IngestError::RolledBack`], 409), and a rollback of
-//!    the same migration waits for the batch (or the batch for the rollback).
-//! 2. **Re-run the shared pipeline** on every record ([`ferry_core::wire::reprocess`]): the
-//!    server trusts no id, hash or verdict from the browser. Records rejected by the browser or
-//!    the server go to `ferry_quarantine` with their raw value and reasons.
-//! 3. **One statement per kind** ([`KindPlan`]): the batch's rows travel as one array per column,
-//!    `unnest`ed into an `incoming` set; the statement locks and snapshots the stored rows
-//!    (`before`), upserts with `ON CONFLICT (user_id, id) DO UPDATE … WHERE <policy>`, writes
-//!    the before-image of every row it changes (first image per migration wins, so a rollback
-//!    restores the state before the migration), queues manual conflicts, and returns one line
-//!    per incoming row from which the per-record outcome is read.
-//! 4. Record every received record's hash in `ferry_received` (its 16 bytes; for the
-//!    verification report), and store the answer in the ledger.
+//! First, [`prepare()`] decodes the body, re-runs every record through the shared pipeline
+//! (step 2 below) and builds every kind's column arrays, with sensitive fields sealed. Then
+//! [`apply()`], for one batch of one user, in one transaction, each step a function:
+//!
+//! 1. **Claim the idempotency key** (`claim_idempotency_key`) `(user, migration id,
+//!    sequence)` in `ferry_ingest_ledger` with the SHA-256 of the body. A key already there
+//!    with the same hash is a replay: its stored answer is returned, marked `replay`, and
+//!    nothing else happens (`replay_answer`). A different hash is refused (409). Two
+//!    concurrent copies: the second waits on the first's row lock, then finds the claim and
+//!    replays its answer.
+//!    Then the migration's run row is upserted and locked (`lock_migration_run`,
+//!    `ferry_migration_runs`): a batch of a rolled-back migration is refused
+//!    ([`IngestError::RolledBack`], 409), and a rollback of the same migration waits for the
+//!    batch (or the batch for the rollback).
+//! 2. **Re-run the shared pipeline** on every record ([`ferry_core::wire::reprocess`], in
+//!    [`prepare()`]): the server trusts no id, hash or verdict from the browser. Records
+//!    rejected by the browser or the server go to `ferry_quarantine` with their raw value and
+//!    reasons (`quarantine_rejected`, after step 3: whatever no statement wrote).
+//! 3. **One statement per kind** (`write_kinds`, [`KindPlan`]): the batch's rows travel as one
+//!    array per column, `unnest`ed into an `incoming` set; the statement locks and snapshots
+//!    the stored rows (`before`), upserts with `ON CONFLICT (user_id, id) DO UPDATE … WHERE
+//!    <policy>`, writes the before-image of every row it changes (first image per migration
+//!    wins, so a rollback restores the state before the migration), queues manual conflicts,
+//!    and returns one line per incoming row from which the per-record outcome is read
+//!    (`row_outcome`).
+//! 4. Record every received record's hash in `ferry_received` (`record_received`; its 16
+//!    bytes, for the verification report), and store the answer in the ledger (`save_answer`).
 //!
 //! The small fixed statements (claim, run row, `ferry_received`, answer) are prepared once per
 //! pooled connection (`prepare_cached`); the per-kind statement is planned on every run.
