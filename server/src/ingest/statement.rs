@@ -103,104 +103,20 @@ impl KindPlan {
     }
 }
 
+/// The statement of one kind, CTE by CTE: `incoming` (the batch's rows), `before` (the stored
+/// rows it touches, locked), `written` (the upsert with the policy), `images` (before-images),
+/// `queued` (manual conflicts, policy `manual` only), then one answer line per incoming row.
 fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
     let table = quote_ident(&kind.table);
     let id = quote_ident(&kind.id.column);
     let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let mut sql = String::new();
-    // incoming: one line per row of the batch, with its position.
-    let mut unnest_args = vec!["$3::uuid[]".to_owned()];
-    let mut raw_names = vec!["r_id".to_owned()];
-    let mut select = vec![format!("u.r_id AS {id}")];
-    for (i, c) in columns.iter().enumerate() {
-        unnest_args.push(format!("${}::{}", i + 4, param_type(c.ty)));
-        raw_names.push(format!("r{i}"));
-        select.push(format!(
-            "{} AS {}",
-            column_expr(c.ty, &format!("u.r{i}")),
-            names[i]
-        ));
-    }
-    let _ = write!(
-        sql,
-        "WITH incoming AS (SELECT u.ord, {} FROM unnest({}) WITH ORDINALITY AS u({}, ord)), ",
-        select.join(", "),
-        unnest_args.join(", "),
-        raw_names.join(", ")
-    );
+    let mut sql = incoming_cte(&id, columns, &names);
     // before: the stored rows this batch touches, locked, as they were.
     let _ = write!(
         sql,
         "before AS (SELECT t.* FROM {table} t WHERE t.user_id = $1 AND t.{id} IN (SELECT {id} FROM incoming) FOR UPDATE), "
     );
-    let cols_i = names
-        .iter()
-        .map(|n| format!("i.{n}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let cols_b = names
-        .iter()
-        .map(|n| format!("b.{n}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let cols_t = names
-        .iter()
-        .map(|n| format!("t.{n}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let cols_x = names
-        .iter()
-        .map(|n| format!("excluded.{n}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let differs_tx = format!("({cols_t}) IS DISTINCT FROM ({cols_x})");
-    let on_conflict = match kind.conflict {
-        ConflictPolicy::Skip | ConflictPolicy::Manual => "DO NOTHING".to_owned(),
-        ConflictPolicy::Overwrite => format!(
-            "DO UPDATE SET ({}) = ROW({cols_x}) WHERE {differs_tx}",
-            names.join(", ")
-        ),
-        ConflictPolicy::Newest => {
-            let u = quote_ident(kind.updated_at.as_deref().unwrap_or("updated_at"));
-            format!(
-                "DO UPDATE SET ({}) = ROW({cols_x}) WHERE {differs_tx} AND (t.{u} IS NULL OR excluded.{u} > t.{u})",
-                names.join(", ")
-            )
-        }
-        ConflictPolicy::Merge => {
-            let u = quote_ident(kind.updated_at.as_deref().unwrap_or("updated_at"));
-            let newer = format!("(t.{u} IS NULL OR excluded.{u} > t.{u})");
-            let sets: Vec<String> = columns
-                .iter()
-                .zip(&names)
-                .map(|(c, n)| {
-                    if c.ty == ColumnType::Jsonb {
-                        format!(
-                            "{n} = CASE WHEN jsonb_typeof(t.{n}) = 'object' AND jsonb_typeof(excluded.{n}) = 'object' \
-                             THEN (CASE WHEN {newer} THEN t.{n} || excluded.{n} ELSE excluded.{n} || t.{n} END) \
-                             WHEN {newer} THEN excluded.{n} ELSE t.{n} END"
-                        )
-                    } else if n == &u {
-                        format!("{n} = GREATEST(t.{n}, excluded.{n})")
-                    } else {
-                        format!("{n} = CASE WHEN {newer} THEN excluded.{n} ELSE t.{n} END")
-                    }
-                })
-                .collect();
-            format!("DO UPDATE SET {} WHERE {differs_tx}", sets.join(", "))
-        }
-    };
-    // `before` must lock every stored row before `written` changes any: `FOR UPDATE` skips a
-    // row the same statement already changed, which would report an update as `inserted` and
-    // record "did not exist" as its before-image. The order of CTEs is the plan's choice, so
-    // the upsert waits for `before` in full (an init plan runs before the first row).
-    let _ = write!(
-        sql,
-        "written AS (INSERT INTO {table} AS t (user_id, {id}, {}) SELECT $1, i.{id}, {cols_i} FROM incoming i \
-         WHERE (SELECT count(*) FROM before) >= 0 \
-         ON CONFLICT (user_id, {id}) {on_conflict} RETURNING t.{id}), ",
-        names.join(", ")
-    );
+    sql.push_str(&written_cte(kind, columns, &table, &id, &names));
     let _ = write!(
         sql,
         "images AS (INSERT INTO ferry_before_images (user_id, migration_id, table_name, row_id, before) \
@@ -208,7 +124,11 @@ fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
          ON CONFLICT DO NOTHING), ",
         quote_literal(&kind.table)
     );
-    let differs_ib = format!("({cols_i}) IS DISTINCT FROM ({cols_b})");
+    let differs_ib = format!(
+        "({}) IS DISTINCT FROM ({})",
+        qualified("i", &names),
+        qualified("b", &names)
+    );
     if kind.conflict == ConflictPolicy::Manual {
         let _ = write!(
             sql,
@@ -226,6 +146,103 @@ fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
          FROM incoming i LEFT JOIN before b ON b.{id} = i.{id} LEFT JOIN written w ON w.{id} = i.{id} ORDER BY i.ord"
     );
     sql
+}
+
+/// `WITH incoming AS (…), `: one line per row of the batch, with its position (`ord`), the
+/// parameter arrays `unnest`ed and each raw value turned into its column's value.
+fn incoming_cte(id: &str, columns: &[PlanColumn], names: &[String]) -> String {
+    let mut unnest_args = vec!["$3::uuid[]".to_owned()];
+    let mut raw_names = vec!["r_id".to_owned()];
+    let mut select = vec![format!("u.r_id AS {id}")];
+    for (i, c) in columns.iter().enumerate() {
+        unnest_args.push(format!("${}::{}", i + 4, param_type(c.ty)));
+        raw_names.push(format!("r{i}"));
+        select.push(format!(
+            "{} AS {}",
+            column_expr(c.ty, &format!("u.r{i}")),
+            names[i]
+        ));
+    }
+    format!(
+        "WITH incoming AS (SELECT u.ord, {} FROM unnest({}) WITH ORDINALITY AS u({}, ord)), ",
+        select.join(", "),
+        unnest_args.join(", "),
+        raw_names.join(", ")
+    )
+}
+
+/// `written AS (…), `: the upsert, with the kind's policy as its `ON CONFLICT` clause.
+fn written_cte(
+    kind: &Kind,
+    columns: &[PlanColumn],
+    table: &str,
+    id: &str,
+    names: &[String],
+) -> String {
+    let on_conflict = on_conflict_clause(kind, columns, names);
+    // `before` must lock every stored row before `written` changes any: `FOR UPDATE` skips a
+    // row the same statement already changed, which would report an update as `inserted` and
+    // record "did not exist" as its before-image. The order of CTEs is the plan's choice, so
+    // the upsert waits for `before` in full (an init plan runs before the first row).
+    format!(
+        "written AS (INSERT INTO {table} AS t (user_id, {id}, {}) SELECT $1, i.{id}, {} FROM incoming i \
+         WHERE (SELECT count(*) FROM before) >= 0 \
+         ON CONFLICT (user_id, {id}) {on_conflict} RETURNING t.{id}), ",
+        names.join(", "),
+        qualified("i", names)
+    )
+}
+
+/// The `ON CONFLICT (user_id, id)` action of the kind's conflict policy (see the module
+/// documentation of [`crate::ingest`]); a row is only written when it differs.
+fn on_conflict_clause(kind: &Kind, columns: &[PlanColumn], names: &[String]) -> String {
+    let cols_x = qualified("excluded", names);
+    let differs_tx = format!("({}) IS DISTINCT FROM ({cols_x})", qualified("t", names));
+    match kind.conflict {
+        ConflictPolicy::Skip | ConflictPolicy::Manual => "DO NOTHING".to_owned(),
+        ConflictPolicy::Overwrite => format!(
+            "DO UPDATE SET ({}) = ROW({cols_x}) WHERE {differs_tx}",
+            names.join(", ")
+        ),
+        ConflictPolicy::Newest => {
+            let u = quote_ident(kind.updated_at.as_deref().unwrap_or("updated_at"));
+            format!(
+                "DO UPDATE SET ({}) = ROW({cols_x}) WHERE {differs_tx} AND (t.{u} IS NULL OR excluded.{u} > t.{u})",
+                names.join(", ")
+            )
+        }
+        ConflictPolicy::Merge => {
+            let u = quote_ident(kind.updated_at.as_deref().unwrap_or("updated_at"));
+            let newer = format!("(t.{u} IS NULL OR excluded.{u} > t.{u})");
+            let sets: Vec<String> = columns
+                .iter()
+                .zip(names)
+                .map(|(c, n)| {
+                    if c.ty == ColumnType::Jsonb {
+                        format!(
+                            "{n} = CASE WHEN jsonb_typeof(t.{n}) = 'object' AND jsonb_typeof(excluded.{n}) = 'object' \
+                             THEN (CASE WHEN {newer} THEN t.{n} || excluded.{n} ELSE excluded.{n} || t.{n} END) \
+                             WHEN {newer} THEN excluded.{n} ELSE t.{n} END"
+                        )
+                    } else if n == &u {
+                        format!("{n} = GREATEST(t.{n}, excluded.{n})")
+                    } else {
+                        format!("{n} = CASE WHEN {newer} THEN excluded.{n} ELSE t.{n} END")
+                    }
+                })
+                .collect();
+            format!("DO UPDATE SET {} WHERE {differs_tx}", sets.join(", "))
+        }
+    }
+}
+
+/// `names` each qualified by `alias` (`i.a, i.b`), as a column list.
+fn qualified(alias: &str, names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{alias}.{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
