@@ -90,6 +90,11 @@ impl DbError {
     }
 }
 
+/// `DbError::query` with `context`, for `map_err` on a failed statement.
+pub fn query_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> DbError {
+    move |e| DbError::query(context, &e)
+}
+
 /// Whether a SQLSTATE says "try again later": statement timeout or cancel (57014), server
 /// shutting down (57P01-57P03), serialization failure (40001), deadlock (40P01), connection
 /// exceptions (class 08), too many connections (53300).

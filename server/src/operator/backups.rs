@@ -11,8 +11,8 @@ use serde::Serialize;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::db::DbError;
 use crate::db::sql::rfc3339_sql;
+use crate::db::{DbError, query_error};
 
 /// Longest accepted backup id, in characters.
 pub const MAX_BACKUP_ID: usize = 200;
@@ -77,7 +77,6 @@ pub async fn store(
         });
     }
     let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-    let q = |context: &'static str| move |e: tokio_postgres::Error| DbError::query(context, &e);
     let inserted = client
         .execute(
             "INSERT INTO ferry_backups (user_id, id, size_bytes, blob) VALUES ($1, $2, $3, $4)
@@ -85,7 +84,7 @@ pub async fn store(
             &[&user, &id, &size, &bytes],
         )
         .await
-        .map_err(q("store the backup"))?;
+        .map_err(query_error("store the backup"))?;
     if inserted == 0 {
         let same: bool = client
             .query_one(
@@ -94,7 +93,7 @@ pub async fn store(
             )
             .await
             .and_then(|row| row.try_get(0))
-            .map_err(q("compare with the stored backup"))?;
+            .map_err(query_error("compare with the stored backup"))?;
         if !same {
             return Err(BackupUploadError::Exists(id.to_owned()));
         }

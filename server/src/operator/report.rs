@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::db::DbError;
 use crate::db::sql::rfc3339_sql;
+use crate::db::{DbError, query_error};
 use crate::ingest::field_crypto::{FieldCipher, QuarantineContext};
 
 /// The report of one migration of one user.
@@ -56,10 +56,6 @@ pub struct RunSummary {
     pub open_conflicts: u64,
     /// The report.
     pub report: MigrationReport,
-}
-
-fn query_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> DbError {
-    move |e| DbError::query(context, &e)
 }
 
 fn count(n: i64) -> u64 {
