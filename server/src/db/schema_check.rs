@@ -309,8 +309,34 @@ pub async fn check_schema(
     expected: &[ExpectedTable],
 ) -> Result<Vec<SchemaMismatch>, DbError> {
     let names: Vec<&str> = expected.iter().map(|t| t.name.as_str()).collect();
+    let found = FoundSchema {
+        tables: existing_tables(client, &names).await?,
+        columns: existing_columns(client, &names).await?,
+        primary_keys: primary_keys(client, &names).await?,
+    };
+    Ok(expected
+        .iter()
+        .flat_map(|table| table_mismatches(table, &found))
+        .collect())
+}
 
-    let existing: BTreeSet<String> = client
+/// A column as `information_schema` describes it: `data_type`, `udt_name`, whether it is
+/// `NOT NULL`, and whether it has a default (identity and generated columns count).
+type FoundColumn = (String, String, bool, bool);
+
+/// What the database holds of the expected tables.
+struct FoundSchema {
+    /// The tables that exist.
+    tables: BTreeSet<String>,
+    /// `(table, column)` → the column.
+    columns: BTreeMap<(String, String), FoundColumn>,
+    /// Table → its primary key columns, in order.
+    primary_keys: BTreeMap<String, Vec<String>>,
+}
+
+/// Which of the tables `names` exist in the connection's current schema.
+async fn existing_tables(client: &Client, names: &[&str]) -> Result<BTreeSet<String>, DbError> {
+    Ok(client
         .query(
             "SELECT table_name::text FROM information_schema.tables
              WHERE table_schema = current_schema() AND table_name::text = ANY($1)",
@@ -320,10 +346,15 @@ pub async fn check_schema(
         .map_err(|e| DbError::query("list tables", &e))?
         .iter()
         .filter_map(|row| row.try_get(0).ok())
-        .collect();
+        .collect())
+}
 
-    // (table, column) -> (data_type, udt_name, NOT NULL, has a default)
-    let mut columns: BTreeMap<(String, String), (String, String, bool, bool)> = BTreeMap::new();
+/// Every column of the tables `names`.
+async fn existing_columns(
+    client: &Client,
+    names: &[&str],
+) -> Result<BTreeMap<(String, String), FoundColumn>, DbError> {
+    let mut columns = BTreeMap::new();
     for row in client
         .query(
             "SELECT table_name::text, column_name::text, data_type::text, udt_name::text,
@@ -344,7 +375,14 @@ pub async fn check_schema(
         let (key, value) = read(&row).map_err(|e| DbError::query("read a column", &e))?;
         columns.insert(key, value);
     }
+    Ok(columns)
+}
 
+/// The primary key columns of the tables `names`, in key order.
+async fn primary_keys(
+    client: &Client,
+    names: &[&str],
+) -> Result<BTreeMap<String, Vec<String>>, DbError> {
     let mut primary_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in client
         .query(
@@ -367,65 +405,73 @@ pub async fn check_schema(
             primary_keys.entry(table).or_default().push(column);
         }
     }
+    Ok(primary_keys)
+}
 
+/// Every way the database's `table` differs from the expected one: missing, then per column
+/// (missing, wrong type, `NOT NULL` the spec may leave empty), then required columns the spec
+/// never writes, then the primary key.
+fn table_mismatches(table: &ExpectedTable, found: &FoundSchema) -> Vec<SchemaMismatch> {
     let mut mismatches = Vec::new();
-    for table in expected {
-        if !existing.contains(&table.name) {
-            mismatches.push(SchemaMismatch::MissingTable {
+    if !found.tables.contains(&table.name) {
+        mismatches.push(SchemaMismatch::MissingTable {
+            table: table.name.clone(),
+        });
+        return mismatches;
+    }
+    let expected_columns = table.columns_with_keys();
+    for expected in &expected_columns {
+        let column = expected.name.clone();
+        let family = expected.family;
+        match found.columns.get(&(table.name.clone(), column.clone())) {
+            None => mismatches.push(SchemaMismatch::MissingColumn {
                 table: table.name.clone(),
-            });
-            continue;
-        }
-        let expected_columns = table.columns_with_keys();
-        for expected in &expected_columns {
-            let column = expected.name.clone();
-            let family = expected.family;
-            match columns.get(&(table.name.clone(), column.clone())) {
-                None => mismatches.push(SchemaMismatch::MissingColumn {
+                column,
+                expected: family,
+            }),
+            Some((data_type, udt_name, _, _)) if !family.accepts(data_type, udt_name) => {
+                mismatches.push(SchemaMismatch::WrongType {
                     table: table.name.clone(),
                     column,
+                    found: display_type(data_type, udt_name),
                     expected: family,
-                }),
-                Some((data_type, udt_name, _, _)) if !family.accepts(data_type, udt_name) => {
-                    mismatches.push(SchemaMismatch::WrongType {
-                        table: table.name.clone(),
-                        column,
-                        found: display_type(data_type, udt_name),
-                        expected: family,
-                    });
-                }
-                Some((_, _, true, _)) if expected.may_be_null => {
-                    mismatches.push(SchemaMismatch::NotNullable {
-                        table: table.name.clone(),
-                        column,
-                    });
-                }
-                Some(_) => {}
-            }
-        }
-        for ((table_name, column), (_, _, not_null, has_default)) in &columns {
-            if table_name == &table.name
-                && *not_null
-                && !*has_default
-                && !expected_columns.iter().any(|c| &c.name == column)
-            {
-                mismatches.push(SchemaMismatch::UnwrittenRequired {
-                    table: table.name.clone(),
-                    column: column.clone(),
                 });
             }
+            Some((_, _, true, _)) if expected.may_be_null => {
+                mismatches.push(SchemaMismatch::NotNullable {
+                    table: table.name.clone(),
+                    column,
+                });
+            }
+            Some(_) => {}
         }
-        let key = primary_keys.get(&table.name).cloned().unwrap_or_default();
-        let key_set: BTreeSet<&str> = key.iter().map(String::as_str).collect();
-        if key_set != BTreeSet::from(["user_id", table.key_column.as_str()]) {
-            mismatches.push(SchemaMismatch::WrongPrimaryKey {
+    }
+    for ((table_name, column), (_, _, not_null, has_default)) in &found.columns {
+        if table_name == &table.name
+            && *not_null
+            && !*has_default
+            && !expected_columns.iter().any(|c| &c.name == column)
+        {
+            mismatches.push(SchemaMismatch::UnwrittenRequired {
                 table: table.name.clone(),
-                found: key,
-                key_column: table.key_column.clone(),
+                column: column.clone(),
             });
         }
     }
-    Ok(mismatches)
+    let key = found
+        .primary_keys
+        .get(&table.name)
+        .cloned()
+        .unwrap_or_default();
+    let key_set: BTreeSet<&str> = key.iter().map(String::as_str).collect();
+    if key_set != BTreeSet::from(["user_id", table.key_column.as_str()]) {
+        mismatches.push(SchemaMismatch::WrongPrimaryKey {
+            table: table.name.clone(),
+            found: key,
+            key_column: table.key_column.clone(),
+        });
+    }
+    mismatches
 }
 
 /// A type as a person would write it: `text`, `timestamp with time zone`, `integer[]`.
