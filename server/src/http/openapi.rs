@@ -7,17 +7,9 @@
 use serde_json::{Value, json};
 
 /// The document; `/dev/token` is listed only in dev mode, where it exists.
+// Over 100 lines: one JSON literal, the document itself, not steps. Issue 13 item 2 derives
+// it from the shared contract types instead.
 pub fn document(dev_mode: bool) -> Value {
-    let error_responses = |codes: &[&str]| -> Value {
-        let mut map = serde_json::Map::new();
-        for code in codes {
-            map.insert(
-                (*code).to_owned(),
-                json!({ "$ref": format!("#/components/responses/Error{code}") }),
-            );
-        }
-        Value::Object(map)
-    };
     let mut paths = json!({
         "/healthz": {
             "get": {
@@ -167,22 +159,25 @@ pub fn document(dev_mode: bool) -> Value {
     })
 }
 
+/// `{"<status>": {"$ref": "#/components/responses/Error<status>"}}` for each of `codes`.
+fn error_responses(codes: &[&str]) -> Value {
+    let mut map = serde_json::Map::new();
+    for code in codes {
+        map.insert(
+            (*code).to_owned(),
+            json!({ "$ref": format!("#/components/responses/Error{code}") }),
+        );
+    }
+    Value::Object(map)
+}
+
 /// The `/v1` endpoints of `docs/http-api.md` beyond `/v1/me`.
+// Over 100 lines: a table of JSON literals, one per route, not steps (see `document`).
 fn v1_paths() -> serde_json::Map<String, Value> {
-    let errors = |codes: &[&str]| -> Value {
-        let mut map = serde_json::Map::new();
-        for code in codes {
-            map.insert(
-                (*code).to_owned(),
-                json!({ "$ref": format!("#/components/responses/Error{code}") }),
-            );
-        }
-        Value::Object(map)
-    };
     let with_errors = |ok: Value, codes: &[&str]| -> Value {
         let mut responses = serde_json::Map::new();
         responses.insert("200".to_owned(), ok);
-        if let Value::Object(more) = errors(codes) {
+        if let Value::Object(more) = error_responses(codes) {
             responses.extend(more);
         }
         Value::Object(responses)
