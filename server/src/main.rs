@@ -1,8 +1,8 @@
 //! `ferry-server`: the thin binary around the `ferry_server` library.
 //!
-//! `ferry-server [serve]` runs the server; `ferry-server migrate [--baseline]` migrates and
-//! exits; `status`, `rollback`, `conflicts` and `backup open` are for operators (see
-//! [`ferry_server::operator::cli`]). Errors are printed once, with their whole cause chain.
+//! `ferry-server [serve]` runs the server; `ferry-server migrate [--baseline]` applies the
+//! schema migrations and exits; `status`, `rollback`, `conflicts`, `quarantine` and
+//! `backup open` are for operators (see [`ferry_server::operator::cli`]). Errors are printed once, with their whole cause chain.
 
 use std::process::ExitCode;
 
@@ -10,7 +10,7 @@ use clap::Parser;
 use ferry_server::error_chain;
 use ferry_server::operator::cli::{self, CliError};
 use ferry_server::startup::config::{BackupCommand, Cli, Command};
-use ferry_server::startup::{Application, StartupError, run_migrate};
+use ferry_server::startup::{Application, StartupError, run_migrate_command};
 use ferry_server::startup::{shutdown, telemetry};
 
 #[tokio::main]
@@ -45,7 +45,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Backup(BackupCommand::Open { file }) => cli::backup_open(&file),
         Command::Migrate { baseline } => {
-            let report = run_migrate(&cli.settings, baseline).await?;
+            let report = run_migrate_command(&cli.settings, baseline).await?;
             for name in &report.applied {
                 println!("applied    {name}");
             }

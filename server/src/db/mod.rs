@@ -197,7 +197,7 @@ pub fn build_pool(
         .map_err(|e| DbError::Pool(error_chain(&e)))
 }
 
-/// Opens one connection outside the pool (migrations, schema checks, tests).
+/// Opens one connection outside the pool (schema migrations, schema checks, tests).
 pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DbError> {
     let (client, connection) = config.connect(NoTls).await.map_err(|e| DbError::Connect {
         target: describe_target(config),

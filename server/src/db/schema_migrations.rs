@@ -1,19 +1,24 @@
-//! Versioned schema migrations, embedded in the binary and applied in order.
+//! Schema migrations: versioned SQL that creates and changes tables, embedded in the binary
+//! and applied in order.
 //!
-//! The SQL lives in `server/migrations/<group>/NNNN_name.sql` and is compiled in with
-//! `include_str!`, so a server binary always carries the schema it expects. Migrations come in
-//! two groups, applied in this order:
+//! (Not to be confused with a *migration*, Ferry's data move: a browser's records shipped in
+//! batches under a `migration_id`. A schema migration changes tables; it moves no data.)
+//!
+//! The SQL lives in `server/schema_migrations/<group>/NNNN_name.sql` and is compiled in with
+//! `include_str!`, so a server binary always carries the schema it expects. Schema migrations
+//! come in two groups, applied in this order:
 //! - **ferry**: Ferry's own tables (idempotency ledger, quarantine, conflicts, before-images,
 //!   backups, migration runs). Always applied.
 //! - **app**: the app's tables, where migrated records land. An app whose tables already
-//!   exist *baselines* them instead ([`MigrateMode::Baseline`]): they are recorded as applied
+//!   exist *baselines* them instead ([`SchemaMigrationMode::Baseline`]): they are recorded as applied
 //!   without running.
 //!
-//! Each migration runs in its own transaction and is recorded in `ferry_schema_migrations`
-//! with a checksum of its SQL, so an applied migration that was edited afterwards is detected
-//! rather than silently skipped. The whole run holds a PostgreSQL advisory lock, so two server
-//! processes starting together apply each migration once. A migration may not use statements
-//! that refuse to run inside a transaction (`CREATE INDEX CONCURRENTLY`).
+//! Each schema migration runs in its own transaction and is recorded in
+//! `ferry_schema_migrations` with a checksum of its SQL, so an applied one that was edited
+//! afterwards is detected rather than silently skipped. The whole run holds a PostgreSQL
+//! advisory lock, so two server processes starting together apply each one once. A schema
+//! migration may not use statements that refuse to run inside a transaction
+//! (`CREATE INDEX CONCURRENTLY`).
 
 use std::fmt;
 
@@ -23,19 +28,19 @@ use tokio_postgres::error::SqlState;
 
 use crate::db::DbError;
 
-/// Key of the advisory lock held while migrating ("ferry_mg" in ASCII).
-pub const MIGRATION_LOCK_KEY: i64 = 0x6665_7272_795f_6d67;
+/// Key of the advisory lock held while applying schema migrations ("ferry_mg" in ASCII).
+pub const SCHEMA_MIGRATION_LOCK_KEY: i64 = 0x6665_7272_795f_6d67;
 
-/// A group of migrations; groups are applied in declaration order.
+/// A group of schema migrations; groups are applied in declaration order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum MigrationGroup {
+pub enum SchemaMigrationGroup {
     /// Ferry's own tables.
     Ferry,
     /// The app's tables.
     App,
 }
 
-impl MigrationGroup {
+impl SchemaMigrationGroup {
     /// The name stored in `ferry_schema_migrations` and used as the folder name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,11 +50,11 @@ impl MigrationGroup {
     }
 }
 
-/// One migration: a group, a version (its file's number) and its SQL.
+/// One schema migration: a group, a version (its file's number) and its SQL.
 #[derive(Debug, Clone, Copy)]
-pub struct Migration {
+pub struct SchemaMigration {
     /// The group it belongs to.
-    pub group: MigrationGroup,
+    pub group: SchemaMigrationGroup,
     /// Its version within the group, from 1.
     pub version: i32,
     /// Its file name without `.sql`, e.g. `0001_ferry_tables`.
@@ -58,7 +63,7 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-impl Migration {
+impl SchemaMigration {
     /// Hex SHA-256 of the SQL.
     pub fn checksum(&self) -> String {
         Sha256::digest(self.sql.as_bytes())
@@ -68,59 +73,60 @@ impl Migration {
     }
 }
 
-impl fmt::Display for Migration {
+impl fmt::Display for SchemaMigration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.group.as_str(), self.name)
     }
 }
 
-macro_rules! migration {
+macro_rules! schema_migration {
     ($group:ident, $version:literal, $name:literal) => {
-        Migration {
-            group: MigrationGroup::$group,
+        SchemaMigration {
+            group: SchemaMigrationGroup::$group,
             version: $version,
             name: $name,
-            sql: include_str!(concat!("../../migrations/", migration!(@dir $group), "/", $name, ".sql")),
+            sql: include_str!(concat!("../../schema_migrations/", schema_migration!(@dir $group), "/", $name, ".sql")),
         }
     };
     (@dir Ferry) => { "ferry" };
     (@dir App) => { "app" };
 }
 
-/// Every migration, in the order they are applied. A test checks this list against the files.
-pub const MIGRATIONS: &[Migration] = &[
-    migration!(Ferry, 1, "0001_ferry_tables"),
-    migration!(Ferry, 2, "0002_ingest_bookkeeping"),
-    migration!(Ferry, 3, "0003_resolutions_and_backups"),
-    migration!(Ferry, 4, "0004_sealed_quarantine"),
-    migration!(Ferry, 5, "0005_received_hash_bytes"),
-    migration!(App, 1, "0001_demo_app_tables"),
+/// Every schema migration, in the order they are applied. A test checks this list against the
+/// files.
+pub const SCHEMA_MIGRATIONS: &[SchemaMigration] = &[
+    schema_migration!(Ferry, 1, "0001_ferry_tables"),
+    schema_migration!(Ferry, 2, "0002_ingest_bookkeeping"),
+    schema_migration!(Ferry, 3, "0003_resolutions_and_backups"),
+    schema_migration!(Ferry, 4, "0004_sealed_quarantine"),
+    schema_migration!(Ferry, 5, "0005_received_hash_bytes"),
+    schema_migration!(App, 1, "0001_demo_app_tables"),
 ];
 
-/// What to do with pending app-table migrations.
+/// What to do with pending app-table schema migrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MigrateMode {
-    /// Run every pending migration.
+pub enum SchemaMigrationMode {
+    /// Run every pending schema migration.
     Apply,
-    /// Run pending Ferry migrations; record pending app migrations as applied without running
+    /// Run pending Ferry schema migrations; record pending app ones as applied without running
     /// them (the app's tables already exist).
     Baseline,
 }
 
-/// What a migration run did.
+/// What a run of the schema migrations did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MigrationReport {
-    /// Migrations run now, as `group/name`.
+pub struct SchemaMigrationReport {
+    /// Schema migrations run now, as `group/name`.
     pub applied: Vec<String>,
-    /// Migrations recorded as applied without running.
+    /// Schema migrations recorded as applied without running.
     pub baselined: Vec<String>,
-    /// Migrations that were already applied.
+    /// Schema migrations that were already applied.
     pub already_applied: Vec<String>,
 }
 
 /// A row of `ferry_schema_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppliedMigration {
+pub struct AppliedSchemaMigration {
     /// Group name.
     pub group: String,
     /// Version.
@@ -133,23 +139,23 @@ pub struct AppliedMigration {
     pub baselined: bool,
 }
 
-/// Why migrating failed.
+/// Why applying the schema migrations failed.
 #[derive(Debug, thiserror::Error)]
-pub enum MigrationError {
+pub enum SchemaMigrationError {
     /// Talking to the database failed.
     #[error(transparent)]
     Db(#[from] DbError),
-    /// An applied migration's SQL differs from the embedded one.
+    /// An applied schema migration's SQL differs from the embedded one.
     #[error(
-        "migration {migration} was changed after it was applied (its checksum differs from the one recorded); add a new migration instead of editing an applied one"
+        "schema migration {migration} was changed after it was applied (its checksum differs from the one recorded); add a new schema migration instead of editing an applied one"
     )]
     ChecksumMismatch {
         /// `group/name`.
         migration: String,
     },
-    /// The database has a migration this build does not know.
+    /// The database has a schema migration this build does not know.
     #[error(
-        "the database records migration {group}/{name} (version {version}), which this build of ferry-server does not know; run a newer ferry-server"
+        "the database records schema migration {group}/{name} (version {version}), which this build of ferry-server does not know; run a newer ferry-server"
     )]
     UnknownApplied {
         /// Group name.
@@ -159,9 +165,9 @@ pub enum MigrationError {
         /// Name.
         name: String,
     },
-    /// An app migration tried to create a table that exists.
+    /// An app schema migration tried to create a table that exists.
     #[error(
-        "migration {migration} failed because a table it creates already exists ({reason}); if the app's tables were created outside Ferry, run `ferry-server migrate --baseline` to check them and record the migration as applied"
+        "schema migration {migration} failed because a table it creates already exists ({reason}); if the app's tables were created outside Ferry, run `ferry-server migrate --baseline` to check them and record the schema migration as applied"
     )]
     AppTablesExist {
         /// `group/name`.
@@ -169,8 +175,8 @@ pub enum MigrationError {
         /// PostgreSQL's message.
         reason: String,
     },
-    /// A migration's SQL failed; nothing of it was applied.
-    #[error("migration {migration} failed and was rolled back: {source}")]
+    /// A schema migration's SQL failed; nothing of it was applied.
+    #[error("schema migration {migration} failed and was rolled back: {source}")]
     Failed {
         /// `group/name`.
         migration: String,
@@ -180,41 +186,44 @@ pub enum MigrationError {
     },
 }
 
-/// Applies [`MIGRATIONS`] through `client` (a connection of its own: the advisory lock is
+/// Applies [`SCHEMA_MIGRATIONS`] through `client` (a connection of its own: the advisory lock is
 /// held by the session).
-pub async fn migrate(
+pub async fn migrate_schema(
     client: &mut Client,
-    mode: MigrateMode,
-) -> Result<MigrationReport, MigrationError> {
-    run_migrations(client, MIGRATIONS, mode).await
+    mode: SchemaMigrationMode,
+) -> Result<SchemaMigrationReport, SchemaMigrationError> {
+    run_schema_migrations(client, SCHEMA_MIGRATIONS, mode).await
 }
 
-/// Applies `migrations` (in the given order) under the migration lock.
-pub async fn run_migrations(
+/// Applies `migrations` (in the given order) under the schema migration lock.
+pub async fn run_schema_migrations(
     client: &mut Client,
-    migrations: &[Migration],
-    mode: MigrateMode,
-) -> Result<MigrationReport, MigrationError> {
+    migrations: &[SchemaMigration],
+    mode: SchemaMigrationMode,
+) -> Result<SchemaMigrationReport, SchemaMigrationError> {
     client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_MIGRATION_LOCK_KEY])
         .await
-        .map_err(|e| DbError::query("take the migration lock", &e))?;
+        .map_err(|e| DbError::query("take the schema migration lock", &e))?;
     let result = run_locked(client, migrations, mode).await;
     // The lock also ends with the session, so a failed unlock is only worth a log line.
     if let Err(error) = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&SCHEMA_MIGRATION_LOCK_KEY],
+        )
         .await
     {
-        tracing::warn!(error = %crate::error_chain(&error), "could not release the migration lock");
+        tracing::warn!(error = %crate::error_chain(&error), "could not release the schema migration lock");
     }
     result
 }
 
 async fn run_locked(
     client: &mut Client,
-    migrations: &[Migration],
-    mode: MigrateMode,
-) -> Result<MigrationReport, MigrationError> {
+    migrations: &[SchemaMigration],
+    mode: SchemaMigrationMode,
+) -> Result<SchemaMigrationReport, SchemaMigrationError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS ferry_schema_migrations (
@@ -230,21 +239,21 @@ async fn run_locked(
         .await
         .map_err(|e| DbError::query("create ferry_schema_migrations", &e))?;
 
-    let recorded = applied_migrations(client).await?;
+    let recorded = applied_schema_migrations(client).await?;
     for row in &recorded {
         let known = migrations
             .iter()
             .find(|m| m.group.as_str() == row.group && m.version == row.version);
         match known {
             None => {
-                return Err(MigrationError::UnknownApplied {
+                return Err(SchemaMigrationError::UnknownApplied {
                     group: row.group.clone(),
                     version: row.version,
                     name: row.name.clone(),
                 });
             }
             Some(m) if m.checksum() != row.checksum => {
-                return Err(MigrationError::ChecksumMismatch {
+                return Err(SchemaMigrationError::ChecksumMismatch {
                     migration: m.to_string(),
                 });
             }
@@ -252,7 +261,7 @@ async fn run_locked(
         }
     }
 
-    let mut report = MigrationReport::default();
+    let mut report = SchemaMigrationReport::default();
     for migration in migrations {
         let done = recorded
             .iter()
@@ -261,13 +270,14 @@ async fn run_locked(
             report.already_applied.push(migration.to_string());
             continue;
         }
-        let baseline = mode == MigrateMode::Baseline && migration.group == MigrationGroup::App;
+        let baseline =
+            mode == SchemaMigrationMode::Baseline && migration.group == SchemaMigrationGroup::App;
         apply_one(client, migration, baseline).await?;
         if baseline {
-            tracing::info!(%migration, "migration recorded as applied (baseline)");
+            tracing::info!(schema_migration = %migration, "schema migration recorded as applied (baseline)");
             report.baselined.push(migration.to_string());
         } else {
-            tracing::info!(%migration, "migration applied");
+            tracing::info!(schema_migration = %migration, "schema migration applied");
             report.applied.push(migration.to_string());
         }
     }
@@ -276,19 +286,19 @@ async fn run_locked(
 
 async fn apply_one(
     client: &mut Client,
-    migration: &Migration,
+    migration: &SchemaMigration,
     baseline: bool,
-) -> Result<(), MigrationError> {
+) -> Result<(), SchemaMigrationError> {
     let failed = |source: DbError| {
-        if migration.group == MigrationGroup::App
+        if migration.group == SchemaMigrationGroup::App
             && source.sqlstate() == Some(SqlState::DUPLICATE_TABLE.code())
         {
-            MigrationError::AppTablesExist {
+            SchemaMigrationError::AppTablesExist {
                 migration: migration.to_string(),
                 reason: source.to_string(),
             }
         } else {
-            MigrationError::Failed {
+            SchemaMigrationError::Failed {
                 migration: migration.to_string(),
                 source,
             }
@@ -315,14 +325,16 @@ async fn apply_one(
         ],
     )
     .await
-    .map_err(|e| failed(DbError::query("record the migration", &e)))?;
+    .map_err(|e| failed(DbError::query("record the schema migration", &e)))?;
     tx.commit()
         .await
         .map_err(|e| failed(DbError::query("commit", &e)))
 }
 
 /// The rows of `ferry_schema_migrations`, oldest first; empty when the table does not exist.
-pub async fn applied_migrations(client: &Client) -> Result<Vec<AppliedMigration>, DbError> {
+pub async fn applied_schema_migrations(
+    client: &Client,
+) -> Result<Vec<AppliedSchemaMigration>, DbError> {
     let exists: bool = client
         .query_one(
             "SELECT to_regclass('ferry_schema_migrations') IS NOT NULL",
@@ -344,7 +356,7 @@ pub async fn applied_migrations(client: &Client) -> Result<Vec<AppliedMigration>
         .map_err(|e| DbError::query("read ferry_schema_migrations", &e))?;
     Ok(rows
         .iter()
-        .map(|row| AppliedMigration {
+        .map(|row| AppliedSchemaMigration {
             group: row.get(0),
             version: row.get(1),
             name: row.get(2),
@@ -360,8 +372,8 @@ mod tests {
 
     #[test]
     fn migrations_are_in_order_without_gaps() {
-        for group in [MigrationGroup::Ferry, MigrationGroup::App] {
-            let versions: Vec<i32> = MIGRATIONS
+        for group in [SchemaMigrationGroup::Ferry, SchemaMigrationGroup::App] {
+            let versions: Vec<i32> = SCHEMA_MIGRATIONS
                 .iter()
                 .filter(|m| m.group == group)
                 .map(|m| m.version)
@@ -369,7 +381,7 @@ mod tests {
             let expected: Vec<i32> = (1..=versions.len() as i32).collect();
             assert_eq!(versions, expected, "group {}", group.as_str());
         }
-        let groups: Vec<MigrationGroup> = MIGRATIONS.iter().map(|m| m.group).collect();
+        let groups: Vec<SchemaMigrationGroup> = SCHEMA_MIGRATIONS.iter().map(|m| m.group).collect();
         let mut sorted = groups.clone();
         sorted.sort();
         assert_eq!(
@@ -380,7 +392,7 @@ mod tests {
 
     #[test]
     fn names_start_with_their_version() {
-        for m in MIGRATIONS {
+        for m in SCHEMA_MIGRATIONS {
             assert!(
                 m.name.starts_with(&format!("{:04}_", m.version)),
                 "{m} should start with {:04}_",
@@ -391,7 +403,7 @@ mod tests {
 
     #[test]
     fn checksums_are_hex_sha256() {
-        let checksum = MIGRATIONS[0].checksum();
+        let checksum = SCHEMA_MIGRATIONS[0].checksum();
         assert_eq!(checksum.len(), 64);
         assert!(checksum.chars().all(|c| c.is_ascii_hexdigit()));
     }

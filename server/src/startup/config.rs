@@ -61,12 +61,17 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Run the HTTP server (the default): migrate, check the schema, then serve.
+    /// Run the HTTP server (the default): apply pending schema migrations, check the schema,
+    /// then serve.
     Serve,
-    /// Apply pending schema migrations, then exit.
+    /// Apply pending schema migrations (create or change tables), then exit.
+    ///
+    /// Schema migrations create and change Ferry's and the app's tables; they move no data
+    /// (data migrations arrive from browsers, over HTTP, while the server runs).
     Migrate {
-        /// Record the app-table migrations as applied without running them, for an app whose
-        /// tables already exist (they are checked first). Ferry's own tables are still created.
+        /// Record the app-table schema migrations as applied without running them, for an app
+        /// whose tables already exist (they are checked first). Ferry's own tables are still
+        /// created.
         #[arg(long)]
         baseline: bool,
     },

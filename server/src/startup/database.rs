@@ -1,11 +1,11 @@
 //! The database the server runs on: the one `DATABASE_URL` names, or the embedded cluster's;
 //! made ready at start (schema migrations applied, the app schema checked) and by
-//! `ferry-server migrate`.
+//! `ferry-server migrate` (which applies schema migrations, nothing else).
 
 use crate::db;
 use crate::db::embedded_pg::{EmbeddedPg, EmbeddedPgError, EmbeddedPgOptions, Listen};
 use crate::db::schema_check::{ExpectedTable, check_schema, expected_tables};
-use crate::db::schema_migrations::{MigrateMode, MigrationReport, migrate};
+use crate::db::schema_migrations::{SchemaMigrationMode, SchemaMigrationReport, migrate_schema};
 use crate::startup::config::{PgListen, Settings};
 use crate::startup::{StartupError, load_spec};
 
@@ -94,14 +94,14 @@ pub async fn open_database(settings: &Settings) -> Result<Database, StartupError
     Ok(database)
 }
 
-/// Applies pending migrations and checks the app schema against `expected` (from the spec):
+/// Applies pending schema migrations and checks the app schema against `expected` (from the spec):
 /// what the server does at every start.
 pub async fn prepare_schema(
     config: &tokio_postgres::Config,
     expected: &[ExpectedTable],
-) -> Result<MigrationReport, StartupError> {
+) -> Result<SchemaMigrationReport, StartupError> {
     let mut client = db::connect(config).await?;
-    let report = migrate(&mut client, MigrateMode::Apply).await?;
+    let report = migrate_schema(&mut client, SchemaMigrationMode::Apply).await?;
     let mismatches = check_schema(&client, expected).await?;
     if !mismatches.is_empty() {
         return Err(StartupError::SchemaMismatch(mismatches));
@@ -109,33 +109,35 @@ pub async fn prepare_schema(
     Ok(report)
 }
 
-/// `ferry-server migrate [--baseline]` against `config`. With `baseline`, the app tables are
-/// checked against `expected` first and the app migrations recorded without running.
-pub async fn migrate_database(
+/// `ferry-server migrate [--baseline]` against `config`: applies the pending schema migrations.
+/// With `baseline`, the app tables are checked against `expected` first and the app schema
+/// migrations recorded without running.
+pub async fn migrate_database_schema(
     config: &tokio_postgres::Config,
     baseline: bool,
     expected: &[ExpectedTable],
-) -> Result<MigrationReport, StartupError> {
+) -> Result<SchemaMigrationReport, StartupError> {
     let mut client = db::connect(config).await?;
     if !baseline {
-        return Ok(migrate(&mut client, MigrateMode::Apply).await?);
+        return Ok(migrate_schema(&mut client, SchemaMigrationMode::Apply).await?);
     }
     let mismatches = check_schema(&client, expected).await?;
     if !mismatches.is_empty() {
         return Err(StartupError::BaselineRefused(mismatches));
     }
-    Ok(migrate(&mut client, MigrateMode::Baseline).await?)
+    Ok(migrate_schema(&mut client, SchemaMigrationMode::Baseline).await?)
 }
 
 /// `ferry-server migrate [--baseline]`: opens the database (starting and stopping the
-/// embedded cluster if needed) and migrates it.
-pub async fn run_migrate(
+/// embedded cluster if needed) and applies its schema migrations.
+pub async fn run_migrate_command(
     settings: &Settings,
     baseline: bool,
-) -> Result<MigrationReport, StartupError> {
+) -> Result<SchemaMigrationReport, StartupError> {
     let (spec, _) = load_spec(settings)?;
     let database = open_database(settings).await?;
-    let result = migrate_database(database.config(), baseline, &expected_tables(&spec)).await;
+    let result =
+        migrate_database_schema(database.config(), baseline, &expected_tables(&spec)).await;
     database.stop().await?;
     result
 }

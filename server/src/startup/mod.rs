@@ -10,7 +10,7 @@
 //! The room:
 //! - [`config`]: the typed settings (flags and environment); [`secret`]: values that never print.
 //! - `database`: the database the server runs on ([`Database`], [`open_database`]) and its
-//!   schema made ready ([`prepare_schema`], [`run_migrate`]).
+//!   schema made ready ([`prepare_schema`], [`run_migrate_command`]).
 //! - `serving`: the HTTP/1 serving loop with its header read timeout and graceful shutdown.
 //! - [`telemetry`]: logging; [`shutdown`]: SIGINT/SIGTERM; [`faults`]: dev-only fault points
 //!   for the crash tests.
@@ -31,12 +31,13 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use database::{
-    Database, EMBEDDED_DATABASE, migrate_database, open_database, prepare_schema, run_migrate,
+    Database, EMBEDDED_DATABASE, migrate_database_schema, open_database, prepare_schema,
+    run_migrate_command,
 };
 
 use crate::db::embedded_pg::EmbeddedPgError;
 use crate::db::schema_check::{SchemaMismatch, describe_mismatches, expected_tables};
-use crate::db::schema_migrations::MigrationError;
+use crate::db::schema_migrations::SchemaMigrationError;
 use crate::db::{self, DbError, PoolSettings};
 use crate::http::auth::{JwtKeys, KeyError};
 use crate::http::state::{AppState, Engine, HttpSettings};
@@ -54,9 +55,9 @@ pub enum StartupError {
     /// The database could not be reached or queried.
     #[error(transparent)]
     Db(#[from] DbError),
-    /// Migrating failed.
+    /// Applying the schema migrations failed.
     #[error(transparent)]
-    Migration(#[from] MigrationError),
+    SchemaMigration(#[from] SchemaMigrationError),
     /// The app's tables do not fit what the server writes.
     #[error("the database schema does not match what the server needs:\n{}\nFix the tables (or the expected schema) and start again.", describe_mismatches(.0))]
     SchemaMismatch(Vec<SchemaMismatch>),
@@ -168,8 +169,8 @@ impl Application {
         Self::build_with_database(settings, database).await
     }
 
-    /// Builds the server over `database` (migrating and checking it). On failure the embedded
-    /// cluster, if any, is stopped.
+    /// Builds the server over `database` (applying its schema migrations and checking it). On
+    /// failure the embedded cluster, if any, is stopped.
     pub async fn build_with_database(
         settings: &Settings,
         database: Database,

@@ -202,7 +202,7 @@ async fn the_migrate_subcommand_migrates_then_has_nothing_to_do() {
     assert!(
         second.contains(&format!(
             "0 applied, 0 baselined, {} already applied",
-            ferry_server::db::schema_migrations::MIGRATIONS.len()
+            ferry_server::db::schema_migrations::SCHEMA_MIGRATIONS.len()
         )),
         "{second}"
     );
@@ -214,9 +214,9 @@ async fn migrate_baseline_records_hand_made_app_tables() {
     let Some(url) = database.conninfo.clone() else {
         return;
     };
-    let app_sql = ferry_server::db::schema_migrations::MIGRATIONS
+    let app_sql = ferry_server::db::schema_migrations::SCHEMA_MIGRATIONS
         .iter()
-        .find(|m| m.group == ferry_server::db::schema_migrations::MigrationGroup::App)
+        .find(|m| m.group == ferry_server::db::schema_migrations::SchemaMigrationGroup::App)
         .unwrap()
         .sql;
     database.client.batch_execute(app_sql).await.unwrap();

@@ -143,7 +143,7 @@ pub struct TestDatabase {
     pub conninfo: Option<String>,
 }
 
-/// Creates a fresh database (not migrated).
+/// Creates a fresh database (no schema migrations applied).
 pub async fn fresh_database() -> TestDatabase {
     let cluster = cluster();
     let name = format!("t_{}", Uuid::new_v4().simple());
@@ -168,7 +168,7 @@ pub async fn fresh_database() -> TestDatabase {
     }
 }
 
-/// A running server over a fresh, migrated database.
+/// A running server over a fresh database with its schema migrations applied.
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
     pub address: String,

@@ -3,7 +3,7 @@
 use ferry_server::db::schema_check::{
     ExpectedTable, SchemaMismatch, TypeFamily, check_schema, expected_tables,
 };
-use ferry_server::db::schema_migrations::{MigrateMode, migrate};
+use ferry_server::db::schema_migrations::{SchemaMigrationMode, migrate_schema};
 use ferry_server::startup::{Application, Database, StartupError};
 
 use crate::helpers::{TestDatabase, fresh_database, test_settings};
@@ -15,7 +15,7 @@ fn demo_app_schema() -> Vec<ExpectedTable> {
 
 async fn migrated() -> TestDatabase {
     let mut database = fresh_database().await;
-    migrate(&mut database.client, MigrateMode::Apply)
+    migrate_schema(&mut database.client, SchemaMigrationMode::Apply)
         .await
         .unwrap();
     database

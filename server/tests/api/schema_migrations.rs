@@ -1,10 +1,10 @@
-//! Migrations: idempotent, locked, checksummed, and `--baseline` for existing app tables.
+//! Schema migrations: idempotent, locked, checksummed, and `--baseline` for existing app tables.
 
 use ferry_server::db::schema_migrations::{
-    MIGRATIONS, MigrateMode, Migration, MigrationError, MigrationGroup, applied_migrations,
-    migrate, run_migrations,
+    SCHEMA_MIGRATIONS, SchemaMigration, SchemaMigrationError, SchemaMigrationGroup,
+    SchemaMigrationMode, applied_schema_migrations, migrate_schema, run_schema_migrations,
 };
-use ferry_server::startup::{StartupError, migrate_database};
+use ferry_server::startup::{StartupError, migrate_database_schema};
 
 use crate::helpers::fresh_database;
 
@@ -23,31 +23,34 @@ async fn table_count(client: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
-fn app_migration() -> &'static Migration {
-    MIGRATIONS
+fn app_migration() -> &'static SchemaMigration {
+    SCHEMA_MIGRATIONS
         .iter()
-        .find(|m| m.group == MigrationGroup::App)
+        .find(|m| m.group == SchemaMigrationGroup::App)
         .unwrap()
 }
 
 #[tokio::test]
 async fn migrating_twice_changes_nothing_the_second_time() {
     let mut database = fresh_database().await;
-    let first = migrate(&mut database.client, MigrateMode::Apply)
+    let first = migrate_schema(&mut database.client, SchemaMigrationMode::Apply)
         .await
         .unwrap();
-    assert_eq!(first.applied.len(), MIGRATIONS.len());
+    assert_eq!(first.applied.len(), SCHEMA_MIGRATIONS.len());
     let tables = table_count(&database.client).await;
 
-    let second = migrate(&mut database.client, MigrateMode::Apply)
+    let second = migrate_schema(&mut database.client, SchemaMigrationMode::Apply)
         .await
         .unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
-    assert_eq!(second.already_applied.len(), MIGRATIONS.len());
+    assert_eq!(second.already_applied.len(), SCHEMA_MIGRATIONS.len());
     assert_eq!(table_count(&database.client).await, tables);
     assert_eq!(
-        applied_migrations(&database.client).await.unwrap().len(),
-        MIGRATIONS.len()
+        applied_schema_migrations(&database.client)
+            .await
+            .unwrap()
+            .len(),
+        SCHEMA_MIGRATIONS.len()
     );
 }
 
@@ -59,7 +62,7 @@ async fn concurrent_migrations_apply_each_migration_once() {
         let config = config.clone();
         tokio::spawn(async move {
             let mut client = ferry_server::db::connect(&config).await.unwrap();
-            migrate(&mut client, MigrateMode::Apply).await
+            migrate_schema(&mut client, SchemaMigrationMode::Apply).await
         })
     });
     let mut applied_total = 0;
@@ -69,7 +72,7 @@ async fn concurrent_migrations_apply_each_migration_once() {
     }
     assert_eq!(
         applied_total,
-        MIGRATIONS.len(),
+        SCHEMA_MIGRATIONS.len(),
         "each migration applied exactly once"
     );
 }
@@ -92,7 +95,7 @@ async fn baseline_records_existing_app_tables_without_running_them() {
         .await
         .unwrap();
 
-    let report = migrate_database(&database.config, true, &demo_tables())
+    let report = migrate_database_schema(&database.config, true, &demo_tables())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.baselined, [app_migration().to_string()]);
@@ -101,7 +104,7 @@ async fn baseline_records_existing_app_tables_without_running_them() {
         "{report:?}"
     );
 
-    let rows = applied_migrations(&database.client).await.unwrap();
+    let rows = applied_schema_migrations(&database.client).await.unwrap();
     let app_row = rows.iter().find(|r| r.group == "app").unwrap();
     assert!(app_row.baselined);
     assert!(
@@ -128,7 +131,7 @@ async fn baseline_records_existing_app_tables_without_running_them() {
 #[tokio::test]
 async fn baseline_is_refused_when_the_app_tables_are_missing() {
     let database = fresh_database().await;
-    let error = migrate_database(&database.config, true, &demo_tables())
+    let error = migrate_database_schema(&database.config, true, &demo_tables())
         .await
         .unwrap_err();
     assert!(matches!(error, StartupError::BaselineRefused(_)), "{error}");
@@ -136,7 +139,7 @@ async fn baseline_is_refused_when_the_app_tables_are_missing() {
     assert!(message.contains("table tasks: does not exist"), "{message}");
     // Nothing was recorded.
     assert!(
-        applied_migrations(&database.client)
+        applied_schema_migrations(&database.client)
             .await
             .unwrap()
             .is_empty()
@@ -151,32 +154,32 @@ async fn existing_app_tables_without_baseline_point_at_baseline() {
         .batch_execute(app_migration().sql)
         .await
         .unwrap();
-    let error = migrate(&mut database.client, MigrateMode::Apply)
+    let error = migrate_schema(&mut database.client, SchemaMigrationMode::Apply)
         .await
         .unwrap_err();
     assert!(
-        matches!(error, MigrationError::AppTablesExist { .. }),
+        matches!(error, SchemaMigrationError::AppTablesExist { .. }),
         "{error}"
     );
     assert!(error.to_string().contains("migrate --baseline"), "{error}");
     // The ferry migration before it was applied; the failed app migration left no record.
-    let rows = applied_migrations(&database.client).await.unwrap();
+    let rows = applied_schema_migrations(&database.client).await.unwrap();
     assert!(rows.iter().all(|r| r.group == "ferry"), "{rows:?}");
 }
 
 #[tokio::test]
 async fn an_applied_migration_that_was_edited_is_detected() {
     let mut database = fresh_database().await;
-    migrate(&mut database.client, MigrateMode::Apply)
+    migrate_schema(&mut database.client, SchemaMigrationMode::Apply)
         .await
         .unwrap();
-    let mut edited: Vec<Migration> = MIGRATIONS.to_vec();
+    let mut edited: Vec<SchemaMigration> = SCHEMA_MIGRATIONS.to_vec();
     edited[0].sql = "SELECT 1; -- edited after it was applied";
-    let error = run_migrations(&mut database.client, &edited, MigrateMode::Apply)
+    let error = run_schema_migrations(&mut database.client, &edited, SchemaMigrationMode::Apply)
         .await
         .unwrap_err();
     assert!(
-        matches!(error, MigrationError::ChecksumMismatch { .. }),
+        matches!(error, SchemaMigrationError::ChecksumMismatch { .. }),
         "{error}"
     );
     assert!(
@@ -188,16 +191,19 @@ async fn an_applied_migration_that_was_edited_is_detected() {
 #[tokio::test]
 async fn a_failing_migration_is_rolled_back_whole() {
     let mut database = fresh_database().await;
-    let broken = [Migration {
-        group: MigrationGroup::Ferry,
+    let broken = [SchemaMigration {
+        group: SchemaMigrationGroup::Ferry,
         version: 1,
         name: "0001_broken",
         sql: "CREATE TABLE half_done (id int); SELECT no_such_function();",
     }];
-    let error = run_migrations(&mut database.client, &broken, MigrateMode::Apply)
+    let error = run_schema_migrations(&mut database.client, &broken, SchemaMigrationMode::Apply)
         .await
         .unwrap_err();
-    assert!(matches!(error, MigrationError::Failed { .. }), "{error}");
+    assert!(
+        matches!(error, SchemaMigrationError::Failed { .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("no_such_function"), "{error}");
     let exists: bool = database
         .client
@@ -214,7 +220,7 @@ async fn a_failing_migration_is_rolled_back_whole() {
 #[tokio::test]
 async fn a_database_ahead_of_this_build_is_refused() {
     let mut database = fresh_database().await;
-    migrate(&mut database.client, MigrateMode::Apply)
+    migrate_schema(&mut database.client, SchemaMigrationMode::Apply)
         .await
         .unwrap();
     database
@@ -225,18 +231,21 @@ async fn a_database_ahead_of_this_build_is_refused() {
         )
         .await
         .unwrap();
-    let error = migrate(&mut database.client, MigrateMode::Apply)
+    let error = migrate_schema(&mut database.client, SchemaMigrationMode::Apply)
         .await
         .unwrap_err();
     assert!(
-        matches!(error, MigrationError::UnknownApplied { version: 99, .. }),
+        matches!(
+            error,
+            SchemaMigrationError::UnknownApplied { version: 99, .. }
+        ),
         "{error}"
     );
 }
 
 #[test]
 fn every_migration_file_is_registered() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema_migrations");
     let mut files = Vec::new();
     for group in ["ferry", "app"] {
         for entry in std::fs::read_dir(root.join(group)).unwrap() {
@@ -245,10 +254,10 @@ fn every_migration_file_is_registered() {
         }
     }
     files.sort();
-    let mut registered: Vec<String> = MIGRATIONS.iter().map(ToString::to_string).collect();
+    let mut registered: Vec<String> = SCHEMA_MIGRATIONS.iter().map(ToString::to_string).collect();
     registered.sort();
     assert_eq!(
         files, registered,
-        "server/migrations/ and MIGRATIONS disagree"
+        "server/schema_migrations/ and SCHEMA_MIGRATIONS disagree"
     );
 }
