@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::db::{self, DbError};
-use crate::operator::{conflicts, report, rollback};
+use crate::operator::{conflicts, quarantine, report, rollback};
 use crate::startup::config::Settings;
 use crate::startup::{Database, StartupError, load_field_cipher, load_spec, open_database};
 
@@ -218,7 +218,7 @@ pub async fn quarantine(
     let (database, client) = connect(settings).await?;
     let dev_mode = settings.dev || database.embedded().is_some();
     let listed = match load_field_cipher(settings, dev_mode) {
-        Ok(cipher) => report::quarantined_records(&client, &cipher, user, migration)
+        Ok(cipher) => quarantine::quarantined_records(&client, &cipher, user, migration)
             .await
             .map_err(CliError::from),
         Err(error) => Err(error.into()),

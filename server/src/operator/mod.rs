@@ -5,10 +5,12 @@
 //! - [`rollback`]: every row a migration touched put back as it was before.
 //! - [`conflicts`]: the `manual` policy's queue, listed and resolved.
 //! - [`backups`]: the browser's sealed backups, stored opaque per user.
+//! - [`quarantine`]: the records that were not migrated, read back for the operator.
 //! - [`cli`]: the operator's subcommands over the same code.
 
 pub mod backups;
 pub mod cli;
 pub mod conflicts;
+pub mod quarantine;
 pub mod report;
 pub mod rollback;
