@@ -383,22 +383,6 @@ pub enum ColumnType {
     TextArray,
 }
 
-impl ColumnType {
-    /// The PostgreSQL type name used in casts (`$1::text[]`).
-    pub fn sql_name(self) -> &'static str {
-        match self {
-            Self::Uuid => "uuid",
-            Self::Text => "text",
-            Self::BigInt => "bigint",
-            Self::Double => "double precision",
-            Self::Boolean => "boolean",
-            Self::Timestamptz => "timestamptz",
-            Self::Jsonb => "jsonb",
-            Self::TextArray => "text[]",
-        }
-    }
-}
-
 /// One field of a kind: where it comes from, what it must be, where it goes.
 #[derive(Debug, Clone)]
 pub struct Field {
