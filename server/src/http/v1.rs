@@ -75,28 +75,17 @@ async fn post_batch(
     let engine = state.engine();
     let metrics = state.metrics();
     let mut client = connection(&state).await?;
-    let mut result = ingest::ingest(
-        &mut client,
-        &engine.plan,
-        &engine.cipher,
-        user.user_id,
-        &body,
-    )
-    .await;
+    let ingest_once = async |client: &mut deadpool_postgres::Object| {
+        ingest::ingest(client, &engine.plan, &engine.cipher, user.user_id, &body).await
+    };
+    let mut result = ingest_once(&mut client).await;
     if let Err(error) = &result
         && error.is_retryable()
     {
         // A serialization failure or deadlock against a concurrent batch: the transaction was
         // rolled back whole, so running it again is safe, and usually succeeds.
         tracing::info!(error = %error_chain(error), "retrying a batch once");
-        result = ingest::ingest(
-            &mut client,
-            &engine.plan,
-            &engine.cipher,
-            user.user_id,
-            &body,
-        )
-        .await;
+        result = ingest_once(&mut client).await;
     }
     match result {
         Ok(answer) => {
