@@ -325,7 +325,7 @@ pub fn generate_sample(
     target_bytes: f64,
     invalid_fraction: f64,
 ) -> Result<js_sys::Array, JsValue> {
-    use ferry_core::sample::{LegacyApp, SampleOptions, generate};
+    use ferry_sample::{LegacyApp, SampleOptions, generate};
     let app = match app {
         "taskboard" => LegacyApp::Taskboard,
         "jotter" => LegacyApp::Jotter,
