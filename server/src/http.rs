@@ -47,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .merge(authenticated);
     if http.dev_mode {
         router = router.route("/dev/token", post(dev_token));
+        router = router.route("/dev/sample", get(crate::dev_sample::sample));
     }
     let pkg = ServeDir::new(&http.pkg_dir)
         .call_fallback_on_method_not_allowed(true)

@@ -13,7 +13,7 @@
 //! - [`db`]: connections and the pool; [`migrations`]: the embedded, versioned schema;
 //!   [`schema_check`]: does the database fit; [`embedded_pg`]: a private PostgreSQL cluster.
 //! - [`telemetry`]: logging; [`shutdown`]: SIGINT/SIGTERM; [`cli`]: the operator's subcommands.
-//! - [`faults`]: dev-only fault injection for the crash tests.
+//! - [`faults`]: dev-only fault injection for the crash tests; [`dev_sample`]: dev-only demo data.
 
 pub mod api;
 pub mod auth;
@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod conflicts;
 pub mod db;
+pub mod dev_sample;
 pub mod embedded_pg;
 pub mod error;
 pub mod extract;
