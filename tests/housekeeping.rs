@@ -15,7 +15,13 @@ const TEST_HEADING: &str = "Run every test";
 /// The README heading whose first fenced block is the command that runs the demo.
 const DEMO_HEADING: &str = "Run the demo";
 /// Folders whose `.rs` files must each start with a `//!` module doc.
-const SOURCE_DIRS: &[&str] = &["src", "ferry-core/src", "server/src"];
+const SOURCE_DIRS: &[&str] = &[
+    "src",
+    "ferry-core/src",
+    "ferry-sample/src",
+    "server/src",
+    "tests/corpus/src",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
