@@ -314,37 +314,3 @@ impl Migrator {
         Ok(())
     }
 }
-
-/// Realistic legacy localStorage for a demo or a benchmark, from Ferry's seeded generator:
-/// `[[key, value], …]` as exact JavaScript strings (lone surrogates included), about
-/// `targetBytes` UTF-16 bytes with `invalidFraction` of the records broken on purpose.
-#[wasm_bindgen(js_name = generateSample, unchecked_return_type = "Array<[string, string]>")]
-pub fn generate_sample(
-    app: &str,
-    seed: f64,
-    target_bytes: f64,
-    invalid_fraction: f64,
-) -> Result<js_sys::Array, JsValue> {
-    use ferry_core::sample::{LegacyApp, SampleOptions, generate};
-    let app = match app {
-        "taskboard" => LegacyApp::Taskboard,
-        "jotter" => LegacyApp::Jotter,
-        other => {
-            return Err(js_error(Error::InvalidArgument(format!(
-                "generateSample: unknown app {other:?}; use \"taskboard\" or \"jotter\""
-            ))));
-        }
-    };
-    let mut options = SampleOptions::new(app);
-    // JavaScript numbers: negative or fractional inputs are clamped into range.
-    options.seed = seed.max(0.0) as u64;
-    options.target_bytes = target_bytes.max(0.0) as u64;
-    options.invalid_fraction = invalid_fraction.clamp(0.0, 1.0);
-    let sample = generate(&options);
-    let out = js_sys::Array::new_with_length(sample.pairs.len() as u32);
-    for (i, (key, value)) in sample.pairs.iter().enumerate() {
-        let pair = js_sys::Array::of2(&browser::local::to_js(key), &browser::local::to_js(value));
-        out.set(i as u32, pair.into());
-    }
-    Ok(out)
-}

@@ -14,12 +14,10 @@
 //! - [`timestamp`]: ISO 8601 and epoch timestamps.
 //! - [`wire`]: the versioned batch format and the batch builder.
 //! - [`backup`]: the versioned, encrypted backup envelope.
-//! - [`sample`]: a seeded generator of realistic legacy localStorage, for tests and benchmarks.
 
 pub mod backup;
 pub mod lossless;
 pub mod pipeline;
-pub mod sample;
 pub mod spec;
 pub mod timestamp;
 pub mod wire;

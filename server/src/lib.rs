@@ -4,7 +4,8 @@
 //! - [`startup`]: from flags to a bound socket and back down: typed settings, secrets that
 //!   never print, logging, signals, the serving loop, dev-only fault points.
 //! - [`http`]: the HTTP edge: the router ([`http::app`]) and its layers, authentication, the
-//!   rate limit, the one error shape, metrics, the OpenAPI document and the `/v1` handlers.
+//!   rate limit, the one error shape, metrics, the OpenAPI document, the `/v1` handlers and
+//!   the dev-only sample data.
 //! - [`ingest`]: one batch in, exactly once: prepare (decode, re-validate, seal sensitive
 //!   fields), the per-kind SQL statement, apply.
 //! - [`operator`]: what comes after ingest: the migration report, rollback, conflicts,

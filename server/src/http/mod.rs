@@ -16,6 +16,7 @@
 //! - [`state`]: what handlers share; [`metrics`]: Prometheus; [`openapi`]: the API description.
 
 pub mod auth;
+pub mod dev_sample;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -66,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .merge(authenticated);
     if http.dev_mode {
         router = router.route("/dev/token", post(dev_token));
+        router = router.route("/dev/sample", get(crate::http::dev_sample::sample));
     }
     let pkg = ServeDir::new(&http.pkg_dir)
         .call_fallback_on_method_not_allowed(true)

@@ -17,7 +17,7 @@ use crate::startup::config::Settings;
 /// The HTTP-facing settings, taken from [`Settings`].
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
-    /// Whether `POST /dev/token` exists.
+    /// Whether the dev routes (`POST /dev/token`, `GET /dev/sample`) exist.
     pub dev_mode: bool,
     /// Lifetime of dev tokens.
     pub dev_token_ttl: Duration,

@@ -161,7 +161,7 @@ pub struct Settings {
     #[arg(long, env = "FERRY_PORT", global = true, default_value_t = DEFAULT_PORT)]
     pub port: u16,
 
-    /// Enable the development endpoints (`POST /dev/token`). Always on with the embedded cluster.
+    /// Enable the development endpoints (`POST /dev/token`, `GET /dev/sample`). Always on with the embedded cluster.
     #[arg(long, env = "FERRY_DEV", global = true)]
     pub dev: bool,
 

@@ -9,6 +9,7 @@
 mod auth;
 mod binary;
 mod cors;
+mod dev_sample;
 mod embedded_pg;
 mod errors;
 mod faults;

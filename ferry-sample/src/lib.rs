@@ -1,28 +1,33 @@
-//! A seeded generator of realistic legacy localStorage, with the ground truth of what the
-//! pipeline must make of it.
+//! Ferry's demo data: a seeded generator of realistic legacy localStorage, with the ground
+//! truth of what the pipeline must make of it.
 //!
-//! Tests, benchmarks and the demo's "load sample data" need localStorage as a real app leaves
+//! Tests, benchmarks and the demo's "Load sample data" need localStorage as a real app leaves
 //! it after years of use: thousands of records written by several versions of the app, legacy
 //! enum values, fields that came and went, a few records broken in every way a browser can
-//! break them, and strings that stress the [lossless](crate::lossless) rule (lone surrogates,
-//! NUL, U+FFFF) or look like attacks. [`generate`] writes such a snapshot for one of the two
-//! example apps (`specs/taskboard.json`, `specs/jotter.json`) and returns, alongside the
+//! break them, and strings that stress the [lossless](ferry_core::lossless) rule (lone
+//! surrogates, NUL, U+FFFF) or look like attacks. [`generate`] writes such a snapshot for one of
+//! the two example apps (`specs/taskboard.json`, `specs/jotter.json`) and returns, alongside the
 //! `(key, value)` pairs, a [`SampleManifest`]: the expected outcome of every record, and the
 //! list of injected faults with the [`Code`] each must be rejected with. Tests compare the
 //! pipeline's outcomes with it record by record.
 //!
 //! The generator is platform-free and deterministic: a SplitMix64 generator seeded by
 //! [`SampleOptions::seed`], no clock, no I/O, so the same options give the same pairs on every
-//! platform, the browser included. It writes JSON itself (rather than through `serde_json`)
-//! because it must write what `JSON.stringify` writes, and sometimes what an old engine wrote
-//! (a raw lone surrogate), which no Rust serialiser does.
+//! platform. It writes JSON itself (rather than through `serde_json`) because it must write
+//! what `JSON.stringify` writes, and sometimes what an old engine wrote (a raw lone surrogate),
+//! which no Rust serialiser does; [`pairs_json`] hands the pairs to a browser the same way.
+//!
+//! Its own crate, not a module of `ferry-core`, because it is demo and test data: the core's
+//! tests and the fuzz tests take it as a dev-dependency, the server's benchmark uses it, and
+//! the ingest server serves it in dev mode only (`GET /dev/sample`); the migrator's wasm bundle,
+//! which every user of an app downloads, does not contain it.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::lossless::{self, LosslessString};
-use crate::pipeline::{Code, KindSummary, Locator};
-use crate::timestamp;
+use ferry_core::lossless::{self, LosslessString};
+use ferry_core::pipeline::{Code, KindSummary, Locator};
+use ferry_core::timestamp;
 
 /// Default size of a sample: 5 MiB of UTF-16 (what a browser's localStorage quota allows).
 pub const DEFAULT_TARGET_BYTES: u64 = 5 * 1024 * 1024;
@@ -37,7 +42,8 @@ const FEW_RECORDS_FAULT_RATE: f64 = 0.25;
 /// Share of records holding a hostile string when [`SampleOptions::hostile`] is on.
 const HOSTILE_RATE: f64 = 0.02;
 
-/// The bulk kind always gets at least this many records, however small the target.
+/// The bulk kind always gets at least this many records, however small the target (unless
+/// [`SampleOptions::bulk_records`] says how many).
 const MIN_BULK_RECORDS: u32 = 8;
 
 /// 2019-01-01T00:00:00Z and 2025-12-31T00:00:00Z: the span of generated dates.
@@ -92,6 +98,9 @@ pub struct SampleOptions {
     /// Share of records that are broken (0 for a clean sample). Kinds with few records are
     /// broken at least one time in four when this is above 0, so every fault shows up.
     pub invalid_fraction: f64,
+    /// Exactly this many records of the bulk kind (taskboard's tasks, jotter's notes) instead
+    /// of as many as `target_bytes` takes: for a benchmark that counts records.
+    pub bulk_records: Option<u32>,
     /// Whether some records hold hostile strings: lone surrogates (raw and as JSON escapes),
     /// NUL, U+FFFF, `<script>`, SQL-looking text, right-to-left overrides.
     pub hostile: bool,
@@ -110,6 +119,7 @@ impl SampleOptions {
             seed: 0,
             target_bytes: DEFAULT_TARGET_BYTES,
             invalid_fraction: DEFAULT_INVALID_FRACTION,
+            bulk_records: None,
             hostile: true,
             broken_containers: false,
         }
@@ -131,7 +141,7 @@ pub struct SampleManifest {
     /// Total size of the pairs in UTF-16 bytes.
     pub bytes: u64,
     /// Expected outcome counts per kind, in spec order (compare with
-    /// [`crate::pipeline::summarize`]).
+    /// [`ferry_core::pipeline::summarize`]).
     pub summary: Vec<KindSummary>,
     /// The expected outcome of every record the pipeline will see, in generation order (match
     /// them with the pipeline's records by kind, key and locator).
@@ -292,6 +302,31 @@ fn summarize(app: LegacyApp, records: &[ExpectedRecord]) -> Vec<KindSummary> {
             s
         })
         .collect()
+}
+
+/// The pairs as JSON text, `[["key","value"],…]`, for a browser: `JSON.parse` gives back the
+/// exact JavaScript strings. NUL, lone surrogates and U+FFFF are written as `\uXXXX` escapes
+/// (the text itself holds none of them), which `serde_json` cannot do for lone surrogates: a
+/// Rust `String` has none to write.
+pub fn pairs_json(pairs: &[(LosslessString, LosslessString)]) -> String {
+    let size: usize = pairs
+        .iter()
+        .map(|(k, v)| k.as_escaped().len() + v.as_escaped().len() + 6)
+        .sum();
+    let mut out = String::with_capacity(size + 2);
+    out.push('[');
+    for (i, (key, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        write_js_string(&mut out, key.as_escaped(), Units::Escaped);
+        out.push(',');
+        write_js_string(&mut out, value.as_escaped(), Units::Escaped);
+        out.push(']');
+    }
+    out.push(']');
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,8 +490,8 @@ impl J {
                 let _ = write!(out, "{f}");
             }
             Self::Lit(text) => out.push_str(text),
-            Self::Str(s) => write_js_string(out, s, false),
-            Self::RawStr(s) => write_js_string(out, s, true),
+            Self::Str(s) => write_js_string(out, s, Units::Stringify),
+            Self::RawStr(s) => write_js_string(out, s, Units::OldEngine),
             Self::Arr(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
@@ -473,7 +508,7 @@ impl J {
                     if i > 0 {
                         out.push(',');
                     }
-                    write_js_string(out, k, false);
+                    write_js_string(out, k, Units::Stringify);
                     out.push(':');
                     v.write(out);
                 }
@@ -489,10 +524,22 @@ impl J {
     }
 }
 
-/// Writes a JavaScript string (in escaped form) as `JSON.stringify` does, into text that is
-/// itself in escaped form: `"`, `\` and control characters escaped, NUL as `\u0000`, U+FFFF
-/// raw, lone surrogates as `\udXXX` or, with `raw_surrogates`, raw.
-fn write_js_string(out: &mut String, s: &str, raw_surrogates: bool) {
+/// How [`write_js_string`] writes the code units the lossless rule escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Units {
+    /// As modern `JSON.stringify` writes them: NUL and lone surrogates as `\uXXXX` escapes,
+    /// U+FFFF raw. The text written is in escaped form (a raw U+FFFF is U+FFFF `FFFF` there).
+    Stringify,
+    /// As an old engine's `JSON.stringify` wrote them: lone surrogates raw too.
+    OldEngine,
+    /// Every one as a `\uXXXX` escape: plain text for a browser, whose `JSON.parse` gives back
+    /// the exact code units (see [`pairs_json`]).
+    Escaped,
+}
+
+/// Writes a JavaScript string (in escaped form) as a JSON string literal: `"`, `\` and
+/// control characters escaped, and NUL, lone surrogates and U+FFFF as `units` says.
+fn write_js_string(out: &mut String, s: &str, units: Units) {
     out.push('"');
     let mut rest = s;
     while let Some((i, c)) = rest
@@ -512,9 +559,9 @@ fn write_js_string(out: &mut String, s: &str, raw_surrogates: bool) {
             lossless::ESCAPE => {
                 let hex = rest.get(after..after + 4).unwrap_or("FFFD");
                 after += hex.len();
-                match u16::from_str_radix(hex, 16).unwrap_or(0xFFFD) {
-                    0 => out.push_str("\\u0000"),
-                    unit @ 0xD800..=0xDFFF if !raw_surrogates => {
+                match (u16::from_str_radix(hex, 16).unwrap_or(0xFFFD), units) {
+                    (0, _) => out.push_str("\\u0000"),
+                    (unit @ 0xD800..=0xDFFF, Units::Stringify) | (unit, Units::Escaped) => {
                         let _ = write!(out, "\\u{unit:04x}");
                     }
                     // A raw lone surrogate or a raw U+FFFF: the stored text holds the code unit.
@@ -911,7 +958,7 @@ impl Container {
         }
         let locator = match map_key {
             Some(k) => {
-                write_js_string(&mut self.text, k, false);
+                write_js_string(&mut self.text, k, Units::Stringify);
                 self.text.push(':');
                 Locator::MapKey(LosslessString::from_unicode(k))
             }
@@ -1087,6 +1134,15 @@ impl Gen<'_> {
         self.opts.hostile && self.rng.chance(HOSTILE_RATE)
     }
 
+    /// Whether the bulk kind, holding `count` records with the sample at `bytes`, takes another:
+    /// up to [`SampleOptions::bulk_records`] when set, else until the target size.
+    fn bulk_wants_more(&self, count: u32, bytes: u64) -> bool {
+        match self.opts.bulk_records {
+            Some(records) => count < records,
+            None => count < MIN_BULK_RECORDS || bytes < self.opts.target_bytes,
+        }
+    }
+
     /// A few records of a kind with few records: `scale` bytes of target per record, within
     /// `min..=max`.
     fn few(&self, scale: u64, min: u64, max: u64) -> usize {
@@ -1182,7 +1238,7 @@ impl Gen<'_> {
         let mut c = Container::new("tasks", "tasks", false, false);
         let rate = self.rate(false);
         let mut rr = RoundRobin::new(&mut self.rng, TASK_VARIANTS + 2);
-        while c.count < MIN_BULK_RECORDS || self.bytes + c.bytes() < self.opts.target_bytes {
+        while self.bulk_wants_more(c.count, self.bytes + c.bytes()) {
             let hostile = self.hostile_here();
             let mut rng = self.rng.fork();
             if !self.rng.chance(rate) {
@@ -1432,9 +1488,10 @@ impl Gen<'_> {
         let mut draft_rr = RoundRobin::new(&mut self.rng, DRAFT_VARIANTS);
         let mut id_ms = T_START + self.rng.between(0, 30 * DAY_MS);
         let mut seq: i64 = 0;
-        while notes.count < MIN_BULK_RECORDS
-            || self.bytes + notes.bytes() + attachments.bytes() < self.opts.target_bytes
-        {
+        while self.bulk_wants_more(
+            notes.count,
+            self.bytes + notes.bytes() + attachments.bytes(),
+        ) {
             // Date.now() when the note was made: strictly increasing on one browser.
             id_ms += 1 + self.rng.between(0, 6 * 3_600_000);
             let id = id_ms.to_string();
@@ -2486,17 +2543,17 @@ mod tests {
     fn js_strings_are_written_as_json_stringify_writes_them() {
         let lone = from_units("a", &[0xD800], "b");
         let mut out = String::new();
-        write_js_string(&mut out, &lone, false);
+        write_js_string(&mut out, &lone, Units::Stringify);
         assert_eq!(out, "\"a\\ud800b\"");
         out.clear();
-        write_js_string(&mut out, &lone, true);
+        write_js_string(&mut out, &lone, Units::OldEngine);
         assert_eq!(
             out, "\"a\u{FFFF}D800b\"",
             "an old engine stored the unit raw"
         );
         out.clear();
         let text = LosslessString::from_unicode("q\"\\\n\0\u{1}\u{FFFF}é");
-        write_js_string(&mut out, text.as_escaped(), false);
+        write_js_string(&mut out, text.as_escaped(), Units::Stringify);
         assert_eq!(out, "\"q\\\"\\\\\\n\\u0000\\u0001\u{FFFF}FFFFé\"");
         assert!(LosslessString::from_escaped(out).is_ok());
     }
@@ -2512,7 +2569,10 @@ mod tests {
         for _ in 0..200 {
             let cut = truncate_json(&mut rng, &text);
             assert!(LosslessString::from_escaped(cut.clone()).is_ok(), "{cut:?}");
-            assert!(crate::pipeline::parse_json(&cut).is_err(), "{cut:?} parses");
+            assert!(
+                ferry_core::pipeline::parse_json(&cut).is_err(),
+                "{cut:?} parses"
+            );
         }
     }
 
@@ -2544,6 +2604,62 @@ mod tests {
                 .map(|(k, v)| 2 * (k.utf16_len() + v.utf16_len()) as u64)
                 .sum();
             assert_eq!(bytes, s.manifest.bytes);
+        }
+    }
+
+    #[test]
+    fn pairs_json_gives_the_browser_the_exact_strings() {
+        // Why: the demo loads samples over HTTP; a lone surrogate turned into U+FFFD on the way
+        // would quietly drop the hostile cases from every demo and browser benchmark.
+        let key = LosslessString::from_utf16(&[0x6B, 0xD800]);
+        let value = LosslessString::from_utf16(&[0x22, 0x5C, 0x0, 0x1, 0xFFFF, 0xDC00, 0xE9]);
+        let text = pairs_json(&[(key, value)]);
+        assert_eq!(
+            text,
+            "[[\"k\\ud800\",\"\\\"\\\\\\u0000\\u0001\\uffff\\udc00é\"]]"
+        );
+        for app in [LegacyApp::Taskboard, LegacyApp::Jotter] {
+            let mut o = SampleOptions::new(app);
+            o.target_bytes = 200_000;
+            let sample = generate(&o);
+            assert!(
+                sample
+                    .pairs
+                    .iter()
+                    .any(|(k, v)| k.has_escapes() || v.has_escapes())
+            );
+            let text = pairs_json(&sample.pairs);
+            assert!(!text.contains(['\0', lossless::ESCAPE]), "{app:?}");
+            // prepare_json turns the `\uXXXX` escapes back into the escaped form.
+            let back: Vec<(String, String)> =
+                serde_json::from_str(&lossless::prepare_json(&text)).unwrap();
+            let want: Vec<(String, String)> = sample
+                .pairs
+                .iter()
+                .map(|(k, v)| (k.as_escaped().to_owned(), v.as_escaped().to_owned()))
+                .collect();
+            assert_eq!(back, want, "{app:?}");
+        }
+    }
+
+    #[test]
+    fn bulk_records_gives_that_many_bulk_records() {
+        for (app, kind) in [
+            (LegacyApp::Taskboard, "tasks"),
+            (LegacyApp::Jotter, "notes"),
+        ] {
+            for records in [0, 3, 250] {
+                let mut o = SampleOptions::new(app);
+                o.bulk_records = Some(records);
+                o.target_bytes = 0;
+                let got = generate(&o)
+                    .manifest
+                    .records
+                    .iter()
+                    .filter(|r| r.kind == kind)
+                    .count();
+                assert_eq!(got, records as usize, "{app:?}");
+            }
         }
     }
 }

@@ -1,15 +1,19 @@
-//! Reader of the hostile localStorage corpus (`tests/corpus/hostile.json`), shared by
-//! `ferry-core/tests/hostile_corpus.rs` and `server/tests/api/hostile.rs` (each includes this
-//! file with `#[path]`).
+//! Reader of the hostile localStorage corpus (`tests/corpus/hostile.json`), for
+//! `ferry-core/tests/hostile_corpus.rs` and `server/tests/api/hostile.rs`: a dev-only crate,
+//! a dev-dependency of both.
 //!
 //! Deliberately independent of the code under test: the corpus is read with a small JSON parser
 //! over UTF-16 code units (so `\ud800` escapes are lone surrogates, exactly as `JSON.parse`
 //! gives them), and the lossless rule is re-implemented here ([`escape_units`], [`unescape`])
 //! so that a bug in `ferry_core::lossless` cannot hide itself by being used to build its own
 //! expected values.
+//!
+//! Test support: a corpus file that cannot be read, or a case that breaks its own format,
+//! panics with the case's name, which fails the test that reads it.
 #![allow(
-    dead_code,
-    reason = "two test crates include this file and each uses a different part of it"
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a malformed corpus fails the calling test by panicking"
 )]
 
 use std::collections::BTreeMap;
@@ -438,9 +442,9 @@ pub struct Corpus {
     pub cases: Vec<Case>,
 }
 
-/// Reads `tests/corpus/hostile.json` from the repository root (`root`).
-pub fn load(root: &std::path::Path) -> Corpus {
-    let path = root.join("tests/corpus/hostile.json");
+/// Reads the corpus, `hostile.json` beside this crate's manifest.
+pub fn load() -> Corpus {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hostile.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let units: Vec<u16> = text.encode_utf16().collect();
     let doc = parse(&units, 400).unwrap_or_else(|| panic!("{} is not JSON", path.display()));
