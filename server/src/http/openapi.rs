@@ -62,7 +62,10 @@ pub fn document(dev_mode: bool) -> Value {
         me.extend(errors);
     }
     if dev_mode && let Some(paths) = paths.as_object_mut() {
-        paths.insert("/dev/sample".to_owned(), crate::http::dev_sample::openapi_path());
+        paths.insert(
+            "/dev/sample".to_owned(),
+            crate::http::dev_sample::openapi_path(),
+        );
         paths.insert(
             "/dev/token".to_owned(),
             json!({
