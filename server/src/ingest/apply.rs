@@ -33,6 +33,9 @@ pub async fn apply(
         .transaction()
         .await
         .map_err(db("starting the batch transaction"))?;
+    crate::db::lock_user(&tx, prepared.user)
+        .await
+        .map_err(db("waiting for the user's other writes"))?;
     if let Claim::Replay(stored) = claim_idempotency_key(&tx, prepared).await? {
         tx.commit().await.map_err(db("closing a replay"))?;
         return replay_answer(prepared, stored);

@@ -17,6 +17,7 @@ mod helpers;
 mod hostile;
 mod ingest;
 mod operations;
+mod races;
 mod schema_check;
 mod schema_migrations;
 mod security;
