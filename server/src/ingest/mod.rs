@@ -40,6 +40,12 @@
 //!    wins, so a rollback restores the state before the migration), queues manual conflicts,
 //!    and returns one line per incoming row from which the per-record outcome is read
 //!    (`row_outcome`).
+//!    When the database refuses a kind's statement (a column, CHECK, trigger or foreign key
+//!    of the adopter's stricter than the spec: SQLSTATE classes 22, 23, P0), the transaction
+//!    is rolled back and run once more with each kind's rows written inside savepoints, split
+//!    in halves down to the refused rows (`write_bisecting`); those are quarantined with the
+//!    database's reason (message, table, column, constraint; never the row's values) and the
+//!    rest lands. The normal case keeps one statement per kind.
 //! 4. Record every received record's hash in `ferry_received` (`record_received`; its 16
 //!    bytes, for the verification report), and store the answer in the ledger (`save_answer`).
 //!

@@ -18,6 +18,7 @@ mod hostile;
 mod ingest;
 mod operations;
 mod races;
+mod refusals;
 mod schema_check;
 mod schema_migrations;
 mod security;
