@@ -72,6 +72,7 @@ async fn apply_once(
         .await
         .map_err(db("waiting for the user's other writes"))?;
     if let Claim::Replay(stored) = claim_idempotency_key(&tx, prepared).await? {
+        refuse_if_rolled_back(&tx, prepared).await?;
         tx.commit().await.map_err(db("closing a replay"))?;
         return replay_answer(prepared, stored);
     }
@@ -178,6 +179,29 @@ async fn claim_idempotency_key(
     }
     let stored: Value = row.try_get(1).map_err(db("reading the ledger"))?;
     Ok(Claim::Replay(stored))
+}
+
+/// A replay of a rolled-back migration's batch is refused: its stored answer says `inserted`
+/// for rows the rollback removed, and a browser that believed it would verify a migration
+/// that is not there.
+async fn refuse_if_rolled_back(
+    tx: &Transaction<'_>,
+    prepared: &PreparedBatch,
+) -> Result<(), IngestError> {
+    let status: Option<String> = tx
+        .query_opt(
+            "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
+            &[&prepared.user, &prepared.migration_id],
+        )
+        .await
+        .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+        .map_err(db("reading the migration run"))?;
+    if status.as_deref() == Some("rolled_back") {
+        return Err(IngestError::RolledBack {
+            migration_id: prepared.migration_id,
+        });
+    }
+    Ok(())
 }
 
 /// The stored answer of a batch applied before, marked `replay`.
