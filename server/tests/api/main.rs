@@ -16,6 +16,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod ingest;
+mod inputs;
 mod operations;
 mod races;
 mod refusals;
