@@ -420,6 +420,14 @@ async fn download_backup(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    if id.contains('\0') {
+        // No stored id holds one (PostgreSQL text cannot), and sent to it, it fails as 500.
+        return Err(ApiError::refused(
+            StatusCode::BAD_REQUEST,
+            "invalid_backup",
+            "the backup id holds a NUL character; no backup has such an id",
+        ));
+    }
     let client = connection(&state).await?;
     let bytes = backups::fetch(&client, user.user_id, &id)
         .await?

@@ -77,3 +77,11 @@ async fn nul_in_any_field_and_out_of_range_times_are_400_not_500() {
     let message = error["error"]["message"].as_str().unwrap_or_default();
     assert!(!message.contains(&"v".repeat(33)), "{message}");
 }
+
+#[tokio::test]
+async fn a_backup_id_with_nul_is_400_not_500() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let response = app.get_authed("/v1/backups/ab%00cd", &user.token).await;
+    expect_error(response, StatusCode::BAD_REQUEST, "invalid_backup").await;
+}
