@@ -125,6 +125,38 @@ pub fn is_retryable_transaction(error: &tokio_postgres::Error) -> bool {
         .is_some_and(|c| matches!(c.code(), "40001" | "40P01"))
 }
 
+/// First half of the two-key advisory lock that serialises one user's writes ("FUSR" in
+/// ASCII). The two-`int4` key space of PostgreSQL's advisory locks never overlaps the
+/// one-`bigint` space the schema-migration lock uses.
+pub const USER_LOCK_CLASS: i32 = 0x4655_5352;
+
+/// The second half of `user`'s advisory lock key: the user id folded to 32 bits. Two users
+/// that fold alike only wait for each other; they never share rows.
+pub fn user_lock_key(user: uuid::Uuid) -> i32 {
+    let folded = user
+        .as_bytes()
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .fold(0u32, |acc, part| acc.rotate_left(5) ^ part);
+    i32::from_ne_bytes(folded.to_ne_bytes())
+}
+
+/// Takes `user`'s transaction-scoped advisory lock. Every transaction that writes a user's
+/// app rows or before-images (a batch, a rollback, a conflict resolution) takes it first, so
+/// they run one after the other: a batch's `before` snapshot then always sees the rows an
+/// earlier transaction of the same user wrote, whatever the timing of two devices.
+pub async fn lock_user(
+    tx: &tokio_postgres::Transaction<'_>,
+    user: uuid::Uuid,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&USER_LOCK_CLASS, &user_lock_key(user)],
+    )
+    .await
+    .map(drop)
+}
+
 /// Parses `DATABASE_URL` (`postgres://…` URL or `key=value` form).
 pub fn parse_database_url(url: &Secret<String>) -> Result<tokio_postgres::Config, DbError> {
     url.expose()

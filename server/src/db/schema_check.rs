@@ -11,7 +11,13 @@
 //! `Spec::expected_tables`): every column a kind writes, its type family, and whether the spec
 //! may leave it `NULL`. Two more mismatches are caught because they would fail every insert:
 //! a column the spec may leave empty that is `NOT NULL` in the database, and a `NOT NULL`
-//! column without a default that the spec never writes.
+//! column without a default that the spec never writes. And one that would refuse some
+//! records the spec accepts: a `varchar(n)`/`char(n)` shorter than the longest value the spec
+//! lets through (a string field's `length.max`, an enum's longest value; unbounded otherwise).
+//! It is an error, not a warning: such records would be quarantined (ingest keeps the rest of
+//! the batch), and the fix (`TYPE text`, or a spec bound) is one statement. CHECK constraints,
+//! triggers and foreign keys are not compared: a record they refuse is quarantined with the
+//! database's reason.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -118,6 +124,9 @@ pub struct ExpectedColumn {
     pub family: TypeFamily,
     /// Whether the server may write `NULL` into it (then it must not be `NOT NULL`).
     pub may_be_null: bool,
+    /// For a text column: the longest value the spec accepts, in characters; `None` when the
+    /// spec sets no bound (then any `varchar(n)`/`char(n)` can refuse a value).
+    pub max_chars: Option<u64>,
 }
 
 /// A table the server writes to, with the columns it needs.
@@ -143,6 +152,7 @@ impl ExpectedTable {
                     name: (*column).to_owned(),
                     family: *family,
                     may_be_null: true,
+                    max_chars: None,
                 })
                 .collect(),
         }
@@ -158,6 +168,7 @@ impl ExpectedTable {
                         name: key.to_owned(),
                         family: TypeFamily::Uuid,
                         may_be_null: false,
+                        max_chars: None,
                     },
                 );
             }
@@ -179,6 +190,7 @@ pub fn expected_tables(spec: &Spec) -> Vec<ExpectedTable> {
                     .columns
                     .into_iter()
                     .map(|c| ExpectedColumn {
+                        max_chars: longest_text(kind, &c.name),
                         name: c.name,
                         family: c.ty.into(),
                         may_be_null: c.nullable,
@@ -187,6 +199,23 @@ pub fn expected_tables(spec: &Spec) -> Vec<ExpectedTable> {
             }
         })
         .collect()
+}
+
+/// The longest text the spec writes into `column` of `kind`, in characters: a string field's
+/// `length.max` (not when sealed: ciphertext is longer), an enum's longest value; `None` when
+/// unbounded. Values with lone surrogates or NUL travel escaped (5 characters for one), which
+/// this bound does not count: such a value is quarantined with the database's reason.
+fn longest_text(kind: &ferry_core::spec::Kind, column: &str) -> Option<u64> {
+    use ferry_core::spec::FieldType;
+    let field = kind.fields.iter().find(|f| f.column == column)?;
+    match &field.ty {
+        FieldType::String(rules) if !field.sensitive => rules.length.as_ref()?.max,
+        FieldType::Enum { values, .. } => values
+            .iter()
+            .map(|v| u64::try_from(v.chars().count()).unwrap_or(u64::MAX))
+            .max(),
+        _ => None,
+    }
 }
 
 /// One way the database differs from what the server needs.
@@ -232,6 +261,18 @@ pub enum SchemaMismatch {
         table: String,
         /// Column.
         column: String,
+    },
+    /// A `varchar(n)`/`char(n)` column shorter than the longest value the spec accepts: the
+    /// database would refuse (and quarantine) records the spec lets through.
+    TooShort {
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+        /// Its length limit.
+        limit: i32,
+        /// The spec's longest value (`None`: unbounded).
+        spec_max: Option<u64>,
     },
     /// A `NOT NULL` column without a default that the spec never writes: every insert fails.
     UnwrittenRequired {
@@ -286,6 +327,21 @@ impl fmt::Display for SchemaMismatch {
                 f,
                 "table {table}: column {column} is NOT NULL, but the spec may leave it empty (drop NOT NULL, or make the field required or give it a default in the spec)"
             ),
+            Self::TooShort {
+                table,
+                column,
+                limit,
+                spec_max,
+            } => {
+                let accepts = spec_max.map_or_else(
+                    || "text of any length".to_owned(),
+                    |max| format!("up to {max} characters"),
+                );
+                write!(
+                    f,
+                    "table {table}: column {column} holds at most {limit} characters, but the spec accepts {accepts}; records longer would be quarantined (ALTER TABLE {table} ALTER COLUMN {column} TYPE text, or set the field's length.max to {limit} in the spec)"
+                )
+            }
             Self::UnwrittenRequired { table, column } => write!(
                 f,
                 "table {table}: column {column} is NOT NULL without a default and the spec never writes it (give it a default, or write it from the spec)"
@@ -322,7 +378,8 @@ pub async fn check_schema(
 
 /// A column as `information_schema` describes it: `data_type`, `udt_name`, whether it is
 /// `NOT NULL`, and whether it has a default (identity and generated columns count).
-type FoundColumn = (String, String, bool, bool);
+/// The last: `varchar(n)`/`char(n)`'s `n`.
+type FoundColumn = (String, String, bool, bool, Option<i32>);
 
 /// What the database holds of the expected tables.
 struct FoundSchema {
@@ -358,7 +415,8 @@ async fn existing_columns(
     for row in client
         .query(
             "SELECT table_name::text, column_name::text, data_type::text, udt_name::text,
-                    is_nullable = 'NO', column_default IS NOT NULL OR is_identity = 'YES' OR is_generated = 'ALWAYS'
+                    is_nullable = 'NO', column_default IS NOT NULL OR is_identity = 'YES' OR is_generated = 'ALWAYS',
+                    character_maximum_length::int
              FROM information_schema.columns
              WHERE table_schema = current_schema() AND table_name::text = ANY($1)",
             &[&names],
@@ -369,7 +427,13 @@ async fn existing_columns(
         let read = |row: &tokio_postgres::Row| -> Result<_, tokio_postgres::Error> {
             Ok((
                 (row.try_get(0)?, row.try_get(1)?),
-                (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?, row.try_get(5)?),
+                (
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    row.try_get(5)?,
+                    row.try_get(6)?,
+                ),
             ))
         };
         let (key, value) = read(&row).map_err(|e| DbError::query("read a column", &e))?;
@@ -429,7 +493,7 @@ fn table_mismatches(table: &ExpectedTable, found: &FoundSchema) -> Vec<SchemaMis
                 column,
                 expected: family,
             }),
-            Some((data_type, udt_name, _, _)) if !family.accepts(data_type, udt_name) => {
+            Some((data_type, udt_name, _, _, _)) if !family.accepts(data_type, udt_name) => {
                 mismatches.push(SchemaMismatch::WrongType {
                     table: table.name.clone(),
                     column,
@@ -437,16 +501,29 @@ fn table_mismatches(table: &ExpectedTable, found: &FoundSchema) -> Vec<SchemaMis
                     expected: family,
                 });
             }
-            Some((_, _, true, _)) if expected.may_be_null => {
+            Some((_, _, true, _, _)) if expected.may_be_null => {
                 mismatches.push(SchemaMismatch::NotNullable {
                     table: table.name.clone(),
                     column,
                 });
             }
+            Some((_, _, _, _, Some(limit)))
+                if family == TypeFamily::Text
+                    && expected
+                        .max_chars
+                        .is_none_or(|max| max > u64::try_from(*limit).unwrap_or(0)) =>
+            {
+                mismatches.push(SchemaMismatch::TooShort {
+                    table: table.name.clone(),
+                    column,
+                    limit: *limit,
+                    spec_max: expected.max_chars,
+                });
+            }
             Some(_) => {}
         }
     }
-    for ((table_name, column), (_, _, not_null, has_default)) in &found.columns {
+    for ((table_name, column), (_, _, not_null, has_default, _)) in &found.columns {
         if table_name == &table.name
             && *not_null
             && !*has_default

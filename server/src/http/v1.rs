@@ -119,14 +119,37 @@ async fn post_batch(
 
 fn ingest_error(error: IngestError) -> ApiError {
     match error {
-        IngestError::Wire(e @ (WireError::Decode(_) | WireError::Format { .. })) => {
-            ApiError::refused(
-                StatusCode::BAD_REQUEST,
-                "invalid_batch",
-                invalid_batch_message(&e),
-            )
-        }
-        IngestError::Wire(e @ WireError::SpecMismatch { .. }) => {
+        IngestError::Wire(
+            e @ (WireError::Decode(_)
+            | WireError::Format { .. }
+            | WireError::Nul { .. }
+            | WireError::MigratedAtOutOfRange { .. }),
+        ) => ApiError::refused(
+            StatusCode::BAD_REQUEST,
+            "invalid_batch",
+            invalid_batch_message(&e),
+        ),
+        IngestError::Wire(WireError::SpecMismatch {
+            app,
+            version,
+            expected_app,
+            expected_version,
+        }) => {
+            // The batch's app and version are the caller's input: cut, but to a length that
+            // still shows a real version (they are short; a secret pasted there is not).
+            let cut = |s: &str| {
+                let escaped = s.escape_debug().to_string();
+                match escaped.char_indices().nth(SPEC_NAME_CHARS) {
+                    Some((at, _)) => format!("{}…", &escaped[..at]),
+                    None => escaped,
+                }
+            };
+            let e = WireError::SpecMismatch {
+                app: cut(&app),
+                version: cut(&version),
+                expected_app,
+                expected_version,
+            };
             ApiError::refused(StatusCode::BAD_REQUEST, "spec_mismatch", e.to_string())
         }
         e @ IngestError::IdempotencyConflict { .. } => {
@@ -138,6 +161,9 @@ fn ingest_error(error: IngestError) -> ApiError {
         IngestError::Db { context, source } => ApiError::from_postgres(context, &source),
     }
 }
+
+/// How many characters of the batch's app and version a `spec_mismatch` message keeps.
+pub const SPEC_NAME_CHARS: usize = 32;
 
 /// How many characters of a string from a refused batch its `invalid_batch` message keeps.
 pub const QUOTED_VALUE_CHARS: usize = 4;
@@ -394,6 +420,14 @@ async fn download_backup(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    if id.contains('\0') {
+        // No stored id holds one (PostgreSQL text cannot), and sent to it, it fails as 500.
+        return Err(ApiError::refused(
+            StatusCode::BAD_REQUEST,
+            "invalid_backup",
+            "the backup id holds a NUL character; no backup has such an id",
+        ));
+    }
     let client = connection(&state).await?;
     let bytes = backups::fetch(&client, user.user_id, &id)
         .await?

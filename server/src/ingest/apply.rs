@@ -14,6 +14,7 @@ use ferry_core::spec::{ConflictPolicy, Field};
 use ferry_core::wire;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use crate::ingest::answer::{BatchResult, RecordOutcome, RecordResult};
 use crate::ingest::field_crypto::{FieldCipher, QuarantineContext};
@@ -23,29 +24,108 @@ use crate::ingest::{IngestError, db};
 
 /// Writes a [`prepare()`](crate::ingest::prepare())d batch in one transaction, exactly once.
 /// See the module documentation.
+///
+/// The normal case writes each kind with one statement. When the database refuses one of
+/// them (a column, CHECK, trigger or foreign key stricter than the spec: SQLSTATE classes 22,
+/// 23 and P0), the whole transaction is rolled back and run once more with each kind's rows
+/// written inside savepoints, split in halves down to the rows the database refuses; those are
+/// quarantined with the database's reason and the rest lands, still exactly once.
 pub async fn apply(
     client: &mut deadpool_postgres::ClientWrapper,
     plan: &IngestPlan,
     cipher: &FieldCipher,
     prepared: &PreparedBatch,
 ) -> Result<BatchResult, IngestError> {
+    match apply_once(client, plan, cipher, prepared, Writing::SetBased).await {
+        Err(IngestError::Db { source, .. }) if refusal_reason(&source).is_some() => {
+            apply_once(client, plan, cipher, prepared, Writing::Bisecting).await
+        }
+        other => other,
+    }
+}
+
+/// How [`write_kinds`] writes a kind's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writing {
+    /// One statement per kind; a refused row fails the transaction.
+    SetBased,
+    /// Each statement inside a savepoint; a refused statement is split in halves down to the
+    /// rows the database refuses.
+    Bisecting,
+}
+
+/// Lines the database refused to store: index in `lines` → the database's reason.
+type Refusals = BTreeMap<usize, String>;
+
+async fn apply_once(
+    client: &mut deadpool_postgres::ClientWrapper,
+    plan: &IngestPlan,
+    cipher: &FieldCipher,
+    prepared: &PreparedBatch,
+    writing: Writing,
+) -> Result<BatchResult, IngestError> {
     let tx = client
         .transaction()
         .await
         .map_err(db("starting the batch transaction"))?;
+    crate::db::lock_user(&tx, prepared.user)
+        .await
+        .map_err(db("waiting for the user's other writes"))?;
     if let Claim::Replay(stored) = claim_idempotency_key(&tx, prepared).await? {
+        refuse_if_rolled_back(&tx, prepared).await?;
         tx.commit().await.map_err(db("closing a replay"))?;
         return replay_answer(prepared, stored);
     }
     lock_migration_run(&tx, prepared).await?;
-    let mut outcomes = write_kinds(&tx, plan, prepared).await?;
-    quarantine_rejected(&tx, plan, cipher, prepared, &mut outcomes).await?;
-    let result = batch_result(prepared, &outcomes);
+    let mut refusals = Refusals::new();
+    let mut outcomes = write_kinds(&tx, plan, prepared, writing, &mut refusals).await?;
+    quarantine_rejected(&tx, plan, cipher, prepared, &refusals, &mut outcomes).await?;
+    let result = batch_result(prepared, &refusals, &outcomes);
     record_received(&tx, prepared, &result).await?;
     save_answer(&tx, prepared, &result).await?;
     tx.commit().await.map_err(db("committing the batch"))?;
     crate::startup::faults::after_commit();
     Ok(result)
+}
+
+/// The database's reason for refusing a row, when `error` is such a refusal: a data exception
+/// (class 22: a value too long, out of range), an integrity constraint (class 23: NOT NULL,
+/// foreign key, unique, CHECK) or an exception raised by a trigger (class P0). Names the
+/// constraint, table and column when PostgreSQL reports them; the message is shortened and
+/// the row's values (PostgreSQL's `DETAIL`) are never quoted.
+fn refusal_reason(error: &tokio_postgres::Error) -> Option<String> {
+    let db = error.as_db_error()?;
+    let code = db.code().code();
+    if !["22", "23", "P0"]
+        .iter()
+        .any(|class| code.starts_with(class))
+    {
+        return None;
+    }
+    let mut reason = format!(
+        "the database refused this record ({code}): {}",
+        shorten(db.message())
+    );
+    let named = [
+        ("table", db.table()),
+        ("column", db.column()),
+        ("constraint", db.constraint()),
+    ];
+    for (what, name) in named {
+        if let Some(name) = name {
+            reason.push_str(&format!("; {what} {}", shorten(name)));
+        }
+    }
+    Some(reason)
+}
+
+/// `text` cut to 160 characters, with `…` when something was cut.
+fn shorten(text: &str) -> String {
+    const KEEP: usize = 160;
+    match text.char_indices().nth(KEEP) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 /// What claiming the idempotency key found.
@@ -101,6 +181,29 @@ async fn claim_idempotency_key(
     Ok(Claim::Replay(stored))
 }
 
+/// A replay of a rolled-back migration's batch is refused: its stored answer says `inserted`
+/// for rows the rollback removed, and a browser that believed it would verify a migration
+/// that is not there.
+async fn refuse_if_rolled_back(
+    tx: &Transaction<'_>,
+    prepared: &PreparedBatch,
+) -> Result<(), IngestError> {
+    let status: Option<String> = tx
+        .query_opt(
+            "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
+            &[&prepared.user, &prepared.migration_id],
+        )
+        .await
+        .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+        .map_err(db("reading the migration run"))?;
+    if status.as_deref() == Some("rolled_back") {
+        return Err(IngestError::RolledBack {
+            migration_id: prepared.migration_id,
+        });
+    }
+    Ok(())
+}
+
 /// The stored answer of a batch applied before, marked `replay`.
 fn replay_answer(prepared: &PreparedBatch, stored: Value) -> Result<BatchResult, IngestError> {
     match serde_json::from_value::<BatchResult>(stored) {
@@ -141,49 +244,153 @@ async fn lock_migration_run(
 }
 
 /// Step 3: one statement per kind present. Returns the outcome of every line of the batch,
-/// `None` for the lines no statement wrote (those are quarantined).
+/// `None` for the lines no statement wrote (those are quarantined). When `writing` is
+/// [`Writing::Bisecting`], the rows the database refuses are put in `refusals`.
 async fn write_kinds(
     tx: &Transaction<'_>,
     plan: &IngestPlan,
     prepared: &PreparedBatch,
+    writing: Writing,
+    refusals: &mut Refusals,
 ) -> Result<Vec<Option<RecordOutcome>>, IngestError> {
     let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; prepared.lines.len()];
     for rows_of_kind in &prepared.kinds {
-        let KindRows {
-            kind_index,
-            ref members,
-            ref ids,
-            ref values,
-        } = *rows_of_kind;
-        let (Some(kind), Some(kind_plan)) =
-            (plan.spec().kinds.get(kind_index), plan.kind(kind_index))
-        else {
+        let (Some(kind), Some(kind_plan)) = (
+            plan.spec().kinds.get(rows_of_kind.kind_index),
+            plan.kind(rows_of_kind.kind_index),
+        ) else {
             continue;
         };
-        let mut params: Vec<&(dyn ToSql + Sync)> =
-            vec![&prepared.user, &prepared.migration_id, ids];
-        params.extend(values.iter().map(ColumnValues::as_sql));
-        let rows = tx
-            // Not a cached prepared statement: after a few runs PostgreSQL may switch a prepared
-            // statement to a generic plan, and for this one that was measured up to 8 times
-            // slower. Sent unnamed, it is planned for its actual arrays every time.
-            .query(kind_plan.sql.as_str(), &params)
-            .await
-            .map_err(db("writing a kind's rows"))?;
-        for row in rows {
-            let read = |row: &tokio_postgres::Row| -> Result<(i64, bool, bool, bool), tokio_postgres::Error> {
-                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
-            };
-            let (ord, existed, written, same) =
-                read(&row).map_err(db("reading a kind's outcomes"))?;
-            let outcome = row_outcome(existed, written, same, kind.conflict);
-            let index = usize::try_from(ord - 1).ok().and_then(|o| members.get(o));
-            if let Some(&line) = index {
-                outcomes[line] = Some(outcome);
+        let written = match writing {
+            Writing::SetBased => {
+                let all: Vec<usize> = (0..rows_of_kind.members.len()).collect();
+                write_part(tx, &kind_plan.sql, prepared, rows_of_kind, &all, &all).await?
             }
+            Writing::Bisecting => {
+                write_bisecting(tx, &kind_plan.sql, prepared, rows_of_kind, refusals).await?
+            }
+        };
+        for (line, existed, was_written, same) in written {
+            outcomes[line] = Some(row_outcome(existed, was_written, same, kind.conflict));
         }
     }
     Ok(outcomes)
+}
+
+/// One answer line of a kind's statement: the batch line, and whether the row existed, was
+/// written, and was already equal.
+type WrittenRow = (usize, bool, bool, bool);
+
+/// Runs a kind's statement for the rows at `positions` (indexes into the kind's rows) and
+/// returns its answer lines. `all` is `0..n` when every row is written, to skip copying.
+async fn write_part(
+    tx: &Transaction<'_>,
+    sql: &str,
+    prepared: &PreparedBatch,
+    rows_of_kind: &KindRows,
+    positions: &[usize],
+    all: &[usize],
+) -> Result<Vec<WrittenRow>, IngestError> {
+    let KindRows {
+        ref members,
+        ref ids,
+        ref values,
+        ..
+    } = *rows_of_kind;
+    let whole = positions.len() == members.len() && positions == all;
+    let part_ids: Vec<Uuid>;
+    let part_values: Vec<ColumnValues>;
+    let (ids, values): (&Vec<Uuid>, &[ColumnValues]) = if whole {
+        (ids, values)
+    } else {
+        part_ids = positions
+            .iter()
+            .filter_map(|&p| ids.get(p).copied())
+            .collect();
+        part_values = values.iter().map(|v| v.select(positions)).collect();
+        (&part_ids, &part_values)
+    };
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&prepared.user, &prepared.migration_id, ids];
+    params.extend(values.iter().map(ColumnValues::as_sql));
+    let rows = tx
+        // Not a cached prepared statement: after a few runs PostgreSQL may switch a prepared
+        // statement to a generic plan, and for this one that was measured up to 8 times
+        // slower. Sent unnamed, it is planned for its actual arrays every time.
+        .query(sql, &params)
+        .await
+        .map_err(db("writing a kind's rows"))?;
+    let mut written = Vec::with_capacity(rows.len());
+    for row in rows {
+        let read =
+            |row: &tokio_postgres::Row| -> Result<(i64, bool, bool, bool), tokio_postgres::Error> {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                ))
+            };
+        let (ord, existed, was_written, same) =
+            read(&row).map_err(db("reading a kind's outcomes"))?;
+        let line = usize::try_from(ord - 1)
+            .ok()
+            .and_then(|o| positions.get(o))
+            .and_then(|&p| members.get(p));
+        if let Some(&line) = line {
+            written.push((line, existed, was_written, same));
+        }
+    }
+    Ok(written)
+}
+
+/// Writes a kind's rows inside savepoints: a part the database refuses is rolled back to its
+/// savepoint and split in halves, down to single rows, which go to `refusals` with the
+/// database's reason. A batch with one refused row among `n` runs about `2·log2(n)` statements.
+async fn write_bisecting(
+    tx: &Transaction<'_>,
+    sql: &str,
+    prepared: &PreparedBatch,
+    rows_of_kind: &KindRows,
+    refusals: &mut Refusals,
+) -> Result<Vec<WrittenRow>, IngestError> {
+    let all: Vec<usize> = (0..rows_of_kind.members.len()).collect();
+    let mut pending = vec![all.clone()];
+    let mut written = Vec::new();
+    while let Some(positions) = pending.pop() {
+        if positions.is_empty() {
+            continue;
+        }
+        tx.batch_execute("SAVEPOINT ferry_part")
+            .await
+            .map_err(db("marking a savepoint"))?;
+        match write_part(tx, sql, prepared, rows_of_kind, &positions, &all).await {
+            Ok(part) => {
+                tx.batch_execute("RELEASE SAVEPOINT ferry_part")
+                    .await
+                    .map_err(db("releasing a savepoint"))?;
+                written.extend(part);
+            }
+            Err(IngestError::Db { source, context }) => {
+                let Some(reason) = refusal_reason(&source) else {
+                    return Err(IngestError::Db { source, context });
+                };
+                tx.batch_execute("ROLLBACK TO SAVEPOINT ferry_part; RELEASE SAVEPOINT ferry_part")
+                    .await
+                    .map_err(db("rolling back to a savepoint"))?;
+                if let [single] = positions[..] {
+                    if let Some(&line) = rows_of_kind.members.get(single) {
+                        refusals.insert(line, reason);
+                    }
+                } else {
+                    let (front, back) = positions.split_at(positions.len() / 2);
+                    pending.push(back.to_vec());
+                    pending.push(front.to_vec());
+                }
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(written)
 }
 
 /// What happened to one incoming row, from the kind statement's answer line: whether the row
@@ -206,6 +413,7 @@ async fn quarantine_rejected(
     plan: &IngestPlan,
     cipher: &FieldCipher,
     prepared: &PreparedBatch,
+    refusals: &Refusals,
     outcomes: &mut [Option<RecordOutcome>],
 ) -> Result<(), IngestError> {
     let quarantined: Vec<usize> = (0..prepared.lines.len())
@@ -231,7 +439,7 @@ async fn quarantine_rejected(
         let (raw, raw_key_id) = quarantined_raw(plan, cipher, prepared, line);
         raws.push(raw);
         raw_key_ids.push(raw_key_id);
-        reasons.push(Value::from(line_reasons(line)));
+        reasons.push(Value::from(reasons_of(refusals, i, line)));
         outcomes[i] = Some(RecordOutcome::Quarantined);
     }
     tx.execute(
@@ -242,6 +450,15 @@ async fn quarantine_rejected(
     .await
     .map_err(db("quarantining rejected records"))?;
     Ok(())
+}
+
+/// Why line `i` is quarantined: the database's reason when it refused the row, else the
+/// pipeline's (or the browser's) reasons.
+fn reasons_of(refusals: &Refusals, i: usize, line: &Line) -> Vec<String> {
+    match refusals.get(&i) {
+        Some(reason) => vec![reason.clone()],
+        None => line_reasons(line),
+    }
 }
 
 /// The raw text a quarantined line is stored with, and the id of the key it is sealed under.
@@ -273,10 +490,14 @@ fn quarantined_raw<'a>(
 
 /// The answer: every line's outcome (reasons for the quarantined ones) and the counts per
 /// kind and outcome.
-fn batch_result(prepared: &PreparedBatch, outcomes: &[Option<RecordOutcome>]) -> BatchResult {
+fn batch_result(
+    prepared: &PreparedBatch,
+    refusals: &Refusals,
+    outcomes: &[Option<RecordOutcome>],
+) -> BatchResult {
     let mut results = Vec::with_capacity(prepared.lines.len());
     let mut counts: BTreeMap<String, BTreeMap<RecordOutcome, u64>> = BTreeMap::new();
-    for (line, outcome) in prepared.lines.iter().zip(outcomes) {
+    for (i, (line, outcome)) in prepared.lines.iter().zip(outcomes).enumerate() {
         let outcome = outcome.unwrap_or(RecordOutcome::Quarantined);
         *counts
             .entry(line.kind_name.clone())
@@ -289,7 +510,7 @@ fn batch_result(prepared: &PreparedBatch, outcomes: &[Option<RecordOutcome>]) ->
             kind: line.kind_name.clone(),
             outcome,
             reasons: if outcome == RecordOutcome::Quarantined {
-                line_reasons(line)
+                reasons_of(refusals, i, line)
             } else {
                 Vec::new()
             },

@@ -9,6 +9,16 @@
 //! (step 2 below) and builds every kind's column arrays, with sensitive fields sealed. Then
 //! [`apply()`], for one batch of one user, in one transaction, each step a function:
 //!
+//! 0. **Take the user's lock** ([`crate::db::lock_user`]: `pg_advisory_xact_lock` keyed by
+//!    the user id, held to the end of the transaction). Every transaction that writes a
+//!    user's app rows or before-images takes it first: a batch, a rollback, a conflict
+//!    resolution. So two devices of one user sending the same records at the same instant
+//!    are applied one after the other, and the second statement's `before` snapshot sees the
+//!    rows the first committed: its outcomes (`updated`, `conflict_queued`, …), its
+//!    before-images and its manual conflicts are those of a batch sent later. Different
+//!    users never wait for each other (two user ids that fold to the same 32-bit key only
+//!    queue, they share no rows). Tested by `server/tests/api/races.rs`, with a transaction
+//!    held mid-write and with same-instant pairs, for every policy.
 //! 1. **Claim the idempotency key** (`claim_idempotency_key`) `(user, migration id,
 //!    sequence)` in `ferry_ingest_ledger` with the SHA-256 of the body. A key already there
 //!    with the same hash is a replay: its stored answer is returned, marked `replay`, and
@@ -30,6 +40,12 @@
 //!    wins, so a rollback restores the state before the migration), queues manual conflicts,
 //!    and returns one line per incoming row from which the per-record outcome is read
 //!    (`row_outcome`).
+//!    When the database refuses a kind's statement (a column, CHECK, trigger or foreign key
+//!    of the adopter's stricter than the spec: SQLSTATE classes 22, 23, P0), the transaction
+//!    is rolled back and run once more with each kind's rows written inside savepoints, split
+//!    in halves down to the refused rows (`write_bisecting`); those are quarantined with the
+//!    database's reason (message, table, column, constraint; never the row's values) and the
+//!    rest lands. The normal case keeps one statement per kind.
 //! 4. Record every received record's hash in `ferry_received` (`record_received`; its 16
 //!    bytes, for the verification report), and store the answer in the ledger (`save_answer`).
 //!
@@ -50,17 +66,12 @@
 //!
 //! A row that exists and is equal is `unchanged` and is not written.
 //!
-//! A batch executes a fixed number of statements whatever its size: `BEGIN`, the ledger claim,
-//! the run row, one per kind present, the quarantine insert (when something was rejected), the
-//! `ferry_received` insert, the answer, `COMMIT` — 10 for a batch of three kinds with rejected
-//! records (measured with `pg_stat_statements` in the tests, for 20 and 2,000 records).
+//! A batch executes a fixed number of statements whatever its size: `BEGIN`, the user's lock,
+//! the ledger claim, the run row, one per kind present, the quarantine insert (when something
+//! was rejected), the `ferry_received` insert, the answer, `COMMIT` — 11 for a batch of three
+//! kinds with rejected records (measured with `pg_stat_statements` in the tests, for 20 and 2,000 records).
 //! A transaction that loses a serialization failure or deadlock is rolled back whole; the
 //! caller may run it again ([`IngestError::is_retryable`]; `POST /v1/batches` does, once).
-//!
-//! Known limit: a row inserted by a *concurrent* transaction after this statement's snapshot
-//! is updated by `ON CONFLICT` but reported `inserted`, and its before-image says "did not
-//! exist" (a rollback would delete it). Two browsers of one user migrating the same record at
-//! the same instant is the only way to get there.
 
 mod answer;
 mod apply;

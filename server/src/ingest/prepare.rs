@@ -56,6 +56,24 @@ impl ColumnValues {
         }
     }
 
+    /// The values at `positions`, in that order: a part of the kind's rows, written on its own
+    /// when the whole statement was refused.
+    pub(super) fn select(&self, positions: &[usize]) -> Self {
+        fn pick<T: Clone>(v: &[Option<T>], positions: &[usize]) -> Vec<Option<T>> {
+            positions
+                .iter()
+                .map(|&p| v.get(p).cloned().flatten())
+                .collect()
+        }
+        match self {
+            Self::Text(v) => Self::Text(pick(v, positions)),
+            Self::Int(v) => Self::Int(pick(v, positions)),
+            Self::Float(v) => Self::Float(pick(v, positions)),
+            Self::Bool(v) => Self::Bool(pick(v, positions)),
+            Self::Json(v) => Self::Json(pick(v, positions)),
+        }
+    }
+
     pub(super) fn as_sql(&self) -> &(dyn ToSql + Sync) {
         match self {
             Self::Text(v) => v,

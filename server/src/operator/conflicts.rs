@@ -164,6 +164,11 @@ pub async fn resolve(
         .transaction()
         .await
         .map_err(query_error("start resolving"))?;
+    // The user's lock first, as every batch takes it: the chosen row is written with no batch
+    // of the same user in between.
+    crate::db::lock_user(&tx, user)
+        .await
+        .map_err(query_error("wait for the user's other writes"))?;
     let conflict = lock_open_conflict(&tx, user, id).await?;
     let kind = spec.kind(&conflict.kind_name).ok_or_else(|| {
         invalid(

@@ -49,6 +49,11 @@ pub async fn rollback(
         .transaction()
         .await
         .map_err(|e| DbError::query("start the rollback", &e))?;
+    // The user's lock first, as every batch takes it: the rollback sees every row a batch of
+    // another migration of this user committed, and no batch writes while it restores.
+    crate::db::lock_user(&tx, user)
+        .await
+        .map_err(|e| DbError::query("wait for the user's other writes", &e))?;
     // Locking the run serialises the rollback with batches of the same migration.
     let Some(run) = tx
         .query_opt(

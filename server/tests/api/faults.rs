@@ -483,6 +483,7 @@ async fn postgres_restarted_mid_migration_the_pool_recovers_and_each_batch_lands
         client: reqwest::Client::new(),
         db: client,
         db_name: "ferry_restart".to_owned(),
+        db_config: config.clone(),
         settings,
         conninfo: None,
     };

@@ -178,6 +178,8 @@ pub struct TestApp {
     pub db: tokio_postgres::Client,
     /// The database's name.
     pub db_name: String,
+    /// How to open another connection to the server's database (a second session).
+    pub db_config: tokio_postgres::Config,
     /// The settings the server was built with.
     pub settings: Settings,
     /// A `DATABASE_URL` for the server's database, when the harness runs its own cluster.
@@ -222,6 +224,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         client: reqwest::Client::new(),
         db: database.client,
         db_name: database.name,
+        db_config: database.config,
         settings,
         conninfo: database.conninfo,
     }
@@ -738,6 +741,7 @@ pub fn app_at(url: &str, database: TestDatabase) -> TestApp {
         client: reqwest::Client::new(),
         db: database.client,
         db_name: database.name,
+        db_config: database.config,
         settings: test_settings(),
         conninfo: database.conninfo,
     }
