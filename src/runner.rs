@@ -32,7 +32,7 @@ use crate::checkpoint::{
     self, BACKUP_INDEX_KEY, BackupInfo, BatchSize, Checkpoint, DEVICE_KEY, Fingerprint, Finished,
     History, Phase, Tally, load_hashes, load_json, put_json,
 };
-use crate::client::{BatchResult, Client, MigrationReport, RecordOutcome};
+use crate::client::{BatchResult, Client, MigrationReport, RecordOutcome, RecordResult};
 use crate::error::Error;
 use crate::ports::{Ports, StoreOp, VaultKey};
 use crate::progress::{Meter, Progress, Stage};
@@ -147,9 +147,9 @@ pub struct RunReport {
     /// Times the run waited for the browser to come back online.
     pub offline_waits: u64,
     /// Server outcomes, per kind and outcome.
-    pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
+    pub outcomes: BTreeMap<String, BTreeMap<RecordOutcome, u64>>,
     /// Records the server quarantined, with its reasons.
-    pub quarantined: Vec<RecordOutcome>,
+    pub quarantined: Vec<RecordResult>,
     /// Keys removed from localStorage (cleanup option).
     pub cleaned_keys: Vec<String>,
     /// Things that went wrong without stopping the run.
@@ -829,9 +829,9 @@ impl Migrator {
                 .outcomes
                 .entry(o.kind.clone())
                 .or_default()
-                .entry(o.outcome.clone())
+                .entry(o.outcome)
                 .or_default() += 1;
-            if o.outcome == "quarantined" {
+            if o.outcome == RecordOutcome::Quarantined {
                 report.quarantined.push(o);
             }
         }
