@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// What happened to one record of a batch on the server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordOutcome {
@@ -72,12 +73,14 @@ impl fmt::Display for RecordOutcome {
 }
 
 /// The answer for one record of a batch.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordResult {
     /// The server's target id, when one could be derived.
     #[serde(default)]
     pub id: Option<Uuid>,
     /// The content hash the browser sent (32 lowercase hex digits).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{32}$"))]
     pub hash: String,
     /// Kind name.
     pub kind: String,
@@ -90,6 +93,7 @@ pub struct RecordResult {
 
 /// The answer to `POST /v1/batches` (stored in the server's ledger and returned again, with
 /// `replay: true`, when the same batch comes back).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchResult {
     /// The migration.
@@ -108,6 +112,7 @@ pub struct BatchResult {
 }
 
 /// Where a migration (the data move) stands on the server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationStatus {
@@ -143,6 +148,7 @@ impl fmt::Display for MigrationStatus {
 
 /// The answer to `GET /v1/migrations/{id}`: what the server received in a migration, the
 /// verification report the browser compares with what it shipped.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationReport {
     /// The migration.
@@ -159,11 +165,13 @@ pub struct MigrationReport {
 }
 
 /// What one kind received in a migration.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindReport {
     /// Records received (valid and rejected), each once however often its batch was sent.
     pub received: u64,
     /// XOR of their 16-byte content hashes, as 32 lowercase hex digits.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{32}$"))]
     pub checksum: String,
     /// Records per outcome.
     #[serde(default)]
@@ -171,6 +179,7 @@ pub struct KindReport {
 }
 
 /// The answer to `POST /v1/migrations/{id}/rollback`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollbackAnswer {
     /// Rows restored or deleted, over every table.
@@ -181,6 +190,7 @@ pub struct RollbackAnswer {
 }
 
 /// An open conflict (policy `manual`), as `GET /v1/conflicts` lists it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conflict {
     /// Its id (for `POST /v1/conflicts/{id}/resolve`).
@@ -195,14 +205,18 @@ pub struct Conflict {
     /// The migration that brought the incoming version.
     pub migration_id: Uuid,
     /// The stored row (column → value; sensitive values stay ciphertext).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub stored: Value,
     /// The incoming row (column → value; sensitive values stay ciphertext).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub incoming: Value,
     /// When it was queued (RFC 3339, UTC).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
 }
 
 /// Which version of a conflicting row wins.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Choice {
@@ -215,6 +229,7 @@ pub enum Choice {
 }
 
 /// The body of `POST /v1/conflicts/{id}/resolve`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resolution {
@@ -222,10 +237,12 @@ pub struct Resolution {
     pub choice: Choice,
     /// For `edited` only: column → value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub value: Option<Map<String, Value>>,
 }
 
 /// The answer to `POST /v1/conflicts/{id}/resolve`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolveAnswer {
     /// Always `true`: a refusal is an error body.
@@ -233,6 +250,7 @@ pub struct ResolveAnswer {
 }
 
 /// A backup stored on the server, as `POST /v1/backups` and `GET /v1/backups` answer it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBackup {
     /// The id the browser gave it (the `backup_id` in its metadata).
@@ -240,6 +258,7 @@ pub struct StoredBackup {
     /// Size in bytes.
     pub size: u64,
     /// When it was uploaded (RFC 3339, UTC).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
 }
 
@@ -328,6 +347,31 @@ impl ErrorCode {
     }
 }
 
+/// The schema of [`ErrorCode`]: one of the named codes, or (from a layer) another
+/// snake_case string. Written by hand because the derive has no notion of a catch-all variant.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+        let named = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Self::NAMED.iter().map(ErrorCode::as_str)));
+        let other = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Any other 4xx/5xx: the status's reason phrase in snake_case",
+            ));
+        AnyOfBuilder::new()
+            .item(named)
+            .item(other)
+            .description(Some("Stable, machine-readable code of an error"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ErrorCode {}
+
 impl PartialEq<str> for ErrorCode {
     fn eq(&self, other: &str) -> bool {
         self.as_str() == other
@@ -347,6 +391,7 @@ impl fmt::Display for ErrorCode {
 }
 
 /// The body of every error answer: `{"error": {"code", "message", "details"?}}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// The error.
@@ -354,6 +399,7 @@ pub struct ErrorBody {
 }
 
 /// `error` in [`ErrorBody`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable, machine-readable code.
@@ -362,6 +408,7 @@ pub struct ErrorDetail {
     pub message: String,
     /// More, machine-readable, when there is something to add.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub details: Option<Value>,
 }
 
