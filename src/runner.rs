@@ -37,6 +37,7 @@ use crate::error::Error;
 use crate::ports::{Ports, StoreOp, VaultKey};
 use crate::progress::{Meter, Progress, Stage};
 use crate::retry::RetryPolicy;
+use ferry_core::contract::Choice;
 
 /// How many backups are kept besides the oldest one (the original data, always kept).
 pub const RECENT_BACKUPS_KEPT: usize = 3;
@@ -974,12 +975,12 @@ impl Migrator {
         choice: &str,
         value: Option<Value>,
     ) -> Result<Value, Error> {
-        if !matches!(choice, "stored" | "incoming" | "edited") {
+        let Ok(choice) = serde_json::from_value::<Choice>(Value::String(choice.to_owned())) else {
             return Err(Error::InvalidArgument(format!(
                 "choice {choice:?} is not one of \"stored\", \"incoming\", \"edited\""
             )));
-        }
-        if (choice == "edited") != value.is_some() {
+        };
+        if (choice == Choice::Edited) != value.is_some() {
             return Err(Error::InvalidArgument(
                 "a value (column → value) is given with choice \"edited\", and only then"
                     .to_owned(),

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// What happened to one record of a batch on the server.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,11 +74,13 @@ impl fmt::Display for RecordOutcome {
 }
 
 /// The answer for one record of a batch.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordResult {
     /// The server's target id, when one could be derived.
     #[serde(default)]
+    #[cfg_attr(feature = "typescript", tsify(type = "string | null"))]
     pub id: Option<Uuid>,
     /// The content hash the browser sent (32 lowercase hex digits).
     #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{32}$"))]
@@ -93,10 +96,12 @@ pub struct RecordResult {
 
 /// The answer to `POST /v1/batches` (stored in the server's ledger and returned again, with
 /// `replay: true`, when the same batch comes back).
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchResult {
     /// The migration.
+    #[cfg_attr(feature = "typescript", tsify(type = "string"))]
     pub migration_id: Uuid,
     /// The batch's sequence number.
     pub sequence: u32,
@@ -112,6 +117,7 @@ pub struct BatchResult {
 }
 
 /// Where a migration (the data move) stands on the server.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,10 +154,12 @@ impl fmt::Display for MigrationStatus {
 
 /// The answer to `GET /v1/migrations/{id}`: what the server received in a migration, the
 /// verification report the browser compares with what it shipped.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationReport {
     /// The migration.
+    #[cfg_attr(feature = "typescript", tsify(type = "string"))]
     pub migration_id: Uuid,
     /// Whether the migration is running or rolled back.
     #[serde(default)]
@@ -165,6 +173,7 @@ pub struct MigrationReport {
 }
 
 /// What one kind received in a migration.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindReport {
@@ -179,6 +188,7 @@ pub struct KindReport {
 }
 
 /// The answer to `POST /v1/migrations/{id}/rollback`.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollbackAnswer {
@@ -190,6 +200,7 @@ pub struct RollbackAnswer {
 }
 
 /// An open conflict (policy `manual`), as `GET /v1/conflicts` lists it.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conflict {
@@ -197,18 +208,23 @@ pub struct Conflict {
     pub id: i64,
     /// The user; only in operator listings (the API answers the caller's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "typescript", tsify(type = "string | null"))]
     pub user_id: Option<Uuid>,
     /// Kind name.
     pub kind: String,
     /// The row's id.
+    #[cfg_attr(feature = "typescript", tsify(type = "string"))]
     pub row_id: Uuid,
     /// The migration that brought the incoming version.
+    #[cfg_attr(feature = "typescript", tsify(type = "string"))]
     pub migration_id: Uuid,
     /// The stored row (column → value; sensitive values stay ciphertext).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "typescript", tsify(type = "Record<string, unknown>"))]
     pub stored: Value,
     /// The incoming row (column → value; sensitive values stay ciphertext).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "typescript", tsify(type = "Record<string, unknown>"))]
     pub incoming: Value,
     /// When it was queued (RFC 3339, UTC).
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
@@ -216,6 +232,7 @@ pub struct Conflict {
 }
 
 /// Which version of a conflicting row wins.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -229,6 +246,7 @@ pub enum Choice {
 }
 
 /// The body of `POST /v1/conflicts/{id}/resolve`.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,10 +256,15 @@ pub struct Resolution {
     /// For `edited` only: column → value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(
+        feature = "typescript",
+        tsify(type = "Record<string, unknown>", optional)
+    )]
     pub value: Option<Map<String, Value>>,
 }
 
 /// The answer to `POST /v1/conflicts/{id}/resolve`.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolveAnswer {
@@ -250,6 +273,7 @@ pub struct ResolveAnswer {
 }
 
 /// A backup stored on the server, as `POST /v1/backups` and `GET /v1/backups` answer it.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBackup {
@@ -275,6 +299,16 @@ macro_rules! error_codes {
             #[serde(untagged)]
             Other(String),
         }
+
+        /// The TypeScript declaration of [`ErrorCode`], from the same list: every named code,
+        /// and any other string (a layer's status), without losing the names' completion.
+        #[cfg(feature = "typescript")]
+        #[wasm_bindgen::prelude::wasm_bindgen(typescript_custom_section)]
+        const ERROR_CODE_TS: &'static str = concat!(
+            "export type ErrorCode = ",
+            $("\"", $name, "\" | ",)*
+            "(string & {});"
+        );
 
         impl ErrorCode {
             /// Every named code (not [`ErrorCode::Other`]).
@@ -391,6 +425,7 @@ impl fmt::Display for ErrorCode {
 }
 
 /// The body of every error answer: `{"error": {"code", "message", "details"?}}`.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -399,6 +434,7 @@ pub struct ErrorBody {
 }
 
 /// `error` in [`ErrorBody`].
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
@@ -409,6 +445,7 @@ pub struct ErrorDetail {
     /// More, machine-readable, when there is something to add.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "typescript", tsify(type = "unknown", optional))]
     pub details: Option<Value>,
 }
 
