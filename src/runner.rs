@@ -32,11 +32,12 @@ use crate::checkpoint::{
     self, BACKUP_INDEX_KEY, BackupInfo, BatchSize, Checkpoint, DEVICE_KEY, Fingerprint, Finished,
     History, Phase, Tally, load_hashes, load_json, put_json,
 };
-use crate::client::{BatchResult, Client, MigrationReport, RecordOutcome};
+use crate::client::{BatchResult, Client, MigrationReport, RecordOutcome, RecordResult};
 use crate::error::Error;
 use crate::ports::{Ports, StoreOp, VaultKey};
 use crate::progress::{Meter, Progress, Stage};
 use crate::retry::RetryPolicy;
+use ferry_core::contract::Choice;
 
 /// How many backups are kept besides the oldest one (the original data, always kept).
 pub const RECENT_BACKUPS_KEPT: usize = 3;
@@ -147,9 +148,9 @@ pub struct RunReport {
     /// Times the run waited for the browser to come back online.
     pub offline_waits: u64,
     /// Server outcomes, per kind and outcome.
-    pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
+    pub outcomes: BTreeMap<String, BTreeMap<RecordOutcome, u64>>,
     /// Records the server quarantined, with its reasons.
-    pub quarantined: Vec<RecordOutcome>,
+    pub quarantined: Vec<RecordResult>,
     /// Keys removed from localStorage (cleanup option).
     pub cleaned_keys: Vec<String>,
     /// Things that went wrong without stopping the run.
@@ -1000,9 +1001,9 @@ impl Migrator {
                 .outcomes
                 .entry(o.kind.clone())
                 .or_default()
-                .entry(o.outcome.clone())
+                .entry(o.outcome)
                 .or_default() += 1;
-            if o.outcome == "quarantined" {
+            if o.outcome == RecordOutcome::Quarantined {
                 report.quarantined.push(o);
             }
         }
@@ -1145,12 +1146,12 @@ impl Migrator {
         choice: &str,
         value: Option<Value>,
     ) -> Result<Value, Error> {
-        if !matches!(choice, "stored" | "incoming" | "edited") {
+        let Ok(choice) = serde_json::from_value::<Choice>(Value::String(choice.to_owned())) else {
             return Err(Error::InvalidArgument(format!(
                 "choice {choice:?} is not one of \"stored\", \"incoming\", \"edited\""
             )));
-        }
-        if (choice == "edited") != value.is_some() {
+        };
+        if (choice == Choice::Edited) != value.is_some() {
             return Err(Error::InvalidArgument(
                 "a value (column → value) is given with choice \"edited\", and only then"
                     .to_owned(),

@@ -148,6 +148,7 @@ impl Locator {
 }
 
 /// The raw form of a record, kept for hashing, shipping and quarantine.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Raw {
@@ -244,6 +245,7 @@ pub struct Row {
 }
 
 /// A machine-readable class of repair or rejection.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
@@ -286,6 +288,7 @@ pub enum Code {
 }
 
 /// Why a record was rejected, or what was repaired in it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Note {
     /// The class of problem.

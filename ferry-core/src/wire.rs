@@ -34,6 +34,7 @@ use crate::spec::Spec;
 pub const WIRE_FORMAT: &str = "ferry-batch/1";
 
 /// What every batch of a migration carries.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchHeader {
     /// Always [`WIRE_FORMAT`].
@@ -77,6 +78,7 @@ impl BatchHeader {
 }
 
 /// A decoded batch, as the server reads it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
@@ -90,6 +92,7 @@ pub struct Batch {
 }
 
 /// A record the browser found valid.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireRecord {
@@ -102,12 +105,14 @@ pub struct WireRecord {
     /// Target id the browser derived.
     pub id: Uuid,
     /// Content hash the browser computed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{32}$"))]
     pub hash: ContentHash,
     /// The raw record.
     pub raw: Raw,
 }
 
 /// A record the browser rejected, with its reasons.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireRejected {
@@ -118,12 +123,33 @@ pub struct WireRejected {
     /// Position in the key's value.
     pub at: WireLocator,
     /// Content hash.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{32}$"))]
     pub hash: ContentHash,
     /// The raw value, exactly.
     pub raw: Raw,
     /// Why the browser rejected it.
     pub reasons: Vec<Note>,
 }
+
+/// The schema of [`WireLocator`], written by hand: the derive cannot say "an integer, a
+/// string or null" for an untagged enum with a unit-like variant.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for WireLocator {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+        AnyOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .description(Some(
+                "Where the record sits in its key's value: an array index, a map key, or null for the whole value",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for WireLocator {}
 
 /// A [`Locator`] on the wire: `null` (the whole value), an array index, or a map key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

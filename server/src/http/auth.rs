@@ -21,7 +21,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::state::AppState;
 
 /// Shortest accepted signing secret: HS256 is only as strong as its key.
@@ -65,11 +65,11 @@ pub enum AuthError {
 
 impl AuthError {
     /// The machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::MissingToken | Self::NotBearer => "missing_token",
-            Self::Expired => "token_expired",
-            Self::Invalid(_) => "invalid_token",
+            Self::MissingToken | Self::NotBearer => ErrorCode::MissingToken,
+            Self::Expired => ErrorCode::TokenExpired,
+            Self::Invalid(_) => ErrorCode::InvalidToken,
         }
     }
 
@@ -237,7 +237,7 @@ pub async fn require_user(
         .and_then(|token| state.keys().verify(token))
         .inspect_err(|error| {
             // The reason, never the token.
-            tracing::debug!(code = error.code(), reason = ?error, "request not authenticated");
+            tracing::debug!(code = error.code().as_str(), reason = ?error, "request not authenticated");
         })?;
     if let Some(limiter) = state.rate_limiter()
         && let Err(wait) = limiter.check(user_id, std::time::Instant::now())

@@ -14,6 +14,7 @@ use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::IntoResponse;
+use ferry_core::contract::ErrorCode;
 use ferry_sample::{DEFAULT_INVALID_FRACTION, DEFAULT_TARGET_BYTES, LegacyApp, SampleOptions};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -89,7 +90,7 @@ fn sample_options(query: &SampleQuery) -> Result<SampleOptions, ApiError> {
 }
 
 fn invalid_query(message: impl Into<String>) -> ApiError {
-    ApiError::refused(StatusCode::BAD_REQUEST, "invalid_query", message)
+    ApiError::refused(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, message)
 }
 
 /// The OpenAPI description of the route (listed in dev mode only, where it exists).
@@ -158,7 +159,7 @@ mod tests {
         for (q, why) in cases {
             let error = sample_options(&q).err();
             assert!(
-                matches!(&error, Some(ApiError::Refused { status, code: "invalid_query", .. }) if *status == StatusCode::BAD_REQUEST),
+                matches!(&error, Some(ApiError::Refused { status, code: ErrorCode::InvalidQuery, .. }) if *status == StatusCode::BAD_REQUEST),
                 "{why}: {error:?}"
             );
         }

@@ -12,7 +12,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::db::DbError;
@@ -45,7 +44,7 @@ pub enum ApiError {
         /// 400 or 409.
         status: StatusCode,
         /// The machine-readable code.
-        code: &'static str,
+        code: ErrorCode,
         /// What is wrong and what to do, for a person.
         message: String,
         /// Machine-readable details, when there is something to add.
@@ -103,24 +102,7 @@ fn timeout_message(timeout_ms: Option<u64>) -> String {
     }
 }
 
-/// The body of every error response.
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// `error` in [`ErrorBody`].
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable code (`snake_case`).
-    pub code: String,
-    /// What happened, for a person.
-    pub message: String,
-    /// More, machine-readable, when there is something to add.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub details: Option<Value>,
-}
+pub use ferry_core::contract::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// Marks a response as already in our shape, so [`normalize_error_responses`] leaves it alone.
 #[derive(Debug, Clone, Copy)]
@@ -152,31 +134,33 @@ impl ApiError {
     }
 
     /// The machine-readable `code`.
-    pub fn code(&self) -> String {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::MalformedJson(_) => "malformed_json".into(),
-            Self::InvalidBody { .. } => "invalid_body".into(),
-            Self::UnsupportedMediaType => "unsupported_media_type".into(),
-            Self::Unauthorized(reason) => reason.code().into(),
-            Self::Refused { code, .. } => (*code).into(),
-            Self::Forbidden(_) => "forbidden".into(),
-            Self::NotFound => "not_found".into(),
-            Self::MethodNotAllowed => "method_not_allowed".into(),
-            Self::PayloadTooLarge { .. } => "payload_too_large".into(),
-            Self::RateLimited { .. } => "rate_limited".into(),
-            Self::Timeout { .. } => "request_timeout".into(),
-            Self::Unavailable(_) => "unavailable".into(),
-            Self::Status(status) => status
-                .canonical_reason()
-                .unwrap_or("error")
-                .chars()
-                .filter_map(|c| match c {
-                    ' ' | '-' => Some('_'),
-                    c if c.is_ascii_alphanumeric() => Some(c.to_ascii_lowercase()),
-                    _ => None,
-                })
-                .collect(),
-            Self::Internal(_) => "internal".into(),
+            Self::MalformedJson(_) => ErrorCode::MalformedJson,
+            Self::InvalidBody { .. } => ErrorCode::InvalidBody,
+            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::Unauthorized(reason) => reason.code(),
+            Self::Refused { code, .. } => code.clone(),
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Timeout { .. } => ErrorCode::RequestTimeout,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Status(status) => ErrorCode::from_name(
+                &status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .chars()
+                    .filter_map(|c| match c {
+                        ' ' | '-' => Some('_'),
+                        c if c.is_ascii_alphanumeric() => Some(c.to_ascii_lowercase()),
+                        _ => None,
+                    })
+                    .collect::<String>(),
+            ),
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -236,7 +220,7 @@ impl IntoResponse for ApiError {
 
 impl ApiError {
     /// A refusal with `status` and `code`.
-    pub fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn refused(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Refused {
             status,
             code,

@@ -1,8 +1,11 @@
-//! The OpenAPI 3.1 description served at `GET /openapi.json`, written by hand.
+//! The OpenAPI 3.1 description served at `GET /openapi.json`.
 //!
-//! Hand-written because the request and response types of the ingest endpoints live in the
-//! platform-free `ferry-core` crate, which should not depend on an OpenAPI library. A test
-//! checks that every route the router serves is described here.
+//! Every body's schema is derived from the Rust types the server answers with and reads:
+//! the shared contract (`ferry_core::contract`) and the batch (`ferry_core::wire`), through
+//! utoipa's `ToSchema` behind ferry-core's `openapi` feature (the browser bundle does not
+//! build it). What stays here is the table of routes, with their statuses, pointing at those
+//! schemas. Tests check that every route the router serves is described, that every
+//! reference resolves, and that the batch's schema is the real one.
 
 use serde_json::{Value, json};
 
@@ -128,25 +131,12 @@ pub fn document(dev_mode: bool) -> Value {
             format!("Error{code}"),
             json!({
                 "description": description,
-                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } }
             }),
         );
     }
 
-    let mut schemas = v1_schemas();
-    schemas["Error"] = json!({
-        "type": "object",
-        "required": ["error"],
-        "properties": { "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": { "type": "string", "description": "Stable machine-readable code" },
-                "message": { "type": "string", "description": "For a person" },
-                "details": { "description": "More, machine-readable, when there is something to add" }
-            }
-        } }
-    });
+    let schemas = contract_schemas();
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -217,35 +207,23 @@ fn v1_paths() -> serde_json::Map<String, Value> {
         "security": secured,
         "parameters": id_param("migration_id", json!({ "type": "string", "format": "uuid" })),
         "responses": with_errors(
-            json_ok("Rows restored or deleted", json!({ "type": "object", "required": ["restored"],
-                "properties": { "restored": { "type": "integer" }, "already_rolled_back": { "type": "boolean" } } })),
+            json_ok("Rows restored or deleted", schema_ref("RollbackAnswer")),
             &["401", "404", "429", "503"])
     }}));
     paths.insert("/v1/conflicts".into(), json!({ "get": {
         "summary": "The caller's open conflicts (policy manual); sensitive values stay ciphertext",
         "security": secured,
-        "responses": with_errors(json_ok("Open conflicts", json!({ "type": "array", "items": {
-            "type": "object", "required": ["id", "kind", "row_id", "migration_id", "stored", "incoming", "created_at"],
-            "properties": {
-                "id": { "type": "integer" }, "kind": { "type": "string" },
-                "row_id": { "type": "string", "format": "uuid" }, "migration_id": { "type": "string", "format": "uuid" },
-                "stored": { "type": "object" }, "incoming": { "type": "object" },
-                "created_at": { "type": "string", "format": "date-time" } } } })), &["401", "429"])
+        "responses": with_errors(json_ok("Open conflicts", json!({ "type": "array", "items": schema_ref("Conflict") })), &["401", "429"])
     }}));
     paths.insert("/v1/conflicts/{id}/resolve".into(), json!({ "post": {
         "summary": "Resolve a conflict: keep the stored row, take the incoming one, or write an edited one",
         "security": secured,
         "parameters": id_param("id", json!({ "type": "integer" })),
-        "requestBody": { "required": true, "content": { "application/json": { "schema": {
-            "type": "object", "required": ["choice"], "additionalProperties": false,
-            "properties": {
-                "choice": { "enum": ["stored", "incoming", "edited"] },
-                "value": { "type": "object", "description": "For `edited` only: column → value, checked against the kind's fields" } } } } } },
-        "responses": with_errors(json_ok("Resolved", json!({ "type": "object", "properties": { "resolved": { "const": true } } })),
+        "requestBody": { "required": true, "content": { "application/json": { "schema": schema_ref("Resolution") } } },
+        "responses": with_errors(json_ok("Resolved", schema_ref("ResolveAnswer")),
             &["400", "401", "404", "409", "422", "429"])
     }}));
-    let backup_info = json!({ "type": "object", "required": ["id", "size", "created_at"], "properties": {
-        "id": { "type": "string" }, "size": { "type": "integer" }, "created_at": { "type": "string", "format": "date-time" } } });
+    let backup_info = schema_ref("StoredBackup");
     paths.insert("/v1/backups".into(), json!({
         "post": {
             "summary": "Store a sealed backup (opaque; only its ferry-backup header is checked)",
@@ -274,40 +252,39 @@ fn v1_paths() -> serde_json::Map<String, Value> {
     paths
 }
 
-/// Schemas of the `/v1` bodies.
-fn v1_schemas() -> Value {
-    json!({
-        "Batch": {
-            "type": "object", "required": ["header", "records"],
-            "description": "ferry-batch/1, see ferry-core/src/wire.rs",
-            "properties": {
-                "header": { "type": "object", "required": ["format", "migration_id", "sequence", "device_id", "app", "spec_version", "migrated_at_ms"] },
-                "records": { "type": "array", "items": { "type": "object" } },
-                "rejected": { "type": "array", "items": { "type": "object" } } } },
-        "BatchResult": {
-            "type": "object", "required": ["migration_id", "sequence", "replay", "outcomes", "counts"],
-            "properties": {
-                "migration_id": { "type": "string", "format": "uuid" },
-                "sequence": { "type": "integer" },
-                "replay": { "type": "boolean" },
-                "outcomes": { "type": "array", "items": { "type": "object", "required": ["id", "hash", "kind", "outcome"], "properties": {
-                    "id": { "type": ["string", "null"], "format": "uuid" },
-                    "hash": { "type": "string", "pattern": "^[0-9a-f]{32}$" },
-                    "kind": { "type": "string" },
-                    "outcome": { "enum": ["inserted", "updated", "unchanged", "kept_stored", "merged", "conflict_queued", "quarantined"] },
-                    "reasons": { "type": "array", "items": { "type": "string" } } } } },
-                "counts": { "type": "object", "additionalProperties": { "type": "object", "additionalProperties": { "type": "integer" } } } } },
-        "MigrationReport": {
-            "type": "object", "required": ["migration_id", "batches", "kinds"],
-            "properties": {
-                "migration_id": { "type": "string", "format": "uuid" },
-                "status": { "enum": ["running", "rolled_back"] },
-                "batches": { "type": "integer" },
-                "kinds": { "type": "object", "additionalProperties": { "type": "object", "required": ["received", "checksum", "outcomes"], "properties": {
-                    "received": { "type": "integer" },
-                    "checksum": { "type": "string", "pattern": "^[0-9a-f]{32}$" },
-                    "outcomes": { "type": "object", "additionalProperties": { "type": "integer" } } } } } } }
-    })
+/// `{"$ref": "#/components/schemas/<name>"}`.
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// The schemas of the `/v1` bodies, derived from the shared contract and wire types (and
+/// every type they contain).
+fn contract_schemas() -> Value {
+    use ferry_core::contract::{
+        BatchResult, Conflict, ErrorBody, MigrationReport, Resolution, ResolveAnswer,
+        RollbackAnswer, StoredBackup,
+    };
+    use ferry_core::wire::Batch;
+    use utoipa::OpenApi as _;
+
+    #[derive(utoipa::OpenApi)]
+    #[openapi(components(schemas(
+        Batch,
+        BatchResult,
+        MigrationReport,
+        RollbackAnswer,
+        Conflict,
+        Resolution,
+        ResolveAnswer,
+        StoredBackup,
+        ErrorBody
+    )))]
+    struct Contract;
+
+    Contract::openapi()
+        .components
+        .and_then(|components| serde_json::to_value(components.schemas).ok())
+        .unwrap_or_else(|| json!({}))
 }
 
 #[cfg(test)]
@@ -336,6 +313,87 @@ mod tests {
             assert!(doc["paths"][path].is_object(), "{path} is missing");
         }
         assert!(doc["paths"]["/v1/me"]["get"]["responses"]["401"].is_object());
+    }
+
+    #[test]
+    fn the_batch_schema_is_derived_from_the_wire_types() {
+        let doc = document(false);
+        let schemas = &doc["components"]["schemas"];
+        let batch = &schemas["Batch"];
+        assert_eq!(
+            batch["properties"]["header"]["$ref"],
+            "#/components/schemas/BatchHeader"
+        );
+        assert_eq!(
+            batch["properties"]["records"]["items"]["$ref"],
+            "#/components/schemas/WireRecord"
+        );
+        assert_eq!(
+            batch["properties"]["rejected"]["items"]["$ref"],
+            "#/components/schemas/WireRejected"
+        );
+        let header = schemas["BatchHeader"]["required"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for field in [
+            "format",
+            "migration_id",
+            "sequence",
+            "device_id",
+            "app",
+            "spec_version",
+            "migrated_at_ms",
+        ] {
+            assert!(header.contains(&field.into()), "header.{field} is missing");
+        }
+        for field in ["kind", "key", "at", "id", "hash", "raw"] {
+            assert!(
+                schemas["WireRecord"]["properties"][field].is_object(),
+                "WireRecord.{field} is missing"
+            );
+        }
+        assert!(schemas["WireRejected"]["properties"]["reasons"].is_object());
+    }
+
+    #[test]
+    fn answers_and_outcomes_come_from_the_contract_types() {
+        let doc = document(false);
+        let schemas = &doc["components"]["schemas"];
+        let outcomes: Vec<String> = ferry_core::contract::RecordOutcome::ALL
+            .iter()
+            .map(|o| o.as_str().to_owned())
+            .collect();
+        assert_eq!(
+            schemas["RecordOutcome"]["enum"],
+            serde_json::json!(outcomes)
+        );
+        assert_eq!(
+            schemas["Choice"]["enum"],
+            serde_json::json!(["stored", "incoming", "edited"])
+        );
+        let codes = serde_json::to_string(&schemas["ErrorCode"]).unwrap_or_default();
+        for code in ferry_core::contract::ErrorCode::NAMED {
+            assert!(codes.contains(&format!("\"{code}\"")), "{code} is missing");
+        }
+        for (path, method, schema) in [
+            ("/v1/batches", "post", "BatchResult"),
+            ("/v1/migrations/{migration_id}", "get", "MigrationReport"),
+            (
+                "/v1/migrations/{migration_id}/rollback",
+                "post",
+                "RollbackAnswer",
+            ),
+            ("/v1/conflicts/{id}/resolve", "post", "ResolveAnswer"),
+            ("/v1/backups", "post", "StoredBackup"),
+        ] {
+            assert_eq!(
+                doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+                    ["$ref"],
+                format!("#/components/schemas/{schema}"),
+                "{method} {path}"
+            );
+        }
     }
 
     #[test]

@@ -15,8 +15,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use ferry_core::contract::{ErrorCode, ResolveAnswer, RollbackAnswer};
 use ferry_core::wire::{WIRE_FORMAT, WireError};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::db::DbError;
@@ -126,7 +127,7 @@ fn ingest_error(error: IngestError) -> ApiError {
             | WireError::MigratedAtOutOfRange { .. }),
         ) => ApiError::refused(
             StatusCode::BAD_REQUEST,
-            "invalid_batch",
+            ErrorCode::InvalidBatch,
             invalid_batch_message(&e),
         ),
         IngestError::Wire(WireError::SpecMismatch {
@@ -150,14 +151,22 @@ fn ingest_error(error: IngestError) -> ApiError {
                 expected_app,
                 expected_version,
             };
-            ApiError::refused(StatusCode::BAD_REQUEST, "spec_mismatch", e.to_string())
+            ApiError::refused(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::SpecMismatch,
+                e.to_string(),
+            )
         }
-        e @ IngestError::IdempotencyConflict { .. } => {
-            ApiError::refused(StatusCode::CONFLICT, "idempotency_conflict", e.to_string())
-        }
-        e @ IngestError::RolledBack { .. } => {
-            ApiError::refused(StatusCode::CONFLICT, "migration_rolled_back", e.to_string())
-        }
+        e @ IngestError::IdempotencyConflict { .. } => ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::IdempotencyConflict,
+            e.to_string(),
+        ),
+        e @ IngestError::RolledBack { .. } => ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::MigrationRolledBack,
+            e.to_string(),
+        ),
         IngestError::Db { context, source } => ApiError::from_postgres(context, &source),
     }
 }
@@ -298,7 +307,7 @@ async fn rollback_migration(
     State(state): State<AppState>,
     user: AuthUser,
     Path(migration_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RollbackAnswer>, ApiError> {
     let migration_id = parse_uuid("migration id", &migration_id)?;
     let mut client = connection(&state).await?;
     let done = rollback::rollback(
@@ -310,10 +319,10 @@ async fn rollback_migration(
     )
     .await?
     .ok_or(ApiError::NotFound)?;
-    Ok(Json(json!({
-        "restored": done.restored,
-        "already_rolled_back": done.already_rolled_back,
-    })))
+    Ok(Json(RollbackAnswer {
+        restored: done.restored,
+        already_rolled_back: done.already_rolled_back,
+    }))
 }
 
 /// `GET /v1/conflicts`: the caller's open conflicts.
@@ -333,7 +342,7 @@ async fn resolve_conflict(
     user: AuthUser,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResolveAnswer>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
     // Parsed with the lossless rule, so edited strings keep lone surrogates and NUL.
     let text = std::str::from_utf8(&body)
@@ -359,11 +368,11 @@ async fn resolve_conflict(
     )
     .await
     {
-        Ok(()) => Ok(Json(json!({ "resolved": true }))),
+        Ok(()) => Ok(Json(ResolveAnswer { resolved: true })),
         Err(ResolveError::NotFound(_)) => Err(ApiError::NotFound),
         Err(e @ ResolveError::AlreadyResolved { .. }) => Err(ApiError::refused(
             StatusCode::CONFLICT,
-            "already_resolved",
+            ErrorCode::AlreadyResolved,
             e.to_string(),
         )),
         Err(ResolveError::Invalid { message, column }) => Err(ApiError::InvalidBody {
@@ -380,14 +389,14 @@ async fn upload_backup(
     user: AuthUser,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<backups::BackupInfo>, ApiError> {
+) -> Result<Json<backups::StoredBackup>, ApiError> {
     let id = headers
         .get(BACKUP_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
             ApiError::refused(
                 StatusCode::BAD_REQUEST,
-                "invalid_backup",
+                ErrorCode::InvalidBackup,
                 "the X-Ferry-Backup-Id header is missing (or not ASCII): send the backup's id from its metadata",
             )
         })?
@@ -399,9 +408,13 @@ async fn upload_backup(
         .map_err(|e| match e {
             BackupUploadError::Db(e) => e.into(),
             e @ BackupUploadError::Exists(_) => {
-                ApiError::refused(StatusCode::CONFLICT, "backup_exists", e.to_string())
+                ApiError::refused(StatusCode::CONFLICT, ErrorCode::BackupExists, e.to_string())
             }
-            e => ApiError::refused(StatusCode::BAD_REQUEST, "invalid_backup", e.to_string()),
+            e => ApiError::refused(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidBackup,
+                e.to_string(),
+            ),
         })
 }
 
@@ -409,7 +422,7 @@ async fn upload_backup(
 async fn list_backups(
     State(state): State<AppState>,
     user: AuthUser,
-) -> Result<Json<Vec<backups::BackupInfo>>, ApiError> {
+) -> Result<Json<Vec<backups::StoredBackup>>, ApiError> {
     let client = connection(&state).await?;
     Ok(Json(backups::list(&client, user.user_id, None).await?))
 }
@@ -424,7 +437,7 @@ async fn download_backup(
         // No stored id holds one (PostgreSQL text cannot), and sent to it, it fails as 500.
         return Err(ApiError::refused(
             StatusCode::BAD_REQUEST,
-            "invalid_backup",
+            ErrorCode::InvalidBackup,
             "the backup id holds a NUL character; no backup has such an id",
         ));
     }

@@ -16,11 +16,11 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::ingest::answer::{BatchResult, RecordOutcome, RecordResult};
 use crate::ingest::field_crypto::{FieldCipher, QuarantineContext};
 use crate::ingest::prepare::{ColumnValues, KindRows, Line, PreparedBatch, line_reasons};
 use crate::ingest::statement::IngestPlan;
 use crate::ingest::{IngestError, db};
+use ferry_core::contract::{BatchResult, RecordOutcome, RecordResult};
 
 /// Writes a [`prepare()`](crate::ingest::prepare())d batch in one transaction, exactly once.
 /// See the module documentation.

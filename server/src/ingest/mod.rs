@@ -2,7 +2,8 @@
 //!
 //! The room: [`prepare()`] (`prepare.rs`: CPU only, before a connection is taken), the
 //! per-kind statement built once at start ([`IngestPlan`], `statement.rs`), [`apply()`]
-//! (`apply.rs`: the transaction), the answer ([`BatchResult`], `answer.rs`) and
+//! (`apply.rs`: the transaction), the answer ([`BatchResult`], a type of the shared
+//! contract, `ferry_core::contract`) and
 //! [`field_crypto`] (sensitive fields sealed at rest).
 //!
 //! First, [`prepare()`] decodes the body, re-runs every record through the shared pipeline
@@ -73,7 +74,6 @@
 //! A transaction that loses a serialization failure or deadlock is rolled back whole; the
 //! caller may run it again ([`IngestError::is_retryable`]; `POST /v1/batches` does, once).
 
-mod answer;
 mod apply;
 pub mod field_crypto;
 mod prepare;
@@ -82,8 +82,8 @@ mod statement;
 use ferry_core::wire::WireError;
 use uuid::Uuid;
 
-pub use answer::{BatchResult, RecordOutcome, RecordResult};
 pub use apply::apply;
+pub use ferry_core::contract::{BatchResult, RecordOutcome, RecordResult};
 pub use prepare::{PreparedBatch, prepare};
 pub use statement::{IngestPlan, KindPlan};
 

@@ -7,7 +7,6 @@
 //! Uploading the same id again with the same bytes is a no-op (a retry); with other bytes it
 //! is refused. Every query is scoped by the token's user.
 
-use serde::Serialize;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -17,16 +16,7 @@ use crate::db::{DbError, query_error};
 /// Longest accepted backup id, in characters.
 pub const MAX_BACKUP_ID: usize = 200;
 
-/// A stored backup, as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BackupInfo {
-    /// The id the browser gave it.
-    pub id: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// When it was uploaded (RFC 3339, UTC).
-    pub created_at: String,
-}
+pub use ferry_core::contract::StoredBackup;
 
 /// Why an upload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +55,7 @@ pub async fn store(
     user: Uuid,
     id: &str,
     bytes: &[u8],
-) -> Result<BackupInfo, BackupUploadError> {
+) -> Result<StoredBackup, BackupUploadError> {
     if id.is_empty() || id.chars().count() > MAX_BACKUP_ID || id.chars().any(char::is_control) {
         return Err(BackupUploadError::BadId(id.to_owned()));
     }
@@ -114,7 +104,7 @@ pub async fn list(
     client: &Client,
     user: Uuid,
     id: Option<&str>,
-) -> Result<Vec<BackupInfo>, DbError> {
+) -> Result<Vec<StoredBackup>, DbError> {
     let rows = client
         .query(
             &format!(
@@ -129,8 +119,8 @@ pub async fn list(
         .map_err(|e| DbError::query("list the backups", &e))?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let read = |row: &tokio_postgres::Row| -> Result<BackupInfo, tokio_postgres::Error> {
-            Ok(BackupInfo {
+        let read = |row: &tokio_postgres::Row| -> Result<StoredBackup, tokio_postgres::Error> {
+            Ok(StoredBackup {
                 id: row.try_get(0)?,
                 size: u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
                 created_at: row.try_get(2)?,

@@ -23,7 +23,6 @@
 //! Everything is scoped by the user: another user's conflict id is "not found".
 
 use ferry_core::spec::{FieldType, Kind, Spec};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
@@ -33,50 +32,7 @@ use crate::db::{DbError, query_error};
 use crate::ingest::field_crypto::{CellContext, FieldCipher, PREFIX};
 use crate::operator::rollback::set_every_column;
 
-/// An open conflict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Conflict {
-    /// Its id (for `POST /v1/conflicts/{id}/resolve`).
-    pub id: i64,
-    /// The user; only in operator listings (the API answers the caller's own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<Uuid>,
-    /// Kind name.
-    pub kind: String,
-    /// The row's id.
-    pub row_id: Uuid,
-    /// The migration that brought the incoming version.
-    pub migration_id: Uuid,
-    /// The stored row (column → value).
-    pub stored: Value,
-    /// The incoming row (column → value).
-    pub incoming: Value,
-    /// When it was queued (RFC 3339, UTC).
-    pub created_at: String,
-}
-
-/// Which version wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Choice {
-    /// Keep the stored row.
-    Stored,
-    /// Write the incoming row.
-    Incoming,
-    /// Write the stored row with the edited columns in `value`.
-    Edited,
-}
-
-/// The body of `POST /v1/conflicts/{id}/resolve`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resolution {
-    /// Which version wins.
-    pub choice: Choice,
-    /// For `edited` only: column → value.
-    #[serde(default)]
-    pub value: Option<Map<String, Value>>,
-}
+pub use ferry_core::contract::{Choice, Conflict, Resolution};
 
 /// Why a conflict could not be resolved.
 #[derive(Debug, thiserror::Error)]

@@ -14,30 +14,9 @@ use uuid::Uuid;
 
 use crate::db::sql::rfc3339_sql;
 use crate::db::{DbError, query_error};
+use ferry_core::contract::RecordOutcome;
 
-/// The report of one migration of one user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MigrationReport {
-    /// The migration.
-    pub migration_id: Uuid,
-    /// `running` or `rolled_back` (an addition to `docs/http-api.md`).
-    pub status: String,
-    /// Batches applied (replays not counted).
-    pub batches: u64,
-    /// Per kind name.
-    pub kinds: BTreeMap<String, KindReport>,
-}
-
-/// What one kind received in a migration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KindReport {
-    /// Records received (valid and rejected), each once.
-    pub received: u64,
-    /// XOR of their 16-byte content hashes, as 32 lowercase hex digits.
-    pub checksum: String,
-    /// Records per outcome (`inserted`, `quarantined`, …).
-    pub outcomes: BTreeMap<String, u64>,
-}
+pub use ferry_core::contract::{KindReport, MigrationReport, MigrationStatus};
 
 /// One migration run, for `ferry-server status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +54,11 @@ pub async fn migration_report(
         return Ok(None);
     };
     let status: String = run.try_get(0).map_err(query_error("read the run status"))?;
+    let status = MigrationStatus::from_name(&status).ok_or_else(|| DbError::Query {
+        context: "read the run status".to_owned(),
+        reason: format!("migration {migration_id} has the unknown status {status:?}"),
+        code: None,
+    })?;
     let batches: i64 = client
         .query_one(
             "SELECT count(*) FROM ferry_ingest_ledger WHERE user_id = $1 AND migration_id = $2",
@@ -107,6 +91,11 @@ pub async fn migration_report(
             ))
         };
         let (kind, outcome, n, hi, lo) = read(&row).map_err(query_error("read a kind's counts"))?;
+        let outcome = RecordOutcome::from_name(&outcome).ok_or_else(|| DbError::Query {
+            context: "read a kind's counts".to_owned(),
+            reason: format!("a record of kind {kind:?} has the unknown outcome {outcome:?}"),
+            code: None,
+        })?;
         let entry = kinds.entry(kind).or_insert_with(|| {
             (
                 KindReport {
