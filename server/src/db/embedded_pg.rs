@@ -4,7 +4,8 @@
 //! test harness starts one per test binary, so nobody needs a database server set up by hand.
 //! The cluster is created with `initdb` only when its data directory is empty, started with
 //! `pg_ctl` listening on a Unix socket in a private directory (or on a loopback port), kept
-//! between runs, and stopped with `pg_ctl stop -m fast` when [`EmbeddedPg`] is dropped.
+//! between runs, and stopped with `pg_ctl stop -m fast` when [`EmbeddedPg`] is dropped (which
+//! returns once the postmaster process itself is gone, not merely its `postmaster.pid`).
 //!
 //! Things this module copes with, because they happen:
 //! - **Running as root.** `initdb` and `postgres` refuse to run as root, so every PostgreSQL
@@ -139,6 +140,16 @@ pub enum EmbeddedPgError {
         data_dir: PathBuf,
         /// Who holds it, as far as the lock file says.
         holder: String,
+    },
+    /// `pg_ctl stop` returned, but the postmaster process did not go away.
+    #[error("the postmaster (pid {pid}) of the cluster in {} was still running {waited_secs} s after `pg_ctl stop` returned", data_dir.display())]
+    StillRunning {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// The postmaster's process id.
+        pid: u32,
+        /// How long we waited.
+        waited_secs: u64,
     },
     /// The watchdog may only delete the data directory or its parent.
     #[error("refusing to let the watchdog delete {}: it is neither the data directory nor its parent", .0.display())]
@@ -576,8 +587,7 @@ impl EmbeddedPg {
 
     /// The postmaster's process id, from `postmaster.pid`.
     pub fn postmaster_pid(&self) -> Option<u32> {
-        let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        text.lines().next()?.trim().parse().ok()
+        read_postmaster_pid(&self.data_dir)
     }
 
     /// Whether a postmaster runs on this data directory (`pg_ctl status`).
@@ -593,7 +603,8 @@ impl EmbeddedPg {
         }
     }
 
-    /// Stops the cluster (`pg_ctl stop -m fast`, or `immediate` when ephemeral) and waits.
+    /// Stops the cluster (`pg_ctl stop -m fast`, or `immediate` when ephemeral) and waits until
+    /// the postmaster process has exited.
     /// Stopping a stopped cluster does nothing.
     pub fn stop(&mut self) -> Result<()> {
         if !self.running {
@@ -673,6 +684,7 @@ if [ -n "$remove" ]; then rm -rf -- "$remove"; fi"#;
     pub fn stop_abandoned(data_dir: &Path, bin_dir: Option<&Path>) -> Result<()> {
         let binaries = PgBinaries::locate(bin_dir)?;
         let runner = Runner::for_this_process()?;
+        let postmaster = read_postmaster_pid(data_dir).map(|pid| (pid, process_start_time(pid)));
         let mut command = runner.command(&binaries.tool("pg_ctl"));
         command
             .arg("stop")
@@ -682,7 +694,11 @@ if [ -n "$remove" ]; then rm -rf -- "$remove"; fi"#;
             .arg("immediate")
             .arg("-w");
         // Exit status 1 means "no server running": nothing to do.
-        run(&mut command).map(|_| ())
+        run(&mut command)?;
+        match postmaster {
+            Some((pid, started)) => wait_until_gone(data_dir, pid, started),
+            None => Ok(()),
+        }
     }
 
     /// Removes `postmaster.pid` when the process it names is certainly not a live postmaster
@@ -826,17 +842,21 @@ if [ -n "$remove" ]; then rm -rf -- "$remove"; fi"#;
         command
     }
 
+    /// `pg_ctl stop`, then waits until the postmaster process itself is gone.
     fn pg_ctl_stop(&self, mode: &str) -> Result<()> {
+        let postmaster = self
+            .postmaster_pid()
+            .map(|pid| (pid, process_start_time(pid)));
         let mut command = self.pg_ctl_stop_command(mode);
         let output = run(&mut command)?;
-        if output.status.success() {
-            return Ok(());
-        }
         // It may have stopped in the meantime, which is what we wanted.
-        if !self.is_running()? {
-            return Ok(());
+        if !output.status.success() && self.is_running()? {
+            return Err(command_error(&command, &output, None));
         }
-        Err(command_error(&command, &output, None))
+        match postmaster {
+            Some((pid, started)) => wait_until_gone(&self.data_dir, pid, started),
+            None => Ok(()),
+        }
     }
 }
 
@@ -847,6 +867,51 @@ impl Drop for EmbeddedPg {
         }
         // The watchdog's pipe closes after this, and its own `pg_ctl stop` finds nothing to do.
     }
+}
+
+/// The pid in `<data_dir>/postmaster.pid`, if there is one.
+fn read_postmaster_pid(data_dir: &Path) -> Option<u32> {
+    let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+/// How long stopping waits for the postmaster to exit (as long as `pg_ctl stop -t` waits).
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until the postmaster `pid` (which started at `started`, see [`process_start_time`])
+/// has exited.
+///
+/// `pg_ctl stop -w` returns as soon as `postmaster.pid` is gone, and the postmaster removes that
+/// file on its way out, before the process has finished exiting: on a loaded machine it is
+/// still there a moment later. Whoever stops a cluster and then starts another on the same
+/// data directory, or checks that nothing is left running, needs the process gone. Without
+/// `/proc` there is nothing to watch, and `pg_ctl`'s own wait is all we have.
+fn wait_until_gone(data_dir: &Path, pid: u32, started: Option<u64>) -> Result<()> {
+    if !Path::new("/proc/self/stat").exists() {
+        return Ok(());
+    }
+    let begin = std::time::Instant::now();
+    // A process of that pid that started at another time is not our postmaster (pid reuse).
+    while process_may_be_live_postgres(pid) && process_start_time(pid) == started {
+        if begin.elapsed() >= STOP_TIMEOUT {
+            return Err(EmbeddedPgError::StillRunning {
+                data_dir: data_dir.to_path_buf(),
+                pid,
+                waited_secs: begin.elapsed().as_secs(),
+            });
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// When process `pid` started (field 22 of `/proc/<pid>/stat`, in clock ticks since boot), or
+/// `None` when it is gone or there is no `/proc`.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: after the last `)`, field 3 (state) comes first.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 /// Whether `pid` may be a running PostgreSQL process. Only a definite "no" (no such process,

@@ -1,12 +1,13 @@
 //! The embedded cluster: start, stop, restart with data kept, recovery from killed runs.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_server::db;
 use ferry_server::db::embedded_pg::{
-    EmbeddedPg, EmbeddedPgOptions, Listen, process_may_be_live_postgres,
+    EmbeddedPg, EmbeddedPgOptions, Listen, PgBinaries, process_may_be_live_postgres,
 };
 
 use crate::helpers::{CLUSTER_DIR_PREFIX, eventually, start_embedded};
@@ -36,10 +37,15 @@ fn socket(root: &Path) -> Listen {
 /// Starts again on an existing data directory (unlike `start_embedded`, which empties it).
 /// Durable, like the server's own cluster: these tests are about keeping data.
 fn restart(root: &Path) -> EmbeddedPg {
+    restart_with(root, std::env::var_os("FERRY_PG_BIN").map(PathBuf::from))
+}
+
+/// [`restart`] with the binaries in `bin_dir`.
+fn restart_with(root: &Path, bin_dir: Option<PathBuf>) -> EmbeddedPg {
     EmbeddedPg::start(EmbeddedPgOptions {
         data_dir: root.join("data"),
         listen: socket(root),
-        bin_dir: std::env::var_os("FERRY_PG_BIN").map(PathBuf::from),
+        bin_dir,
         ephemeral: false,
         settings: Vec::new(),
     })
@@ -93,6 +99,73 @@ async fn dropping_the_cluster_stops_it() {
     assert!(
         !process_may_be_live_postgres(pid),
         "postmaster {pid} still running"
+    );
+}
+
+/// A folder of PostgreSQL binaries whose `pg_ctl stop` returns at once and leaves the postmaster
+/// to get its stop signal half a second later: what a loaded machine does to a real `pg_ctl stop
+/// -w`, which returns when `postmaster.pid` is gone while the postmaster is still exiting.
+fn binaries_whose_stop_returns_early(root: &Path) -> PathBuf {
+    let real = PgBinaries::locate(
+        std::env::var_os("FERRY_PG_BIN")
+            .map(PathBuf::from)
+            .as_deref(),
+    )
+    .unwrap();
+    let dir = root.join("bin");
+    fs::create_dir_all(&dir).unwrap();
+    for tool in ["initdb", "postgres"] {
+        std::os::unix::fs::symlink(real.bin_dir().join(tool), dir.join(tool)).unwrap();
+    }
+    let script = format!(
+        r#"#!/bin/sh
+if [ "$1" = stop ]; then
+  while [ $# -gt 0 ] && [ "$1" != -D ]; do shift; done
+  pid=$(head -n 1 "$2/postmaster.pid")
+  (sleep 0.5; kill -INT "$pid") </dev/null >/dev/null 2>&1 &
+  exit 0
+fi
+exec '{}' "$@"
+"#,
+        real.bin_dir().join("pg_ctl").display()
+    );
+    let pg_ctl = dir.join("pg_ctl");
+    fs::write(&pg_ctl, script).unwrap();
+    fs::set_permissions(&pg_ctl, fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Regression: `dropping_the_cluster_stops_it` failed once under load, the postmaster still
+/// alive right after `pg_ctl stop` returned. Here `pg_ctl stop` always returns early, so the
+/// test fails every time unless stopping waits for the postmaster process itself.
+#[tokio::test]
+async fn stopping_waits_until_the_postmaster_is_gone() {
+    let (root, _cleanup) = test_root("stop-waits");
+    fs::create_dir_all(&root).unwrap();
+    let bin_dir = binaries_whose_stop_returns_early(&root);
+    let mut cluster = EmbeddedPg::start(EmbeddedPgOptions {
+        data_dir: root.join("data"),
+        listen: socket(&root),
+        bin_dir: Some(bin_dir),
+        ephemeral: false,
+        settings: Vec::new(),
+    })
+    .unwrap_or_else(|e| panic!("start: {e}"));
+    let pid = cluster.postmaster_pid().unwrap();
+    cluster.stop().unwrap();
+    assert!(
+        !process_may_be_live_postgres(pid),
+        "postmaster {pid} still running after stop() returned"
+    );
+    drop(cluster);
+
+    // The drop path too (it is how the server and the tests stop a cluster).
+    let cluster = restart_with(&root, Some(root.join("bin")));
+    let pid = cluster.postmaster_pid().unwrap();
+    drop(cluster);
+    assert!(
+        !process_may_be_live_postgres(pid),
+        "postmaster {pid} still running after the drop"
     );
 }
 
