@@ -110,7 +110,7 @@ pub fn openapi_path() -> Value {
                         "type": "array",
                         "items": { "type": "array", "prefixItems": [{ "type": "string" }, { "type": "string" }], "minItems": 2, "maxItems": 2 } } } } },
                 "400": { "description": "A parameter out of range or not a number (`invalid_query`)",
-                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } } }
             }
         }
     })
