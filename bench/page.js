@@ -3,7 +3,9 @@
 // /v1 by the real server), so the migrator runs exactly as in the demo, same origin, no CORS.
 // Everything is exposed on `window.bench` for run.mjs to call; each function returns plain data.
 
-import init, { Migrator, generateSample } from '/pkg/ferry.js';
+import init, { Migrator } from '/pkg/ferry.js';
+// The demo's sample loader: the seeded generator's pairs from the server's GET /dev/sample.
+import { fetchSample } from '/js/sample.js';
 
 // The baseline and Zod load only when asked for, so the end-to-end page load carries nothing but
 // what the demo loads (Zod is dozens of modules, each served through Playwright's routing).
@@ -35,9 +37,8 @@ async function getMigrator(spec) {
 window.bench = {
   /** Fills localStorage with the seeded sample; returns its size in UTF-16 bytes and key count. */
   async fill(seed, bytes, invalidFraction) {
-    await wasmInit();
     localStorage.clear();
-    const pairs = generateSample('taskboard', seed, bytes, invalidFraction);
+    const pairs = await fetchSample({ seed, targetBytes: bytes, invalidFraction });
     let size = 0;
     for (const [k, v] of pairs) { localStorage.setItem(k, v); size += 2 * (k.length + v.length); }
     return { bytes: size, keys: pairs.length };

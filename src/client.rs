@@ -5,9 +5,9 @@
 //! becomes a typed [`Error`]. A 413 is returned to the caller, which splits the batch.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use ferry_core::contract::{ErrorBody, ErrorCode};
+use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -15,79 +15,9 @@ use crate::error::Error;
 use crate::ports::{HttpRequest, Ports, TransportError};
 use crate::retry::{RetryPolicy, retry_after_ms};
 
-/// The error body every non-2xx answer carries.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
-/// One record's fate on the server, from a `BatchResult`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordOutcome {
-    /// Target id, if the record had one.
-    #[serde(default)]
-    pub id: Option<Uuid>,
-    /// Content hash (hex).
-    #[serde(default)]
-    pub hash: String,
-    /// Kind name.
-    #[serde(default)]
-    pub kind: String,
-    /// `inserted`, `updated`, `unchanged`, `kept_stored`, `merged`, `conflict_queued` or
-    /// `quarantined`.
-    pub outcome: String,
-    /// Why (for quarantined records).
-    #[serde(default)]
-    pub reasons: Vec<String>,
-}
-
-/// The answer to `POST /v1/batches`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchResult {
-    /// The migration.
-    pub migration_id: Uuid,
-    /// The batch.
-    pub sequence: u32,
-    /// Whether this was a replay of an already stored batch.
-    #[serde(default)]
-    pub replay: bool,
-    /// One entry per record.
-    #[serde(default)]
-    pub outcomes: Vec<RecordOutcome>,
-}
-
-/// One kind in a `MigrationReport`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KindReport {
-    /// Records received in the migration, each once.
-    pub received: u64,
-    /// XOR of their content hashes, hex.
-    pub checksum: String,
-    /// Outcome counts.
-    #[serde(default)]
-    pub outcomes: BTreeMap<String, u64>,
-}
-
-/// The answer to `GET /v1/migrations/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MigrationReport {
-    /// The migration.
-    pub migration_id: Uuid,
-    /// Distinct batches received.
-    #[serde(default)]
-    pub batches: u64,
-    /// Per kind.
-    #[serde(default)]
-    pub kinds: BTreeMap<String, KindReport>,
-}
+pub use ferry_core::contract::{
+    BatchResult, KindReport, MigrationReport, RecordOutcome, RecordResult,
+};
 
 /// What a request came back with, when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,19 +135,21 @@ impl Client {
                     ),
                     408 | 500..=599 => (format!("HTTP {}", r.status), None),
                     status => {
-                        let e: ErrorBody = serde_json::from_slice(&r.body).unwrap_or_default();
-                        let (code, message) = (e.error.code, e.error.message);
-                        return Err(match (status, code.as_str()) {
+                        let (code, message) = match serde_json::from_slice::<ErrorBody>(&r.body) {
+                            Ok(e) => (e.error.code, e.error.message),
+                            Err(_) => (ErrorCode::Other(String::new()), String::new()),
+                        };
+                        return Err(match (status, &code) {
                             (401, _) => Error::Unauthorized {
                                 path: path.to_owned(),
                                 message,
                             },
                             (409, _) => Error::IdempotencyConflict { message },
-                            (400, "spec_mismatch") => Error::SpecMismatch { message },
+                            (400, ErrorCode::SpecMismatch) => Error::SpecMismatch { message },
                             _ => Error::Refused {
                                 path: path.to_owned(),
                                 status,
-                                code,
+                                code: code.to_string(),
                                 message,
                             },
                         });
@@ -309,7 +241,7 @@ impl Client {
             Answer::TooLarge => Err(Error::Refused {
                 path: path.to_owned(),
                 status: 413,
-                code: "payload_too_large".to_owned(),
+                code: ErrorCode::PayloadTooLarge.to_string(),
                 message: "the request body is larger than the server accepts".to_owned(),
             }),
         }

@@ -17,6 +17,9 @@ use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::runner::{self, Config, RunOptions};
 
+// The facade's own types. The server's answers (`RecordResult`, `RecordOutcome`, `Conflict`,
+// `ResolveAnswer`, `RollbackAnswer`, `ErrorCode`, …) are declared from the Rust types of
+// `ferry_core::contract` (its `typescript` feature), not here.
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
 export interface MigratorOptions {
@@ -43,13 +46,12 @@ export interface RunOptions {
   uploadBackup?: boolean; onProgress?: (p: Progress) => void;
 }
 export interface KindSummary { kind: string; valid: number; repaired: number; rejected: number; duplicates: number }
-export interface RecordOutcome { id: string | null; hash: string; kind: string; outcome: string; reasons: string[] }
 export interface RunReport {
   status: "skipped" | "nothing_to_migrate" | "up_to_date" | "dry_run" | "completed";
   migrationId: string | null; resumed: boolean; backupId: string | null; kinds: KindSummary[];
   recordsToSend: number; batchesPlanned: number; bytesPlanned: number;
   recordsSent: number; batchesSent: number; retries: number; splits: number;
-  offlineWaits: number; outcomes: Record<string, Record<string, number>>; quarantined: RecordOutcome[];
+  offlineWaits: number; outcomes: Record<string, Partial<Record<RecordOutcome, number>>>; quarantined: RecordResult[];
   cleanedKeys: string[]; warnings: string[]; durationMs: number;
 }
 export interface Finished { migrationId: string; finishedAtMs: number; records: number; backupId: string }
@@ -61,7 +63,6 @@ export interface Inspection {
   lastFinished: Finished | null;
 }
 export interface BackupInfo { id: string; createdAtMs: number; keyCount: number; byteSize: number; fileSize: number; app: string }
-export interface Conflict { id: number; kind: string; row_id: string; migration_id: string; stored: unknown; incoming: unknown; created_at: string }
 "#;
 
 /// Turns any migrator error into a JavaScript `Error` with `name = "FerryError"` and a
@@ -257,7 +258,7 @@ impl Migrator {
     }
 
     /// Resolves a conflict: `choice` is "stored", "incoming" or "edited" (with `value`).
-    #[wasm_bindgen(unchecked_return_type = "Promise<{ resolved: boolean }>")]
+    #[wasm_bindgen(unchecked_return_type = "Promise<ResolveAnswer>")]
     pub fn resolve(&self, conflict_id: f64, choice: String, value: JsValue) -> Promise {
         let value: Result<Option<serde_json::Value>, Error> = from_js(&value, "value");
         self.call(move |m| async move {
@@ -271,7 +272,7 @@ impl Migrator {
     }
 
     /// Rolls back a migration on the server (default: the last verified one).
-    #[wasm_bindgen(unchecked_return_type = "Promise<{ restored: number }>")]
+    #[wasm_bindgen(unchecked_return_type = "Promise<RollbackAnswer>")]
     pub fn rollback(&self, migration_id: Option<String>) -> Promise {
         self.call(move |m| async move {
             let id = match migration_id {
@@ -313,38 +314,4 @@ impl Migrator {
         std::mem::forget(channel);
         Ok(())
     }
-}
-
-/// Realistic legacy localStorage for a demo or a benchmark, from Ferry's seeded generator:
-/// `[[key, value], …]` as exact JavaScript strings (lone surrogates included), about
-/// `targetBytes` UTF-16 bytes with `invalidFraction` of the records broken on purpose.
-#[wasm_bindgen(js_name = generateSample, unchecked_return_type = "Array<[string, string]>")]
-pub fn generate_sample(
-    app: &str,
-    seed: f64,
-    target_bytes: f64,
-    invalid_fraction: f64,
-) -> Result<js_sys::Array, JsValue> {
-    use ferry_core::sample::{LegacyApp, SampleOptions, generate};
-    let app = match app {
-        "taskboard" => LegacyApp::Taskboard,
-        "jotter" => LegacyApp::Jotter,
-        other => {
-            return Err(js_error(Error::InvalidArgument(format!(
-                "generateSample: unknown app {other:?}; use \"taskboard\" or \"jotter\""
-            ))));
-        }
-    };
-    let mut options = SampleOptions::new(app);
-    // JavaScript numbers: negative or fractional inputs are clamped into range.
-    options.seed = seed.max(0.0) as u64;
-    options.target_bytes = target_bytes.max(0.0) as u64;
-    options.invalid_fraction = invalid_fraction.clamp(0.0, 1.0);
-    let sample = generate(&options);
-    let out = js_sys::Array::new_with_length(sample.pairs.len() as u32);
-    for (i, (key, value)) in sample.pairs.iter().enumerate() {
-        let pair = js_sys::Array::of2(&browser::local::to_js(key), &browser::local::to_js(value));
-        out.set(i as u32, pair.into());
-    }
-    Ok(out)
 }

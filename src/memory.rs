@@ -12,6 +12,10 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use ferry_core::backup::{self, BackupMetadata, OpeningKey, Pair, SealingKey};
+use ferry_core::contract::{
+    BatchResult, Conflict, ErrorBody, ErrorCode, ErrorDetail, KindReport, MigrationReport,
+    MigrationStatus, RecordOutcome, RecordResult, ResolveAnswer, RollbackAnswer, StoredBackup,
+};
 use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::ContentHash;
 use ferry_core::wire::Batch;
@@ -479,24 +483,29 @@ impl FakeServer {
             .collect()
     }
 
+    // Over 100 lines on purpose: the fake server's router, one arm per route of
+    // docs/http-api.md side by side; native-only test support, never in the bundle.
     fn answer(&self, request: &HttpRequest) -> (HttpResponse, Option<u32>, usize) {
         let path = request
             .url
             .split_once("/v1/")
             .map_or(String::new(), |(_, p)| format!("/v1/{p}"));
-        let json = |status: u16, v: serde_json::Value| HttpResponse {
-            status,
-            retry_after: None,
-            body: v.to_string().into_bytes(),
-        };
-        let error = |status: u16, code: &str, message: &str| {
-            json(
-                status,
-                serde_json::json!({"error": {"code": code, "message": message, "details": {}}}),
-            )
+        let error = |status: u16, code: ErrorCode, message: &str| {
+            let body = ErrorBody {
+                error: ErrorDetail {
+                    code,
+                    message: message.to_owned(),
+                    details: Some(serde_json::json!({})),
+                },
+            };
+            json_answer(status, &body)
         };
         if self.refused_tokens.borrow().contains(&request.token) {
-            return (error(401, "unauthorized", "token expired"), None, 0);
+            return (
+                error(401, ErrorCode::TokenExpired, "token expired"),
+                None,
+                0,
+            );
         }
         let body = request
             .body
@@ -507,18 +516,24 @@ impl FakeServer {
             ("POST", "/v1/batches") => {
                 let batch: Batch = match serde_json::from_slice(body) {
                     Ok(b) => b,
-                    Err(e) => return (error(400, "bad_batch", &e.to_string()), None, 0),
+                    Err(e) => {
+                        return (error(400, ErrorCode::InvalidBatch, &e.to_string()), None, 0);
+                    }
                 };
                 let seq = batch.header.sequence;
                 let n = batch.records.len() + batch.rejected.len();
                 if self.max_records.get().is_some_and(|m| n > m) {
-                    return (error(413, "payload_too_large", "too large"), Some(seq), n);
+                    return (
+                        error(413, ErrorCode::PayloadTooLarge, "too large"),
+                        Some(seq),
+                        n,
+                    );
                 }
                 let key = (batch.header.migration_id, seq);
                 let replay = match self.batches.borrow().get(&key) {
                     Some(stored) if stored.as_slice() != body => {
                         return (
-                            error(409, "idempotency_conflict", "different body"),
+                            error(409, ErrorCode::IdempotencyConflict, "different body"),
                             Some(seq),
                             n,
                         );
@@ -527,17 +542,37 @@ impl FakeServer {
                     None => false,
                 };
                 self.batches.borrow_mut().insert(key, body.to_vec());
-                let mut outcomes: Vec<serde_json::Value> = batch
+                let valid = if replay {
+                    RecordOutcome::Unchanged
+                } else {
+                    RecordOutcome::Inserted
+                };
+                let mut outcomes: Vec<RecordResult> = batch
                     .records
                     .iter()
-                    .map(|r| serde_json::json!({"id": r.id, "hash": r.hash.to_hex(), "kind": r.kind, "outcome": if replay {"unchanged"} else {"inserted"}, "reasons": []}))
+                    .map(|r| RecordResult {
+                        id: Some(r.id),
+                        hash: r.hash.to_hex(),
+                        kind: r.kind.clone(),
+                        outcome: valid,
+                        reasons: Vec::new(),
+                    })
                     .collect();
-                outcomes.extend(batch.rejected.iter().map(|r| {
-                    let reasons: Vec<&str> = r.reasons.iter().map(|n| n.message.as_str()).collect();
-                    serde_json::json!({"id": null, "hash": r.hash.to_hex(), "kind": r.kind, "outcome": "quarantined", "reasons": reasons})
+                outcomes.extend(batch.rejected.iter().map(|r| RecordResult {
+                    id: None,
+                    hash: r.hash.to_hex(),
+                    kind: r.kind.clone(),
+                    outcome: RecordOutcome::Quarantined,
+                    reasons: r.reasons.iter().map(|n| n.message.clone()).collect(),
                 }));
-                let answer = serde_json::json!({"migration_id": batch.header.migration_id, "sequence": seq, "replay": replay, "outcomes": outcomes, "counts": {}});
-                (json(200, answer), Some(seq), n)
+                let answer = BatchResult {
+                    migration_id: batch.header.migration_id,
+                    sequence: seq,
+                    replay,
+                    outcomes,
+                    counts: BTreeMap::new(),
+                };
+                (json_answer(200, &answer), Some(seq), n)
             }
             ("GET", p) if p.starts_with("/v1/migrations/") => {
                 let id = p.trim_start_matches("/v1/migrations/");
@@ -569,18 +604,31 @@ impl FakeServer {
                         }
                     }
                 }
-                let kinds: serde_json::Map<String, serde_json::Value> = kinds
+                let kinds = kinds
                     .into_iter()
-                    .map(|(k, (n, x))| (k, serde_json::json!({"received": n, "checksum": ContentHash(x).to_hex(), "outcomes": {}})))
+                    .map(|(k, (n, x))| {
+                        let report = KindReport {
+                            received: n,
+                            checksum: ContentHash(x).to_hex(),
+                            outcomes: BTreeMap::new(),
+                        };
+                        (k, report)
+                    })
                     .collect();
-                (
-                    json(
-                        200,
-                        serde_json::json!({"migration_id": id, "batches": count, "kinds": kinds}),
-                    ),
-                    None,
-                    0,
-                )
+                let Ok(migration_id) = Uuid::parse_str(id) else {
+                    return (
+                        error(404, ErrorCode::NotFound, "no such migration"),
+                        None,
+                        0,
+                    );
+                };
+                let report = MigrationReport {
+                    migration_id,
+                    status: MigrationStatus::Running,
+                    batches: count,
+                    kinds,
+                };
+                (json_answer(200, &report), None, 0)
             }
             ("POST", "/v1/backups") => {
                 let id = request
@@ -590,20 +638,25 @@ impl FakeServer {
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default();
                 self.backups.borrow_mut().push((id.clone(), body.len()));
-                (
-                    json(200, serde_json::json!({"id": id, "size": body.len()})),
-                    None,
-                    0,
-                )
+                let stored = StoredBackup {
+                    id,
+                    size: body.len() as u64,
+                    created_at: String::new(),
+                };
+                (json_answer(200, &stored), None, 0)
             }
-            ("GET", "/v1/conflicts") => (json(200, serde_json::json!([])), None, 0),
+            ("GET", "/v1/conflicts") => (json_answer(200, &Vec::<Conflict>::new()), None, 0),
             ("POST", p) if p.ends_with("/resolve") => {
-                (json(200, serde_json::json!({"resolved": true})), None, 0)
+                (json_answer(200, &ResolveAnswer { resolved: true }), None, 0)
             }
             ("POST", p) if p.ends_with("/rollback") => {
-                (json(200, serde_json::json!({"restored": 0})), None, 0)
+                let answer = RollbackAnswer {
+                    restored: 0,
+                    already_rolled_back: false,
+                };
+                (json_answer(200, &answer), None, 0)
             }
-            _ => (error(404, "not_found", "no such route"), None, 0),
+            _ => (error(404, ErrorCode::NotFound, "no such route"), None, 0),
         }
     }
 }
@@ -740,5 +793,14 @@ impl Twins {
             locks: self.locks.clone(),
             announcer: self.announcer.clone(),
         }
+    }
+}
+
+/// An answer of the fake server: `body` in the contract's JSON.
+fn json_answer<T: serde::Serialize>(status: u16, body: &T) -> HttpResponse {
+    HttpResponse {
+        status,
+        retry_after: None,
+        body: serde_json::to_vec(body).unwrap_or_default(),
     }
 }

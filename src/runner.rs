@@ -32,11 +32,12 @@ use crate::checkpoint::{
     self, BACKUP_INDEX_KEY, BackupInfo, BatchSize, Checkpoint, DEVICE_KEY, Fingerprint, Finished,
     History, Phase, Tally, load_hashes, load_json, put_json,
 };
-use crate::client::{BatchResult, Client, MigrationReport, RecordOutcome};
+use crate::client::{BatchResult, Client, MigrationReport, RecordOutcome, RecordResult};
 use crate::error::Error;
 use crate::ports::{Ports, StoreOp, VaultKey};
 use crate::progress::{Meter, Progress, Stage};
 use crate::retry::RetryPolicy;
+use ferry_core::contract::Choice;
 
 /// How many backups are kept besides the oldest one (the original data, always kept).
 pub const RECENT_BACKUPS_KEPT: usize = 3;
@@ -147,9 +148,9 @@ pub struct RunReport {
     /// Times the run waited for the browser to come back online.
     pub offline_waits: u64,
     /// Server outcomes, per kind and outcome.
-    pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
+    pub outcomes: BTreeMap<String, BTreeMap<RecordOutcome, u64>>,
     /// Records the server quarantined, with its reasons.
-    pub quarantined: Vec<RecordOutcome>,
+    pub quarantined: Vec<RecordResult>,
     /// Keys removed from localStorage (cleanup option).
     pub cleaned_keys: Vec<String>,
     /// Things that went wrong without stopping the run.
@@ -225,6 +226,40 @@ pub struct InFlight {
     pub pending_batches: usize,
     /// Batches acknowledged.
     pub acked_batches: usize,
+}
+
+/// What step 2 of a run read: the selected kinds' keys, some changed since the last verified
+/// migration.
+struct ChangedKeys {
+    /// Fingerprints of those keys now.
+    fingerprints: BTreeMap<String, Fingerprint>,
+    /// Their fingerprints at the last verified migration.
+    previous: BTreeMap<String, Fingerprint>,
+    /// The migration history the previous fingerprints come from.
+    history: History,
+    /// The keys and values.
+    pairs: Vec<Pair>,
+}
+
+/// What step 3 made of them.
+struct Validated {
+    /// The pipeline's context (device id, start of the migration).
+    ctx: Context,
+    /// Every record, with its outcome.
+    records: Vec<pipeline::Record>,
+    /// Indexes of the records to send.
+    to_ship: Vec<usize>,
+}
+
+/// The expectations of a migration's batches (see [`Migrator::tally_plan`]).
+#[derive(Default)]
+struct Plan {
+    /// Per kind, the count and XOR checksum the server must report.
+    expected: BTreeMap<String, Tally>,
+    /// The distinct content hashes sent.
+    hashes: BTreeSet<ContentHash>,
+    /// Each batch's records and bytes, by sequence number.
+    sizes: BTreeMap<u32, BatchSize>,
 }
 
 /// The browser migrator for one spec and one server.
@@ -470,173 +505,54 @@ impl Migrator {
         Ok(self.ports.store.get(&key).await?.is_none())
     }
 
+    /// A run under the lock: the numbered steps of the module doc, each a method.
     async fn run_locked(
         &self,
         options: &RunOptions,
         on_progress: &dyn Fn(&Progress),
         report: &mut RunReport,
     ) -> Result<(), Error> {
-        let app = self.app().to_owned();
-        let store = &*self.ports.store;
         let clock = &*self.ports.clock;
         let mut meter = Meter::new(0, 0);
 
         // 1. A migration in flight is finished first, from its outbox.
-        if !options.dry_run
-            && let Some(cp) =
-                load_json::<Checkpoint>(store, &checkpoint::checkpoint_key(&app)).await?
-        {
-            report.resumed = true;
-            report.migration_id = Some(cp.migration_id);
-            report.backup_id = Some(cp.backup_id.clone());
-            self.finish(cp, options, on_progress, report).await?;
-            report.status = RunStatus::Completed;
+        if !options.dry_run {
+            self.resume_in_flight(options, on_progress, report).await?;
         }
 
         // 2. Read, and skip everything when nothing changed.
         on_progress(&meter.at(Stage::Inspect, clock.now_ms(), 0, 0));
-        let kinds = options.kinds.as_deref();
-        // Fingerprints first: an unchanged value is never brought into wasm.
-        let fingerprints: BTreeMap<String, Fingerprint> = self
-            .ports
-            .app
-            .fingerprints()?
-            .into_iter()
-            .filter(|(k, _)| self.kind_of(k.as_escaped(), kinds).is_some())
-            .map(|(k, f)| (k.into_escaped(), f))
-            .collect();
-        let mut history: History = load_json(store, &checkpoint::history_key(&app))
-            .await?
-            .unwrap_or_default();
-        let previous: BTreeMap<String, Fingerprint> = history
-            .fingerprints
-            .iter()
-            .filter(|(k, _)| self.kind_of(k, kinds).is_some())
-            .map(|(k, f)| (k.clone(), *f))
-            .collect();
-        if fingerprints.is_empty() && previous.is_empty() {
-            if !report.resumed {
-                report.status = RunStatus::NothingToMigrate;
-            }
+        let Some(changed) = self.read_changed(options, report).await? else {
             return Ok(());
-        }
-        if !options.dry_run && previous == fingerprints {
-            if !report.resumed {
-                report.status = RunStatus::UpToDate;
-            }
-            return Ok(());
-        }
-        // A value changed between the two reads (another tab) only makes the next run parse
-        // again: its new fingerprint will not match the one recorded here.
-        let selected: Vec<Pair> = self
-            .ports
-            .app
-            .read_all()?
-            .into_iter()
-            .filter(|(k, _)| self.kind_of(k.as_escaped(), kinds).is_some())
-            .collect();
+        };
 
         // 3. Parse, validate, and keep what the server has not confirmed.
         on_progress(&meter.at(Stage::Validate, clock.now_ms(), 0, 0));
-        let device_id = self.device_id().await?;
-        let ctx = Context {
-            device_id,
-            migrated_at_ms: clock.now_ms(),
-        };
-        let records = pipeline::process(&self.spec, &selected, &ctx);
-        report.kinds = pipeline::summarize(&self.spec, &records);
-        let migrated = load_hashes(store, &checkpoint::migrated_hashes_key(&app)).await?;
-        let to_ship: Vec<usize> = records
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| {
-                !matches!(r.outcome, Outcome::Duplicate(_)) && !migrated.contains(&r.hash)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        report.records_to_send = to_ship.len() as u64;
+        let validated = self.validate(&changed.pairs, report).await?;
         if options.dry_run {
             // Encoded like a real run's batches, so the dry run says what would go on the wire.
+            let Validated {
+                ctx,
+                records,
+                to_ship,
+            } = validated;
             self.plan_batches(Uuid::nil(), &ctx, &records, to_ship, report);
             report.status = RunStatus::DryRun;
             return Ok(());
         }
-        if to_ship.is_empty() {
-            for k in previous.keys() {
-                history.fingerprints.remove(k);
-            }
-            history.fingerprints.extend(fingerprints);
-            store
-                .commit(vec![put_json(checkpoint::history_key(&app), &history)?])
-                .await
-                .map_err(saving("the migration history"))?;
-            if !report.resumed {
-                report.status = RunStatus::UpToDate;
-            }
-            return Ok(());
+        if validated.to_ship.is_empty() {
+            return self.remember_fingerprints(changed, report).await;
         }
 
         // 4. Back up before any request leaves.
         on_progress(&meter.at(Stage::Backup, clock.now_ms(), 0, 0));
-        let (backup_id, file) = self.take_backup(&selected).await?;
+        let (backup_id, file) = self.take_backup(&changed.pairs).await?;
         report.backup_id = Some(backup_id.clone());
 
         // 5. Plan: outbox, tallies and checkpoint in one commit.
-        let migration_id = self.random_uuid()?;
-        let batches = self.plan_batches(migration_id, &ctx, &records, to_ship, report);
-        let mut expected: BTreeMap<String, Tally> = BTreeMap::new();
-        let mut plan_hashes = BTreeSet::new();
-        let mut sizes = BTreeMap::new();
-        let mut ops = Vec::with_capacity(batches.len() + 2);
-        for b in &batches {
-            for &i in &b.members {
-                let r = &records[i];
-                // The server counts each distinct (kind, hash) once: two identical copies of
-                // a rejected record must not be counted (or XORed away) twice here.
-                if plan_hashes.insert(r.hash) {
-                    expected
-                        .entry(self.spec.kinds[r.kind].name.clone())
-                        .or_default()
-                        .add(&r.hash);
-                }
-            }
-            sizes.insert(
-                b.sequence,
-                BatchSize {
-                    records: b.members.len() as u64,
-                    bytes: b.body.len() as u64,
-                },
-            );
-        }
-        let cp = Checkpoint {
-            migration_id,
-            device_id,
-            spec_version: self.spec.version.clone(),
-            started_at_ms: ctx.migrated_at_ms,
-            backup_id,
-            phase: Phase::Uploading,
-            pending: batches.iter().map(|b| b.sequence).collect(),
-            acked: Vec::new(),
-            next_sequence: u32::try_from(batches.len()).unwrap_or(u32::MAX),
-            sizes,
-            expected,
-            fingerprints,
-        };
-        for b in batches {
-            ops.push(StoreOp::Put(
-                checkpoint::outbox_key(&app, b.sequence),
-                b.body,
-            ));
-        }
-        ops.push(StoreOp::Put(
-            checkpoint::plan_hashes_key(&app),
-            checkpoint::encode_hashes(&plan_hashes),
-        ));
-        ops.push(put_json(checkpoint::checkpoint_key(&app), &cp)?);
-        store.commit(ops).await.map_err(saving("the upload plan"))?;
-        report.migration_id = Some(migration_id);
-        report.resumed = false;
-
+        let cp = self
+            .save_plan(validated, backup_id, changed.fingerprints, report)
+            .await?;
         if options.upload_backup
             && let Err(e) = self.client.upload_backup(&cp.backup_id, file).await
         {
@@ -649,6 +565,223 @@ impl Migrator {
         self.finish(cp, options, on_progress, report).await?;
         report.status = RunStatus::Completed;
         Ok(())
+    }
+
+    /// Step 1: finishes the migration a checkpoint says is in flight, if any.
+    async fn resume_in_flight(
+        &self,
+        options: &RunOptions,
+        on_progress: &dyn Fn(&Progress),
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        let key = checkpoint::checkpoint_key(self.app());
+        let Some(cp) = load_json::<Checkpoint>(&*self.ports.store, &key).await? else {
+            return Ok(());
+        };
+        report.resumed = true;
+        report.migration_id = Some(cp.migration_id);
+        report.backup_id = Some(cp.backup_id.clone());
+        self.finish(cp, options, on_progress, report).await?;
+        report.status = RunStatus::Completed;
+        Ok(())
+    }
+
+    /// Step 2: the selected kinds' keys, unless none changed since the last verified migration
+    /// (then `None`, with the report's status said). Fingerprints come first: an unchanged
+    /// value is never brought into wasm.
+    async fn read_changed(
+        &self,
+        options: &RunOptions,
+        report: &mut RunReport,
+    ) -> Result<Option<ChangedKeys>, Error> {
+        let kinds = options.kinds.as_deref();
+        let fingerprints: BTreeMap<String, Fingerprint> = self
+            .ports
+            .app
+            .fingerprints()?
+            .into_iter()
+            .filter(|(k, _)| self.kind_of(k.as_escaped(), kinds).is_some())
+            .map(|(k, f)| (k.into_escaped(), f))
+            .collect();
+        let history: History = load_json(&*self.ports.store, &checkpoint::history_key(self.app()))
+            .await?
+            .unwrap_or_default();
+        let previous: BTreeMap<String, Fingerprint> = history
+            .fingerprints
+            .iter()
+            .filter(|(k, _)| self.kind_of(k, kinds).is_some())
+            .map(|(k, f)| (k.clone(), *f))
+            .collect();
+        if fingerprints.is_empty() && previous.is_empty() {
+            if !report.resumed {
+                report.status = RunStatus::NothingToMigrate;
+            }
+            return Ok(None);
+        }
+        if !options.dry_run && previous == fingerprints {
+            if !report.resumed {
+                report.status = RunStatus::UpToDate;
+            }
+            return Ok(None);
+        }
+        // A value changed between the two reads (another tab) only makes the next run parse
+        // again: its new fingerprint will not match the one recorded here.
+        let pairs: Vec<Pair> = self
+            .ports
+            .app
+            .read_all()?
+            .into_iter()
+            .filter(|(k, _)| self.kind_of(k.as_escaped(), kinds).is_some())
+            .collect();
+        Ok(Some(ChangedKeys {
+            fingerprints,
+            previous,
+            history,
+            pairs,
+        }))
+    }
+
+    /// Step 3: runs the pipeline over the pairs and keeps the records to send: no duplicate,
+    /// and none whose content hash the server confirmed in an earlier migration.
+    async fn validate(&self, pairs: &[Pair], report: &mut RunReport) -> Result<Validated, Error> {
+        let device_id = self.device_id().await?;
+        let ctx = Context {
+            device_id,
+            migrated_at_ms: self.ports.clock.now_ms(),
+        };
+        let records = pipeline::process(&self.spec, pairs, &ctx);
+        report.kinds = pipeline::summarize(&self.spec, &records);
+        let migrated = load_hashes(
+            &*self.ports.store,
+            &checkpoint::migrated_hashes_key(self.app()),
+        )
+        .await?;
+        let to_ship: Vec<usize> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                !matches!(r.outcome, Outcome::Duplicate(_)) && !migrated.contains(&r.hash)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        report.records_to_send = to_ship.len() as u64;
+        Ok(Validated {
+            ctx,
+            records,
+            to_ship,
+        })
+    }
+
+    /// Nothing new to send (step 3 found every record confirmed): the current fingerprints
+    /// replace the selected kinds' old ones, so the next run stops at step 2.
+    async fn remember_fingerprints(
+        &self,
+        changed: ChangedKeys,
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        let ChangedKeys {
+            fingerprints,
+            previous,
+            mut history,
+            ..
+        } = changed;
+        for k in previous.keys() {
+            history.fingerprints.remove(k);
+        }
+        history.fingerprints.extend(fingerprints);
+        self.ports
+            .store
+            .commit(vec![put_json(
+                checkpoint::history_key(self.app()),
+                &history,
+            )?])
+            .await
+            .map_err(saving("the migration history"))?;
+        if !report.resumed {
+            report.status = RunStatus::UpToDate;
+        }
+        Ok(())
+    }
+
+    /// Step 5: encodes the batches of a new migration and saves them (the outbox), the plan's
+    /// hashes, the expected per-kind tallies and the checkpoint in one atomic commit.
+    async fn save_plan(
+        &self,
+        validated: Validated,
+        backup_id: String,
+        fingerprints: BTreeMap<String, Fingerprint>,
+        report: &mut RunReport,
+    ) -> Result<Checkpoint, Error> {
+        let app = self.app();
+        let Validated {
+            ctx,
+            records,
+            to_ship,
+        } = validated;
+        let migration_id = self.random_uuid()?;
+        let batches = self.plan_batches(migration_id, &ctx, &records, to_ship, report);
+        let plan = self.tally_plan(&batches, &records);
+        let cp = Checkpoint {
+            migration_id,
+            device_id: ctx.device_id,
+            spec_version: self.spec.version.clone(),
+            started_at_ms: ctx.migrated_at_ms,
+            backup_id,
+            phase: Phase::Uploading,
+            pending: batches.iter().map(|b| b.sequence).collect(),
+            acked: Vec::new(),
+            next_sequence: u32::try_from(batches.len()).unwrap_or(u32::MAX),
+            sizes: plan.sizes,
+            expected: plan.expected,
+            fingerprints,
+        };
+        let mut ops = Vec::with_capacity(batches.len() + 2);
+        for b in batches {
+            ops.push(StoreOp::Put(
+                checkpoint::outbox_key(app, b.sequence),
+                b.body,
+            ));
+        }
+        ops.push(StoreOp::Put(
+            checkpoint::plan_hashes_key(app),
+            checkpoint::encode_hashes(&plan.hashes),
+        ));
+        ops.push(put_json(checkpoint::checkpoint_key(app), &cp)?);
+        self.ports
+            .store
+            .commit(ops)
+            .await
+            .map_err(saving("the upload plan"))?;
+        report.migration_id = Some(migration_id);
+        report.resumed = false;
+        Ok(cp)
+    }
+
+    /// What the server must report for these batches (per kind, the count and XOR checksum of
+    /// the distinct hashes sent), those hashes, and each batch's size.
+    fn tally_plan(&self, batches: &[wire::EncodedBatch], records: &[pipeline::Record]) -> Plan {
+        let mut plan = Plan::default();
+        for b in batches {
+            for &i in &b.members {
+                let r = &records[i];
+                // The server counts each distinct (kind, hash) once: two identical copies of
+                // a rejected record must not be counted (or XORed away) twice here.
+                if plan.hashes.insert(r.hash) {
+                    plan.expected
+                        .entry(self.spec.kinds[r.kind].name.clone())
+                        .or_default()
+                        .add(&r.hash);
+                }
+            }
+            plan.sizes.insert(
+                b.sequence,
+                BatchSize {
+                    records: b.members.len() as u64,
+                    bytes: b.body.len() as u64,
+                },
+            );
+        }
+        plan
     }
 
     /// What a backup made now says about itself.
@@ -696,7 +829,8 @@ impl Migrator {
         Ok((id, file))
     }
 
-    /// Sends the outbox, verifies, and marks the migration done.
+    /// Steps 6 and 7: sends the outbox, verifies with the server and marks the migration done;
+    /// then, with the cleanup option, removes the migrated keys.
     async fn finish(
         &self,
         mut cp: Checkpoint,
@@ -704,11 +838,33 @@ impl Migrator {
         on_progress: &dyn Fn(&Progress),
         report: &mut RunReport,
     ) -> Result<(), Error> {
-        let app = self.app().to_owned();
-        let store = &*self.ports.store;
-        let clock = &*self.ports.clock;
         let (_, total) = cp.done_and_total();
         let mut meter = Meter::new(total.records, total.bytes);
+        self.send_outbox(&mut cp, &mut meter, on_progress, report)
+            .await?;
+        self.verify_with_server(&mut cp, &mut meter, on_progress)
+            .await?;
+        self.mark_done(&cp, total.records).await?;
+        let now = self.ports.clock.now_ms();
+        on_progress(&meter.at(Stage::Done, now, total.records, total.bytes));
+        if options.cleanup {
+            self.remove_migrated_keys(&cp, report)?;
+        }
+        Ok(())
+    }
+
+    /// Step 6: sends the outbox, acknowledging each answer (or splitting a batch refused as
+    /// too large) until nothing is pending.
+    async fn send_outbox(
+        &self,
+        cp: &mut Checkpoint,
+        meter: &mut Meter,
+        on_progress: &dyn Fn(&Progress),
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        let app = self.app();
+        let store = &*self.ports.store;
+        let clock = &*self.ports.clock;
         let parallel = self.config.parallel_uploads.max(1);
         while !cp.pending.is_empty() {
             let (done, _) = cp.done_and_total();
@@ -717,7 +873,7 @@ impl Migrator {
             // each answer is then recorded in order, so the checkpoint never skips one.
             let mut wave = Vec::with_capacity(parallel);
             for &seq in cp.pending.iter().take(parallel) {
-                let key = checkpoint::outbox_key(&app, seq);
+                let key = checkpoint::outbox_key(app, seq);
                 let body = store.get(&key).await?.ok_or_else(|| Error::Storage {
                     what: format!("reading batch {seq} of migration {}", cp.migration_id),
                     detail: "it is missing from the outbox: the site data was partly cleared"
@@ -737,7 +893,7 @@ impl Migrator {
                         failure.get_or_insert(e);
                     }
                     Ok(Some(result)) => {
-                        self.acknowledge(&mut cp, seq, key, result, report).await?;
+                        self.acknowledge(cp, seq, key, result, report).await?;
                         let (done, _) = cp.done_and_total();
                         on_progress(&meter.at(
                             Stage::Upload,
@@ -746,60 +902,76 @@ impl Migrator {
                             done.bytes,
                         ));
                     }
-                    Ok(None) => self.split(&mut cp, seq, key, &body, report).await?,
+                    Ok(None) => self.split(cp, seq, key, &body, report).await?,
                 }
             }
             if let Some(e) = failure {
                 return Err(e);
             }
         }
+        Ok(())
+    }
+
+    /// Step 7: the server's per-kind counts and checksums must be what was planned.
+    async fn verify_with_server(
+        &self,
+        cp: &mut Checkpoint,
+        meter: &mut Meter,
+        on_progress: &dyn Fn(&Progress),
+    ) -> Result<(), Error> {
         if cp.phase != Phase::Verifying {
             cp.phase = Phase::Verifying;
-            store
-                .commit(vec![put_json(checkpoint::checkpoint_key(&app), &cp)?])
+            self.ports
+                .store
+                .commit(vec![put_json(checkpoint::checkpoint_key(self.app()), cp)?])
                 .await
                 .map_err(saving("the checkpoint"))?;
         }
         let (done, _) = cp.done_and_total();
-        on_progress(&meter.at(Stage::Verify, clock.now_ms(), done.records, done.bytes));
+        let now = self.ports.clock.now_ms();
+        on_progress(&meter.at(Stage::Verify, now, done.records, done.bytes));
         let server = self.client.migration_report(cp.migration_id).await?;
-        verify(&cp, &server)?;
+        verify(cp, &server)
+    }
 
-        // Done: fold the plan into the migrated set, forget the checkpoint.
-        let mut migrated = load_hashes(store, &checkpoint::migrated_hashes_key(&app)).await?;
-        migrated.extend(load_hashes(store, &checkpoint::plan_hashes_key(&app)).await?);
-        let mut history: History = load_json(store, &checkpoint::history_key(&app))
+    /// Verified: folds the plan's hashes into the migrated set, adds the migration and its
+    /// fingerprints to the history, and forgets the checkpoint, in one commit.
+    async fn mark_done(&self, cp: &Checkpoint, records: u64) -> Result<(), Error> {
+        let app = self.app();
+        let store = &*self.ports.store;
+        let mut migrated = load_hashes(store, &checkpoint::migrated_hashes_key(app)).await?;
+        migrated.extend(load_hashes(store, &checkpoint::plan_hashes_key(app)).await?);
+        let mut history: History = load_json(store, &checkpoint::history_key(app))
             .await?
             .unwrap_or_default();
         history.fingerprints.extend(cp.fingerprints.clone());
         history.finished.push(Finished {
             migration_id: cp.migration_id,
-            finished_at_ms: clock.now_ms(),
-            records: total.records,
+            finished_at_ms: self.ports.clock.now_ms(),
+            records,
             backup_id: cp.backup_id.clone(),
         });
         store
             .commit(vec![
                 StoreOp::Put(
-                    checkpoint::migrated_hashes_key(&app),
+                    checkpoint::migrated_hashes_key(app),
                     checkpoint::encode_hashes(&migrated),
                 ),
-                put_json(checkpoint::history_key(&app), &history)?,
-                StoreOp::Delete(checkpoint::plan_hashes_key(&app)),
-                StoreOp::Delete(checkpoint::checkpoint_key(&app)),
+                put_json(checkpoint::history_key(app), &history)?,
+                StoreOp::Delete(checkpoint::plan_hashes_key(app)),
+                StoreOp::Delete(checkpoint::checkpoint_key(app)),
             ])
             .await
-            .map_err(saving("the migration history"))?;
-        on_progress(&meter.at(Stage::Done, clock.now_ms(), total.records, total.bytes));
+            .map_err(saving("the migration history"))
+    }
 
-        if options.cleanup {
-            for (k, f) in self.ports.app.fingerprints()? {
-                // Only keys still holding exactly what was migrated: a value the app changed
-                // meanwhile is left for the next incremental run.
-                if cp.fingerprints.get(k.as_escaped()) == Some(&f) {
-                    self.ports.app.remove(&k)?;
-                    report.cleaned_keys.push(k.into_escaped());
-                }
+    /// The cleanup option: removes the keys still holding exactly what was migrated; a value
+    /// the app changed meanwhile is left for the next incremental run.
+    fn remove_migrated_keys(&self, cp: &Checkpoint, report: &mut RunReport) -> Result<(), Error> {
+        for (k, f) in self.ports.app.fingerprints()? {
+            if cp.fingerprints.get(k.as_escaped()) == Some(&f) {
+                self.ports.app.remove(&k)?;
+                report.cleaned_keys.push(k.into_escaped());
             }
         }
         Ok(())
@@ -829,9 +1001,9 @@ impl Migrator {
                 .outcomes
                 .entry(o.kind.clone())
                 .or_default()
-                .entry(o.outcome.clone())
+                .entry(o.outcome)
                 .or_default() += 1;
-            if o.outcome == "quarantined" {
+            if o.outcome == RecordOutcome::Quarantined {
                 report.quarantined.push(o);
             }
         }
@@ -974,12 +1146,12 @@ impl Migrator {
         choice: &str,
         value: Option<Value>,
     ) -> Result<Value, Error> {
-        if !matches!(choice, "stored" | "incoming" | "edited") {
+        let Ok(choice) = serde_json::from_value::<Choice>(Value::String(choice.to_owned())) else {
             return Err(Error::InvalidArgument(format!(
                 "choice {choice:?} is not one of \"stored\", \"incoming\", \"edited\""
             )));
-        }
-        if (choice == "edited") != value.is_some() {
+        };
+        if (choice == Choice::Edited) != value.is_some() {
             return Err(Error::InvalidArgument(
                 "a value (column → value) is given with choice \"edited\", and only then"
                     .to_owned(),

@@ -1,7 +1,8 @@
 //! Repository housekeeping ("tidy") checks, run as ordinary tests so that `cargo test` is the
-//! one gate: the wasm-bindgen crate, lock file and CLI agree on one version; every module
-//! starts with a `//!` doc; CI runs exactly the test command the README gives, and that command
-//! still lints every target, natively and for wasm32, with `-D warnings`.
+//! one gate: the wasm-bindgen crate, lock file and CLI agree on one version; demo and test
+//! data stay out of the browser bundle; every module starts with a `//!` doc; CI runs exactly
+//! the test command the README gives, and that command still lints every target, natively and
+//! for wasm32, with `-D warnings`.
 //!
 //! Each check reads files from the repository root, so it runs natively only.
 #![cfg(not(target_arch = "wasm32"))]
@@ -16,7 +17,13 @@ const TEST_HEADING: &str = "Run every test";
 /// The README heading whose first fenced block is the command that runs the demo.
 const DEMO_HEADING: &str = "Run the demo";
 /// Folders whose `.rs` files must each start with a `//!` module doc.
-const SOURCE_DIRS: &[&str] = &["src", "ferry-core/src", "server/src"];
+const SOURCE_DIRS: &[&str] = &[
+    "src",
+    "ferry-core/src",
+    "ferry-sample/src",
+    "server/src",
+    "tests/corpus/src",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -138,6 +145,78 @@ fn wasm_bindgen_crate_lock_and_cli_agree() {
             )),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Demo and test data are not in what every app user downloads.
+// ---------------------------------------------------------------------------------------------
+
+/// The names in a Cargo.toml's tables of shipped dependencies: `[dependencies]`,
+/// `[target.<cfg>.dependencies]` and `[build-dependencies]`; not dev-dependencies, not the
+/// workspace's table.
+fn shipped_dependencies(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut shipped = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            let header = line.trim_matches(['[', ']']);
+            shipped = header == "dependencies"
+                || header == "build-dependencies"
+                || (header.starts_with("target.") && header.ends_with(".dependencies"));
+        } else if shipped
+            && !line.starts_with('#')
+            && let Some((name, _)) = line.split_once('=')
+        {
+            let name = name.trim();
+            names.push(name.split('.').next().unwrap_or(name).to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn demo_and_test_data_stay_out_of_the_browser_bundle() {
+    // Why: every user of an app downloads pkg/; the sample generator was about 50 KB
+    // gzipped of it before it moved to ferry-sample (issue 13).
+    let shipped = shipped_dependencies(&read("Cargo.toml"));
+    assert!(
+        shipped.iter().any(|d| d == "wasm-bindgen"),
+        "not the wasm crate's dependencies: {shipped:?}"
+    );
+    for data in ["ferry-sample", "ferry-corpus"] {
+        assert!(
+            !shipped.iter().any(|d| d == data),
+            "{data} is a dependency of the wasm crate, so it would ship in pkg/; make it a dev-dependency"
+        );
+    }
+}
+
+#[test]
+fn shipped_dependencies_skip_dev_and_workspace_tables() {
+    let manifest = r#"
+[workspace.dependencies]
+ferry-sample = { path = "ferry-sample" }
+
+[dependencies]
+ferry-core.workspace = true
+# a comment = not a dependency
+web-sys = { version = "0.3", features = [
+  "Window",
+] }
+
+[target.'cfg(target_arch = "wasm32")'.dependencies]
+js-sys = "0.3"
+
+[target.'cfg(target_arch = "wasm32")'.dev-dependencies]
+wasm-bindgen-test = "0.3"
+
+[dev-dependencies]
+ferry-corpus.workspace = true
+"#;
+    assert_eq!(
+        shipped_dependencies(manifest),
+        ["ferry-core", "web-sys", "js-sys"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

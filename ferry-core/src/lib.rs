@@ -13,13 +13,14 @@
 //!   record outcomes.
 //! - [`timestamp`]: ISO 8601 and epoch timestamps.
 //! - [`wire`]: the versioned batch format and the batch builder.
+//! - [`contract`]: every other body of the HTTP API (answers, outcomes, conflict choices,
+//!   the error body and its codes), shared by the browser and the server.
 //! - [`backup`]: the versioned, encrypted backup envelope.
-//! - [`sample`]: a seeded generator of realistic legacy localStorage, for tests and benchmarks.
 
 pub mod backup;
+pub mod contract;
 pub mod lossless;
 pub mod pipeline;
-pub mod sample;
 pub mod spec;
 pub mod timestamp;
 pub mod wire;

@@ -310,6 +310,22 @@ fn hex4(bytes: &[u8], at: usize) -> Option<u16> {
     u16::from_str_radix(text, 16).ok()
 }
 
+/// In an OpenAPI document a [`LosslessString`] is a string: its escaped form.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for LosslessString {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A JavaScript string in Ferry's lossless escaped form: NUL, lone surrogates and U+FFFF written as U+FFFF and four hex digits",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for LosslessString {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

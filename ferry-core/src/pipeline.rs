@@ -7,14 +7,17 @@
 //!    split it into records per the kind's source, and give every record an [`Outcome`]:
 //!    valid, repaired (with what was repaired), or rejected (with every reason). A value that
 //!    is not even JSON is a rejected record too. Nothing is dropped: a rejected record keeps
-//!    its raw value so the server can quarantine it.
+//!    its raw value so the server can quarantine it. The steps are functions: [`process_key`]
+//!    parses a key, `split_records` splits it, [`process_record`] reads a record's id and
+//!    transforms its fields (`transform_fields`), each converted by the step named after its
+//!    type (`convert_string`, `convert_timestamp`, …).
 //! 3. Duplicates: two records of a kind with the same target id are settled deterministically
 //!    (see [`settle_duplicates`]).
 //!
 //! The server calls [`process_record`] on each record of a batch: the same function the
 //! browser used, so both sides agree on ids, hashes, and outcomes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -145,6 +148,7 @@ impl Locator {
 }
 
 /// The raw form of a record, kept for hashing, shipping and quarantine.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Raw {
@@ -241,6 +245,7 @@ pub struct Row {
 }
 
 /// A machine-readable class of repair or rejection.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
@@ -283,6 +288,7 @@ pub enum Code {
 }
 
 /// Why a record was rejected, or what was repaired in it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Note {
     /// The class of problem.
@@ -403,7 +409,9 @@ pub fn process(
     records
 }
 
-/// Splits one localStorage value of a kind into records and processes each.
+/// Splits one localStorage value of a kind into records and processes each: the value is
+/// parsed, then split per the kind's source ([`split_records`]). A value that is not JSON is
+/// one rejected record, or, for a free-form kind, one text record.
 pub fn process_key(
     spec: &Spec,
     kind_index: usize,
@@ -413,8 +421,108 @@ pub fn process_key(
     out: &mut Vec<Record>,
 ) {
     let kind = &spec.kinds[kind_index];
-    let parsed = parse_json(value.as_escaped());
-    let whole = |raw: Raw, note: Note| Record {
+    match parse_json(value.as_escaped()) {
+        Ok(json) => split_records(spec, kind_index, key, value, json, ctx, out),
+        Err(_) if accepts_any_value(kind) && matches!(kind.source, Source::Prefix(_)) => {
+            // A free-form kind (custom keys): text that is not JSON is kept as a JSON string.
+            out.push(process_record(
+                spec,
+                kind_index,
+                key,
+                Locator::Whole,
+                RecordInput::Text(value.clone()),
+                ctx,
+            ));
+        }
+        Err(e) => {
+            let message = format!(
+                "{} is not valid JSON ({e}); value {}",
+                Where(key.as_escaped(), &Locator::Whole, None),
+                quote_unless_secret(kind, value.as_escaped())
+            );
+            let raw = Raw::Text(value.clone());
+            out.push(rejected_key(
+                spec,
+                kind_index,
+                key,
+                raw,
+                Code::NotJson,
+                message,
+            ));
+        }
+    }
+}
+
+/// Splits a key's parsed value into the kind's records (array items, map entries, or the
+/// whole value) and processes each; a value that is not the kind's container is one rejected
+/// record.
+fn split_records(
+    spec: &Spec,
+    kind_index: usize,
+    key: &LosslessString,
+    value: &LosslessString,
+    json: Value,
+    ctx: &Context,
+    out: &mut Vec<Record>,
+) {
+    let kind = &spec.kinds[kind_index];
+    let record = |locator: Locator, item: Value| {
+        process_record(spec, kind_index, key, locator, RecordInput::Json(item), ctx)
+    };
+    match (&kind.source, json) {
+        (Source::Array(_), Value::Array(items)) => {
+            out.reserve(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let locator = Locator::Index(u32::try_from(i).unwrap_or(u32::MAX));
+                out.push(record(locator, item));
+            }
+        }
+        (Source::Map(_), Value::Object(map)) => {
+            out.reserve(map.len());
+            for (map_key, item) in map {
+                // Keys parsed by `parse_json` are in escaped form already.
+                let map_key = LosslessString::from_escaped(map_key.clone())
+                    .unwrap_or_else(|_| LosslessString::from_unicode(&map_key));
+                out.push(record(Locator::MapKey(map_key), item));
+            }
+        }
+        (Source::Object(_) | Source::Prefix(_), whole) => out.push(record(Locator::Whole, whole)),
+        (source, other) => {
+            let expected = match source {
+                Source::Array(_) => "a JSON array of records",
+                _ => "a JSON object mapping id to record",
+            };
+            let message = format!(
+                "{} should hold {expected}, but holds {}: {}",
+                Where(key.as_escaped(), &Locator::Whole, None),
+                json_type(&other),
+                quote_unless_secret(kind, value.as_escaped())
+            );
+            let raw = Raw::Json(canonical(&other));
+            out.push(rejected_key(
+                spec,
+                kind_index,
+                key,
+                raw,
+                Code::Shape,
+                message,
+            ));
+        }
+    }
+}
+
+/// A whole key rejected as one record, with no id: its value is not JSON, or not the kind's
+/// container.
+fn rejected_key(
+    spec: &Spec,
+    kind_index: usize,
+    key: &LosslessString,
+    raw: Raw,
+    code: Code,
+    message: String,
+) -> Record {
+    let kind = &spec.kinds[kind_index];
+    Record {
         kind: kind_index,
         key: key.clone(),
         locator: Locator::Whole,
@@ -429,100 +537,11 @@ pub fn process_key(
         ),
         raw,
         updated_at_ms: None,
-        outcome: Outcome::Rejected(vec![note]),
-    };
-    let value_json = match parsed {
-        Ok(v) => v,
-        Err(_) if accepts_any_value(kind) && matches!(kind.source, Source::Prefix(_)) => {
-            // A free-form kind (custom keys): text that is not JSON is kept as a JSON string.
-            out.push(process_record(
-                spec,
-                kind_index,
-                key,
-                Locator::Whole,
-                RecordInput::Text(value.clone()),
-                ctx,
-            ));
-            return;
-        }
-        Err(e) => {
-            let message = format!(
-                "{} is not valid JSON ({e}); value {}",
-                Where(key.as_escaped(), &Locator::Whole, None),
-                quote_unless_secret(kind, value.as_escaped())
-            );
-            out.push(whole(
-                Raw::Text(value.clone()),
-                Note {
-                    code: Code::NotJson,
-                    field: None,
-                    message,
-                },
-            ));
-            return;
-        }
-    };
-    match (&kind.source, value_json) {
-        (Source::Array(_), Value::Array(items)) => {
-            out.reserve(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                let locator = Locator::Index(u32::try_from(i).unwrap_or(u32::MAX));
-                out.push(process_record(
-                    spec,
-                    kind_index,
-                    key,
-                    locator,
-                    RecordInput::Json(item),
-                    ctx,
-                ));
-            }
-        }
-        (Source::Map(_), Value::Object(map)) => {
-            out.reserve(map.len());
-            for (map_key, item) in map {
-                // Keys parsed by `parse_json` are in escaped form already.
-                let map_key = LosslessString::from_escaped(map_key.clone())
-                    .unwrap_or_else(|_| LosslessString::from_unicode(&map_key));
-                let locator = Locator::MapKey(map_key);
-                out.push(process_record(
-                    spec,
-                    kind_index,
-                    key,
-                    locator,
-                    RecordInput::Json(item),
-                    ctx,
-                ));
-            }
-        }
-        (Source::Object(_) | Source::Prefix(_), v) => out.push(process_record(
-            spec,
-            kind_index,
-            key,
-            Locator::Whole,
-            RecordInput::Json(v),
-            ctx,
-        )),
-        (source, other) => {
-            let expected = match source {
-                Source::Array(_) => "a JSON array of records",
-                _ => "a JSON object mapping id to record",
-            };
-            let message = format!(
-                "{} should hold {expected}, but holds {}: {}",
-                Where(key.as_escaped(), &Locator::Whole, None),
-                json_type(&other),
-                quote_unless_secret(kind, value.as_escaped())
-            );
-            let raw = Raw::Json(canonical(&other));
-            out.push(whole(
-                raw,
-                Note {
-                    code: Code::Shape,
-                    field: None,
-                    message,
-                },
-            ));
-        }
+        outcome: Outcome::Rejected(vec![Note {
+            code,
+            field: None,
+            message,
+        }]),
     }
 }
 
@@ -587,51 +606,14 @@ pub fn process_record(
             ),
         );
     }
-    let mut cells = Vec::with_capacity(kind.fields.len());
-    let mut updated_at_ms = None;
     if let Some(obj) = object.filter(|_| kind.unknown_fields == UnknownFields::Reject) {
-        for name in obj.keys() {
-            if !is_known_property(kind, name) {
-                notes.reject(
-                    Code::Unknown,
-                    Some(name),
-                    format!(
-                        "{place} has field {} that the spec does not allow",
-                        quote(name)
-                    ),
-                );
-            }
-        }
+        reject_unknown_fields(kind, obj, &place, &mut notes);
     }
-    if object.is_some() || accepts_any_value(kind) {
-        let suffix = match &kind.source {
-            Source::Prefix(p) => key_text.get(p.len()..).unwrap_or(""),
-            _ => "",
-        };
-        for field in &kind.fields {
-            let source_value = match &field.from {
-                FieldSource::Field(p) => object
-                    .and_then(|o| o.get(p))
-                    .filter(|v| !v.is_null())
-                    .cloned(),
-                FieldSource::Key => Some(Value::String(key_text.to_owned())),
-                FieldSource::KeySuffix => Some(Value::String(suffix.to_owned())),
-                FieldSource::MapKey => match &locator {
-                    Locator::MapKey(k) => Some(Value::String(k.as_escaped().to_owned())),
-                    _ => None,
-                },
-                FieldSource::Value => Some(value.clone()),
-                FieldSource::Constant => None,
-            };
-            let cell = field_cell(field, source_value, object, &place, ctx, &mut notes);
-            if kind.updated_at.as_deref() == Some(field.column.as_str())
-                && let Some(Cell::Timestamp(ms)) = &cell
-            {
-                updated_at_ms = Some(*ms);
-            }
-            cells.push(cell.unwrap_or(Cell::Null));
-        }
-    }
+    let (cells, updated_at_ms) = if object.is_some() || accepts_any_value(kind) {
+        transform_fields(kind, key_text, &locator, &value, &place, ctx, &mut notes)
+    } else {
+        (Vec::new(), None)
+    };
     let outcome = notes.into_outcome(Row { cells });
     Record {
         kind: kind_index,
@@ -646,18 +628,79 @@ pub fn process_record(
     }
 }
 
+/// Rejects every property the spec does not know (`unknown_fields: reject`).
+fn reject_unknown_fields(
+    kind: &Kind,
+    object: &Map<String, Value>,
+    place: &Where<'_>,
+    notes: &mut Notes,
+) {
+    for name in object.keys() {
+        if !is_known_property(kind, name) {
+            notes.reject(
+                Code::Unknown,
+                Some(name),
+                format!(
+                    "{place} has field {} that the spec does not allow",
+                    quote(name)
+                ),
+            );
+        }
+    }
+}
+
+/// Reads and converts every field of the kind from the record (or its key, map key, or whole
+/// value): the row's cells in spec order, and the `updated_at` value when it converted.
+fn transform_fields(
+    kind: &Kind,
+    key_text: &str,
+    locator: &Locator,
+    value: &Value,
+    place: &Where<'_>,
+    ctx: &Context,
+    notes: &mut Notes,
+) -> (Vec<Cell>, Option<i64>) {
+    let object = value.as_object();
+    let suffix = match &kind.source {
+        Source::Prefix(p) => key_text.get(p.len()..).unwrap_or(""),
+        _ => "",
+    };
+    let mut cells = Vec::with_capacity(kind.fields.len());
+    let mut updated_at_ms = None;
+    for field in &kind.fields {
+        let source_value = match &field.from {
+            FieldSource::Field(p) => object
+                .and_then(|o| o.get(p))
+                .filter(|v| !v.is_null())
+                .cloned(),
+            FieldSource::Key => Some(Value::String(key_text.to_owned())),
+            FieldSource::KeySuffix => Some(Value::String(suffix.to_owned())),
+            FieldSource::MapKey => match locator {
+                Locator::MapKey(k) => Some(Value::String(k.as_escaped().to_owned())),
+                _ => None,
+            },
+            FieldSource::Value => Some(value.clone()),
+            FieldSource::Constant => None,
+        };
+        let cell = field_cell(field, source_value, object, place, ctx, notes);
+        if kind.updated_at.as_deref() == Some(field.column.as_str())
+            && let Some(Cell::Timestamp(ms)) = &cell
+        {
+            updated_at_ms = Some(*ms);
+        }
+        cells.push(cell.unwrap_or(Cell::Null));
+    }
+    (cells, updated_at_ms)
+}
+
 /// Checks a spec `default` against its field's type (used by the spec checker).
 pub(crate) fn check_default(field: &Field, default: &Value) -> Result<(), String> {
     if matches!(field.ty, FieldType::Timestamp(_)) && default.as_str() == Some(MIGRATED_AT) {
         return Ok(());
     }
     let mut notes = Notes::default();
-    let ctx = Context {
-        device_id: Uuid::nil(),
-        migrated_at_ms: 0,
-    };
     let place = Where("", &Locator::Whole, None);
-    convert(field, default.clone(), &place, &ctx, &mut notes);
+    convert(field, default.clone(), &place, &mut notes);
     match notes.rejections.first() {
         Some(n) => Err(n.message.clone()),
         None => Ok(()),
@@ -673,12 +716,12 @@ fn field_cell(
     notes: &mut Notes,
 ) -> Option<Cell> {
     if let Some(v) = source_value {
-        return convert(field, v, place, ctx, notes);
+        return convert(field, v, place, notes);
     }
     if let Some(other) = &field.default_from {
         if let Some(v) = object.and_then(|o| o.get(other)).filter(|v| !v.is_null()) {
             let before = notes.rejections.len();
-            let cell = convert(field, v.clone(), place, ctx, notes);
+            let cell = convert(field, v.clone(), place, notes);
             if notes.rejections.len() == before {
                 notes.repair(
                     Code::DefaultFrom,
@@ -698,7 +741,7 @@ fn field_cell(
         if default.as_str() == Some(MIGRATED_AT) {
             return Some(Cell::Timestamp(ctx.migrated_at_ms));
         }
-        return convert(field, default.clone(), place, ctx, notes);
+        return convert(field, default.clone(), place, notes);
     }
     if field.required {
         notes.reject(
@@ -710,198 +753,276 @@ fn field_cell(
     None
 }
 
-/// Converts one present, non-null value into its cell, checking every rule.
-fn convert(
+/// Converts one present, non-null value into its cell, checking every rule: one step per
+/// field type, each named after it.
+fn convert(field: &Field, value: Value, place: &Where<'_>, notes: &mut Notes) -> Option<Cell> {
+    match &field.ty {
+        FieldType::String(rules) => convert_string(field, rules, value, place, notes),
+        FieldType::Integer(range) => convert_integer(field, *range, value, place, notes),
+        FieldType::Number(range) => convert_number(field, *range, value, place, notes),
+        FieldType::Boolean => match value {
+            Value::Bool(b) => Some(Cell::Bool(b)),
+            other => wrong_type(field, "true or false", &other, place, notes),
+        },
+        FieldType::Timestamp(formats) => convert_timestamp(field, formats, value, place, notes),
+        FieldType::Enum { values, legacy } => {
+            convert_enum(field, (values, legacy), value, place, notes)
+        }
+        FieldType::Json { .. } => Some(convert_json(field, value, place, notes)),
+        FieldType::StringArray { items, max_items } => {
+            convert_string_array(field, (items, *max_items), value, place, notes)
+        }
+    }
+}
+
+/// A field's value as a message quotes it: `[redacted]` when the field may hold secrets.
+fn shown(field: &Field, value: &Value) -> String {
+    if field.has_secrets() {
+        "[redacted]".to_owned()
+    } else {
+        quote_json(value)
+    }
+}
+
+/// Rejects a value of the wrong JSON type; `expected` says what the field takes.
+fn wrong_type(
     field: &Field,
-    value: Value,
+    expected: &str,
+    value: &Value,
     place: &Where<'_>,
-    _ctx: &Context,
     notes: &mut Notes,
 ) -> Option<Cell> {
     let label = field.label();
-    let shown = |v: &Value| {
-        if field.has_secrets() {
-            "[redacted]".to_owned()
-        } else {
-            quote_json(v)
-        }
+    notes.reject(
+        Code::Type,
+        Some(label),
+        format!(
+            "{place}: field `{label}` should be {expected}, but is {}: {}",
+            json_type(value),
+            shown(field, value)
+        ),
+    );
+    None
+}
+
+/// A string field: its length, email, URL and pattern rules; lossless escapes are a repair.
+fn convert_string(
+    field: &Field,
+    rules: &StringRules,
+    value: Value,
+    place: &Where<'_>,
+    notes: &mut Notes,
+) -> Option<Cell> {
+    let Value::String(s) = value else {
+        return wrong_type(field, "a string", &value, place, notes);
     };
-    let wrong_type = |notes: &mut Notes, expected: &str, v: &Value| {
+    let label = field.label();
+    let ok = check_string(rules, &s, (label, label), place, field.sensitive, notes);
+    note_escapes(&s, (label, label), place, notes);
+    ok.then_some(Cell::Text(s))
+}
+
+/// An integer field: a whole number within JavaScript's safe range and the field's range.
+fn convert_integer(
+    field: &Field,
+    range: Option<crate::spec::Bounds<f64>>,
+    value: Value,
+    place: &Where<'_>,
+    notes: &mut Notes,
+) -> Option<Cell> {
+    let Some(n) = value.as_f64().filter(|_| value.is_number()) else {
+        return wrong_type(field, "an integer", &value, place, notes);
+    };
+    let label = field.label();
+    let int = value
+        .as_i64()
+        .or_else(|| (n.fract() == 0.0 && n.abs() < 9.3e18).then_some(n as i64));
+    let Some(int) = int.filter(|i| i.abs() <= MAX_SAFE_INTEGER) else {
+        let why = if n.fract() != 0.0 {
+            "a whole number"
+        } else {
+            "within JavaScript's safe integer range (±2^53−1)"
+        };
         notes.reject(
             Code::Type,
             Some(label),
             format!(
-                "{place}: field `{label}` should be {expected}, but is {}: {}",
-                json_type(v),
-                shown(v)
+                "{place}: field `{label}` should be {why}, but is {}",
+                shown(field, &value)
             ),
         );
-        None
+        return None;
     };
-    match &field.ty {
-        FieldType::String(rules) => match value {
-            Value::String(s) => {
-                let ok = check_string(rules, &s, (label, label), place, field.sensitive, notes);
-                note_escapes(&s, (label, label), place, notes);
-                ok.then_some(Cell::Text(s))
-            }
-            other => wrong_type(notes, "a string", &other),
-        },
-        FieldType::Integer(range) => {
-            let Some(n) = value.as_f64().filter(|_| value.is_number()) else {
-                return wrong_type(notes, "an integer", &value);
-            };
-            let int = value
-                .as_i64()
-                .or_else(|| (n.fract() == 0.0 && n.abs() < 9.3e18).then_some(n as i64));
-            let Some(int) = int.filter(|i| i.abs() <= MAX_SAFE_INTEGER) else {
-                let why = if n.fract() != 0.0 {
-                    "a whole number"
-                } else {
-                    "within JavaScript's safe integer range (±2^53−1)"
-                };
-                notes.reject(
-                    Code::Type,
-                    Some(label),
-                    format!(
-                        "{place}: field `{label}` should be {why}, but is {}",
-                        shown(&value)
-                    ),
-                );
-                return None;
-            };
-            check_range(*range, int as f64, label, place, &shown(&value), notes)
-                .then_some(Cell::Int(int))
+    check_range(
+        range,
+        int as f64,
+        label,
+        place,
+        &shown(field, &value),
+        notes,
+    )
+    .then_some(Cell::Int(int))
+}
+
+/// A number field: any JSON number within the field's range.
+fn convert_number(
+    field: &Field,
+    range: Option<crate::spec::Bounds<f64>>,
+    value: Value,
+    place: &Where<'_>,
+    notes: &mut Notes,
+) -> Option<Cell> {
+    let Some(n) = value.as_f64().filter(|_| value.is_number()) else {
+        return wrong_type(field, "a number", &value, place, notes);
+    };
+    check_range(range, n, field.label(), place, &shown(field, &value), notes)
+        .then_some(Cell::Float(n))
+}
+
+/// A timestamp field: an ISO 8601 string or an epoch number, in one of the field's formats.
+fn convert_timestamp(
+    field: &Field,
+    formats: &[TimestampFormat],
+    value: Value,
+    place: &Where<'_>,
+    notes: &mut Notes,
+) -> Option<Cell> {
+    let parsed = match &value {
+        Value::String(s) if formats.contains(&TimestampFormat::Iso8601) => {
+            timestamp::parse_iso8601(s).map_err(|e| e.to_string())
         }
-        FieldType::Number(range) => {
-            let Some(n) = value.as_f64().filter(|_| value.is_number()) else {
-                return wrong_type(notes, "a number", &value);
-            };
-            check_range(*range, n, label, place, &shown(&value), notes).then_some(Cell::Float(n))
+        Value::Number(n) if formats.contains(&TimestampFormat::EpochMs) => {
+            timestamp::from_epoch(n.as_f64().unwrap_or(f64::NAN), false).map_err(|e| e.to_string())
         }
-        FieldType::Boolean => match value {
-            Value::Bool(b) => Some(Cell::Bool(b)),
-            other => wrong_type(notes, "true or false", &other),
-        },
-        FieldType::Timestamp(formats) => {
-            let parsed = match &value {
-                Value::String(s) if formats.contains(&TimestampFormat::Iso8601) => {
-                    timestamp::parse_iso8601(s).map_err(|e| e.to_string())
-                }
-                Value::Number(n) if formats.contains(&TimestampFormat::EpochMs) => {
-                    timestamp::from_epoch(n.as_f64().unwrap_or(f64::NAN), false)
-                        .map_err(|e| e.to_string())
-                }
-                Value::Number(n) if formats.contains(&TimestampFormat::EpochS) => {
-                    timestamp::from_epoch(n.as_f64().unwrap_or(f64::NAN), true)
-                        .map_err(|e| e.to_string())
-                }
-                _ => Err(format!("expected {}", describe_formats(formats))),
-            };
-            match parsed {
-                Ok(ms) => Some(Cell::Timestamp(ms)),
-                Err(why) => {
-                    notes.reject(
-                        Code::Timestamp,
-                        Some(label),
-                        format!(
-                            "{place}: field `{label}` is not a valid timestamp ({why}): {}",
-                            shown(&value)
-                        ),
-                    );
-                    None
-                }
-            }
+        Value::Number(n) if formats.contains(&TimestampFormat::EpochS) => {
+            timestamp::from_epoch(n.as_f64().unwrap_or(f64::NAN), true).map_err(|e| e.to_string())
         }
-        FieldType::Enum { values, legacy } => {
-            let Value::String(s) = value else {
-                return wrong_type(notes, "a string", &value);
-            };
-            if values.iter().any(|v| v == &s) {
-                return Some(Cell::Text(s));
-            }
-            if let Some(new) = legacy.get(&s) {
-                notes.repair(
-                    Code::LegacyEnum,
-                    Some(label),
-                    format!(
-                        "{place}: field `{label}` legacy value {} became {}",
-                        quote(&s),
-                        quote(new)
-                    ),
-                );
-                return Some(Cell::Text(new.clone()));
-            }
+        _ => Err(format!("expected {}", describe_formats(formats))),
+    };
+    match parsed {
+        Ok(ms) => Some(Cell::Timestamp(ms)),
+        Err(why) => {
+            let label = field.label();
             notes.reject(
-                Code::Enum,
+                Code::Timestamp,
                 Some(label),
                 format!(
-                    "{place}: field `{label}` is {}, which is not one of {}",
-                    quote(&s),
-                    values
-                        .iter()
-                        .chain(legacy.keys())
-                        .map(|v| quote(v))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "{place}: field `{label}` is not a valid timestamp ({why}): {}",
+                    shown(field, &value)
                 ),
             );
             None
         }
-        FieldType::Json { .. } => {
-            if contains_escapes(&value) {
-                notes.repair(
-                    Code::Escaped,
-                    Some(label),
-                    format!("{place}: field `{label}` holds NUL, a lone surrogate or U+FFFF; stored with the lossless escape"),
-                );
+    }
+}
+
+/// An enum field: one of its values, or a legacy value mapped to one (a repair).
+fn convert_enum(
+    field: &Field,
+    (values, legacy): (&[String], &BTreeMap<String, String>),
+    value: Value,
+    place: &Where<'_>,
+    notes: &mut Notes,
+) -> Option<Cell> {
+    let Value::String(s) = value else {
+        return wrong_type(field, "a string", &value, place, notes);
+    };
+    let label = field.label();
+    if values.iter().any(|v| v == &s) {
+        return Some(Cell::Text(s));
+    }
+    if let Some(new) = legacy.get(&s) {
+        notes.repair(
+            Code::LegacyEnum,
+            Some(label),
+            format!(
+                "{place}: field `{label}` legacy value {} became {}",
+                quote(&s),
+                quote(new)
+            ),
+        );
+        return Some(Cell::Text(new.clone()));
+    }
+    notes.reject(
+        Code::Enum,
+        Some(label),
+        format!(
+            "{place}: field `{label}` is {}, which is not one of {}",
+            quote(&s),
+            values
+                .iter()
+                .chain(legacy.keys())
+                .map(|v| quote(v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    None
+}
+
+/// A JSON field: any value, kept whole; lossless escapes inside it are a repair.
+fn convert_json(field: &Field, value: Value, place: &Where<'_>, notes: &mut Notes) -> Cell {
+    if contains_escapes(&value) {
+        let label = field.label();
+        notes.repair(
+            Code::Escaped,
+            Some(label),
+            format!("{place}: field `{label}` holds NUL, a lone surrogate or U+FFFF; stored with the lossless escape"),
+        );
+    }
+    Cell::Json(value)
+}
+
+/// An array-of-strings field: at most `max_items` items, each checked like a string field.
+fn convert_string_array(
+    field: &Field,
+    (items, max_items): (&StringRules, Option<u64>),
+    value: Value,
+    place: &Where<'_>,
+    notes: &mut Notes,
+) -> Option<Cell> {
+    let Value::Array(list) = value else {
+        return wrong_type(field, "an array of strings", &value, place, notes);
+    };
+    let label = field.label();
+    if let Some(max) = max_items
+        && list.len() as u64 > max
+    {
+        notes.reject(
+            Code::Items,
+            Some(label),
+            format!(
+                "{place}: field `{label}` has {} items, more than the {max} allowed",
+                list.len()
+            ),
+        );
+        return None;
+    }
+    let mut out = Vec::with_capacity(list.len());
+    let mut ok = true;
+    for (i, item) in list.into_iter().enumerate() {
+        let item_label = format!("{label}[{i}]");
+        match item {
+            Value::String(s) => {
+                ok &= check_string(items, &s, (label, &item_label), place, false, notes);
+                note_escapes(&s, (label, &item_label), place, notes);
+                out.push(s);
             }
-            Some(Cell::Json(value))
-        }
-        FieldType::StringArray { items, max_items } => {
-            let Value::Array(list) = value else {
-                return wrong_type(notes, "an array of strings", &value);
-            };
-            if let Some(max) = max_items
-                && list.len() as u64 > *max
-            {
+            other => {
+                ok = false;
                 notes.reject(
-                    Code::Items,
+                    Code::Type,
                     Some(label),
                     format!(
-                        "{place}: field `{label}` has {} items, more than the {max} allowed",
-                        list.len()
+                        "{place}: field `{item_label}` should be a string, but is {}: {}",
+                        json_type(&other),
+                        quote_json(&other)
                     ),
                 );
-                return None;
             }
-            let mut out = Vec::with_capacity(list.len());
-            let mut ok = true;
-            for (i, item) in list.into_iter().enumerate() {
-                let item_label = format!("{label}[{i}]");
-                match item {
-                    Value::String(s) => {
-                        ok &= check_string(items, &s, (label, &item_label), place, false, notes);
-                        note_escapes(&s, (label, &item_label), place, notes);
-                        out.push(s);
-                    }
-                    other => {
-                        ok = false;
-                        notes.reject(
-                            Code::Type,
-                            Some(label),
-                            format!(
-                                "{place}: field `{item_label}` should be a string, but is {}: {}",
-                                json_type(&other),
-                                quote_json(&other)
-                            ),
-                        );
-                    }
-                }
-            }
-            ok.then_some(Cell::TextArray(out))
         }
     }
+    ok.then_some(Cell::TextArray(out))
 }
 
 /// Lets the `validator` crate count the characters of the original text (escapes excluded).

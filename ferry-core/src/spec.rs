@@ -383,22 +383,6 @@ pub enum ColumnType {
     TextArray,
 }
 
-impl ColumnType {
-    /// The PostgreSQL type name used in casts (`$1::text[]`).
-    pub fn sql_name(self) -> &'static str {
-        match self {
-            Self::Uuid => "uuid",
-            Self::Text => "text",
-            Self::BigInt => "bigint",
-            Self::Double => "double precision",
-            Self::Boolean => "boolean",
-            Self::Timestamptz => "timestamptz",
-            Self::Jsonb => "jsonb",
-            Self::TextArray => "text[]",
-        }
-    }
-}
-
 /// One field of a kind: where it comes from, what it must be, where it goes.
 #[derive(Debug, Clone)]
 pub struct Field {
@@ -908,7 +892,29 @@ impl Checker {
         })
     }
 
+    /// The field's type with its rules: rules that fit the type, bounds that make sense, and
+    /// each type's own requirements.
     fn check_type(&mut self, doc: &FieldDoc) -> Option<FieldType> {
+        use FieldTypeDoc as T;
+        self.check_rules_fit(doc);
+        let strings = self.string_rules(doc);
+        Some(match doc.ty {
+            T::String => FieldType::String(strings),
+            T::Integer => FieldType::Integer(doc.range),
+            T::Number => FieldType::Number(doc.range),
+            T::Boolean => FieldType::Boolean,
+            T::Timestamp => self.timestamp_type(doc),
+            T::Enum => self.enum_type(doc),
+            T::Json => FieldType::Json {
+                sensitive_keys: doc.sensitive_keys.clone(),
+            },
+            T::Array => self.array_type(doc, strings),
+        })
+    }
+
+    /// Every rule must apply to the field's type, and its bounds must make sense.
+    fn check_rules_fit(&mut self, doc: &FieldDoc) {
+        use FieldTypeDoc as T;
         let ty = doc.ty;
         let misplaced = |checker: &mut Self, present: bool, rule: &str, fits: &[FieldTypeDoc]| {
             if present && !fits.contains(&ty) {
@@ -918,7 +924,6 @@ impl Checker {
                 ));
             }
         };
-        use FieldTypeDoc as T;
         misplaced(self, doc.length.is_some(), "length", &[T::String, T::Array]);
         misplaced(self, doc.range.is_some(), "range", &[T::Integer, T::Number]);
         misplaced(self, doc.email, "email", &[T::String, T::Array]);
@@ -945,6 +950,10 @@ impl Checker {
                 self.problem("`range` bounds must be finite numbers");
             }
         }
+    }
+
+    /// The string rules (for a string field, or each item of an array); the regex must compile.
+    fn string_rules(&mut self, doc: &FieldDoc) -> StringRules {
         let regex = match &doc.regex {
             Some(pattern) => match regex::Regex::new(pattern) {
                 Ok(r) => Some(r),
@@ -955,68 +964,67 @@ impl Checker {
             },
             None => None,
         };
-        let strings = StringRules {
+        StringRules {
             length: doc.length,
             email: doc.email,
             url: doc.url,
             regex,
-        };
-        Some(match ty {
-            T::String => FieldType::String(strings),
-            T::Integer => FieldType::Integer(doc.range),
-            T::Number => FieldType::Number(doc.range),
-            T::Boolean => FieldType::Boolean,
-            T::Timestamp => {
-                if doc.formats.is_empty() && doc.from.is_some() {
-                    self.problem("a timestamp field must say its `formats`: any of `iso8601`, `epoch_ms`, `epoch_s`");
-                }
-                if doc.formats.contains(&TimestampFormat::EpochMs)
-                    && doc.formats.contains(&TimestampFormat::EpochS)
-                {
-                    self.problem(
-                        "`epoch_ms` and `epoch_s` together are ambiguous for a number: choose one",
-                    );
-                }
-                FieldType::Timestamp(doc.formats.clone())
+        }
+    }
+
+    /// A timestamp field says its formats, and not both epoch units.
+    fn timestamp_type(&mut self, doc: &FieldDoc) -> FieldType {
+        if doc.formats.is_empty() && doc.from.is_some() {
+            self.problem(
+                "a timestamp field must say its `formats`: any of `iso8601`, `epoch_ms`, `epoch_s`",
+            );
+        }
+        if doc.formats.contains(&TimestampFormat::EpochMs)
+            && doc.formats.contains(&TimestampFormat::EpochS)
+        {
+            self.problem(
+                "`epoch_ms` and `epoch_s` together are ambiguous for a number: choose one",
+            );
+        }
+        FieldType::Timestamp(doc.formats.clone())
+    }
+
+    /// An enum field lists distinct values, and maps legacy values only to them.
+    fn enum_type(&mut self, doc: &FieldDoc) -> FieldType {
+        if doc.values.is_empty() {
+            self.problem("an enum field must list its `values`");
+        }
+        let values: BTreeSet<&String> = doc.values.iter().collect();
+        if values.len() != doc.values.len() {
+            self.problem("`values` lists the same value twice");
+        }
+        for (old, new) in &doc.legacy {
+            if !values.contains(new) {
+                self.problem(format!(
+                    "`legacy` maps `{old}` to `{new}`, which is not one of `values`"
+                ));
             }
-            T::Enum => {
-                if doc.values.is_empty() {
-                    self.problem("an enum field must list its `values`");
-                }
-                let values: BTreeSet<&String> = doc.values.iter().collect();
-                if values.len() != doc.values.len() {
-                    self.problem("`values` lists the same value twice");
-                }
-                for (old, new) in &doc.legacy {
-                    if !values.contains(new) {
-                        self.problem(format!(
-                            "`legacy` maps `{old}` to `{new}`, which is not one of `values`"
-                        ));
-                    }
-                }
-                FieldType::Enum {
-                    values: doc.values.clone(),
-                    legacy: doc.legacy.clone(),
-                }
-            }
-            T::Json => FieldType::Json {
-                sensitive_keys: doc.sensitive_keys.clone(),
-            },
-            T::Array => {
-                match doc.items {
-                    Some(T::String) => {}
-                    None => self.problem("an array field must say its `items` type (`string`)"),
-                    Some(other) => self.problem(format!(
-                        "array items of type `{}` are not supported: use `string` items, or a `json` field",
-                        type_name(other)
-                    )),
-                }
-                FieldType::StringArray {
-                    items: strings,
-                    max_items: doc.max_items,
-                }
-            }
-        })
+        }
+        FieldType::Enum {
+            values: doc.values.clone(),
+            legacy: doc.legacy.clone(),
+        }
+    }
+
+    /// An array field holds strings, each checked with `items`' rules.
+    fn array_type(&mut self, doc: &FieldDoc, items: StringRules) -> FieldType {
+        match doc.items {
+            Some(FieldTypeDoc::String) => {}
+            None => self.problem("an array field must say its `items` type (`string`)"),
+            Some(other) => self.problem(format!(
+                "array items of type `{}` are not supported: use `string` items, or a `json` field",
+                type_name(other)
+            )),
+        }
+        FieldType::StringArray {
+            items,
+            max_items: doc.max_items,
+        }
     }
 }
 

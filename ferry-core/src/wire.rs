@@ -34,6 +34,7 @@ use crate::spec::Spec;
 pub const WIRE_FORMAT: &str = "ferry-batch/1";
 
 /// What every batch of a migration carries.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchHeader {
     /// Always [`WIRE_FORMAT`].
@@ -77,6 +78,7 @@ impl BatchHeader {
 }
 
 /// A decoded batch, as the server reads it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
@@ -90,6 +92,7 @@ pub struct Batch {
 }
 
 /// A record the browser found valid.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireRecord {
@@ -102,12 +105,14 @@ pub struct WireRecord {
     /// Target id the browser derived.
     pub id: Uuid,
     /// Content hash the browser computed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{32}$"))]
     pub hash: ContentHash,
     /// The raw record.
     pub raw: Raw,
 }
 
 /// A record the browser rejected, with its reasons.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireRejected {
@@ -118,12 +123,33 @@ pub struct WireRejected {
     /// Position in the key's value.
     pub at: WireLocator,
     /// Content hash.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{32}$"))]
     pub hash: ContentHash,
     /// The raw value, exactly.
     pub raw: Raw,
     /// Why the browser rejected it.
     pub reasons: Vec<Note>,
 }
+
+/// The schema of [`WireLocator`], written by hand: the derive cannot say "an integer, a
+/// string or null" for an untagged enum with a unit-like variant.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for WireLocator {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+        AnyOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .description(Some(
+                "Where the record sits in its key's value: an array index, a map key, or null for the whole value",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for WireLocator {}
 
 /// A [`Locator`] on the wire: `null` (the whole value), an array index, or a map key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +195,21 @@ pub enum WireError {
         /// The format found.
         found: String,
     },
+    /// A string of the batch holds a NUL character, which no string in the lossless escaped
+    /// form holds (and PostgreSQL cannot store). The value is not quoted.
+    #[error(
+        "the batch holds a NUL character in {field}; every string travels in the lossless escaped form, which has none"
+    )]
+    Nul {
+        /// Which field (header field, or `kind`, `key`, `raw`, `reasons` of a record).
+        field: &'static str,
+    },
+    /// `migrated_at_ms` is outside the years 0001–9999 every timestamp of Ferry lies in.
+    #[error("the batch's migrated_at_ms {ms} is outside the years 0001-9999")]
+    MigratedAtOutOfRange {
+        /// The value sent.
+        ms: i64,
+    },
     /// The batch was made with another spec.
     #[error(
         "the batch was made with spec {app:?} version {version:?}, but the server runs {expected_app:?} version {expected_version:?}: reload the app to get the current spec"
@@ -194,6 +235,7 @@ pub fn decode_batch(spec: &Spec, bytes: &[u8]) -> Result<Batch, WireError> {
             found: batch.header.format,
         });
     }
+    check_storable(&batch)?;
     if batch.header.app != spec.app || batch.header.spec_version != spec.version {
         return Err(WireError::SpecMismatch {
             app: batch.header.app,
@@ -203,6 +245,46 @@ pub fn decode_batch(spec: &Spec, bytes: &[u8]) -> Result<Batch, WireError> {
         });
     }
     Ok(batch)
+}
+
+/// Refuses a batch no database could store as sent: a NUL character in any string (the header,
+/// a record's kind, key or raw value, a rejected record's reasons) or a `migrated_at_ms`
+/// outside the years 0001–9999. Such input is a broken or hostile client, never a user's data:
+/// the browser sends every string in the lossless escaped form.
+fn check_storable(batch: &Batch) -> Result<(), WireError> {
+    let nul = |field: &'static str, text: &str| {
+        if text.contains('\0') {
+            Err(WireError::Nul { field })
+        } else {
+            Ok(())
+        }
+    };
+    let h = &batch.header;
+    nul("the header's app", &h.app)?;
+    nul("the header's spec_version", &h.spec_version)?;
+    if !(crate::timestamp::MIN_MS..=crate::timestamp::MAX_MS).contains(&h.migrated_at_ms) {
+        return Err(WireError::MigratedAtOutOfRange {
+            ms: h.migrated_at_ms,
+        });
+    }
+    for r in &batch.records {
+        nul("a record's kind", &r.kind)?;
+        nul("a record's key", r.key.as_escaped())?;
+        nul("a record's raw value", r.raw.text())?;
+    }
+    for r in &batch.rejected {
+        nul("a rejected record's kind", &r.kind)?;
+        nul("a rejected record's key", r.key.as_escaped())?;
+        nul("a rejected record's raw value", r.raw.text())?;
+        for note in &r.reasons {
+            nul("a rejected record's reasons", &note.message)?;
+            nul(
+                "a rejected record's reasons",
+                note.field.as_deref().unwrap_or_default(),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Re-runs the pipeline on a record received from the browser, trusting nothing it claimed.

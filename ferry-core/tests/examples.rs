@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::{self, Code, Context, Locator, Outcome, Record};
-use ferry_core::sample::{self, Expected, FaultKind, LegacyApp, Sample, SampleOptions};
 use ferry_core::spec::{IdScope, Spec};
 use ferry_core::wire::{self, BatchHeader, BatchLimits};
+use ferry_sample::{self as sample, Expected, FaultKind, LegacyApp, Sample, SampleOptions};
 use uuid::Uuid;
 
 const TASKBOARD: &str = include_str!("../../specs/taskboard.json");

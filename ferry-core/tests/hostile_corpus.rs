@@ -9,7 +9,7 @@
 //! record may be missing or extra; no message may quote a secret; and nothing may be silently
 //! changed: every migrated string, the legacy id and the raw record kept for the quarantine
 //! must stand for exactly the input's UTF-16 code units (checked with this test's own JSON
-//! parser and lossless rule, see `tests/corpus/corpus.rs`).
+//! parser and lossless rule, see the `ferry-corpus` crate in `tests/corpus/`).
 //!
 //! Every case runs in its own thread with a 2 MiB stack (a spawned thread's default, and more
 //! than a browser gives wasm) under `catch_unwind` and a deadline, so a stack overflow, a panic
@@ -20,20 +20,17 @@
     reason = "a test fails by panicking"
 )]
 
-#[path = "../../tests/corpus/corpus.rs"]
-mod corpus;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use corpus::{At, Case, Expected, J};
 use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::{self, Cell, Code, Context, Locator, Outcome, Raw, Record};
 use ferry_core::spec::{FieldSource, FieldType, IdSource, Source, Spec};
 use ferry_core::wire::{self, BatchHeader, BatchLimits};
+use ferry_corpus::{self as corpus, At, Case, Expected, J};
 use uuid::Uuid;
 
 /// Stack of every case's thread.
@@ -83,7 +80,7 @@ impl Tally {
 
 #[test]
 fn every_hostile_case_is_migrated_or_quarantined_with_its_reason_and_nothing_crashes() {
-    let corpus = corpus::load(&root());
+    let corpus = corpus::load();
     assert!(
         corpus.cases.len() >= 200,
         "the corpus has {} cases",

@@ -13,9 +13,9 @@ use std::sync::OnceLock;
 
 use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::{self, Cell, Code, Context, Locator, Outcome, Record};
-use ferry_core::sample::{self, LegacyApp, SampleOptions};
 use ferry_core::spec::Spec;
 use ferry_core::wire::{self, BatchHeader, BatchLimits};
+use ferry_sample::{self as sample, LegacyApp, SampleOptions};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_core::sample::{self, LegacyApp, SampleOptions};
+use ferry_sample::{self as sample, LegacyApp, SampleOptions};
 
 use super::*;
 

@@ -4,14 +4,15 @@
 //! and settings for every contender), the **release** `ferry-server` binary started as real
 //! processes over it, and real HTTP on loopback:
 //!
-//! 1. **Ingest**: N task records (`specs/taskboard.json`, kind `tasks`, policy `newest`) built
-//!    by ferry-core's pipeline and batcher exactly as the browser builds them, posted by
-//!    concurrent clients (one user and one migration each, batches in order) into an empty
-//!    table; then the same ids again, newer, under a second migration, so every record takes
-//!    the conflict path (`newest` → `updated`, with before-images). Against, in the same run on
-//!    the same database: one binary `COPY` of the same rows into the same (emptied) table, and
-//!    the naive migrator, one `INSERT` per record per transaction (timed on a subset, with one
-//!    connection and with as many connections as the HTTP clients).
+//! 1. **Ingest**: N task records (`specs/taskboard.json`, kind `tasks`, policy `newest`) from
+//!    `ferry-sample`'s seeded generator (clean: no broken records, no hostile strings), made
+//!    into batches by ferry-core's pipeline and batcher exactly as the browser makes them,
+//!    posted by concurrent clients (one user and one migration each, batches in order) into an
+//!    empty table; then the same ids again, edited, under a second migration, so every record
+//!    takes the conflict path (`newest` → `updated`, with before-images). Against, in the same
+//!    run on the same database: one binary `COPY` of the same rows into the same (emptied)
+//!    table, and the naive migrator, one `INSERT` per record per transaction (timed on a
+//!    subset, with one connection and with as many connections as the HTTP clients).
 //! 2. **Load**: many simulated users (each its own token, migration and a few batches) at once
 //!    against fresh server processes (1, then 2 on the same database, users split between
 //!    them), the generator's requests in flight bounded, with a hard time limit: throughput,
@@ -40,7 +41,8 @@ use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::{Cell, Context, Record};
 use ferry_core::spec::{ColumnType, Spec};
 use ferry_core::wire::{BatchHeader, BatchLimits, EncodedBatch, build_batches};
-use ferry_server::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
+use ferry_sample::{LegacyApp, SampleOptions};
+use ferry_server::db::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -426,93 +428,63 @@ impl CpuMeter {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Data: task records built by ferry-core, as the browser builds them.
+// Data: legacy tasks from ferry-sample (the generator of the tests and the demo), made into
+// batches by ferry-core's pipeline and batcher exactly as the browser makes them.
 // ---------------------------------------------------------------------------------------------
 
-const STATUSES: [&str; 5] = ["todo", "pending", "in-progress", "in_progress", "done"];
-const PRIORITIES: [&str; 4] = ["low", "medium", "high", "urgent"];
-const WORDS: [&str; 16] = [
-    "review",
-    "quarterly",
-    "report",
-    "deploy",
-    "staging",
-    "fix",
-    "login",
-    "bug",
-    "write",
-    "release",
-    "notes",
-    "call",
-    "supplier",
-    "plan",
-    "sprint",
-    "budget",
-];
+const DAY_MS: i64 = 86_400_000;
 
-fn mix(mut x: u64) -> u64 {
-    // splitmix64: deterministic data without a random number generator dependency.
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+/// The `tasks` value of a user's legacy localStorage: `count` clean tasks from the seeded
+/// generator (no broken records, no hostile strings: every record is stored), or, `edited`,
+/// the same tasks edited a day later.
+fn tasks_value(seed: u64, count: usize, edited: bool) -> Res<LosslessString> {
+    let mut options = SampleOptions::new(LegacyApp::Taskboard);
+    options.seed = seed;
+    options.bulk_records = Some(u32::try_from(count).ctx("tasks per user")?);
+    // Only the tasks are sent: the other kinds stay at their smallest.
+    options.target_bytes = 0;
+    options.invalid_fraction = 0.0;
+    options.hostile = false;
+    let tasks = ferry_sample::generate(&options)
+        .pairs
+        .into_iter()
+        .find(|(key, _)| key.as_escaped() == "tasks")
+        .map(|(_, value)| value)
+        .ok_or("the sample has no `tasks` key")?;
+    if edited {
+        edit_tasks(&tasks)
+    } else {
+        Ok(tasks)
+    }
 }
 
-fn iso(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
-}
-
-/// One task as the legacy app stored it; `version` 1 is the same task edited a day later.
-fn task(seed: u64, version: u32) -> Value {
-    let r = mix(seed);
-    let id = Uuid::from_u64_pair(mix(seed ^ 0xA5A5), mix(seed ^ 0x5A5A));
-    let words = |n: u64, salt: u64| -> String {
-        (0..n)
-            .map(|i| WORDS[(mix(seed ^ salt ^ i) % 16) as usize])
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let created = 1_700_000_000_000 + (r % 30_000_000_000) as i64;
-    let updated = created + ((r >> 20) % 86_400_000) as i64 + i64::from(version) * 86_400_000;
-    let mut title = format!("Task {}: {}", seed % 100_000, words(3 + r % 5, 1));
-    if version > 0 {
-        title.push_str(" (edited)");
+/// The same tasks edited a day after their last change: the title gains " (edited)" (what
+/// `check_stored` looks for) and `updatedAt` is newer, so the `newest` policy takes each one.
+fn edit_tasks(tasks: &LosslessString) -> Res<LosslessString> {
+    // Without hostile strings the value holds no lossless escape: it is plain JSON text.
+    let text = tasks
+        .to_unicode()
+        .ok_or("a lone surrogate in a clean sample")?;
+    let mut tasks: Vec<serde_json::Map<String, Value>> =
+        serde_json::from_str(&text).ctx("read the sample's tasks")?;
+    for task in &mut tasks {
+        let last = ["updatedAt", "createdAt"]
+            .iter()
+            .find_map(|field| task.get(*field).and_then(Value::as_str))
+            .ok_or("a sample task without createdAt")?;
+        let ms = ferry_core::timestamp::parse_iso8601(last).ctx("a sample task's date")?;
+        task.insert(
+            "updatedAt".to_owned(),
+            json!(ferry_core::timestamp::format(ms + DAY_MS)),
+        );
+        let title = task
+            .get("title")
+            .and_then(Value::as_str)
+            .ok_or("a sample task without a title")?;
+        task.insert("title".to_owned(), json!(format!("{title} (edited)")));
     }
-    let mut t = json!({
-        "id": id.to_string(),
-        "title": title,
-        "status": STATUSES[(r >> 8) as usize % STATUSES.len()],
-        "description": words(10 + (r >> 12) % 30, 2),
-        "priority": PRIORITIES[(r >> 16) as usize % PRIORITIES.len()],
-        "tags": (0..(r >> 24) % 4).map(|i| WORDS[(mix(seed ^ i) % 16) as usize]).collect::<Vec<_>>(),
-        "createdAt": iso(created),
-        "updatedAt": iso(updated),
-    });
-    if r.is_multiple_of(3)
-        && let Some(o) = t.as_object_mut()
-    {
-        o.insert("dueDate".into(), json!(iso(created + 7 * 86_400_000)));
-    }
-    t
+    let text = serde_json::to_string(&tasks).ctx("write the edited tasks")?;
+    Ok(LosslessString::from_unicode(&text))
 }
 
 /// One browser's migration: its user, token and batches, and the rows they should produce.
@@ -547,32 +519,29 @@ fn token(user: Uuid) -> Res<String> {
     .ctx("sign a token")
 }
 
-/// `count` tasks (seeds `first..first+count`) of `user`, version `version`, in batches.
+/// `count` tasks of `user` (the sample of seed `seed`; `edited`: edited a day later), in
+/// batches.
 fn migration(
     spec: &Spec,
     user: Uuid,
-    first: u64,
+    seed: u64,
     count: usize,
-    version: u32,
+    edited: bool,
     limits: BatchLimits,
 ) -> Res<Migration> {
-    let tasks: Vec<Value> = (0..count as u64)
-        .map(|i| task(first + i, version))
-        .collect();
-    let text = serde_json::to_string(&tasks).ctx("encode tasks")?;
     let pairs = vec![(
         LosslessString::from_unicode("tasks"),
-        LosslessString::from_unicode(&text),
+        tasks_value(seed, count, edited)?,
     )];
     let ctx = Context {
-        device_id: Uuid::from_u64_pair(mix(first), 7),
+        device_id: Uuid::from_u64_pair(seed, 7),
         migrated_at_ms: 1_760_000_000_000,
     };
     let records = ferry_core::pipeline::process(spec, &pairs, &ctx);
     let accepted = records.iter().filter(|r| r.outcome.is_accepted()).count();
     if accepted != count || records.len() != count {
         return Err(format!(
-            "the generator made {count} tasks but the pipeline accepted {accepted} of {} records: {:?}",
+            "the sample has {count} tasks but the pipeline accepted {accepted} of {} records: {:?}",
             records.len(),
             records
                 .iter()
@@ -593,22 +562,27 @@ fn migration(
     })
 }
 
-/// `total` records split over `parts` users, seeds continuing across users.
+/// `total` records split over the users, the sample of seed `first_seed + i` for user `i`.
 fn migrations(
     spec: &Spec,
     users: &[Uuid],
     total: usize,
     first_seed: u64,
-    version: u32,
+    edited: bool,
     limits: BatchLimits,
 ) -> Res<Vec<Migration>> {
     let parts = users.len();
     let mut out = Vec::with_capacity(parts);
-    let mut seed = first_seed;
     for (i, &user) in users.iter().enumerate() {
         let count = total / parts + usize::from(i < total % parts);
-        out.push(migration(spec, user, seed, count, version, limits)?);
-        seed += count as u64;
+        out.push(migration(
+            spec,
+            user,
+            first_seed + i as u64,
+            count,
+            edited,
+            limits,
+        )?);
     }
     Ok(out)
 }
@@ -1145,7 +1119,7 @@ async fn ingest_bench(
         &users,
         p.records,
         1,
-        0,
+        false,
         BatchLimits::default(),
     )?);
     let second = Arc::new(migrations(
@@ -1153,7 +1127,7 @@ async fn ingest_bench(
         &users,
         p.records,
         1,
-        1,
+        true,
         BatchLimits::default(),
     )?);
     let bytes: usize = first.iter().map(Migration::bytes).sum();
@@ -1434,7 +1408,7 @@ async fn load_bench(
             &users,
             p.users * p.per_user,
             seed,
-            0,
+            false,
             limits,
         )?);
         let total_batches: usize = migrations.iter().map(|m| m.batches.len()).sum();

@@ -1,46 +1,23 @@
 //! Ferry's ingest server: the place where a user's records become rows in PostgreSQL.
 //!
-//! A library with a thin binary (`main.rs`). The modules, outside in:
-//! - [`config`]: typed settings from flags and environment; [`secret`]: values that never print.
-//! - [`startup`]: open the database, migrate, check the schema, bind, serve, shut down.
-//! - [`http`]: the router ([`http::app`]) and its layers; [`openapi`]: the API description.
-//! - [`api`]: the `/v1` handlers over [`ingest`] (batches, exactly once), [`report`] (what a
-//!   migration received), [`rollback`], [`conflicts`] and [`backups`]; [`field_crypto`]:
-//!   sensitive fields encrypted at rest.
-//! - [`auth`]: bearer tokens and the [`auth::AuthUser`] extractor; [`rate_limit`]: per-user limits.
-//! - [`error`]: the one error type and JSON error shape; [`extract`]: our `Json` extractor.
-//! - [`metrics`]: Prometheus metrics; [`state`]: what handlers share.
-//! - [`db`]: connections and the pool; [`migrations`]: the embedded, versioned schema;
-//!   [`schema_check`]: does the database fit; [`embedded_pg`]: a private PostgreSQL cluster.
-//! - [`telemetry`]: logging; [`shutdown`]: SIGINT/SIGTERM; [`cli`]: the operator's subcommands.
-//! - [`faults`]: dev-only fault injection for the crash tests.
+//! A library with a thin binary (`main.rs`), in five rooms, outside in:
+//! - [`startup`]: from flags to a bound socket and back down: typed settings, secrets that
+//!   never print, logging, signals, the serving loop, dev-only fault points.
+//! - [`http`]: the HTTP edge: the router ([`http::app`]) and its layers, authentication, the
+//!   rate limit, the one error shape, metrics, the OpenAPI document, the `/v1` handlers and
+//!   the dev-only sample data.
+//! - [`ingest`]: one batch in, exactly once: prepare (decode, re-validate, seal sensitive
+//!   fields), the per-kind SQL statement, apply.
+//! - [`operator`]: what comes after ingest: the migration report, rollback, conflicts,
+//!   backups, the quarantine, and the operator's CLI subcommands.
+//! - [`db`]: PostgreSQL: connections and the pool, the schema migrations, the schema check
+//!   and the embedded cluster.
 
-pub mod api;
-pub mod auth;
-pub mod backups;
-pub mod cli;
-pub mod config;
-pub mod conflicts;
 pub mod db;
-pub mod embedded_pg;
-pub mod error;
-pub mod extract;
-pub mod faults;
-pub mod field_crypto;
 pub mod http;
 pub mod ingest;
-pub mod metrics;
-pub mod migrations;
-pub mod openapi;
-pub mod rate_limit;
-pub mod report;
-pub mod rollback;
-pub mod schema_check;
-pub mod secret;
-pub mod shutdown;
+pub mod operator;
 pub mod startup;
-pub mod state;
-pub mod telemetry;
 
 /// An error and all its causes, joined with `: ` (what a log line or a CLI error should show).
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -1,16 +1,17 @@
 //! `ferry-server`: the thin binary around the `ferry_server` library.
 //!
-//! `ferry-server [serve]` runs the server; `ferry-server migrate [--baseline]` migrates and
-//! exits; `status`, `rollback`, `conflicts` and `backup open` are for operators (see
-//! [`ferry_server::cli`]). Errors are printed once, with their whole cause chain.
+//! `ferry-server [serve]` runs the server; `ferry-server migrate [--baseline]` applies the
+//! schema migrations and exits; `status`, `rollback`, `conflicts`, `quarantine` and
+//! `backup open` are for operators (see [`ferry_server::operator::cli`]). Errors are printed once, with their whole cause chain.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferry_server::cli::{self, CliError};
-use ferry_server::config::{BackupCommand, Cli, Command};
-use ferry_server::startup::{Application, StartupError, run_migrate};
-use ferry_server::{error_chain, shutdown, telemetry};
+use ferry_server::error_chain;
+use ferry_server::operator::cli::{self, CliError};
+use ferry_server::startup::config::{BackupCommand, Cli, Command};
+use ferry_server::startup::{Application, StartupError, run_migrate_command};
+use ferry_server::startup::{shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -30,7 +31,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve => {
             let shutdown = shutdown::signal_received().map_err(StartupError::Signals)?;
             let app = Application::build(&cli.settings).await?;
-            ferry_server::faults::arm_from_env(app.dev_mode());
+            ferry_server::startup::faults::arm_from_env(app.dev_mode());
             app.run_until_stopped(shutdown).await?;
             Ok(())
         }
@@ -44,7 +45,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Backup(BackupCommand::Open { file }) => cli::backup_open(&file),
         Command::Migrate { baseline } => {
-            let report = run_migrate(&cli.settings, baseline).await?;
+            let report = run_migrate_command(&cli.settings, baseline).await?;
             for name in &report.applied {
                 println!("applied    {name}");
             }

@@ -128,7 +128,10 @@ fn first_run_backs_up_sends_verifies_and_reports_quarantine() {
     assert_eq!(r.records_to_send, 5);
     assert_eq!(r.records_sent, 5);
     assert_eq!(r.quarantined.len(), 1, "{r:?}");
-    assert_eq!(r.outcomes["tasks"]["inserted"], 4);
+    assert_eq!(
+        r.outcomes["tasks"][&crate::client::RecordOutcome::Inserted],
+        4
+    );
     assert!(
         checkpoint_of(&t).is_none(),
         "done migrations leave no checkpoint"
@@ -615,6 +618,7 @@ fn verification_refuses_a_server_tally_that_differs() {
         }
         MigrationReport {
             migration_id: Uuid::nil(),
+            status: ferry_core::contract::MigrationStatus::Running,
             batches: 1,
             kinds,
         }

@@ -157,7 +157,7 @@ test('a fresh user with about 5 MB: auto-run stores every valid record once and 
   // A fixed seed: the same 5 MB every run, so a failure can be reproduced.
   const page = await openPage(context, url('?seed=20261121#data'));
   const loaded = await loadSampleData(page, '5000000');
-  assert.doesNotMatch(loaded, /fallback/, 'the wasm generator (generateSample) is used');
+  assert.doesNotMatch(loaded, /fallback/, 'the seeded generator (GET /dev/sample) is used, no fallback');
   assert.match(loaded, /\((4\.\d|5\.\d) MB\)/, loaded);
   await page.waitForSelector('#auto-sync:not([hidden])', { timeout: 30_000 });
   const bar = page.locator('#auto-bar');

@@ -44,10 +44,10 @@ const runs = (user) => server.sql(`SELECT migration_id FROM ferry_migration_runs
 const quarantined = (user, kind) => server.count(`SELECT count(*) FROM ferry_quarantine WHERE user_id = ${q(user)} AND kind = ${q(kind)}`);
 
 /**
- * A signed-in device whose localStorage holds about `bytes` of sample data from the wasm
- * generator (fixed seed, 2% broken records). The data is written by a signed-out tab, so no
- * migration starts before the test opens its page; every later tab starts signed in and
- * records the run reports the migrator broadcasts (`window.__outcomes`).
+ * A signed-in device whose localStorage holds about `bytes` of sample data from the seeded
+ * generator (GET /dev/sample, fixed seed, 2% broken records). The data is written by a
+ * signed-out tab, so no migration starts before the test opens its page; every later tab
+ * starts signed in and records the run reports the migrator broadcasts (`window.__outcomes`).
  */
 async function seededDevice(label, bytes, { seed = 7001, signIn = true } = {}) {
   const session = await server.token(userName(label));
@@ -55,9 +55,8 @@ async function seededDevice(label, bytes, { seed = 7001, signIn = true } = {}) {
   contexts.push(context);
   const seeder = await openPage(context, url('#tasks'));
   const written = await seeder.evaluate(async ({ seed, bytes }) => {
-    const mod = await import('/pkg/ferry.js');
-    await mod.default();
-    const pairs = mod.generateSample('taskboard', seed, bytes, 0.02);
+    const { fetchSample } = await import('/js/sample.js');
+    const pairs = await fetchSample({ seed, targetBytes: bytes, invalidFraction: 0.02 });
     for (const [k, v] of pairs) localStorage.setItem(k, v);
     return pairs.reduce((n, [k, v]) => n + k.length + v.length, 0);
   }, { seed, bytes });

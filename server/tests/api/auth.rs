@@ -1,6 +1,6 @@
 //! Bearer tokens on `/v1/*`, and `POST /dev/token`.
 
-use ferry_server::auth::demo_user_id;
+use ferry_server::http::auth::demo_user_id;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;

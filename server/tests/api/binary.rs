@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ferry_server::embedded_pg::{EmbeddedPg, process_may_be_live_postgres};
+use ferry_server::db::embedded_pg::{EmbeddedPg, process_may_be_live_postgres};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -53,7 +53,7 @@ async fn serve_without_database_url_runs_embedded_postgres_and_ctrl_c_stops_both
     std::fs::create_dir_all(project.join("www")).unwrap();
     let data_dir = project.join(".ferry/pgdata");
 
-    let spec = ferry_server::config::default_project_dir().join("specs/taskboard.json");
+    let spec = ferry_server::startup::config::default_project_dir().join("specs/taskboard.json");
     let child = ferry_server(&["serve"])
         .env("FERRY_PROJECT_DIR", &project)
         .env("FERRY_SPEC", &spec)
@@ -202,7 +202,7 @@ async fn the_migrate_subcommand_migrates_then_has_nothing_to_do() {
     assert!(
         second.contains(&format!(
             "0 applied, 0 baselined, {} already applied",
-            ferry_server::migrations::MIGRATIONS.len()
+            ferry_server::db::schema_migrations::SCHEMA_MIGRATIONS.len()
         )),
         "{second}"
     );
@@ -214,9 +214,9 @@ async fn migrate_baseline_records_hand_made_app_tables() {
     let Some(url) = database.conninfo.clone() else {
         return;
     };
-    let app_sql = ferry_server::migrations::MIGRATIONS
+    let app_sql = ferry_server::db::schema_migrations::SCHEMA_MIGRATIONS
         .iter()
-        .find(|m| m.group == ferry_server::migrations::MigrationGroup::App)
+        .find(|m| m.group == ferry_server::db::schema_migrations::SchemaMigrationGroup::App)
         .unwrap()
         .sql;
     database.client.batch_execute(app_sql).await.unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_server::db;
-use ferry_server::embedded_pg::{
+use ferry_server::db::embedded_pg::{
     EmbeddedPg, EmbeddedPgOptions, Listen, PgBinaries, process_may_be_live_postgres,
 };
 

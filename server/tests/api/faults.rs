@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_server::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
+use ferry_server::db::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
 use ferry_server::ingest::{BatchResult, RecordOutcome};
 use ferry_server::startup::{Application, Database};
 use reqwest::StatusCode;
@@ -90,7 +90,8 @@ async fn assert_exactly_once(app: &TestApp, token: &str, user: Uuid, m: &Migrati
         .get_json(&format!("/v1/migrations/{}", m.run.migration_id), token)
         .await;
     let hashes: Vec<String> = m.records.iter().map(|r| r.hash.to_hex()).collect();
-    let checksum = ferry_server::report::xor_checksum(hashes.iter().map(String::as_str)).unwrap();
+    let checksum =
+        ferry_server::operator::report::xor_checksum(hashes.iter().map(String::as_str)).unwrap();
     assert_eq!(report["batches"], m.batches.len(), "{report}");
     assert_eq!(
         report["kinds"]["tasks"]["received"],
@@ -458,7 +459,7 @@ async fn send_until_answered(
 
 #[tokio::test]
 async fn postgres_restarted_mid_migration_the_pool_recovers_and_each_batch_lands_once() {
-    ferry_server::telemetry::init_for_tests();
+    ferry_server::startup::telemetry::init_for_tests();
     let mut own = OwnCluster::start();
     let admin = own.cluster().config("postgres");
     assert!(
@@ -482,6 +483,7 @@ async fn postgres_restarted_mid_migration_the_pool_recovers_and_each_batch_lands
         client: reqwest::Client::new(),
         db: client,
         db_name: "ferry_restart".to_owned(),
+        db_config: config.clone(),
         settings,
         conninfo: None,
     };

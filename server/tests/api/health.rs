@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use ferry_server::auth::JwtKeys;
 use ferry_server::db::{self, PoolSettings};
 use ferry_server::http::app;
-use ferry_server::state::{AppState, HttpSettings};
+use ferry_server::http::auth::JwtKeys;
+use ferry_server::http::state::{AppState, HttpSettings};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -58,10 +58,10 @@ async fn readyz_is_503_in_our_shape_when_the_database_is_unreachable() {
         pool,
         JwtKeys::generate().unwrap(),
         HttpSettings::from_settings(&test_settings(), false),
-        ferry_server::state::Engine::new(
+        ferry_server::http::state::Engine::new(
             crate::helpers::demo_spec().clone(),
             String::new(),
-            ferry_server::field_crypto::FieldCipher::new("k1", [1; 32]),
+            ferry_server::ingest::field_crypto::FieldCipher::new("k1", [1; 32]),
         ),
     )
     .unwrap();
@@ -162,7 +162,10 @@ async fn spawn_app_serves_a_fresh_migrated_database_of_its_own() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(applied, ferry_server::migrations::MIGRATIONS.len() as i64);
+    assert_eq!(
+        applied,
+        ferry_server::db::schema_migrations::SCHEMA_MIGRATIONS.len() as i64
+    );
     assert_eq!(app.settings.port, 0, "tests bind port 0");
     assert!(
         !app.address.ends_with(":0"),

@@ -16,12 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ferry_server::config::Settings;
 use ferry_server::db;
-use ferry_server::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
-use ferry_server::secret::Secret;
+use ferry_server::db::embedded_pg::{EmbeddedPg, EmbeddedPgOptions, Listen};
+use ferry_server::startup::config::Settings;
+use ferry_server::startup::secret::Secret;
+use ferry_server::startup::telemetry;
 use ferry_server::startup::{Application, Database};
-use ferry_server::telemetry;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -143,7 +143,7 @@ pub struct TestDatabase {
     pub conninfo: Option<String>,
 }
 
-/// Creates a fresh database (not migrated).
+/// Creates a fresh database (no schema migrations applied).
 pub async fn fresh_database() -> TestDatabase {
     let cluster = cluster();
     let name = format!("t_{}", Uuid::new_v4().simple());
@@ -168,7 +168,7 @@ pub async fn fresh_database() -> TestDatabase {
     }
 }
 
-/// A running server over a fresh, migrated database.
+/// A running server over a fresh database with its schema migrations applied.
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
     pub address: String,
@@ -178,6 +178,8 @@ pub struct TestApp {
     pub db: tokio_postgres::Client,
     /// The database's name.
     pub db_name: String,
+    /// How to open another connection to the server's database (a second session).
+    pub db_config: tokio_postgres::Config,
     /// The settings the server was built with.
     pub settings: Settings,
     /// A `DATABASE_URL` for the server's database, when the harness runs its own cluster.
@@ -222,6 +224,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         client: reqwest::Client::new(),
         db: database.client,
         db_name: database.name,
+        db_config: database.config,
         settings,
         conninfo: database.conninfo,
     }
@@ -738,6 +741,7 @@ pub fn app_at(url: &str, database: TestDatabase) -> TestApp {
         client: reqwest::Client::new(),
         db: database.client,
         db_name: database.name,
+        db_config: database.config,
         settings: test_settings(),
         conninfo: database.conninfo,
     }

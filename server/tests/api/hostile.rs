@@ -18,20 +18,17 @@ use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::{self, Cell, Outcome, Record};
 use ferry_core::spec::{ColumnType, FieldType, Kind, Spec};
 use ferry_core::wire::{self, BatchHeader, BatchLimits, WireLocator};
-use ferry_server::field_crypto::{CellContext, FieldCipher, PREFIX, QuarantineContext};
 use ferry_server::ingest::RecordOutcome;
+use ferry_server::ingest::field_crypto::{CellContext, FieldCipher, PREFIX, QuarantineContext};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::{TEST_FIELD_KEY, TestApp, demo_spec, spawn_app};
 
-#[path = "../../../tests/corpus/corpus.rs"]
-mod corpus;
-
-use corpus::{Expected, J};
+use ferry_corpus::{self as corpus, Expected, J};
 
 fn cipher() -> FieldCipher {
-    let key = ferry_server::field_crypto::parse_hex_key("test", TEST_FIELD_KEY).unwrap();
+    let key = ferry_server::ingest::field_crypto::parse_hex_key("test", TEST_FIELD_KEY).unwrap();
     FieldCipher::new("k1", key)
 }
 
@@ -408,8 +405,7 @@ const CONCURRENT_CASES: usize = 4;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hostile_corpus_lands_once_in_postgres_or_in_the_quarantine_with_its_reason() {
     let started = Instant::now();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let corpus = corpus::load(&root);
+    let corpus = corpus::load();
     assert!(corpus.cases.len() >= 200, "{} cases", corpus.cases.len());
     let app = Arc::new(spawn_app().await);
     let ready_ms = started.elapsed().as_millis();

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use ferry_server::field_crypto::{CellContext, FieldCipher};
 use ferry_server::ingest::RecordOutcome as O;
+use ferry_server::ingest::field_crypto::{CellContext, FieldCipher};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -114,7 +114,7 @@ async fn newest_policy_newer_wins_older_and_ties_keep_the_stored_row_every_time(
 }
 
 fn cipher() -> FieldCipher {
-    let key = ferry_server::field_crypto::parse_hex_key("test", TEST_FIELD_KEY).unwrap();
+    let key = ferry_server::ingest::field_crypto::parse_hex_key("test", TEST_FIELD_KEY).unwrap();
     FieldCipher::new("k1", key)
 }
 
@@ -868,7 +868,8 @@ async fn the_report_matches_what_the_client_shipped_even_after_replays() {
             .map(|r| r.hash.to_hex())
             .collect();
         let checksum =
-            ferry_server::report::xor_checksum(shipped.iter().map(String::as_str)).unwrap();
+            ferry_server::operator::report::xor_checksum(shipped.iter().map(String::as_str))
+                .unwrap();
         assert_eq!(
             report["kinds"][kind]["received"],
             shipped.len(),

@@ -134,9 +134,10 @@ async fn a_rollback_restores_exactly_the_rows_before_the_migration() {
         .await;
     assert_eq!(report["status"], "rolled_back");
 
-    // A replay still answers; the rest of the migration is refused; a second rollback is a no-op.
-    let replay = app.send(&user.token, batches[0].clone()).await;
-    assert!(replay.replay);
+    // A replay of an applied batch is refused too (its stored answer promised rows the
+    // rollback removed), like the rest of the migration; a second rollback is a no-op.
+    let replay = app.post_batch(&user.token, batches[0].clone()).await;
+    expect_error(replay, StatusCode::CONFLICT, "migration_rolled_back").await;
     let refused = app.post_batch(&user.token, batches[1].clone()).await;
     expect_error(refused, StatusCode::CONFLICT, "migration_rolled_back").await;
     let again: Value = app

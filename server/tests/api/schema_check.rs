@@ -1,9 +1,9 @@
 //! The start-up schema check names every mismatch, and the server refuses to start on one.
 
-use ferry_server::migrations::{MigrateMode, migrate};
-use ferry_server::schema_check::{
+use ferry_server::db::schema_check::{
     ExpectedTable, SchemaMismatch, TypeFamily, check_schema, expected_tables,
 };
+use ferry_server::db::schema_migrations::{SchemaMigrationMode, migrate_schema};
 use ferry_server::startup::{Application, Database, StartupError};
 
 use crate::helpers::{TestDatabase, fresh_database, test_settings};
@@ -15,7 +15,7 @@ fn demo_app_schema() -> Vec<ExpectedTable> {
 
 async fn migrated() -> TestDatabase {
     let mut database = fresh_database().await;
-    migrate(&mut database.client, MigrateMode::Apply)
+    migrate_schema(&mut database.client, SchemaMigrationMode::Apply)
         .await
         .unwrap();
     database
@@ -242,4 +242,53 @@ async fn outside_dev_mode_the_field_key_is_required_and_checked() {
         error.contains("64 hex characters") && !error.contains("abc123"),
         "{error}"
     );
+}
+
+/// A `varchar(n)` shorter than the spec's longest value would refuse records the spec lets
+/// through (issue 12, item 2): named at start with the fix. One as long as the spec's bound
+/// passes.
+#[tokio::test]
+async fn a_varchar_shorter_than_the_spec_allows_is_named_with_the_fix_and_refuses_start() {
+    let database = migrated().await;
+    database
+        .client
+        .batch_execute(
+            "ALTER TABLE tasks ALTER COLUMN title TYPE varchar(20);
+             ALTER TABLE tasks ALTER COLUMN status TYPE varchar(5);
+             ALTER TABLE tasks ALTER COLUMN priority TYPE varchar(6);
+             ALTER TABLE environments ALTER COLUMN name TYPE varchar(200);
+             ALTER TABLE custom_data ALTER COLUMN key TYPE varchar(100);",
+        )
+        .await
+        .unwrap();
+    let found: Vec<String> = check_schema(&database.client, &demo_app_schema())
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(found.len(), 3, "{found:#?}");
+    for (column, accepts) in [
+        (
+            "tasks: column title holds at most 20",
+            "up to 500 characters",
+        ),
+        (
+            "tasks: column status holds at most 5",
+            "up to 11 characters",
+        ),
+        (
+            "custom_data: column key holds at most 100",
+            "text of any length",
+        ),
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|m| m.contains(column) && m.contains(accepts) && m.contains("TYPE text")),
+            "{column}: {found:#?}"
+        );
+    }
+    let error = start_error(&database).await;
+    assert!(matches!(error, StartupError::SchemaMismatch(_)), "{error}");
 }

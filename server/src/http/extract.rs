@@ -1,0 +1,188 @@
+//! Our [`Json`] extractor: axum's, with its rejections answered in our error shape.
+//!
+//! axum's own `Json` answers a bad body with a plain-text response; ours maps each way a body
+//! can be wrong to an [`ApiError`]: not JSON (400 `malformed_json`), JSON of the wrong shape
+//! (422 `invalid_body`), not declared as JSON (415), too large (413, naming the limit).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::http::error::ApiError;
+
+/// The request body limit in bytes, put in request extensions by the router so that the
+/// extractor can name it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// A JSON request body (or response body) whose rejections are [`ApiError`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = request.extensions().get::<BodyLimit>().map(|l| l.0);
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(rejection_to_error(rejection, limit)),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn rejection_to_error(rejection: JsonRejection, limit: Option<usize>) -> ApiError {
+    match rejection {
+        JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(inner_message(&e.body_text())),
+        JsonRejection::JsonDataError(e) => ApiError::InvalidBody {
+            message: inner_message(&e.body_text()),
+            details: None,
+        },
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge { limit_bytes: limit }
+        }
+        other => ApiError::MalformedJson(format!("could not read the body: {}", other.body_text())),
+    }
+}
+
+/// axum's texts start with "Failed to parse the request body as JSON: "; keep serde's part.
+fn inner_message(text: &str) -> String {
+    match text.split_once(": ") {
+        Some((_, rest)) if !rest.is_empty() => rest.to_owned(),
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::DefaultBodyLimit;
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[allow(dead_code, reason = "only deserialized")]
+        name: String,
+    }
+
+    async fn takes_json(Json(_): Json<Named>) -> &'static str {
+        "ok"
+    }
+
+    async fn call(
+        router: Router,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = axum::http::Request::post("/");
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = router
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn router() -> Router {
+        Router::new()
+            .route("/", post(takes_json))
+            .layer(DefaultBodyLimit::max(64))
+            .layer(axum::Extension(BodyLimit(64)))
+    }
+
+    #[tokio::test]
+    async fn each_bad_body_gets_its_code() {
+        // (content type, body, status, code, why)
+        struct Case {
+            content_type: Option<&'static str>,
+            body: &'static str,
+            status: StatusCode,
+            code: &'static str,
+            why: &'static str,
+        }
+        let json = Some("application/json");
+        let cases = [
+            Case {
+                content_type: json,
+                body: r#"{"name":"#,
+                status: StatusCode::BAD_REQUEST,
+                code: "malformed_json",
+                why: "truncated JSON",
+            },
+            Case {
+                content_type: json,
+                body: r#"{"nom":1}"#,
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_body",
+                why: "JSON of the wrong shape",
+            },
+            Case {
+                content_type: Some("text/plain"),
+                body: r#"{"name":"a"}"#,
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "unsupported_media_type",
+                why: "not declared as JSON",
+            },
+            Case {
+                content_type: None,
+                body: r#"{"name":"a"}"#,
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "unsupported_media_type",
+                why: "no content type",
+            },
+        ];
+        for case in cases {
+            let (status, body) =
+                call(router(), case.content_type, case.body.as_bytes().to_vec()).await;
+            assert_eq!(status, case.status, "{}", case.why);
+            assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.why);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_without_content_length_names_the_limit() {
+        // No Content-Length header: the limit is hit while reading, inside the extractor.
+        let body = format!("{{\"name\":\"{}\"}}", "x".repeat(200)).into_bytes();
+        let (status, body) = call(router(), Some("application/json"), body).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["error"]["code"], "payload_too_large");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("64 bytes"),
+            "{body}"
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! The HTTP edge: the router, its layers, and everything a request meets before the work.
+//!
+//! [`app`] builds the whole HTTP application from an [`AppState`] without binding a socket, so
+//! tests drive it with `tower::ServiceExt::oneshot` or serve it on port 0 (binding and serving
+//! are the startup room's). From the outside in, a request meets: CORS (when origins are
+//! configured) → the error-shape normalizer → metrics → the request timeout → the body limit →
+//! routing → (for `/v1/*`) authentication and the per-user rate limit → the handler.
+//!
+//! The room:
+//! - this module: the router, its layers, CORS, and the routes outside `/v1` (health,
+//!   readiness, metrics, the OpenAPI document, `/v1/me`, dev tokens, static files).
+//! - [`v1`]: the `/v1` handlers over the ingest and operator rooms.
+//! - [`auth`]: bearer tokens and the [`auth::AuthUser`] extractor; [`rate_limit`]: per-user
+//!   limits.
+//! - [`error`]: the one error type and JSON error shape; [`extract`]: our `Json` extractor.
+//! - [`state`]: what handlers share; [`metrics`]: Prometheus; [`openapi`]: the API description.
+
+pub mod auth;
+pub mod dev_sample;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod rate_limit;
+pub mod state;
+pub mod v1;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::HandlerWithoutStateExt;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::services::ServeDir;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::db;
+use crate::http::auth::{AuthUser, demo_user_id, require_user};
+use crate::http::error::{
+    ApiError, ErrorShapeSettings, TIMEOUT_LAYER_STATUS, normalize_error_responses,
+};
+use crate::http::extract::{BodyLimit, Json};
+use crate::http::state::AppState;
+
+/// Longest demo user name accepted by `POST /dev/token`.
+pub const MAX_DEMO_USER_NAME: usize = 64;
+
+/// The whole HTTP application over `state`.
+pub fn app(state: AppState) -> Router {
+    let http = state.http().clone();
+
+    let authenticated = Router::new()
+        .route("/v1/me", get(me))
+        .merge(crate::http::v1::routes())
+        .route_layer(from_fn_with_state(state.clone(), require_user));
+
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
+        .merge(authenticated);
+    if http.dev_mode {
+        router = router.route("/dev/token", post(dev_token));
+        router = router.route("/dev/sample", get(crate::http::dev_sample::sample));
+    }
+    let pkg = ServeDir::new(&http.pkg_dir)
+        .call_fallback_on_method_not_allowed(true)
+        .not_found_service(not_found.into_service());
+    let www = ServeDir::new(&http.www_dir)
+        .call_fallback_on_method_not_allowed(true)
+        .not_found_service(not_found.into_service());
+    let router = router
+        .nest_service("/pkg", pkg)
+        .fallback_service(www)
+        .with_state(state.clone());
+
+    let router = with_common_layers(router, &state, &http);
+    match cors_layer(&http.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// The layers every route gets (CORS aside), innermost first.
+fn with_common_layers(
+    router: Router,
+    state: &AppState,
+    http: &crate::http::state::HttpSettings,
+) -> Router {
+    let limit = http.body_limit_bytes;
+    let shape = ErrorShapeSettings {
+        body_limit_bytes: limit,
+        request_timeout_ms: u64::try_from(http.request_timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    router
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(Extension(BodyLimit(limit)))
+        .layer(TimeoutLayer::with_status_code(
+            TIMEOUT_LAYER_STATUS,
+            http.request_timeout,
+        ))
+        .layer(from_fn_with_state(state.clone(), metrics::track_requests))
+        .layer(from_fn_with_state(shape, normalize_error_responses))
+}
+
+/// Whether `origin` is a valid CORS origin: `scheme://host[:port]`, no path, no trailing slash.
+pub fn is_valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' '])
+        && HeaderValue::from_str(origin).is_ok()
+}
+
+/// CORS for exactly `origins`; `None` (no CORS headers at all) when there are none.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter(|o| is_valid_origin(o))
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static(crate::http::v1::BACKUP_ID_HEADER),
+            ])
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// `GET /healthz`: the process is up (says nothing about the database).
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the database answers; 503 `unavailable` otherwise.
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    match db::ping(state.pool()).await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Err(error) => {
+            tracing::warn!(error = %error, "readiness check failed");
+            Err(ApiError::Unavailable(
+                "the database is not reachable".to_owned(),
+            ))
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let text = state
+        .metrics()
+        .render()
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
+}
+
+/// `GET /openapi.json`.
+async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
+    Json(openapi::document(state.http().dev_mode))
+}
+
+/// `GET /v1/me`: the user of the bearer token.
+async fn me(user: AuthUser) -> Json<Value> {
+    Json(json!({ "user_id": user.user_id }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevTokenRequest {
+    user: String,
+}
+
+/// `POST /dev/token {"user": "alice"}` (dev mode only): a token for a named demo user.
+async fn dev_token(
+    State(state): State<AppState>,
+    Json(request): Json<DevTokenRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let name = request.user.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_DEMO_USER_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::InvalidBody {
+            message: format!(
+                "`user` must be 1 to {MAX_DEMO_USER_NAME} characters, without control characters"
+            ),
+            details: Some(json!({ "field": "user" })),
+        });
+    }
+    let user_id = demo_user_id(name);
+    let issued = state
+        .keys()
+        .issue(user_id, state.http().dev_token_ttl)
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(json!({
+        "token": issued.token,
+        "token_type": "Bearer",
+        "user": name,
+        "user_id": user_id,
+        "expires_at": issued.expires_at,
+    })))
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use crate::http::auth::JwtKeys;
+    use crate::http::state::HttpSettings;
+
+    fn state(request_timeout: Duration) -> AppState {
+        // A pool that never connects: these tests do not touch the database.
+        let mut config = tokio_postgres::Config::new();
+        config.host("127.0.0.1").port(1).dbname("none").user("none");
+        let pool = db::build_pool(
+            config,
+            &db::PoolSettings {
+                size: 1,
+                statement_timeout: None,
+                connect_timeout: Duration::from_millis(200),
+            },
+        )
+        .unwrap();
+        let http = HttpSettings {
+            dev_mode: false,
+            dev_token_ttl: Duration::from_secs(60),
+            body_limit_bytes: 1024,
+            request_timeout,
+            cors_origins: Vec::new(),
+            www_dir: "/nonexistent/www".into(),
+            pkg_dir: "/nonexistent/pkg".into(),
+            rate_limit_per_second: 0.0,
+            rate_limit_burst: 1,
+        };
+        let spec_text = include_str!("../../../specs/taskboard.json").to_owned();
+        let spec = ferry_core::spec::Spec::parse(&spec_text).unwrap();
+        let engine = crate::http::state::Engine::new(
+            spec,
+            spec_text,
+            crate::ingest::field_crypto::FieldCipher::new("k1", [1; 32]),
+        );
+        AppState::new(pool, JwtKeys::generate().unwrap(), http, engine).unwrap()
+    }
+
+    async fn slow() -> &'static str {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        "too late"
+    }
+
+    #[tokio::test]
+    async fn a_slow_request_times_out_in_our_shape() {
+        let state = state(Duration::from_millis(50));
+        let http = state.http().clone();
+        let router = with_common_layers(
+            Router::new()
+                .route("/slow", get(slow))
+                .with_state(state.clone()),
+            &state,
+            &http,
+        );
+        let response = router
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"]["code"], "request_timeout");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("50 ms"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_method_is_405_in_our_shape_and_keeps_allow() {
+        let response = app(state(Duration::from_secs(5)))
+            .oneshot(Request::post("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(response.headers().get(header::ALLOW).is_some());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+    }
+
+    #[test]
+    fn origins_must_be_bare_scheme_host_port() {
+        // (origin, valid, why)
+        let cases = [
+            ("http://localhost:5173", true, "the usual dev server"),
+            ("https://app.example.com", true, "https, no port"),
+            (
+                "https://app.example.com/",
+                false,
+                "a trailing slash never matches an Origin header",
+            ),
+            ("app.example.com", false, "no scheme"),
+            ("ftp://example.com", false, "not a web origin"),
+            (
+                "*",
+                false,
+                "wildcards are not allowed: the list is explicit",
+            ),
+        ];
+        for (origin, valid, why) in cases {
+            assert_eq!(is_valid_origin(origin), valid, "{origin}: {why}");
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The `/v1` endpoints of `docs/http-api.md`, behind authentication and the rate limit.
+//!
+//! Handlers are thin: they take the user from the token (never from a path or body), get a
+//! pooled connection, call the module that does the work ([`ingest`], [`report`],
+//! [`rollback`], [`conflicts`], [`backups`]) and map its errors to [`ApiError`]s. An id that
+//! belongs to another user is answered exactly like an id that does not exist: 404.
+//!
+//! A batch that is not valid `ferry-batch/1` JSON is answered 400 `invalid_batch` with the
+//! decoder's position and expectation, but with every string taken from the body cut short
+//! ([`invalid_batch_message`]), so a secret pasted into the wrong field does not come back.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferry_core::contract::{ErrorCode, ResolveAnswer, RollbackAnswer};
+use ferry_core::wire::{WIRE_FORMAT, WireError};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::db::DbError;
+use crate::error_chain;
+use crate::http::auth::AuthUser;
+use crate::http::error::ApiError;
+use crate::http::extract::Json;
+use crate::http::state::AppState;
+use crate::ingest::{self, BatchResult, IngestError};
+use crate::operator::backups::{self, BackupUploadError};
+use crate::operator::conflicts::{self, Resolution, ResolveError};
+use crate::operator::{report, rollback};
+
+/// The header naming an uploaded backup.
+pub const BACKUP_ID_HEADER: &str = "x-ferry-backup-id";
+
+/// The `/v1` routes (authentication is layered on by [`crate::http::app`]).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/spec", get(spec))
+        .route("/v1/batches", post(post_batch))
+        .route("/v1/migrations/{migration_id}", get(migration_report))
+        .route(
+            "/v1/migrations/{migration_id}/rollback",
+            post(rollback_migration),
+        )
+        .route("/v1/conflicts", get(list_conflicts))
+        .route("/v1/conflicts/{id}/resolve", post(resolve_conflict))
+        .route("/v1/backups", get(list_backups).post(upload_backup))
+        .route("/v1/backups/{id}", get(download_backup))
+}
+
+async fn connection(state: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
+    state
+        .pool()
+        .get()
+        .await
+        .map_err(|e| ApiError::from(DbError::Pool(error_chain(&e))))
+}
+
+/// `GET /v1/spec`: the spec file the server runs, as it is.
+async fn spec(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.engine().spec_text.clone(),
+    )
+        .into_response()
+}
+
+/// `POST /v1/batches`: one `ferry-batch/1` batch, applied exactly once.
+async fn post_batch(
+    State(state): State<AppState>,
+    user: AuthUser,
+    body: Bytes,
+) -> Result<Json<BatchResult>, ApiError> {
+    let engine = state.engine();
+    let metrics = state.metrics();
+    let mut client = connection(&state).await?;
+    let ingest_once = async |client: &mut deadpool_postgres::Object| {
+        ingest::ingest(client, &engine.plan, &engine.cipher, user.user_id, &body).await
+    };
+    let mut result = ingest_once(&mut client).await;
+    if let Err(error) = &result
+        && error.is_retryable()
+    {
+        // A serialization failure or deadlock against a concurrent batch: the transaction was
+        // rolled back whole, so running it again is safe, and usually succeeds.
+        tracing::info!(error = %error_chain(error), "retrying a batch once");
+        result = ingest_once(&mut client).await;
+    }
+    match result {
+        Ok(answer) => {
+            if answer.replay {
+                metrics.count_batch("replay");
+            } else {
+                metrics.count_batch("applied");
+                let mut totals = std::collections::BTreeMap::<&str, u64>::new();
+                for counts in answer.counts.values() {
+                    for (outcome, n) in counts {
+                        *totals.entry(outcome.as_str()).or_default() += n;
+                    }
+                }
+                for (outcome, n) in totals {
+                    metrics.count_records(outcome, n);
+                }
+            }
+            Ok(Json(answer))
+        }
+        Err(error) => {
+            let api = ingest_error(error);
+            metrics.count_batch(if api.status().is_client_error() {
+                "refused"
+            } else {
+                "failed"
+            });
+            Err(api)
+        }
+    }
+}
+
+fn ingest_error(error: IngestError) -> ApiError {
+    match error {
+        IngestError::Wire(
+            e @ (WireError::Decode(_)
+            | WireError::Format { .. }
+            | WireError::Nul { .. }
+            | WireError::MigratedAtOutOfRange { .. }),
+        ) => ApiError::refused(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidBatch,
+            invalid_batch_message(&e),
+        ),
+        IngestError::Wire(WireError::SpecMismatch {
+            app,
+            version,
+            expected_app,
+            expected_version,
+        }) => {
+            // The batch's app and version are the caller's input: cut, but to a length that
+            // still shows a real version (they are short; a secret pasted there is not).
+            let cut = |s: &str| {
+                let escaped = s.escape_debug().to_string();
+                match escaped.char_indices().nth(SPEC_NAME_CHARS) {
+                    Some((at, _)) => format!("{}…", &escaped[..at]),
+                    None => escaped,
+                }
+            };
+            let e = WireError::SpecMismatch {
+                app: cut(&app),
+                version: cut(&version),
+                expected_app,
+                expected_version,
+            };
+            ApiError::refused(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::SpecMismatch,
+                e.to_string(),
+            )
+        }
+        e @ IngestError::IdempotencyConflict { .. } => ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::IdempotencyConflict,
+            e.to_string(),
+        ),
+        e @ IngestError::RolledBack { .. } => ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::MigrationRolledBack,
+            e.to_string(),
+        ),
+        IngestError::Db { context, source } => ApiError::from_postgres(context, &source),
+    }
+}
+
+/// How many characters of the batch's app and version a `spec_mismatch` message keeps.
+pub const SPEC_NAME_CHARS: usize = 32;
+
+/// How many characters of a string from a refused batch its `invalid_batch` message keeps.
+pub const QUOTED_VALUE_CHARS: usize = 4;
+
+/// The message of a 400 `invalid_batch` answer: the decoder's position (line, column) and
+/// expectation, with every string taken from the body cut to [`QUOTED_VALUE_CHARS`] characters
+/// and `…`, so a secret pasted into the wrong field does not come back in the answer.
+pub fn invalid_batch_message(error: &WireError) -> String {
+    match error {
+        WireError::Format { found } => format!(
+            "the batch format is \"{}\"; this server reads {WIRE_FORMAT:?}",
+            shorten_chars(&found.escape_debug().to_string())
+        ),
+        other => shorten_body_strings(&other.to_string()),
+    }
+}
+
+/// `text` cut to [`QUOTED_VALUE_CHARS`] characters (an escape sequence counting as one), with
+/// `…` when something was cut.
+fn shorten_chars(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    let mut kept = 0;
+    while let Some(c) = chars.next() {
+        if kept == QUOTED_VALUE_CHARS {
+            out.push('…');
+            return out;
+        }
+        out.push(c);
+        if c == '\\' {
+            match chars.next() {
+                Some('u') => {
+                    out.push('u');
+                    // `\u{…}`: up to and with its closing brace.
+                    for c in chars.by_ref() {
+                        out.push(c);
+                        if c == '}' {
+                            break;
+                        }
+                    }
+                }
+                Some(escaped) => out.push(escaped),
+                None => {}
+            }
+        }
+        kept += 1;
+    }
+    out
+}
+
+/// A serde error message with the body's strings shortened: every `"…"` string (serde writes
+/// them escaped, so the closing quote is the first unescaped one) and the name after
+/// ``unknown field `…` `` or ``unknown variant `…` ``. Names the decoder expects, in backticks,
+/// are kept whole.
+fn shorten_body_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let quote = rest.find('"');
+        let unknown = ["unknown field `", "unknown variant `"]
+            .iter()
+            .filter_map(|p| rest.find(p).map(|at| at + p.len()))
+            .min();
+        match (quote, unknown) {
+            (Some(start), unknown) if unknown.is_none_or(|u| start < u) => {
+                out.push_str(&rest[..=start]);
+                let value = &rest[start + 1..];
+                let mut end = value.len();
+                let mut escaped = false;
+                for (i, c) in value.char_indices() {
+                    match c {
+                        _ if escaped => escaped = false,
+                        '\\' => escaped = true,
+                        '"' => {
+                            end = i;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                out.push_str(&shorten_chars(&value[..end]));
+                rest = &value[end..];
+                if let Some(after) = rest.strip_prefix('"') {
+                    out.push('"');
+                    rest = after;
+                }
+            }
+            (_, Some(start)) => {
+                out.push_str(&rest[..start]);
+                let name = &rest[start..];
+                // The name is written unescaped: it ends where serde's own text resumes.
+                let end = ["`, expected", "`, there are no", "` at line "]
+                    .iter()
+                    .filter_map(|m| name.find(m))
+                    .min()
+                    .unwrap_or(name.len());
+                out.push_str(&shorten_chars(&name[..end]));
+                rest = &name[end..];
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+fn parse_uuid(what: &str, text: &str) -> Result<Uuid, ApiError> {
+    // Not a UUID: it cannot name anything of this user, so "not found" (same as another's id).
+    Uuid::parse_str(text).map_err(|_| {
+        tracing::debug!(what, text, "not a UUID in the path");
+        ApiError::NotFound
+    })
+}
+
+/// `GET /v1/migrations/{migration_id}`: what the server received in the migration.
+async fn migration_report(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(migration_id): Path<String>,
+) -> Result<Json<report::MigrationReport>, ApiError> {
+    let migration_id = parse_uuid("migration id", &migration_id)?;
+    let client = connection(&state).await?;
+    report::migration_report(&client, user.user_id, migration_id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+/// `POST /v1/migrations/{migration_id}/rollback`: restores the rows as they were before it.
+async fn rollback_migration(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(migration_id): Path<String>,
+) -> Result<Json<RollbackAnswer>, ApiError> {
+    let migration_id = parse_uuid("migration id", &migration_id)?;
+    let mut client = connection(&state).await?;
+    let done = rollback::rollback(
+        &mut client,
+        state.engine().spec(),
+        user.user_id,
+        migration_id,
+        |_, _, _| {},
+    )
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    Ok(Json(RollbackAnswer {
+        restored: done.restored,
+        already_rolled_back: done.already_rolled_back,
+    }))
+}
+
+/// `GET /v1/conflicts`: the caller's open conflicts.
+async fn list_conflicts(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Vec<conflicts::Conflict>>, ApiError> {
+    let client = connection(&state).await?;
+    Ok(Json(
+        conflicts::open_conflicts(&client, Some(user.user_id)).await?,
+    ))
+}
+
+/// `POST /v1/conflicts/{id}/resolve`.
+async fn resolve_conflict(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ResolveAnswer>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
+    // Parsed with the lossless rule, so edited strings keep lone surrogates and NUL.
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::MalformedJson(format!("the body is not UTF-8: {e}")))?;
+    let value = ferry_core::pipeline::parse_json(text)
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let resolution: Resolution =
+        serde_json::from_value(value).map_err(|e| ApiError::InvalidBody {
+            message: format!(
+                "expected {{\"choice\": \"stored\" | \"incoming\" | \"edited\", \"value\": {{column: value}}}}: {e}"
+            ),
+            details: None,
+        })?;
+    let mut client = connection(&state).await?;
+    let engine = state.engine();
+    match conflicts::resolve(
+        &mut client,
+        engine.spec(),
+        &engine.cipher,
+        user.user_id,
+        id,
+        resolution,
+    )
+    .await
+    {
+        Ok(()) => Ok(Json(ResolveAnswer { resolved: true })),
+        Err(ResolveError::NotFound(_)) => Err(ApiError::NotFound),
+        Err(e @ ResolveError::AlreadyResolved { .. }) => Err(ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::AlreadyResolved,
+            e.to_string(),
+        )),
+        Err(ResolveError::Invalid { message, column }) => Err(ApiError::InvalidBody {
+            message,
+            details: column.map(|c| json!({ "column": c })),
+        }),
+        Err(ResolveError::Db(e)) => Err(e.into()),
+    }
+}
+
+/// `POST /v1/backups`: stores a sealed backup, opaque.
+async fn upload_backup(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<backups::StoredBackup>, ApiError> {
+    let id = headers
+        .get(BACKUP_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::refused(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidBackup,
+                "the X-Ferry-Backup-Id header is missing (or not ASCII): send the backup's id from its metadata",
+            )
+        })?
+        .to_owned();
+    let client = connection(&state).await?;
+    backups::store(&client, user.user_id, &id, &body)
+        .await
+        .map(Json)
+        .map_err(|e| match e {
+            BackupUploadError::Db(e) => e.into(),
+            e @ BackupUploadError::Exists(_) => {
+                ApiError::refused(StatusCode::CONFLICT, ErrorCode::BackupExists, e.to_string())
+            }
+            e => ApiError::refused(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidBackup,
+                e.to_string(),
+            ),
+        })
+}
+
+/// `GET /v1/backups`: the caller's backups.
+async fn list_backups(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Vec<backups::StoredBackup>>, ApiError> {
+    let client = connection(&state).await?;
+    Ok(Json(backups::list(&client, user.user_id, None).await?))
+}
+
+/// `GET /v1/backups/{id}`: the bytes.
+async fn download_backup(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if id.contains('\0') {
+        // No stored id holds one (PostgreSQL text cannot), and sent to it, it fails as 500.
+        return Err(ApiError::refused(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidBackup,
+            "the backup id holds a NUL character; no backup has such an id",
+        ));
+    }
+    let client = connection(&state).await?;
+    let bytes = backups::fetch(&client, user.user_id, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_batch_messages_keep_the_position_and_shorten_the_bodys_strings() {
+        // (serde's message, what the answer says)
+        for (message, want) in [
+            (
+                r#"invalid type: string "ghp_0123456789", expected struct BatchHeader at line 1 column 30"#,
+                r#"invalid type: string "ghp_…", expected struct BatchHeader at line 1 column 30"#,
+            ),
+            (
+                r#"invalid value: string "a\"b\u{1}cdef", expected x at line 2 column 3"#,
+                r#"invalid value: string "a\"b\u{1}…", expected x at line 2 column 3"#,
+            ),
+            (
+                r#"invalid type: string "abc", expected u32"#,
+                r#"invalid type: string "abc", expected u32"#,
+            ),
+            (
+                "unknown field `ghp_0123456789`, expected one of `header`, `records` at line 1 column 9",
+                "unknown field `ghp_…`, expected one of `header`, `records` at line 1 column 9",
+            ),
+            (
+                "missing field `header` at line 1 column 2",
+                "missing field `header` at line 1 column 2",
+            ),
+        ] {
+            let got = invalid_batch_message(&WireError::Decode(message.to_owned()));
+            assert_eq!(
+                got,
+                format!("the batch is not valid {WIRE_FORMAT} JSON: {want}")
+            );
+        }
+        let got = invalid_batch_message(&WireError::Format {
+            found: "ghp_0123456789".to_owned(),
+        });
+        assert_eq!(
+            got,
+            format!("the batch format is \"ghp_…\"; this server reads {WIRE_FORMAT:?}")
+        );
+    }
+}

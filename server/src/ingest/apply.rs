@@ -1,0 +1,591 @@
+//! Applying a prepared batch: one transaction, exactly once, in the steps the [ingest
+//! module's documentation](crate::ingest) lists, each a function here:
+//! 1. [`claim_idempotency_key`] (a replay is answered by [`replay_answer`]), then
+//!    [`lock_migration_run`];
+//! 2. the server's verdicts were reached by `prepare`; [`quarantine_rejected`] stores every
+//!    record that is not written;
+//! 3. [`write_kinds`]: one statement per kind, each row's outcome read by [`row_outcome`];
+//! 4. [`record_received`], then [`save_answer`] (the answer built by [`batch_result`]).
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::Transaction;
+use ferry_core::spec::{ConflictPolicy, Field};
+use ferry_core::wire;
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::ingest::field_crypto::{FieldCipher, QuarantineContext};
+use crate::ingest::prepare::{ColumnValues, KindRows, Line, PreparedBatch, line_reasons};
+use crate::ingest::statement::IngestPlan;
+use crate::ingest::{IngestError, db};
+use ferry_core::contract::{BatchResult, RecordOutcome, RecordResult};
+
+/// Writes a [`prepare()`](crate::ingest::prepare())d batch in one transaction, exactly once.
+/// See the module documentation.
+///
+/// The normal case writes each kind with one statement. When the database refuses one of
+/// them (a column, CHECK, trigger or foreign key stricter than the spec: SQLSTATE classes 22,
+/// 23 and P0), the whole transaction is rolled back and run once more with each kind's rows
+/// written inside savepoints, split in halves down to the rows the database refuses; those are
+/// quarantined with the database's reason and the rest lands, still exactly once.
+pub async fn apply(
+    client: &mut deadpool_postgres::ClientWrapper,
+    plan: &IngestPlan,
+    cipher: &FieldCipher,
+    prepared: &PreparedBatch,
+) -> Result<BatchResult, IngestError> {
+    match apply_once(client, plan, cipher, prepared, Writing::SetBased).await {
+        Err(IngestError::Db { source, .. }) if refusal_reason(&source).is_some() => {
+            apply_once(client, plan, cipher, prepared, Writing::Bisecting).await
+        }
+        other => other,
+    }
+}
+
+/// How [`write_kinds`] writes a kind's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writing {
+    /// One statement per kind; a refused row fails the transaction.
+    SetBased,
+    /// Each statement inside a savepoint; a refused statement is split in halves down to the
+    /// rows the database refuses.
+    Bisecting,
+}
+
+/// Lines the database refused to store: index in `lines` → the database's reason.
+type Refusals = BTreeMap<usize, String>;
+
+async fn apply_once(
+    client: &mut deadpool_postgres::ClientWrapper,
+    plan: &IngestPlan,
+    cipher: &FieldCipher,
+    prepared: &PreparedBatch,
+    writing: Writing,
+) -> Result<BatchResult, IngestError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(db("starting the batch transaction"))?;
+    crate::db::lock_user(&tx, prepared.user)
+        .await
+        .map_err(db("waiting for the user's other writes"))?;
+    if let Claim::Replay(stored) = claim_idempotency_key(&tx, prepared).await? {
+        refuse_if_rolled_back(&tx, prepared).await?;
+        tx.commit().await.map_err(db("closing a replay"))?;
+        return replay_answer(prepared, stored);
+    }
+    lock_migration_run(&tx, prepared).await?;
+    let mut refusals = Refusals::new();
+    let mut outcomes = write_kinds(&tx, plan, prepared, writing, &mut refusals).await?;
+    quarantine_rejected(&tx, plan, cipher, prepared, &refusals, &mut outcomes).await?;
+    let result = batch_result(prepared, &refusals, &outcomes);
+    record_received(&tx, prepared, &result).await?;
+    save_answer(&tx, prepared, &result).await?;
+    tx.commit().await.map_err(db("committing the batch"))?;
+    crate::startup::faults::after_commit();
+    Ok(result)
+}
+
+/// The database's reason for refusing a row, when `error` is such a refusal: a data exception
+/// (class 22: a value too long, out of range), an integrity constraint (class 23: NOT NULL,
+/// foreign key, unique, CHECK) or an exception raised by a trigger (class P0). Names the
+/// constraint, table and column when PostgreSQL reports them; the message is shortened and
+/// the row's values (PostgreSQL's `DETAIL`) are never quoted.
+fn refusal_reason(error: &tokio_postgres::Error) -> Option<String> {
+    let db = error.as_db_error()?;
+    let code = db.code().code();
+    if !["22", "23", "P0"]
+        .iter()
+        .any(|class| code.starts_with(class))
+    {
+        return None;
+    }
+    let mut reason = format!(
+        "the database refused this record ({code}): {}",
+        shorten(db.message())
+    );
+    let named = [
+        ("table", db.table()),
+        ("column", db.column()),
+        ("constraint", db.constraint()),
+    ];
+    for (what, name) in named {
+        if let Some(name) = name {
+            reason.push_str(&format!("; {what} {}", shorten(name)));
+        }
+    }
+    Some(reason)
+}
+
+/// `text` cut to 160 characters, with `…` when something was cut.
+fn shorten(text: &str) -> String {
+    const KEEP: usize = 160;
+    match text.char_indices().nth(KEEP) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// What claiming the idempotency key found.
+enum Claim {
+    /// The key was free and is ours now: apply the batch.
+    New,
+    /// The same batch (same body hash) was applied before: its stored answer.
+    Replay(Value),
+}
+
+/// Step 1: claims `(user, migration id, sequence)` in the ledger with the body's hash. A key
+/// already there with the same hash is a replay; with another hash, the batch is refused.
+/// A concurrent copy of the batch waits here on the first one's row lock.
+async fn claim_idempotency_key(
+    tx: &Transaction<'_>,
+    prepared: &PreparedBatch,
+) -> Result<Claim, IngestError> {
+    const CLAIM: &str = "INSERT INTO ferry_ingest_ledger (user_id, migration_id, sequence, request_hash, response) \
+                         VALUES ($1, $2, $3, $4, 'null'::jsonb) ON CONFLICT DO NOTHING";
+    let PreparedBatch {
+        user,
+        migration_id,
+        sequence,
+        ref request_hash,
+        ..
+    } = *prepared;
+    let claimed = tx
+        .execute(
+            &cached(tx, CLAIM, "claiming the batch in the ledger").await?,
+            &[&user, &migration_id, &i64::from(sequence), request_hash],
+        )
+        .await
+        .map_err(db("claiming the batch in the ledger"))?;
+    if claimed != 0 {
+        return Ok(Claim::New);
+    }
+    let row = tx
+        .query_one(
+            "SELECT request_hash, response FROM ferry_ingest_ledger \
+             WHERE user_id = $1 AND migration_id = $2 AND sequence = $3",
+            &[&user, &migration_id, &i64::from(sequence)],
+        )
+        .await
+        .map_err(db("reading the ledger"))?;
+    let stored_hash: Vec<u8> = row.try_get(0).map_err(db("reading the ledger"))?;
+    if &stored_hash != request_hash {
+        return Err(IngestError::IdempotencyConflict {
+            migration_id,
+            sequence,
+        });
+    }
+    let stored: Value = row.try_get(1).map_err(db("reading the ledger"))?;
+    Ok(Claim::Replay(stored))
+}
+
+/// A replay of a rolled-back migration's batch is refused: its stored answer says `inserted`
+/// for rows the rollback removed, and a browser that believed it would verify a migration
+/// that is not there.
+async fn refuse_if_rolled_back(
+    tx: &Transaction<'_>,
+    prepared: &PreparedBatch,
+) -> Result<(), IngestError> {
+    let status: Option<String> = tx
+        .query_opt(
+            "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
+            &[&prepared.user, &prepared.migration_id],
+        )
+        .await
+        .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+        .map_err(db("reading the migration run"))?;
+    if status.as_deref() == Some("rolled_back") {
+        return Err(IngestError::RolledBack {
+            migration_id: prepared.migration_id,
+        });
+    }
+    Ok(())
+}
+
+/// The stored answer of a batch applied before, marked `replay`.
+fn replay_answer(prepared: &PreparedBatch, stored: Value) -> Result<BatchResult, IngestError> {
+    match serde_json::from_value::<BatchResult>(stored) {
+        Ok(mut result) => {
+            result.replay = true;
+            Ok(result)
+        }
+        Err(_) => Err(IngestError::IdempotencyConflict {
+            migration_id: prepared.migration_id,
+            sequence: prepared.sequence,
+        }),
+    }
+}
+
+/// Step 1, continued: the migration's run row, upserted and locked. A rollback of this
+/// migration waits for this batch, or this batch sees that the migration was rolled back and
+/// is refused.
+async fn lock_migration_run(
+    tx: &Transaction<'_>,
+    prepared: &PreparedBatch,
+) -> Result<(), IngestError> {
+    const RUN: &str = "INSERT INTO ferry_migration_runs AS r (user_id, migration_id, device_id) VALUES ($1, $2, $3) \
+                       ON CONFLICT (user_id, migration_id) DO UPDATE SET device_id = r.device_id RETURNING r.status";
+    let run_status: String = tx
+        .query_one(
+            &cached(tx, RUN, "recording the migration run").await?,
+            &[&prepared.user, &prepared.migration_id, &prepared.device_id],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(db("recording the migration run"))?;
+    if run_status == "rolled_back" {
+        return Err(IngestError::RolledBack {
+            migration_id: prepared.migration_id,
+        });
+    }
+    Ok(())
+}
+
+/// Step 3: one statement per kind present. Returns the outcome of every line of the batch,
+/// `None` for the lines no statement wrote (those are quarantined). When `writing` is
+/// [`Writing::Bisecting`], the rows the database refuses are put in `refusals`.
+async fn write_kinds(
+    tx: &Transaction<'_>,
+    plan: &IngestPlan,
+    prepared: &PreparedBatch,
+    writing: Writing,
+    refusals: &mut Refusals,
+) -> Result<Vec<Option<RecordOutcome>>, IngestError> {
+    let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; prepared.lines.len()];
+    for rows_of_kind in &prepared.kinds {
+        let (Some(kind), Some(kind_plan)) = (
+            plan.spec().kinds.get(rows_of_kind.kind_index),
+            plan.kind(rows_of_kind.kind_index),
+        ) else {
+            continue;
+        };
+        let written = match writing {
+            Writing::SetBased => {
+                let all: Vec<usize> = (0..rows_of_kind.members.len()).collect();
+                write_part(tx, &kind_plan.sql, prepared, rows_of_kind, &all, &all).await?
+            }
+            Writing::Bisecting => {
+                write_bisecting(tx, &kind_plan.sql, prepared, rows_of_kind, refusals).await?
+            }
+        };
+        for (line, existed, was_written, same) in written {
+            outcomes[line] = Some(row_outcome(existed, was_written, same, kind.conflict));
+        }
+    }
+    Ok(outcomes)
+}
+
+/// One answer line of a kind's statement: the batch line, and whether the row existed, was
+/// written, and was already equal.
+type WrittenRow = (usize, bool, bool, bool);
+
+/// Runs a kind's statement for the rows at `positions` (indexes into the kind's rows) and
+/// returns its answer lines. `all` is `0..n` when every row is written, to skip copying.
+async fn write_part(
+    tx: &Transaction<'_>,
+    sql: &str,
+    prepared: &PreparedBatch,
+    rows_of_kind: &KindRows,
+    positions: &[usize],
+    all: &[usize],
+) -> Result<Vec<WrittenRow>, IngestError> {
+    let KindRows {
+        ref members,
+        ref ids,
+        ref values,
+        ..
+    } = *rows_of_kind;
+    let whole = positions.len() == members.len() && positions == all;
+    let part_ids: Vec<Uuid>;
+    let part_values: Vec<ColumnValues>;
+    let (ids, values): (&Vec<Uuid>, &[ColumnValues]) = if whole {
+        (ids, values)
+    } else {
+        part_ids = positions
+            .iter()
+            .filter_map(|&p| ids.get(p).copied())
+            .collect();
+        part_values = values.iter().map(|v| v.select(positions)).collect();
+        (&part_ids, &part_values)
+    };
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&prepared.user, &prepared.migration_id, ids];
+    params.extend(values.iter().map(ColumnValues::as_sql));
+    let rows = tx
+        // Not a cached prepared statement: after a few runs PostgreSQL may switch a prepared
+        // statement to a generic plan, and for this one that was measured up to 8 times
+        // slower. Sent unnamed, it is planned for its actual arrays every time.
+        .query(sql, &params)
+        .await
+        .map_err(db("writing a kind's rows"))?;
+    let mut written = Vec::with_capacity(rows.len());
+    for row in rows {
+        let read =
+            |row: &tokio_postgres::Row| -> Result<(i64, bool, bool, bool), tokio_postgres::Error> {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                ))
+            };
+        let (ord, existed, was_written, same) =
+            read(&row).map_err(db("reading a kind's outcomes"))?;
+        let line = usize::try_from(ord - 1)
+            .ok()
+            .and_then(|o| positions.get(o))
+            .and_then(|&p| members.get(p));
+        if let Some(&line) = line {
+            written.push((line, existed, was_written, same));
+        }
+    }
+    Ok(written)
+}
+
+/// Writes a kind's rows inside savepoints: a part the database refuses is rolled back to its
+/// savepoint and split in halves, down to single rows, which go to `refusals` with the
+/// database's reason. A batch with one refused row among `n` runs about `2·log2(n)` statements.
+async fn write_bisecting(
+    tx: &Transaction<'_>,
+    sql: &str,
+    prepared: &PreparedBatch,
+    rows_of_kind: &KindRows,
+    refusals: &mut Refusals,
+) -> Result<Vec<WrittenRow>, IngestError> {
+    let all: Vec<usize> = (0..rows_of_kind.members.len()).collect();
+    let mut pending = vec![all.clone()];
+    let mut written = Vec::new();
+    while let Some(positions) = pending.pop() {
+        if positions.is_empty() {
+            continue;
+        }
+        tx.batch_execute("SAVEPOINT ferry_part")
+            .await
+            .map_err(db("marking a savepoint"))?;
+        match write_part(tx, sql, prepared, rows_of_kind, &positions, &all).await {
+            Ok(part) => {
+                tx.batch_execute("RELEASE SAVEPOINT ferry_part")
+                    .await
+                    .map_err(db("releasing a savepoint"))?;
+                written.extend(part);
+            }
+            Err(IngestError::Db { source, context }) => {
+                let Some(reason) = refusal_reason(&source) else {
+                    return Err(IngestError::Db { source, context });
+                };
+                tx.batch_execute("ROLLBACK TO SAVEPOINT ferry_part; RELEASE SAVEPOINT ferry_part")
+                    .await
+                    .map_err(db("rolling back to a savepoint"))?;
+                if let [single] = positions[..] {
+                    if let Some(&line) = rows_of_kind.members.get(single) {
+                        refusals.insert(line, reason);
+                    }
+                } else {
+                    let (front, back) = positions.split_at(positions.len() / 2);
+                    pending.push(back.to_vec());
+                    pending.push(front.to_vec());
+                }
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(written)
+}
+
+/// What happened to one incoming row, from the kind statement's answer line: whether the row
+/// existed, whether the statement wrote it, and whether the stored row was already equal.
+fn row_outcome(existed: bool, written: bool, same: bool, policy: ConflictPolicy) -> RecordOutcome {
+    match (existed, written, same, policy) {
+        (false, _, _, _) => RecordOutcome::Inserted,
+        (true, _, true, _) => RecordOutcome::Unchanged,
+        (true, true, false, ConflictPolicy::Merge) => RecordOutcome::Merged,
+        (true, true, false, _) => RecordOutcome::Updated,
+        (true, false, false, ConflictPolicy::Manual) => RecordOutcome::ConflictQueued,
+        (true, false, false, _) => RecordOutcome::KeptStored,
+    }
+}
+
+/// Step 2's verdicts stored: every line no statement wrote goes to `ferry_quarantine` with its
+/// raw value and reasons, and its outcome becomes `quarantined`.
+async fn quarantine_rejected(
+    tx: &Transaction<'_>,
+    plan: &IngestPlan,
+    cipher: &FieldCipher,
+    prepared: &PreparedBatch,
+    refusals: &Refusals,
+    outcomes: &mut [Option<RecordOutcome>],
+) -> Result<(), IngestError> {
+    let quarantined: Vec<usize> = (0..prepared.lines.len())
+        .filter(|&i| outcomes[i].is_none())
+        .collect();
+    if quarantined.is_empty() {
+        return Ok(());
+    }
+    let mut kinds = Vec::with_capacity(quarantined.len());
+    let mut keys = Vec::with_capacity(quarantined.len());
+    let mut locators = Vec::with_capacity(quarantined.len());
+    let mut raws = Vec::with_capacity(quarantined.len());
+    let mut raw_key_ids: Vec<Option<&str>> = Vec::with_capacity(quarantined.len());
+    let mut reasons = Vec::with_capacity(quarantined.len());
+    for &i in &quarantined {
+        let line = &prepared.lines[i];
+        kinds.push(line.kind_name.clone());
+        keys.push(line.record.key.as_escaped().to_owned());
+        locators.push(
+            serde_json::to_string(&wire::WireLocator::from(&line.record.locator))
+                .unwrap_or_default(),
+        );
+        let (raw, raw_key_id) = quarantined_raw(plan, cipher, prepared, line);
+        raws.push(raw);
+        raw_key_ids.push(raw_key_id);
+        reasons.push(Value::from(reasons_of(refusals, i, line)));
+        outcomes[i] = Some(RecordOutcome::Quarantined);
+    }
+    tx.execute(
+        "INSERT INTO ferry_quarantine (user_id, migration_id, kind, key, locator, raw_value, reasons, raw_key_id) \
+         SELECT $1, $2, k, y, l, r, e, i FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[]) AS u(k, y, l, r, e, i)",
+        &[&prepared.user, &prepared.migration_id, &kinds, &keys, &locators, &raws, &reasons, &raw_key_ids],
+    )
+    .await
+    .map_err(db("quarantining rejected records"))?;
+    Ok(())
+}
+
+/// Why line `i` is quarantined: the database's reason when it refused the row, else the
+/// pipeline's (or the browser's) reasons.
+fn reasons_of(refusals: &Refusals, i: usize, line: &Line) -> Vec<String> {
+    match refusals.get(&i) {
+        Some(reason) => vec![reason.clone()],
+        None => line_reasons(line),
+    }
+}
+
+/// The raw text a quarantined line is stored with, and the id of the key it is sealed under.
+/// A kind with secrets: its whole raw text is sealed (a secret may be anywhere in it, even in
+/// a record too broken to parse). By name: such records have no kind index.
+fn quarantined_raw<'a>(
+    plan: &IngestPlan,
+    cipher: &'a FieldCipher,
+    prepared: &PreparedBatch,
+    line: &Line,
+) -> (String, Option<&'a str>) {
+    let raw = line.record.raw.text();
+    let spec = plan.spec();
+    let kind = spec
+        .kind_index(&line.kind_name)
+        .and_then(|k| spec.kinds.get(k));
+    if kind.is_some_and(|k| k.fields.iter().any(Field::has_secrets)) {
+        let at = QuarantineContext {
+            user_id: prepared.user,
+            migration_id: prepared.migration_id,
+            kind: &line.kind_name,
+            key: line.record.key.as_escaped(),
+        };
+        (cipher.seal_quarantined(&at, raw), Some(cipher.key_id()))
+    } else {
+        (raw.to_owned(), None)
+    }
+}
+
+/// The answer: every line's outcome (reasons for the quarantined ones) and the counts per
+/// kind and outcome.
+fn batch_result(
+    prepared: &PreparedBatch,
+    refusals: &Refusals,
+    outcomes: &[Option<RecordOutcome>],
+) -> BatchResult {
+    let mut results = Vec::with_capacity(prepared.lines.len());
+    let mut counts: BTreeMap<String, BTreeMap<RecordOutcome, u64>> = BTreeMap::new();
+    for (i, (line, outcome)) in prepared.lines.iter().zip(outcomes).enumerate() {
+        let outcome = outcome.unwrap_or(RecordOutcome::Quarantined);
+        *counts
+            .entry(line.kind_name.clone())
+            .or_default()
+            .entry(outcome)
+            .or_default() += 1;
+        results.push(RecordResult {
+            id: line.record.id,
+            hash: line.hash.to_hex(),
+            kind: line.kind_name.clone(),
+            outcome,
+            reasons: if outcome == RecordOutcome::Quarantined {
+                reasons_of(refusals, i, line)
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    BatchResult {
+        migration_id: prepared.migration_id,
+        sequence: prepared.sequence,
+        replay: false,
+        outcomes: results,
+        counts,
+    }
+}
+
+/// Step 4: each received record in `ferry_received`, once per migration however often it is
+/// sent: what the verification report counts.
+async fn record_received(
+    tx: &Transaction<'_>,
+    prepared: &PreparedBatch,
+    result: &BatchResult,
+) -> Result<(), IngestError> {
+    let mut r_kinds = Vec::with_capacity(result.outcomes.len());
+    let mut r_hashes: Vec<&[u8]> = Vec::with_capacity(result.outcomes.len());
+    let mut r_outcomes = Vec::with_capacity(result.outcomes.len());
+    for (r, line) in result.outcomes.iter().zip(&prepared.lines) {
+        r_kinds.push(r.kind.as_str());
+        r_hashes.push(&line.hash.0);
+        r_outcomes.push(r.outcome.as_str());
+    }
+    const RECEIVED: &str = "INSERT INTO ferry_received (user_id, migration_id, kind, hash, outcome) \
+                            SELECT $1, $2, k, h, o FROM unnest($3::text[], $4::bytea[], $5::text[]) AS u(k, h, o) \
+                            ON CONFLICT DO NOTHING";
+    tx.execute(
+        &cached(tx, RECEIVED, "recording received records").await?,
+        &[
+            &prepared.user,
+            &prepared.migration_id,
+            &r_kinds,
+            &r_hashes,
+            &r_outcomes,
+        ],
+    )
+    .await
+    .map_err(db("recording received records"))?;
+    Ok(())
+}
+
+/// Step 4, last: the answer stored in the ledger, for replays.
+async fn save_answer(
+    tx: &Transaction<'_>,
+    prepared: &PreparedBatch,
+    result: &BatchResult,
+) -> Result<(), IngestError> {
+    let stored = serde_json::to_value(result).unwrap_or(Value::Null);
+    const ANSWER: &str = "UPDATE ferry_ingest_ledger SET response = $4 WHERE user_id = $1 AND migration_id = $2 AND sequence = $3";
+    tx.execute(
+        &cached(tx, ANSWER, "storing the batch's answer").await?,
+        &[
+            &prepared.user,
+            &prepared.migration_id,
+            &i64::from(prepared.sequence),
+            &stored,
+        ],
+    )
+    .await
+    .map_err(db("storing the batch's answer"))?;
+    Ok(())
+}
+
+/// The hot path's statements are prepared once per pooled connection, not parsed and planned
+/// again for every batch.
+async fn cached(
+    tx: &Transaction<'_>,
+    sql: &str,
+    context: &'static str,
+) -> Result<tokio_postgres::Statement, IngestError> {
+    tx.prepare_cached(sql).await.map_err(db(context))
+}

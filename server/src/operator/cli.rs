@@ -1,0 +1,319 @@
+//! The operator's subcommands besides `serve` and `migrate`: `status`, `rollback`,
+//! `conflicts`, `quarantine` and `backup open`. Each opens the configured database (starting and stopping
+//! the embedded cluster when there is no `DATABASE_URL`), runs the same code as the HTTP
+//! endpoints, and prints for a person (or JSON where asked).
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use ferry_core::backup::{self, BackupError, KeySource, OpeningKey};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::db::{self, DbError};
+use crate::operator::{conflicts, quarantine, report, rollback};
+use crate::startup::config::Settings;
+use crate::startup::{Database, StartupError, load_field_cipher, load_spec, open_database};
+
+/// The environment variable holding a backup's passphrase for `backup open`.
+pub const PASSPHRASE_ENV: &str = "FERRY_BACKUP_PASSPHRASE";
+
+/// Why a subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The database or the spec could not be opened.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// A query failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// `rollback` named a migration the user does not have.
+    #[error(
+        "user {user} has no migration {migration}: list them with `ferry-server status --user {user}`"
+    )]
+    NoSuchMigration {
+        /// The user.
+        user: Uuid,
+        /// The migration.
+        migration: Uuid,
+    },
+    /// The backup file could not be read.
+    #[error("cannot read the backup {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backup could not be opened.
+    #[error("cannot open the backup {path}: {source}")]
+    Backup {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: BackupError,
+    },
+    /// The backup is sealed with a device key.
+    #[error(
+        "the backup {path} is sealed with the browser's device key {key_id:?}: that key is non-extractable and never leaves the browser that made the backup, so the backup can only be opened there (the migrator's restore). Make passphrase backups to open them here."
+    )]
+    DeviceKey {
+        /// The file.
+        path: PathBuf,
+        /// The key's id.
+        key_id: String,
+    },
+    /// No passphrase could be read.
+    #[error("cannot read the passphrase: {0}; set {PASSPHRASE_ENV} or run on a terminal")]
+    Passphrase(String),
+    /// Printing failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+async fn connect(settings: &Settings) -> Result<(Database, tokio_postgres::Client), CliError> {
+    let database = open_database(settings).await?;
+    match db::connect(database.config()).await {
+        Ok(client) => Ok((database, client)),
+        Err(error) => {
+            database.stop().await?;
+            Err(error.into())
+        }
+    }
+}
+
+/// `ferry-server status [--user U] [--migration M]`.
+pub async fn status(
+    settings: &Settings,
+    user: Option<Uuid>,
+    migration: Option<Uuid>,
+) -> Result<(), CliError> {
+    let (database, client) = connect(settings).await?;
+    let summaries = report::run_summaries(&client, user, migration).await;
+    drop(client);
+    database.stop().await?;
+    let summaries = summaries?;
+    if summaries.is_empty() {
+        println!(
+            "no migration runs{}",
+            match (user, migration) {
+                (None, None) => String::new(),
+                _ => " match".to_owned(),
+            }
+        );
+    }
+    for run in &summaries {
+        let r = &run.report;
+        println!(
+            "migration {}  user {}  status {}  batches {}  open conflicts {}  started {}  device {}",
+            r.migration_id,
+            run.user_id,
+            r.status,
+            r.batches,
+            run.open_conflicts,
+            run.started_at,
+            run.device_id.as_deref().unwrap_or("-")
+        );
+        for (kind, k) in &r.kinds {
+            let outcomes: Vec<String> =
+                k.outcomes.iter().map(|(o, n)| format!("{o}={n}")).collect();
+            println!(
+                "  {kind:<16} received {:>7}  checksum {}  {}",
+                k.received,
+                k.checksum,
+                outcomes.join(" ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `ferry-server rollback --migration M --user U`.
+pub async fn rollback(settings: &Settings, user: Uuid, migration: Uuid) -> Result<(), CliError> {
+    let (spec, _) = load_spec(settings)?;
+    let (database, mut client) = connect(settings).await?;
+    println!("rolling back migration {migration} of user {user}");
+    let done = rollback::rollback(
+        &mut client,
+        &spec,
+        user,
+        migration,
+        |table, deleted, restored| {
+            println!("  {table:<20} {deleted} added rows deleted, {restored} rows restored");
+        },
+    )
+    .await;
+    drop(client);
+    database.stop().await?;
+    match done? {
+        None => Err(CliError::NoSuchMigration { user, migration }),
+        Some(report) if report.already_rolled_back => {
+            println!("already rolled back: nothing to do");
+            Ok(())
+        }
+        Some(report) => {
+            println!(
+                "done: {} rows restored, {} open conflicts dismissed; the run is marked rolled_back",
+                report.restored, report.dismissed_conflicts
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `ferry-server conflicts [--user U] [--json]`.
+pub async fn conflicts(
+    settings: &Settings,
+    user: Option<Uuid>,
+    as_json: bool,
+) -> Result<(), CliError> {
+    let (database, client) = connect(settings).await?;
+    let listed = conflicts::open_conflicts(&client, user).await;
+    drop(client);
+    database.stop().await?;
+    let mut listed = listed?;
+    if user.is_some() {
+        for c in &mut listed {
+            c.user_id = user;
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let text = serde_json::to_string_pretty(&listed).unwrap_or_default();
+        writeln!(out, "{text}").map_err(CliError::Output)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>6}  {:<36}  {:<14}  {:<36}  {:<36}  created_at",
+        "id", "user", "kind", "row_id", "migration"
+    )
+    .map_err(CliError::Output)?;
+    for c in &listed {
+        writeln!(
+            out,
+            "{:>6}  {:<36}  {:<14}  {:<36}  {:<36}  {}",
+            c.id,
+            c.user_id.map(|u| u.to_string()).unwrap_or_default(),
+            c.kind,
+            c.row_id,
+            c.migration_id,
+            c.created_at
+        )
+        .map_err(CliError::Output)?;
+    }
+    writeln!(out, "{} open conflict(s)", listed.len()).map_err(CliError::Output)?;
+    Ok(())
+}
+
+/// `ferry-server quarantine [--user U] [--migration M]`: the quarantined records as JSON, raw
+/// values in clear (those sealed at rest opened with the field key).
+pub async fn quarantine(
+    settings: &Settings,
+    user: Option<Uuid>,
+    migration: Option<Uuid>,
+) -> Result<(), CliError> {
+    let (database, client) = connect(settings).await?;
+    let dev_mode = settings.dev || database.embedded().is_some();
+    let listed = match load_field_cipher(settings, dev_mode) {
+        Ok(cipher) => quarantine::quarantined_records(&client, &cipher, user, migration)
+            .await
+            .map_err(CliError::from),
+        Err(error) => Err(error.into()),
+    };
+    drop(client);
+    database.stop().await?;
+    let listed = listed?;
+    let text = serde_json::to_string_pretty(&listed).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").map_err(CliError::Output)?;
+    eprintln!("{} quarantined record(s)", listed.len());
+    Ok(())
+}
+
+/// `ferry-server backup open FILE`: the pairs as JSON on stdout, the metadata on stderr.
+pub fn backup_open(file: &Path) -> Result<(), CliError> {
+    let bytes = std::fs::read(file).map_err(|source| CliError::Read {
+        path: file.to_owned(),
+        source,
+    })?;
+    let backup_error = |source| CliError::Backup {
+        path: file.to_owned(),
+        source,
+    };
+    let header = backup::read_header(&bytes).map_err(backup_error)?;
+    if let KeySource::DeviceKey { key_id } = &header.key_source {
+        return Err(CliError::DeviceKey {
+            path: file.to_owned(),
+            key_id: key_id.clone(),
+        });
+    }
+    let passphrase = read_passphrase()?;
+    let opened =
+        backup::open(&bytes, &OpeningKey::Passphrase(&passphrase)).map_err(backup_error)?;
+    let (text, metadata) = render_backup(&opened);
+    eprintln!("{metadata}");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").map_err(CliError::Output)?;
+    Ok(())
+}
+
+/// The pairs of an opened backup as JSON (`[{"key": …, "value": …}]`, strings in escaped form)
+/// and a metadata summary for a person.
+pub fn render_backup(opened: &backup::OpenedBackup) -> (String, String) {
+    let pairs: Vec<Value> = opened
+        .pairs
+        .iter()
+        .map(|(k, v)| json!({ "key": k.as_escaped(), "value": v.as_escaped() }))
+        .collect();
+    let text = serde_json::to_string_pretty(&pairs).unwrap_or_default();
+    let m = &opened.header.metadata;
+    let created = i64::try_from(m.created_at_ms)
+        .map(ferry_core::timestamp::format)
+        .unwrap_or_else(|_| m.created_at_ms.to_string());
+    let metadata = format!(
+        "backup {:?}: {} keys, {} bytes (UTF-16), made {created} on {}, spec {} version {}",
+        m.backup_id,
+        opened.header.key_count,
+        opened.header.byte_size,
+        m.origin,
+        m.spec_app,
+        m.spec_version
+    );
+    (text, metadata)
+}
+
+fn read_passphrase() -> Result<String, CliError> {
+    if let Ok(passphrase) = std::env::var(PASSPHRASE_ENV) {
+        return Ok(passphrase);
+    }
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        eprint!("backup passphrase: ");
+        let _ignored = std::io::stderr().flush();
+        let original = tcgetattr(&stdin).map_err(|e| CliError::Passphrase(e.to_string()))?;
+        let mut silent = original.clone();
+        silent.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &silent)
+            .map_err(|e| CliError::Passphrase(e.to_string()))?;
+        let read = stdin.lock().read_line(&mut line);
+        let restored = tcsetattr(&stdin, SetArg::TCSANOW, &original);
+        eprintln!();
+        read.map_err(|e| CliError::Passphrase(e.to_string()))?;
+        restored.map_err(|e| CliError::Passphrase(e.to_string()))?;
+    } else {
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Passphrase(e.to_string()))?;
+    }
+    let passphrase = line.trim_end_matches(['\n', '\r']).to_owned();
+    if passphrase.is_empty() {
+        return Err(CliError::Passphrase("it is empty".to_owned()));
+    }
+    Ok(passphrase)
+}

@@ -1,0 +1,16 @@
+//! After ingest: what users and operators do with a migration once its batches are in.
+//!
+//! - [`report`]: what the server received in a migration (the browser's verification report
+//!   and the operator's `status`).
+//! - [`rollback`]: every row a migration touched put back as it was before.
+//! - [`conflicts`]: the `manual` policy's queue, listed and resolved.
+//! - [`backups`]: the browser's sealed backups, stored opaque per user.
+//! - [`quarantine`]: the records that were not migrated, read back for the operator.
+//! - [`cli`]: the operator's subcommands over the same code.
+
+pub mod backups;
+pub mod cli;
+pub mod conflicts;
+pub mod quarantine;
+pub mod report;
+pub mod rollback;

@@ -1,0 +1,150 @@
+//! Rolling a migration back: every row the migration touched is put back exactly as it was
+//! before the migration first touched it.
+//!
+//! The ingest statement stores a *before-image* of every row it writes (`ferry_before_images`,
+//! the first image per migration and row wins): `NULL` when the row did not exist, else the
+//! row as `to_jsonb`. Resolving a conflict (`incoming` or `edited`) stores one too, under the
+//! conflict's migration. Rolling back, in one transaction: rows that did not exist are
+//! deleted, the others are restored from their image with `jsonb_populate_record`, the
+//! migration's open conflicts are dismissed and the run is marked `rolled_back`. Batches of a
+//! rolled-back migration are refused from then on (409 `migration_rolled_back`); a replay of a
+//! batch applied before still gets its stored answer and changes nothing.
+//!
+//! **Later changes to the same rows are overwritten.** The image is the row as it was before
+//! *this* migration; if a later migration (or the app) changed a row since, rolling this one
+//! back puts the older version back and that later change is lost for the row (a later
+//! migration's own before-image then holds this migration's version). Roll migrations back
+//! newest first. The rollback is scoped to one user: rows of other users are never read.
+
+use ferry_core::spec::{Kind, Spec};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::db::DbError;
+use crate::db::sql::quote_ident;
+
+/// What a rollback did, per table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RollbackReport {
+    /// Rows restored or deleted, over every table.
+    pub restored: u64,
+    /// `(table, rows deleted, rows restored)`, in spec order.
+    pub tables: Vec<(String, u64, u64)>,
+    /// Whether the run had already been rolled back (then nothing was done).
+    pub already_rolled_back: bool,
+    /// Open conflicts of the migration that were dismissed.
+    pub dismissed_conflicts: u64,
+}
+
+/// Rolls `user`'s migration `migration_id` back; `None` when the user has no such run.
+/// `progress` is called once per table after it is done.
+pub async fn rollback(
+    client: &mut Client,
+    spec: &Spec,
+    user: Uuid,
+    migration_id: Uuid,
+    mut progress: impl FnMut(&str, u64, u64),
+) -> Result<Option<RollbackReport>, DbError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| DbError::query("start the rollback", &e))?;
+    // The user's lock first, as every batch takes it: the rollback sees every row a batch of
+    // another migration of this user committed, and no batch writes while it restores.
+    crate::db::lock_user(&tx, user)
+        .await
+        .map_err(|e| DbError::query("wait for the user's other writes", &e))?;
+    // Locking the run serialises the rollback with batches of the same migration.
+    let Some(run) = tx
+        .query_opt(
+            "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2 FOR UPDATE",
+            &[&user, &migration_id],
+        )
+        .await
+        .map_err(|e| DbError::query("lock the migration run", &e))?
+    else {
+        return Ok(None);
+    };
+    let status: String = run
+        .try_get(0)
+        .map_err(|e| DbError::query("read the run status", &e))?;
+    let mut report = RollbackReport::default();
+    if status == "rolled_back" {
+        report.already_rolled_back = true;
+        return Ok(Some(report));
+    }
+    for kind in &spec.kinds {
+        let table = quote_ident(&kind.table);
+        let id = quote_ident(&kind.id.column);
+        let deleted = tx
+            .execute(
+                &format!(
+                    "DELETE FROM {table} t USING ferry_before_images bi
+                     WHERE bi.user_id = $1 AND bi.migration_id = $2 AND bi.table_name = $3
+                       AND bi.before IS NULL AND t.user_id = $1 AND t.{id} = bi.row_id"
+                ),
+                &[&user, &migration_id, &kind.table],
+            )
+            .await
+            .map_err(|e| {
+                DbError::query(
+                    format!("delete the rows the migration added to {}", kind.table),
+                    &e,
+                )
+            })?;
+        let set_all = set_every_column(kind);
+        // A row deleted since is inserted again; an existing one gets its columns back. The
+        // image's user must be this user (it always is: images are taken per user).
+        let restored = tx
+            .execute(
+                &format!(
+                    "INSERT INTO {table}
+                     SELECT (jsonb_populate_record(NULL::{table}, bi.before)).*
+                     FROM ferry_before_images bi
+                     WHERE bi.user_id = $1 AND bi.migration_id = $2 AND bi.table_name = $3
+                       AND bi.before IS NOT NULL AND bi.before->>'user_id' = $1::text
+                     ON CONFLICT (user_id, {id}) DO UPDATE SET {set_all}"
+                ),
+                &[&user, &migration_id, &kind.table],
+            )
+            .await
+            .map_err(|e| DbError::query(format!("restore the rows of {}", kind.table), &e))?;
+        progress(&kind.table, deleted, restored);
+        report.restored += deleted + restored;
+        report.tables.push((kind.table.clone(), deleted, restored));
+    }
+    report.dismissed_conflicts = tx
+        .execute(
+            "UPDATE ferry_conflicts SET status = 'dismissed', resolved_at = now()
+             WHERE user_id = $1 AND migration_id = $2 AND status = 'open'",
+            &[&user, &migration_id],
+        )
+        .await
+        .map_err(|e| DbError::query("dismiss the migration's conflicts", &e))?;
+    tx.execute(
+        "UPDATE ferry_migration_runs SET status = 'rolled_back', finished_at = now()
+         WHERE user_id = $1 AND migration_id = $2",
+        &[&user, &migration_id],
+    )
+    .await
+    .map_err(|e| DbError::query("mark the run rolled back", &e))?;
+    tx.commit()
+        .await
+        .map_err(|e| DbError::query("commit the rollback", &e))?;
+    Ok(Some(report))
+}
+
+/// `(a, b, …) = ROW(excluded.a, excluded.b, …)` over every column of the kind's table but
+/// `user_id` and the id: the `DO UPDATE` of an upsert that puts a whole stored row back.
+pub(crate) fn set_every_column(kind: &Kind) -> String {
+    let columns: Vec<String> = kind
+        .expected_table()
+        .columns
+        .into_iter()
+        .map(|c| c.name)
+        .filter(|c| c != "user_id" && c != &kind.id.column)
+        .map(|c| quote_ident(&c))
+        .collect();
+    let excluded: Vec<String> = columns.iter().map(|c| format!("excluded.{c}")).collect();
+    format!("({}) = ROW({})", columns.join(", "), excluded.join(", "))
+}

@@ -1,0 +1,143 @@
+//! The database the server runs on: the one `DATABASE_URL` names, or the embedded cluster's;
+//! made ready at start (schema migrations applied, the app schema checked) and by
+//! `ferry-server migrate` (which applies schema migrations, nothing else).
+
+use crate::db;
+use crate::db::embedded_pg::{EmbeddedPg, EmbeddedPgError, EmbeddedPgOptions, Listen};
+use crate::db::schema_check::{ExpectedTable, check_schema, expected_tables};
+use crate::db::schema_migrations::{SchemaMigrationMode, SchemaMigrationReport, migrate_schema};
+use crate::startup::config::{PgListen, Settings};
+use crate::startup::{StartupError, load_spec};
+
+/// The database the server creates and uses in the embedded cluster.
+pub const EMBEDDED_DATABASE: &str = "ferry";
+
+/// The database the server uses, and the embedded cluster behind it if there is one.
+#[derive(Debug)]
+pub struct Database {
+    config: tokio_postgres::Config,
+    embedded: Option<EmbeddedPg>,
+}
+
+impl Database {
+    /// An existing server's database.
+    pub fn external(config: tokio_postgres::Config) -> Self {
+        Self {
+            config,
+            embedded: None,
+        }
+    }
+
+    /// Connection settings.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// The embedded cluster, if the server runs one.
+    pub fn embedded(&self) -> Option<&EmbeddedPg> {
+        self.embedded.as_ref()
+    }
+
+    /// Stops the embedded cluster, if any (off the async threads: it waits for `pg_ctl`).
+    pub async fn stop(self) -> Result<(), StartupError> {
+        let Some(mut cluster) = self.embedded else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || cluster.stop())
+            .await
+            .map_err(|e| StartupError::Task(e.to_string()))??;
+        Ok(())
+    }
+}
+
+/// The database named by `DATABASE_URL`, or the embedded cluster's `ferry` database.
+pub async fn open_database(settings: &Settings) -> Result<Database, StartupError> {
+    if let Some(url) = &settings.database_url {
+        return Ok(Database::external(db::parse_database_url(url)?));
+    }
+    let listen = match settings.pg_listen {
+        PgListen::Socket => Listen::UnixSocket {
+            dir: settings.pg_socket_dir(),
+            port: settings.pg_port.unwrap_or(5432),
+        },
+        PgListen::Tcp => Listen::Loopback {
+            port: settings.pg_port,
+        },
+    };
+    let options = EmbeddedPgOptions {
+        data_dir: settings.pg_data_dir(),
+        listen,
+        bin_dir: settings.pg_bin_dir.clone(),
+        ephemeral: false,
+        settings: Vec::new(),
+    };
+    let cluster = tokio::task::spawn_blocking(move || -> Result<EmbeddedPg, EmbeddedPgError> {
+        let mut cluster = EmbeddedPg::start(options)?;
+        // Should this process be killed outright, the watchdog still stops the cluster.
+        cluster.stop_on_exit(None)?;
+        Ok(cluster)
+    })
+    .await
+    .map_err(|e| StartupError::Task(e.to_string()))??;
+    let database = Database {
+        config: cluster.config(EMBEDDED_DATABASE),
+        embedded: Some(cluster),
+    };
+    let admin = database
+        .embedded()
+        .map(|c| c.config("postgres"))
+        .unwrap_or_else(|| database.config.clone());
+    if let Err(error) = db::create_database_if_missing(&admin, EMBEDDED_DATABASE).await {
+        database.stop().await?;
+        return Err(error.into());
+    }
+    Ok(database)
+}
+
+/// Applies pending schema migrations and checks the app schema against `expected` (from the spec):
+/// what the server does at every start.
+pub async fn prepare_schema(
+    config: &tokio_postgres::Config,
+    expected: &[ExpectedTable],
+) -> Result<SchemaMigrationReport, StartupError> {
+    let mut client = db::connect(config).await?;
+    let report = migrate_schema(&mut client, SchemaMigrationMode::Apply).await?;
+    let mismatches = check_schema(&client, expected).await?;
+    if !mismatches.is_empty() {
+        return Err(StartupError::SchemaMismatch(mismatches));
+    }
+    Ok(report)
+}
+
+/// `ferry-server migrate [--baseline]` against `config`: applies the pending schema migrations.
+/// With `baseline`, the app tables are checked against `expected` first and the app schema
+/// migrations recorded without running.
+pub async fn migrate_database_schema(
+    config: &tokio_postgres::Config,
+    baseline: bool,
+    expected: &[ExpectedTable],
+) -> Result<SchemaMigrationReport, StartupError> {
+    let mut client = db::connect(config).await?;
+    if !baseline {
+        return Ok(migrate_schema(&mut client, SchemaMigrationMode::Apply).await?);
+    }
+    let mismatches = check_schema(&client, expected).await?;
+    if !mismatches.is_empty() {
+        return Err(StartupError::BaselineRefused(mismatches));
+    }
+    Ok(migrate_schema(&mut client, SchemaMigrationMode::Baseline).await?)
+}
+
+/// `ferry-server migrate [--baseline]`: opens the database (starting and stopping the
+/// embedded cluster if needed) and applies its schema migrations.
+pub async fn run_migrate_command(
+    settings: &Settings,
+    baseline: bool,
+) -> Result<SchemaMigrationReport, StartupError> {
+    let (spec, _) = load_spec(settings)?;
+    let database = open_database(settings).await?;
+    let result =
+        migrate_database_schema(database.config(), baseline, &expected_tables(&spec)).await;
+    database.stop().await?;
+    result
+}

@@ -1,0 +1,318 @@
+//! Start-up and configuration: from flags and environment to a bound socket, and back down.
+//!
+//! [`Application::build`] does everything that can fail before the first request — opening
+//! the database (starting the embedded cluster when there is no `DATABASE_URL`), applying the
+//! schema migrations, checking the app schema, building the keys and the pool, binding the
+//! socket — so a misconfigured server stops at once with a message instead of failing requests
+//! later. [`Application::run_until_stopped`] serves until the shutdown future completes, lets
+//! the requests in flight finish, then stops the embedded cluster.
+//!
+//! The room:
+//! - [`config`]: the typed settings (flags and environment); [`secret`]: values that never print.
+//! - `database`: the database the server runs on ([`Database`], [`open_database`]) and its
+//!   schema made ready ([`prepare_schema`], [`run_migrate_command`]).
+//! - `serving`: the HTTP/1 serving loop with its header read timeout and graceful shutdown.
+//! - [`telemetry`]: logging; [`shutdown`]: SIGINT/SIGTERM; [`faults`]: dev-only fault points
+//!   for the crash tests.
+
+pub mod config;
+mod database;
+pub mod faults;
+pub mod secret;
+mod serving;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use database::{
+    Database, EMBEDDED_DATABASE, migrate_database_schema, open_database, prepare_schema,
+    run_migrate_command,
+};
+
+use crate::db::embedded_pg::EmbeddedPgError;
+use crate::db::schema_check::{SchemaMismatch, describe_mismatches, expected_tables};
+use crate::db::schema_migrations::SchemaMigrationError;
+use crate::db::{self, DbError, PoolSettings};
+use crate::http::auth::{JwtKeys, KeyError};
+use crate::http::state::{AppState, Engine, HttpSettings};
+use crate::http::{app, is_valid_origin};
+use crate::ingest::field_crypto::{self, FieldCipher, FieldKeyError};
+use crate::startup::config::Settings;
+use ferry_core::spec::{Spec, SpecError};
+
+/// Why the server could not start (or stop) cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The embedded cluster could not be started or stopped.
+    #[error("embedded PostgreSQL: {0}")]
+    EmbeddedPg(#[from] EmbeddedPgError),
+    /// The database could not be reached or queried.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Applying the schema migrations failed.
+    #[error(transparent)]
+    SchemaMigration(#[from] SchemaMigrationError),
+    /// The app's tables do not fit what the server writes.
+    #[error("the database schema does not match what the server needs:\n{}\nFix the tables (or the expected schema) and start again.", describe_mismatches(.0))]
+    SchemaMismatch(Vec<SchemaMismatch>),
+    /// `migrate --baseline` found app tables that do not fit.
+    #[error("refusing to baseline: the app's tables must exist and match first:\n{}", describe_mismatches(.0))]
+    BaselineRefused(Vec<SchemaMismatch>),
+    /// The spec file could not be read.
+    #[error("cannot read the migration spec {path} (FERRY_SPEC): {source}")]
+    SpecRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec was refused; every problem is listed.
+    #[error(
+        "the migration spec {path} (FERRY_SPEC) was refused: {error}\nFix the spec and start again."
+    )]
+    Spec {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Every problem.
+        error: SpecError,
+    },
+    /// No field key outside dev mode.
+    #[error(
+        "FERRY_FIELD_KEY is required unless the server runs in dev mode (FERRY_DEV=true or no DATABASE_URL): set it to 64 hex characters, e.g. `openssl rand -hex 32`, and keep it: without it the encrypted fields cannot be read"
+    )]
+    FieldKeyRequired,
+    /// The field key is unusable.
+    #[error(transparent)]
+    FieldKey(#[from] FieldKeyError),
+    /// No JWT secret outside dev mode.
+    #[error(
+        "FERRY_JWT_SECRET is required unless the server runs in dev mode (FERRY_DEV=true or no DATABASE_URL)"
+    )]
+    JwtSecretRequired,
+    /// The JWT secret is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A CORS origin is not `scheme://host[:port]`.
+    #[error(
+        "FERRY_CORS_ORIGINS: {0:?} is not an origin like `https://app.example.com` or `http://localhost:5173` (no path, no trailing slash)"
+    )]
+    InvalidCorsOrigin(String),
+    /// The metrics registry could not be built.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The socket could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The signal handlers could not be installed.
+    #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// A blocking task panicked or was cancelled.
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+/// Reads and checks the spec named by the settings: the parsed spec and the file's text.
+pub fn load_spec(settings: &Settings) -> Result<(Spec, String), StartupError> {
+    let path = settings.spec_path();
+    let text = std::fs::read_to_string(&path).map_err(|source| StartupError::SpecRead {
+        path: path.clone(),
+        source,
+    })?;
+    let spec = Spec::parse(&text).map_err(|error| StartupError::Spec { path, error })?;
+    Ok((spec, text))
+}
+
+/// The field cipher: `FERRY_FIELD_KEY`, or in dev mode the key kept in
+/// `<project>/.ferry/field.key` (generated the first time).
+pub fn load_field_cipher(settings: &Settings, dev_mode: bool) -> Result<FieldCipher, StartupError> {
+    field_crypto::check_key_id(&settings.field_key_id)?;
+    let key = match (&settings.field_key, dev_mode) {
+        (Some(hex), _) => field_crypto::parse_hex_key("FERRY_FIELD_KEY", hex.expose())?,
+        (None, true) => {
+            let path = settings.dev_field_key_path();
+            tracing::info!(path = %path.display(), "FERRY_FIELD_KEY is not set: using the dev field key (dev mode)");
+            field_crypto::load_or_create_dev_key(&path)?
+        }
+        (None, false) => return Err(StartupError::FieldKeyRequired),
+    };
+    Ok(FieldCipher::new(settings.field_key_id.clone(), key))
+}
+
+/// A server ready to serve: everything checked, socket bound.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    database: Database,
+    address: SocketAddr,
+    dev_mode: bool,
+    header_read_timeout: Duration,
+}
+
+impl Application {
+    /// Opens the database described by `settings` and builds the server over it.
+    pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        let database = open_database(settings).await?;
+        Self::build_with_database(settings, database).await
+    }
+
+    /// Builds the server over `database` (applying its schema migrations and checking it). On
+    /// failure the embedded cluster, if any, is stopped.
+    pub async fn build_with_database(
+        settings: &Settings,
+        database: Database,
+    ) -> Result<Self, StartupError> {
+        match Self::prepare(settings, &database).await {
+            Ok((listener, router, address, dev_mode)) => Ok(Self {
+                listener,
+                router,
+                database,
+                address,
+                dev_mode,
+                header_read_timeout: settings.header_read_timeout(),
+            }),
+            Err(error) => {
+                if let Err(stop_error) = database.stop().await {
+                    tracing::error!(error = %stop_error, "could not stop the embedded cluster");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn prepare(
+        settings: &Settings,
+        database: &Database,
+    ) -> Result<(TcpListener, Router, SocketAddr, bool), StartupError> {
+        let dev_mode = settings.dev || database.embedded().is_some();
+        if dev_mode && !settings.host.is_loopback() {
+            tracing::warn!(
+                host = %settings.host,
+                "dev mode on a non-loopback address: anyone who can reach this server can get a token for any demo user from POST /dev/token"
+            );
+        }
+        if let Some(bad) = settings.cors_origins.iter().find(|o| !is_valid_origin(o)) {
+            return Err(StartupError::InvalidCorsOrigin(bad.clone()));
+        }
+        let keys = match (&settings.jwt_secret, dev_mode) {
+            (Some(secret), _) => JwtKeys::from_secret(secret.expose().as_bytes())?,
+            (None, true) => {
+                tracing::info!(
+                    "FERRY_JWT_SECRET is not set: generated a random signing secret for this run (dev mode); tokens issued now stop working when the server restarts"
+                );
+                JwtKeys::generate()?
+            }
+            (None, false) => return Err(StartupError::JwtSecretRequired),
+        };
+
+        let (spec, spec_text) = load_spec(settings)?;
+        let cipher = load_field_cipher(settings, dev_mode)?;
+        let report = prepare_schema(database.config(), &expected_tables(&spec)).await?;
+        tracing::info!(
+            applied = report.applied.len(),
+            already_applied = report.already_applied.len(),
+            "schema ready"
+        );
+
+        let pool = db::build_pool(
+            database.config().clone(),
+            &PoolSettings {
+                size: settings.db_pool_size,
+                statement_timeout: settings.statement_timeout(),
+                connect_timeout: settings.connect_timeout(),
+            },
+        )?;
+        let engine = Engine::new(spec, spec_text, cipher);
+        let state = AppState::new(
+            pool,
+            keys,
+            HttpSettings::from_settings(settings, dev_mode),
+            engine,
+        )?;
+        let address = SocketAddr::new(settings.host, settings.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| StartupError::Bind { address, source })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { address, source })?;
+        Ok((listener, app(state), address, dev_mode))
+    }
+
+    /// The bound address (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://<address>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Whether the dev endpoints are on.
+    pub fn dev_mode(&self) -> bool {
+        self.dev_mode
+    }
+
+    /// The database in use.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Serves until `shutdown` completes, lets requests in flight finish, then stops the
+    /// embedded cluster.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let database_note = match self.database.embedded() {
+            Some(cluster) => format!(
+                "embedded PostgreSQL {} in {} ({})",
+                cluster.binaries().major_version(),
+                cluster.data_dir().display(),
+                cluster.describe_listen()
+            ),
+            None => db::describe_target(self.database.config()),
+        };
+        tracing::info!(
+            url = %self.base_url(),
+            database = %database_note,
+            dev_mode = self.dev_mode,
+            "ferry-server listening on {}",
+            self.base_url()
+        );
+        // Said on stdout too, whatever RUST_LOG filters: the README's run command relies on it.
+        println!("ferry-server: listening on {}", self.base_url());
+        if self.dev_mode {
+            println!(
+                "ferry-server: dev mode; get a demo token with:\n  curl -X POST {}/dev/token -H 'content-type: application/json' -d '{{\"user\":\"alice\"}}'",
+                self.base_url()
+            );
+        }
+        serving::serve(
+            self.listener,
+            self.router,
+            self.header_read_timeout,
+            shutdown,
+        )
+        .await;
+        // The router (and with it the pool) is gone: the cluster can stop without waiting on
+        // our connections.
+        self.database.stop().await?;
+        tracing::info!("ferry-server stopped");
+        Ok(())
+    }
+}
