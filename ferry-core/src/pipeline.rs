@@ -237,6 +237,23 @@ pub enum Cell {
     TextArray(Vec<String>),
 }
 
+impl Cell {
+    /// The cell as a stored row's JSON holds it (`to_jsonb` of the row): timestamps as ISO 8601
+    /// text, a non-finite float (which the engine never produces) as `null`.
+    pub fn into_stored_value(self) -> Value {
+        match self {
+            Self::Null => Value::Null,
+            Self::Text(s) => Value::String(s),
+            Self::Int(n) => Value::from(n),
+            Self::Float(n) => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
+            Self::Bool(b) => Value::Bool(b),
+            Self::Timestamp(ms) => Value::String(timestamp::format(ms)),
+            Self::Json(v) => v,
+            Self::TextArray(items) => Value::Array(items.into_iter().map(Value::String).collect()),
+        }
+    }
+}
+
 /// A record transformed into the target shape: one cell per field of the kind, in field order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
@@ -437,7 +454,7 @@ pub fn process_key(
         Err(e) => {
             let message = format!(
                 "{} is not valid JSON ({e}); value {}",
-                Where(key.as_escaped(), &Locator::Whole, None),
+                Where::Record(key.as_escaped(), &Locator::Whole, None),
                 quote_unless_secret(kind, value.as_escaped())
             );
             let raw = Raw::Text(value.clone());
@@ -494,7 +511,7 @@ fn split_records(
             };
             let message = format!(
                 "{} should hold {expected}, but holds {}: {}",
-                Where(key.as_escaped(), &Locator::Whole, None),
+                Where::Record(key.as_escaped(), &Locator::Whole, None),
                 json_type(&other),
                 quote_unless_secret(kind, value.as_escaped())
             );
@@ -578,7 +595,7 @@ pub fn process_record(
                 None,
                 format!(
                     "{} is not JSON; kept as a JSON string",
-                    Where(key_text, &locator, None)
+                    Where::Record(key_text, &locator, None)
                 ),
             );
             (Value::String(t.as_escaped().to_owned()), Raw::Text(t))
@@ -589,7 +606,7 @@ pub fn process_record(
         .as_ref()
         .map(|legacy| target_id(spec, kind, legacy, ctx));
     let hash = hash_record(&kind.name, id, key_text, &locator, raw.text());
-    let place = Where(
+    let place = Where::Record(
         key_text,
         &locator,
         legacy_id.as_ref().map(LosslessString::as_escaped),
@@ -699,11 +716,37 @@ pub(crate) fn check_default(field: &Field, default: &Value) -> Result<(), String
         return Ok(());
     }
     let mut notes = Notes::default();
-    let place = Where("", &Locator::Whole, None);
+    let place = Where::Given("the default");
     convert(field, default.clone(), &place, &mut notes);
     match notes.rejections.first() {
         Some(n) => Err(n.message.clone()),
         None => Ok(()),
+    }
+}
+
+/// Checks one value of a stored row against its field with the engine's own rules, as when a
+/// person edits a conflicting row by hand: `value` is in the row's shape (timestamps as ISO 8601
+/// text, whatever formats the app's localStorage used) and not null. Returns the value to store
+/// (a legacy enum value becomes its new value), or the first rule it breaks, quoted like every
+/// engine message (`[redacted]` for sensitive fields).
+pub fn check_stored_value(field: &Field, value: Value) -> Result<Value, String> {
+    let mut notes = Notes::default();
+    let place = Where::Given("the edited value");
+    let cell = if let FieldType::Timestamp(_) = field.ty {
+        convert_timestamp(
+            field,
+            &[TimestampFormat::Iso8601],
+            value,
+            &place,
+            &mut notes,
+        )
+    } else {
+        convert(field, value, &place, &mut notes)
+    };
+    match (notes.rejections.into_iter().next(), cell) {
+        (Some(n), _) => Err(n.message),
+        (None, Some(cell)) => Ok(cell.into_stored_value()),
+        (None, None) => Err(format!("{place}: field `{}` has no value", field.label())),
     }
 }
 
@@ -1179,7 +1222,7 @@ fn read_legacy_id(
     value: &Value,
     notes: &mut Notes,
 ) -> Option<LosslessString> {
-    let place = Where(key, locator, None);
+    let place = Where::Record(key, locator, None);
     let text = match &kind.id.from {
         IdSource::Field(name) => match value.get(name) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -1328,7 +1371,7 @@ pub fn settle_duplicates(spec: &Spec, records: &mut [Record]) {
                 continue;
             }
             let kind = &spec.kinds[r.kind];
-            let place = Where(
+            let place = Where::Record(
                 r.key.as_escaped(),
                 &r.locator,
                 r.legacy_id.as_ref().map(LosslessString::as_escaped),
@@ -1389,16 +1432,27 @@ impl Notes {
 }
 
 /// "key "tasks"[12] (id "abc")": where a record is, for messages.
-struct Where<'a>(&'a str, &'a Locator, Option<&'a str>);
+/// Where a checked value comes from, as messages name it.
+enum Where<'a> {
+    /// A record: its localStorage key, where in the key's value, and its id once read.
+    Record(&'a str, &'a Locator, Option<&'a str>),
+    /// A value given outside any record (a spec's default, a conflict's edited value).
+    Given(&'static str),
+}
 
 impl fmt::Display for Where<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("record ")?;
-        self.1.write_after(self.0, f)?;
-        if let Some(id) = self.2 {
-            write!(f, " (id {})", quote(id))?;
+        match self {
+            Self::Record(key, locator, id) => {
+                f.write_str("record ")?;
+                locator.write_after(key, f)?;
+                if let Some(id) = id {
+                    write!(f, " (id {})", quote(id))?;
+                }
+                Ok(())
+            }
+            Self::Given(what) => f.write_str(what),
         }
-        Ok(())
     }
 }
 

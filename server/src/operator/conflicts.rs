@@ -352,9 +352,9 @@ async fn mark_resolved(
     Ok(())
 }
 
-/// Checks one edited value against its field and returns what goes into the row's JSON.
-// Over 100 lines: one match arm per field type. Issue 13 item 1 replaces these checks with
-// the shared engine's (one rule, one place); until then they stay as they are.
+/// Checks one edited value against its field with the engine's rules
+/// ([`ferry_core::pipeline::check_stored_value`]) and returns what goes into the row's JSON:
+/// sensitive text encrypted, as the ingest stores it.
 fn check_edit(
     kind: &Kind,
     cipher: &FieldCipher,
@@ -374,182 +374,56 @@ fn check_edit(
             Some(column),
         ));
     };
-    let nullable = kind
-        .expected_table()
-        .columns
-        .iter()
-        .any(|c| c.name == column && c.nullable);
     let fail = |why: String| invalid(format!("column {column:?}: {why}"), Some(column));
-    let ctx = CellContext {
-        user_id: user,
-        table: &kind.table,
-        row_id,
-        column,
-    };
     if value.is_null() {
+        let nullable = kind
+            .expected_table()
+            .columns
+            .iter()
+            .any(|c| c.name == column && c.nullable);
         return if nullable {
             Ok(Value::Null)
         } else {
             Err(fail("may not be empty (null)".to_owned()))
         };
     }
-    let shown = ferry_core::pipeline::quote(&value.to_string());
-    match &field.ty {
-        FieldType::String(rules) => {
-            let Value::String(text) = value else {
-                return Err(fail(format!("expected a string, found {shown}")));
-            };
-            if field.sensitive && is_our_ciphertext(cipher, &ctx, &text) {
-                return Ok(Value::String(text));
-            }
-            check_string(rules, &text).map_err(fail)?;
-            Ok(Value::String(if field.sensitive {
-                cipher.encrypt(&ctx, &text)
-            } else {
-                text
-            }))
+    let ctx = CellContext {
+        user_id: user,
+        table: &kind.table,
+        row_id,
+        column,
+    };
+    // A sensitive value the user left as it was is already our ciphertext: kept as it is.
+    if field.sensitive
+        && let Value::String(text) = &value
+        && is_our_ciphertext(cipher, &ctx, text)
+    {
+        return Ok(value);
+    }
+    let mut checked = ferry_core::pipeline::check_stored_value(field, value).map_err(fail)?;
+    match (&field.ty, &mut checked) {
+        (FieldType::String(_), Value::String(text)) if field.sensitive => {
+            *text = cipher.encrypt(&ctx, text);
         }
-        FieldType::Enum { values, legacy } => match value {
-            Value::String(text) if values.contains(&text) => Ok(Value::String(text)),
-            Value::String(text) if legacy.contains_key(&text) => {
-                Ok(Value::String(legacy.get(&text).cloned().unwrap_or(text)))
-            }
-            _ => Err(fail(format!(
-                "expected one of {}, found {shown}",
-                values.join(", ")
-            ))),
-        },
-        FieldType::Integer(range) => {
-            let n = value
-                .as_i64()
-                .filter(|n| n.unsigned_abs() < (1 << 53))
-                .ok_or_else(|| {
-                    fail(format!(
-                        "expected a whole number within ±(2^53-1), found {shown}"
-                    ))
-                })?;
-            #[allow(clippy::cast_precision_loss, reason = "|n| < 2^53 is exact in f64")]
-            check_range(*range, n as f64).map_err(fail)?;
-            Ok(Value::from(n))
-        }
-        FieldType::Number(range) => {
-            let n = value
-                .as_f64()
-                .filter(|n| n.is_finite())
-                .ok_or_else(|| fail(format!("expected a finite number, found {shown}")))?;
-            check_range(*range, n).map_err(fail)?;
-            Ok(value)
-        }
-        FieldType::Boolean => match value {
-            Value::Bool(_) => Ok(value),
-            _ => Err(fail(format!("expected true or false, found {shown}"))),
-        },
-        FieldType::Timestamp(_) => {
-            let ms = match &value {
-                Value::String(text) => ferry_core::timestamp::parse_iso8601(text)
-                    .map_err(|e| fail(format!("{shown} is not an ISO 8601 timestamp: {e}")))?,
-                _ => {
-                    return Err(fail(format!(
-                        "expected an ISO 8601 timestamp string, found {shown}"
-                    )));
-                }
-            };
-            Ok(Value::String(ferry_core::timestamp::format(ms)))
-        }
-        FieldType::Json { sensitive_keys } => {
-            let mut value = value;
-            if let Value::Object(map) = &mut value {
-                for key in sensitive_keys {
-                    if let Some(Value::String(secret)) = map.get_mut(key) {
-                        let inner_column = format!("{column}.{key}");
-                        let inner = CellContext {
-                            column: &inner_column,
-                            ..ctx
-                        };
-                        if !is_our_ciphertext(cipher, &inner, secret) {
-                            *secret = cipher.encrypt(&inner, secret);
-                        }
+        (FieldType::Json { sensitive_keys }, Value::Object(map)) => {
+            for key in sensitive_keys {
+                if let Some(Value::String(secret)) = map.get_mut(key) {
+                    let inner_column = format!("{column}.{key}");
+                    let inner = CellContext {
+                        column: &inner_column,
+                        ..ctx
+                    };
+                    if !is_our_ciphertext(cipher, &inner, secret) {
+                        *secret = cipher.encrypt(&inner, secret);
                     }
                 }
             }
-            Ok(value)
         }
-        FieldType::StringArray { items, max_items } => {
-            let Value::Array(list) = &value else {
-                return Err(fail(format!("expected an array of strings, found {shown}")));
-            };
-            if let Some(max) = max_items
-                && list.len() as u64 > *max
-            {
-                return Err(fail(format!(
-                    "has {} items, at most {max} are allowed",
-                    list.len()
-                )));
-            }
-            for item in list {
-                let Value::String(text) = item else {
-                    return Err(fail(format!(
-                        "every item must be a string, found {}",
-                        ferry_core::pipeline::quote(&item.to_string())
-                    )));
-                };
-                check_string(items, text).map_err(fail)?;
-            }
-            Ok(value)
-        }
+        _ => {}
     }
+    Ok(checked)
 }
 
 fn is_our_ciphertext(cipher: &FieldCipher, ctx: &CellContext<'_>, text: &str) -> bool {
     text.starts_with(PREFIX) && cipher.decrypt(ctx, text).is_ok()
-}
-
-/// Length in characters of the original text: an escape (U+FFFF and four hex digits) is one.
-fn original_len(escaped: &str) -> u64 {
-    let chars = escaped.chars().count() as u64;
-    let escapes = escaped.chars().filter(|&c| c == '\u{FFFF}').count() as u64;
-    chars - 4 * escapes
-}
-
-fn check_string(rules: &ferry_core::spec::StringRules, text: &str) -> Result<(), String> {
-    let len = original_len(text);
-    if let Some(bounds) = rules.length
-        && (bounds.min.is_some_and(|min| len < min) || bounds.max.is_some_and(|max| len > max))
-    {
-        return Err(format!(
-            "{} has {len} characters, allowed: {}..={}",
-            ferry_core::pipeline::quote(text),
-            bounds.min.unwrap_or(0),
-            bounds
-                .max
-                .map_or_else(|| "any".to_owned(), |m| m.to_string())
-        ));
-    }
-    if let Some(regex) = &rules.regex
-        && !regex.is_match(text)
-    {
-        return Err(format!(
-            "{} does not match the pattern {}",
-            ferry_core::pipeline::quote(text),
-            regex.as_str()
-        ));
-    }
-    Ok(())
-}
-
-fn check_range(range: Option<ferry_core::spec::Bounds<f64>>, n: f64) -> Result<(), String> {
-    if let Some(bounds) = range
-        && (bounds.min.is_some_and(|min| n < min) || bounds.max.is_some_and(|max| n > max))
-    {
-        return Err(format!(
-            "{n} is outside {}..={}",
-            bounds
-                .min
-                .map_or_else(|| "any".to_owned(), |m| m.to_string()),
-            bounds
-                .max
-                .map_or_else(|| "any".to_owned(), |m| m.to_string())
-        ));
-    }
-    Ok(())
 }
