@@ -365,6 +365,12 @@ async fn manual_policy_queues_conflicts_and_each_resolution_writes_what_was_chos
     .await;
     let body = expect_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
     assert_eq!(body["error"]["details"]["column"], "updated_at", "{body}");
+    // The engine's own rule and wording (ferry_core::pipeline::check_stored_value).
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the edited value: field `savedAt` is not a valid timestamp"),
+        "{body}"
+    );
     let unknown = resolve(
         &feedback["id"],
         json!({"choice": "edited", "value": {"user_id": "x"}}),
