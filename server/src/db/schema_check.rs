@@ -390,6 +390,8 @@ pub enum SchemaMismatch {
         table: String,
         /// Column.
         column: String,
+        /// The spec's field.
+        field: String,
         /// Its length limit.
         limit: i32,
         /// The spec's longest value (`None`: unbounded).
@@ -488,6 +490,7 @@ impl fmt::Display for SchemaMismatch {
             Self::TooShort {
                 table,
                 column,
+                field,
                 limit,
                 spec_max,
             } => {
@@ -497,7 +500,7 @@ impl fmt::Display for SchemaMismatch {
                 );
                 write!(
                     f,
-                    "table {table}: column {column} holds at most {limit} characters, but the spec accepts {accepts}; records longer would be quarantined (ALTER TABLE {table} ALTER COLUMN {column} TYPE text, or set the field's length.max to {limit} in the spec)"
+                    "table {table}: column {column} holds at most {limit} characters, but the spec's field `{field}` accepts {accepts}; records longer would be quarantined (ALTER TABLE {table} ALTER COLUMN {column} TYPE text, or set the field's length.max to {limit} in the spec)"
                 )
             }
             Self::UnwrittenRequired { table, column } => write!(
@@ -979,6 +982,7 @@ fn column_mismatches(
         mismatches.push(SchemaMismatch::TooShort {
             table: table.to_owned(),
             column: column.clone(),
+            field: expected.field_label().to_owned(),
             limit,
             spec_max: expected.max_chars,
         });
@@ -1208,6 +1212,67 @@ mod tests {
         assert!(!column("legacy_id").may_be_null);
         assert!(column("description").may_be_null);
         assert!(!column("is_active").may_be_null, "it has a default");
+        assert_eq!(
+            column("is_active").finite_values,
+            Some(vec!["true".to_owned(), "false".to_owned()])
+        );
+        assert_eq!(
+            column("schema_version").integer_range,
+            Some((-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)),
+            "no range: every safe integer"
+        );
+        assert_eq!(column("name").finite_values, None);
+        assert_eq!(column("name").field.as_deref(), Some("name"));
+    }
+
+    #[test]
+    fn integer_columns_hold_what_their_type_and_precision_allow() {
+        let column = |data_type: &str, precision, scale| FoundColumn {
+            data_type: data_type.to_owned(),
+            udt_name: String::new(),
+            not_null: false,
+            has_default: false,
+            char_limit: None,
+            numeric_precision: precision,
+            numeric_scale: scale,
+        };
+        // (column, range, why)
+        let cases = [
+            (
+                column("smallint", Some(16), Some(0)),
+                Some((-32_768, 32_767)),
+                "16 bits",
+            ),
+            (
+                column("bigint", Some(64), Some(0)),
+                None,
+                "every safe integer",
+            ),
+            (column("numeric", None, None), None, "a bare numeric"),
+            (
+                column("numeric", Some(6), Some(0)),
+                Some((-999_999, 999_999)),
+                "6 digits",
+            ),
+            (
+                column("numeric", Some(5), Some(2)),
+                Some((-999, 999)),
+                "3 whole digits",
+            ),
+            (
+                column("numeric", Some(2), Some(2)),
+                Some((0, 0)),
+                "no whole digit",
+            ),
+            (
+                column("numeric", Some(16), Some(0)),
+                None,
+                "16 digits exceed 2^53",
+            ),
+        ];
+        for (found, range, why) in cases {
+            assert_eq!(integer_column_range(&found), range, "{why}");
+        }
     }
 
     #[test]

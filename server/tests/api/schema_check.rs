@@ -271,15 +271,15 @@ async fn a_varchar_shorter_than_the_spec_allows_is_named_with_the_fix_and_refuse
     for (column, accepts) in [
         (
             "tasks: column title holds at most 20",
-            "up to 500 characters",
+            "the spec's field `title` accepts up to 500 characters",
         ),
         (
             "tasks: column status holds at most 5",
-            "up to 11 characters",
+            "the spec's field `status` accepts up to 11 characters",
         ),
         (
             "custom_data: column key holds at most 100",
-            "text of any length",
+            "the spec's field `key` accepts text of any length",
         ),
     ] {
         assert!(
