@@ -21,7 +21,7 @@
 //!   for an integer field whose range (every JavaScript safe integer when none is given) does
 //!   not fit, `real` for any number, `numeric(p,s)` for a `number` field (it rounds);
 //! - a `CHECK` on one column that refuses a value the spec writes there. PostgreSQL itself
-//!   evaluates the constraint's expression ([`check_constraints`]) on every value of a finite
+//!   evaluates the constraint's expression (`refused_values`) on every value of a finite
 //!   set (an enum's values, `true`/`false`) and on `NULL` when the spec may leave the column
 //!   empty, so `status IN ('a', 'b')` missing a spec value is an error with the corrected
 //!   constraint as the fix.
