@@ -1,34 +1,90 @@
 //! Encryption at rest of sensitive fields (a spec's `sensitive` strings and `sensitive_keys`
 //! inside JSON objects).
 //!
-//! AES-256-GCM under a server key from configuration, with the key id stored in every value so
-//! keys can be rotated: `ferry:enc:v1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>`.
+//! AES-256-GCM under a server key from configuration, with the format version and the key id
+//! stored in every value so the scheme and the keys can change without losing old values:
+//! `ferry:enc:<version>:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>`.
 //!
-//! The nonce is *derived*, not random: the first 12 bytes of HMAC-SHA256(key, context ‖
-//! plaintext), where the context names the user, table, row and column (a synthetic-IV
+//! The nonce is *derived*, not random: the first 12 bytes of an HMAC-SHA256 over context ‖
+//! plaintext, where the context names the user, table, row and column (a synthetic-IV
 //! construction). The same secret in the same cell always encrypts to the same text, so a
 //! re-sent record is recognised as unchanged and conflict policies compare like with like;
 //! the price is that equal plaintexts in the same cell are visibly equal, which reveals nothing
 //! the row id does not. Different cells never share a nonce for different plaintexts.
+//!
+//! Versions (each key used for one purpose from `v2` on):
+//! - `v2` (written): two keys derived from the configured key with HKDF-SHA256 under distinct
+//!   labels ([`ENCRYPTION_KEY_INFO`], [`NONCE_KEY_INFO`]): one encrypts, the other only keys
+//!   the nonce HMAC.
+//! - `v1` (read only): the configured key did both, encrypting and keying the nonce HMAC.
+//!   Values written before `v2` stay readable with the same configured key and key id.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::startup::secret::Secret;
 
-/// Prefix of every encrypted value.
-pub const PREFIX: &str = "ferry:enc:v1:";
+/// Prefix of every encrypted value, whatever its version.
+pub const PREFIX: &str = "ferry:enc:";
 
-/// Encrypts and decrypts sensitive cells with one current key.
+/// The version written today.
+pub const CURRENT_VERSION: &str = "v2";
+
+/// HKDF `info` label of the `v2` key that encrypts (AES-256-GCM).
+pub const ENCRYPTION_KEY_INFO: &[u8] = b"ferry:enc:v2 aes-256-gcm encryption key";
+
+/// HKDF `info` label of the `v2` key that derives nonces (HMAC-SHA256).
+pub const NONCE_KEY_INFO: &[u8] = b"ferry:enc:v2 hmac-sha256 nonce key";
+
+/// HKDF salt: fixed, so one configured key always derives the same two keys.
+const HKDF_SALT: &[u8] = b"ferry field encryption";
+
+/// The keys of one format version: one for AES-GCM, one for the nonce HMAC.
+#[derive(Clone)]
+struct VersionKeys {
+    encryption: Secret<[u8; 32]>,
+    nonce: Secret<[u8; 32]>,
+}
+
+impl VersionKeys {
+    /// `v1`: the configured key serves both purposes (kept only to read old values).
+    fn v1(key: [u8; 32]) -> Self {
+        Self {
+            encryption: Secret::new(key),
+            nonce: Secret::new(key),
+        }
+    }
+
+    /// `v2`: one key per purpose, derived from the configured key with HKDF-SHA256.
+    fn v2(key: &[u8; 32]) -> Self {
+        let hkdf = Hkdf::<Sha256>::new(Some(HKDF_SALT), key);
+        let derive = |info: &[u8]| {
+            let mut okm = [0u8; 32];
+            // 32 bytes is far below HKDF-SHA256's limit of 255 × 32; this cannot fail.
+            hkdf.expand(info, &mut okm)
+                .unwrap_or_else(|_| unreachable!("HKDF-SHA256 yields 32 bytes"));
+            Secret::new(okm)
+        };
+        Self {
+            encryption: derive(ENCRYPTION_KEY_INFO),
+            nonce: derive(NONCE_KEY_INFO),
+        }
+    }
+}
+
+/// Encrypts sensitive cells with the current key under the current version, and decrypts
+/// values of every version made with that key.
 #[derive(Clone)]
 pub struct FieldCipher {
     key_id: String,
-    key: Secret<[u8; 32]>,
+    v1: VersionKeys,
+    v2: VersionKeys,
 }
 
 impl std::fmt::Debug for FieldCipher {
@@ -42,9 +98,12 @@ impl std::fmt::Debug for FieldCipher {
 /// A value could not be decrypted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FieldCryptoError {
-    /// Not in the `ferry:enc:v1:` format.
+    /// Not in the `ferry:enc:<version>:<key id>:<data>` format.
     #[error("not an encrypted Ferry value")]
     NotEncrypted,
+    /// A format version this server does not know (quoted shortened).
+    #[error("encrypted in format {0:?}, which this server does not read (it reads v1 and v2)")]
+    UnknownVersion(String),
     /// Encrypted under another key id than the configured one.
     #[error("encrypted under key {0:?}, which this server does not have")]
     UnknownKey(String),
@@ -214,7 +273,8 @@ impl FieldCipher {
     pub fn new(key_id: impl Into<String>, key: [u8; 32]) -> Self {
         Self {
             key_id: key_id.into(),
-            key: Secret::new(key),
+            v2: VersionKeys::v2(&key),
+            v1: VersionKeys::v1(key),
         }
     }
 
@@ -233,19 +293,36 @@ impl FieldCipher {
         aad
     }
 
-    /// Encrypts `plaintext` for the cell `ctx`.
+    /// Encrypts `plaintext` for the cell `ctx`, in the current version.
     pub fn encrypt(&self, ctx: &CellContext<'_>, plaintext: &str) -> String {
+        self.encrypt_as(CURRENT_VERSION, &self.v2, ctx, plaintext)
+    }
+
+    /// Encrypts in the `v1` format, as servers before `v2` did: only to prove old values stay
+    /// readable.
+    #[cfg(test)]
+    fn encrypt_v1(&self, ctx: &CellContext<'_>, plaintext: &str) -> String {
+        self.encrypt_as("v1", &self.v1, ctx, plaintext)
+    }
+
+    /// Derives the nonce (HMAC under the nonce key) and seals under the encryption key.
+    fn encrypt_as(
+        &self,
+        version: &str,
+        keys: &VersionKeys,
+        ctx: &CellContext<'_>,
+        plaintext: &str,
+    ) -> String {
         let aad = Self::associated_data(ctx);
-        let key = self.key.expose();
         // HMAC accepts keys of any length; this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(keys.nonce.expose())
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(&aad);
         mac.update(&[0xff]);
         mac.update(plaintext.as_bytes());
         let tag = mac.finalize().into_bytes();
         let nonce_bytes = &tag[..12];
-        let cipher = Aes256Gcm::new(key.into());
+        let cipher = Aes256Gcm::new(keys.encryption.expose().into());
         let sealed = cipher
             .encrypt(
                 Nonce::from_slice(nonce_bytes),
@@ -258,7 +335,11 @@ impl FieldCipher {
         let mut blob = Vec::with_capacity(12 + sealed.len());
         blob.extend_from_slice(nonce_bytes);
         blob.extend_from_slice(&sealed);
-        format!("{PREFIX}{}:{}", self.key_id, URL_SAFE_NO_PAD.encode(blob))
+        format!(
+            "{PREFIX}{version}:{}:{}",
+            self.key_id,
+            URL_SAFE_NO_PAD.encode(blob)
+        )
     }
 
     /// Seals the whole raw text of a quarantined record.
@@ -277,14 +358,27 @@ impl FieldCipher {
         self.decrypt(&ctx.cell(&column), sealed)
     }
 
-    /// Decrypts a value made by [`Self::encrypt`] for the same cell.
+    /// Decrypts a value made by [`Self::encrypt`] for the same cell, in any version this
+    /// server reads.
     pub fn decrypt(&self, ctx: &CellContext<'_>, value: &str) -> Result<String, FieldCryptoError> {
         let rest = value
             .strip_prefix(PREFIX)
             .ok_or(FieldCryptoError::NotEncrypted)?;
+        let (version, rest) = rest.split_once(':').ok_or(FieldCryptoError::NotEncrypted)?;
         let (key_id, b64) = rest.split_once(':').ok_or(FieldCryptoError::NotEncrypted)?;
+        let keys = match version {
+            "v2" => &self.v2,
+            "v1" => &self.v1,
+            other => {
+                return Err(FieldCryptoError::UnknownVersion(
+                    other.chars().take(16).collect(),
+                ));
+            }
+        };
         if key_id != self.key_id {
-            return Err(FieldCryptoError::UnknownKey(key_id.to_owned()));
+            return Err(FieldCryptoError::UnknownKey(
+                key_id.chars().take(40).collect(),
+            ));
         }
         let blob = URL_SAFE_NO_PAD
             .decode(b64)
@@ -294,7 +388,7 @@ impl FieldCipher {
         }
         let (nonce, sealed) = blob.split_at(12);
         let aad = Self::associated_data(ctx);
-        let cipher = Aes256Gcm::new(self.key.expose().into());
+        let cipher = Aes256Gcm::new(keys.encryption.expose().into());
         let plain = cipher
             .decrypt(
                 Nonce::from_slice(nonce),
@@ -325,7 +419,7 @@ mod tests {
     fn round_trips_and_is_deterministic_per_cell() {
         let c = FieldCipher::new("k1", [7; 32]);
         let a = c.encrypt(&ctx("config.githubToken"), "ghp_secret");
-        assert!(a.starts_with("ferry:enc:v1:k1:"));
+        assert!(a.starts_with("ferry:enc:v2:k1:"));
         assert!(!a.contains("ghp_secret"));
         assert_eq!(a, c.encrypt(&ctx("config.githubToken"), "ghp_secret"));
         assert_ne!(
@@ -336,6 +430,86 @@ mod tests {
         assert_eq!(
             c.decrypt(&ctx("config.githubToken"), &a).as_deref(),
             Ok("ghp_secret")
+        );
+    }
+
+    /// Written by the server before `v2` (commit c3ee491) with key id `k1` and key `[7; 32]`:
+    /// `ghp_secret` in `environments`/`config.githubToken` of user 1, row 2.
+    const V1_CELL: &str = "ferry:enc:v1:k1:lf_g7u5Gst3UsvmL3slRlv-kPqtOo-IdQEXY6E1oW6RmlXDwvRQ";
+
+    /// Written by the same server: `{"token":"ghp_secret"}` quarantined for user 1 in
+    /// migration 2, kind `environments`, key `envs`.
+    const V1_QUARANTINED: &str =
+        "ferry:enc:v1:k1:7U_pBL3t3Akw9jbC7jJoA3hsdCQEIYkqccSYDYqIBs79f29MffUpKi3vzj_NEuB7YmE";
+
+    fn quarantined_at(key: &str) -> QuarantineContext<'_> {
+        QuarantineContext {
+            user_id: Uuid::from_u128(1),
+            migration_id: Uuid::from_u128(2),
+            kind: "environments",
+            key,
+        }
+    }
+
+    /// Issue 12, item 4: values sealed before the key split stay readable with the same
+    /// configured key.
+    #[test]
+    fn values_written_by_v1_still_decrypt() {
+        let c = FieldCipher::new("k1", [7; 32]);
+        assert_eq!(
+            c.decrypt(&ctx("config.githubToken"), V1_CELL).as_deref(),
+            Ok("ghp_secret")
+        );
+        assert_eq!(
+            c.open_quarantined(&quarantined_at("envs"), V1_QUARANTINED)
+                .as_deref(),
+            Ok(r#"{"token":"ghp_secret"}"#)
+        );
+        assert_eq!(
+            c.encrypt_v1(&ctx("config.githubToken"), "ghp_secret"),
+            V1_CELL,
+            "the v1 path is the old scheme, byte for byte"
+        );
+        assert_eq!(
+            c.decrypt(&ctx("other"), V1_CELL),
+            Err(FieldCryptoError::Corrupt),
+            "a v1 value stays bound to its cell"
+        );
+    }
+
+    /// Issue 12, item 4: new values are `v2`, sealed under keys derived for one purpose each.
+    #[test]
+    fn new_values_use_v2_with_one_key_per_purpose() {
+        let c = FieldCipher::new("k1", [7; 32]);
+        let v2 = c.encrypt(&ctx("config.githubToken"), "ghp_secret");
+        assert!(v2.starts_with("ferry:enc:v2:k1:"), "{v2}");
+        assert_ne!(v2.replacen("v2", "v1", 1), V1_CELL);
+        assert_eq!(
+            c.decrypt(&ctx("config.githubToken"), &v2).as_deref(),
+            Ok("ghp_secret")
+        );
+        let encryption = c.v2.encryption.expose();
+        let nonce = c.v2.nonce.expose();
+        assert_ne!(encryption, nonce, "one key per purpose");
+        assert_ne!(encryption, &[7; 32], "derived, not the configured key");
+        assert_ne!(nonce, &[7; 32], "derived, not the configured key");
+        assert_ne!(
+            FieldCipher::new("k1", [8; 32]).v2.encryption.expose(),
+            encryption,
+            "each configured key derives its own"
+        );
+        // A v2 value relabelled v1 (or the reverse) does not verify: the version is bound.
+        assert_eq!(
+            c.decrypt(&ctx("config.githubToken"), &v2.replacen("v2", "v1", 1)),
+            Err(FieldCryptoError::Corrupt)
+        );
+        assert_eq!(
+            c.decrypt(&ctx("config.githubToken"), &V1_CELL.replacen("v1", "v2", 1)),
+            Err(FieldCryptoError::Corrupt)
+        );
+        assert_eq!(
+            c.decrypt(&ctx("x"), "ferry:enc:v9:k1:AAAA"),
+            Err(FieldCryptoError::UnknownVersion("v9".into()))
         );
     }
 
@@ -350,7 +524,7 @@ mod tests {
             key,
         };
         let sealed = c.seal_quarantined(&at("envs"), raw);
-        assert!(sealed.starts_with("ferry:enc:v1:k1:"));
+        assert!(sealed.starts_with("ferry:enc:v2:k1:"));
         assert!(!sealed.contains("ghp_secret"));
         assert_eq!(c.open_quarantined(&at("envs"), &sealed).as_deref(), Ok(raw));
         assert_eq!(

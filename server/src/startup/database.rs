@@ -4,7 +4,7 @@
 
 use crate::db;
 use crate::db::embedded_pg::{EmbeddedPg, EmbeddedPgError, EmbeddedPgOptions, Listen};
-use crate::db::schema_check::{ExpectedTable, check_schema, expected_tables};
+use crate::db::schema_check::{ExpectedTable, SchemaMismatch, check_schema, expected_tables};
 use crate::db::schema_migrations::{SchemaMigrationMode, SchemaMigrationReport, migrate_schema};
 use crate::startup::config::{PgListen, Settings};
 use crate::startup::{StartupError, load_spec};
@@ -102,11 +102,22 @@ pub async fn prepare_schema(
 ) -> Result<SchemaMigrationReport, StartupError> {
     let mut client = db::connect(config).await?;
     let report = migrate_schema(&mut client, SchemaMigrationMode::Apply).await?;
-    let mismatches = check_schema(&client, expected).await?;
+    let mismatches = refusing_mismatches(check_schema(&client, expected).await?);
     if !mismatches.is_empty() {
         return Err(StartupError::SchemaMismatch(mismatches));
     }
     Ok(report)
+}
+
+/// The mismatches that refuse the start; the warnings among `mismatches` (what Ferry cannot
+/// prove either way, quarantined at run time) are logged here.
+fn refusing_mismatches(mismatches: Vec<SchemaMismatch>) -> Vec<SchemaMismatch> {
+    let (warnings, errors): (Vec<_>, Vec<_>) =
+        mismatches.into_iter().partition(SchemaMismatch::is_warning);
+    for warning in &warnings {
+        tracing::warn!("schema check: {warning}");
+    }
+    errors
 }
 
 /// `ferry-server migrate [--baseline]` against `config`: applies the pending schema migrations.
@@ -121,7 +132,7 @@ pub async fn migrate_database_schema(
     if !baseline {
         return Ok(migrate_schema(&mut client, SchemaMigrationMode::Apply).await?);
     }
-    let mismatches = check_schema(&client, expected).await?;
+    let mismatches = refusing_mismatches(check_schema(&client, expected).await?);
     if !mismatches.is_empty() {
         return Err(StartupError::BaselineRefused(mismatches));
     }

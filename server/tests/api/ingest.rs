@@ -182,7 +182,7 @@ async fn merge_policy_merges_config_keys_newer_wins_and_the_token_stays_cipherte
     assert_eq!(config["c"], 4);
     assert_eq!(config["region"], "eu");
     let token = config["githubToken"].as_str().unwrap();
-    assert!(token.starts_with("ferry:enc:v1:k1:"), "{token}");
+    assert!(token.starts_with("ferry:enc:v2:k1:"), "{token}");
     let ctx = CellContext {
         user_id: user.id,
         table: "environments",

@@ -800,3 +800,56 @@ async fn an_oversized_body_is_refused_without_being_read() {
     assert_eq!(snapshot(&app).await, before);
     eprintln!("chunked body over a 64 KiB limit: refused after the client sent {sent} bytes");
 }
+
+/// Issue 12, item 4: a raw value sealed at rest by a server before the key split (format
+/// `v1`, one key encrypting and keying the nonce HMAC) is still opened for the operator after
+/// the upgrade, with the same configured key; new values are sealed as `v2`.
+#[tokio::test]
+async fn a_quarantined_value_sealed_before_the_key_split_is_still_opened_for_the_operator() {
+    use ferry_server::ingest::field_crypto::FieldCipher;
+    use ferry_server::operator::quarantine::quarantined_records;
+    // Sealed by the code before `v2` with key id `k1`, key `[7; 32]`, for user 1, migration
+    // 2, kind `environments`, key `envs`.
+    const V1_SEALED: &str =
+        "ferry:enc:v1:k1:7U_pBL3t3Akw9jbC7jJoA3hsdCQEIYkqccSYDYqIBs79f29MffUpKi3vzj_NEuB7YmE";
+    let mut database = fresh_database().await;
+    ferry_server::db::schema_migrations::migrate_schema(
+        &mut database.client,
+        ferry_server::db::schema_migrations::SchemaMigrationMode::Apply,
+    )
+    .await
+    .unwrap();
+    let (user, migration) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let cipher = FieldCipher::new("k1", [7; 32]);
+    let new_raw = r#"{"token":"ghp_new"}"#;
+    let new_sealed = cipher.seal_quarantined(
+        &ferry_server::ingest::field_crypto::QuarantineContext {
+            user_id: user,
+            migration_id: migration,
+            kind: "environments",
+            key: "envs2",
+        },
+        new_raw,
+    );
+    assert!(new_sealed.starts_with("ferry:enc:v2:k1:"), "{new_sealed}");
+    for (key, sealed) in [("envs", V1_SEALED), ("envs2", new_sealed.as_str())] {
+        database
+            .client
+            .execute(
+                "INSERT INTO ferry_quarantine (user_id, migration_id, kind, key, raw_value, raw_key_id, reasons)
+                 VALUES ($1, $2, 'environments', $3, $4, 'k1', '[]'::jsonb)",
+                &[&user, &migration, &key, &sealed],
+            )
+            .await
+            .unwrap();
+    }
+    let records = quarantined_records(&database.client, &cipher, Some(user), None)
+        .await
+        .unwrap();
+    let opened: Vec<Option<&str>> = records.iter().map(|r| r.raw_value.as_deref()).collect();
+    assert_eq!(
+        opened,
+        [Some(r#"{"token":"ghp_secret"}"#), Some(new_raw)],
+        "{records:?}"
+    );
+}
