@@ -65,8 +65,8 @@ export interface Inspection {
 export interface BackupInfo { id: string; createdAtMs: number; keyCount: number; byteSize: number; fileSize: number; app: string }
 "#;
 
-/// Turns any migrator error into a JavaScript `Error` with `name = "FerryError"` and a
-/// machine-readable `code`.
+/// Turns any migrator error into a JavaScript `Error` with `name = "FerryError"`, a
+/// machine-readable `code` and the `failure` kind.
 pub fn js_error(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
     err.set_name("FerryError");
@@ -74,6 +74,12 @@ pub fn js_error(e: Error) -> JsValue {
         &err,
         &JsValue::from_str("code"),
         &JsValue::from_str(e.code()),
+    );
+    // Which kind of failure (refused, server_fault, unreachable, browser): what to do next.
+    let _ = Reflect::set(
+        &err,
+        &JsValue::from_str("failure"),
+        &JsValue::from_str(e.failure().as_str()),
     );
     err.into()
 }
