@@ -128,6 +128,25 @@ async fn verification_marks_the_run_verified_once_with_its_time_and_counts() {
         .get_json(&format!("/v1/migrations/{}", run.migration_id), &user.token)
         .await;
     assert_eq!(report["status"], "verified");
+
+    // Rolled back later: the run says so, and keeps what was verified.
+    let r = app
+        .post_json_authed(
+            &format!("/v1/migrations/{}/rollback", run.migration_id),
+            &user.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (status, _, kept_at, kept_records, _) = run_row(&app, user.id, &run).await;
+    assert_eq!(status, "rolled_back");
+    assert_eq!((kept_at, kept_records), (verified_at, Some(4)));
+    expect_error(
+        verify(&app, &user.token, &run, &sent).await,
+        StatusCode::CONFLICT,
+        "migration_rolled_back",
+    )
+    .await;
 }
 
 #[tokio::test]
