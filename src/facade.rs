@@ -1,6 +1,6 @@
 //! The JavaScript API: one `Migrator` class. Inputs and outputs cross as JSON-compatible plain
 //! objects (via `JSON.stringify`/`JSON.parse`, so no `Map`s appear), every failure becomes a
-//! JavaScript `Error` through [`js_error`] (name `FerryError`, `code` set), and the panic hook
+//! JavaScript `Error` through [`js_error`] (name `FerryError`, `code` and `failure` set), and the panic hook
 //! is installed once, when the first migrator is made. TypeScript types for every object are
 //! in the custom section below and land in `pkg/ferry.d.ts`.
 
@@ -52,8 +52,10 @@ export interface RunReport {
   recordsToSend: number; batchesPlanned: number; bytesPlanned: number;
   recordsSent: number; batchesSent: number; retries: number; splits: number;
   offlineWaits: number; outcomes: Record<string, Partial<Record<RecordOutcome, number>>>; quarantined: RecordResult[];
-  cleanedKeys: string[]; warnings: string[]; durationMs: number;
+  cleanedKeys: string[]; rolledBackMigration: string | null; warnings: string[]; durationMs: number;
 }
+/** What kind of failure a `FerryError` is (its `failure` property). */
+export type Failure = "refused" | "server_fault" | "unreachable" | "browser";
 export interface Finished { migrationId: string; finishedAtMs: number; records: number; backupId: string }
 export interface Inspection {
   kinds: { kind: string; keys: string[]; bytes: number; summary: KindSummary; toSend: number }[];
