@@ -230,6 +230,10 @@ async fn a_rolled_back_migration_cannot_be_verified_and_another_users_is_not_fou
     )
     .await;
     assert_eq!(run_row(&app, user.id, &other_run).await.0, "running");
+    let forged = app.forged_token(user.id);
+    let r = verify(&app, &forged, &other_run, &other_sent).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(run_row(&app, user.id, &other_run).await.0, "running");
 }
 
 /// Four runs of two users, one in each state; the quiet one is abandoned only past the
