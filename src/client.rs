@@ -3,6 +3,14 @@
 //! `Retry-After`) are retried with backoff and jitter, an offline browser waits for the
 //! `online` event without spending attempts, a 401 gets one fresh token, and everything else
 //! becomes a typed [`Error`]. A 413 is returned to the caller, which splits the batch.
+//!
+//! Two kinds of failure are kept apart. A 4xx with a stable [`ErrorCode`] is the server
+//! refusing *this request* and would refuse it again: it stops at once as an explained
+//! [`Error::Refused`] (or a more specific variant). A network error, a timeout, a 408, a 429 or
+//! a 5xx says "not now": it is retried. But the same 500 answer (same status, same body) for
+//! the same request [`SAME_SERVER_FAULT_LIMIT`] times in a row is a server that fails on this
+//! data, not one that is down: it stops with [`Error::ServerFault`] instead of spending the
+//! rest of the retry budget (502, 503 and 504 mean "unavailable now" and are always retried).
 
 use std::cell::{Cell, RefCell};
 
@@ -16,8 +24,25 @@ use crate::ports::{HttpRequest, Ports, TransportError};
 use crate::retry::{RetryPolicy, retry_after_ms};
 
 pub use ferry_core::contract::{
-    BatchResult, KindReport, MigrationReport, RecordOutcome, RecordResult,
+    BatchResult, KindReport, KindTally, MigrationReport, RecordOutcome, RecordResult, VerifyRequest,
 };
+
+/// How many identical 5xx answers in a row make a request stop with [`Error::ServerFault`].
+pub const SAME_SERVER_FAULT_LIMIT: u32 = 5;
+
+/// Whether a 5xx status says the server failed on the request (rather than "unavailable
+/// now", which gateways and an overloaded or database-less server answer).
+fn is_server_fault(status: u16) -> bool {
+    (500..=599).contains(&status) && !matches!(status, 502..=504)
+}
+
+/// The `code` and `message` of an error body (empty when the body is not our error shape).
+fn error_of(body: &[u8]) -> (ErrorCode, String) {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => (e.error.code, e.error.message),
+        Err(_) => (ErrorCode::Other(String::new()), String::new()),
+    }
+}
 
 /// What a request came back with, when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +115,8 @@ impl Client {
     ) -> Result<Answer, Error> {
         let mut attempts = 0u32;
         let mut refreshed = false;
+        // The last server-fault answer (status, body) and how many times in a row it came.
+        let mut same_fault: Option<((u16, Vec<u8>), u32)> = None;
         loop {
             if !self.ports.net.is_online() {
                 self.bump(|s| s.offline_waits += 1);
@@ -133,27 +160,27 @@ impl Client {
                         "429 too many requests".to_owned(),
                         r.retry_after.as_deref().and_then(retry_after_ms),
                     ),
-                    408 | 500..=599 => (format!("HTTP {}", r.status), None),
-                    status => {
-                        let (code, message) = match serde_json::from_slice::<ErrorBody>(&r.body) {
-                            Ok(e) => (e.error.code, e.error.message),
-                            Err(_) => (ErrorCode::Other(String::new()), String::new()),
+                    status if is_server_fault(status) => {
+                        let answer = (status, r.body);
+                        let times = match same_fault.take() {
+                            Some((last, n)) if last == answer => n + 1,
+                            _ => 1,
                         };
-                        return Err(match (status, &code) {
-                            (401, _) => Error::Unauthorized {
-                                path: path.to_owned(),
-                                message,
-                            },
-                            (409, _) => Error::IdempotencyConflict { message },
-                            (400, ErrorCode::SpecMismatch) => Error::SpecMismatch { message },
-                            _ => Error::Refused {
+                        if times >= SAME_SERVER_FAULT_LIMIT {
+                            let (code, message) = error_of(&answer.1);
+                            return Err(Error::ServerFault {
                                 path: path.to_owned(),
                                 status,
-                                code: code.to_string(),
+                                code,
                                 message,
-                            },
-                        });
+                                times,
+                            });
+                        }
+                        same_fault = Some((answer, times));
+                        (format!("HTTP {status}"), None)
                     }
+                    408 | 500..=599 => (format!("HTTP {}", r.status), None),
+                    status => return Err(refusal(path, status, &r.body)),
                 },
             };
             if attempts >= self.policy.max_attempts {
@@ -174,6 +201,22 @@ impl Client {
             self.bump(|s| s.retries += 1);
             self.ports.clock.sleep(delay).await;
         }
+    }
+
+    /// `POST /v1/migrations/{id}/verify`: asks the server to check `sent` against its own
+    /// tallies and, when they match, to mark the migration verified (idempotent).
+    pub async fn verify_migration(
+        &self,
+        id: Uuid,
+        sent: &VerifyRequest,
+    ) -> Result<MigrationReport, Error> {
+        let path = format!("/v1/migrations/{id}/verify");
+        let body = serde_json::to_vec(sent).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let a = self
+            .request("POST", &path, Some((body, "application/json")), Vec::new())
+            .await?;
+        let b = self.expect_ok(&path, a)?;
+        Self::json(&path, &b)
     }
 
     fn json<T: for<'de> Deserialize<'de>>(path: &str, body: &[u8]) -> Result<T, Error> {
@@ -241,9 +284,33 @@ impl Client {
             Answer::TooLarge => Err(Error::Refused {
                 path: path.to_owned(),
                 status: 413,
-                code: ErrorCode::PayloadTooLarge.to_string(),
+                code: ErrorCode::PayloadTooLarge,
                 message: "the request body is larger than the server accepts".to_owned(),
             }),
         }
+    }
+}
+
+/// The error a final (4xx) answer becomes: a specific variant where the runner reacts to it,
+/// else [`Error::Refused`] with the server's code and message.
+fn refusal(path: &str, status: u16, body: &[u8]) -> Error {
+    let (code, message) = error_of(body);
+    match (status, code) {
+        (401, _) => Error::Unauthorized {
+            path: path.to_owned(),
+            message,
+        },
+        (409, ErrorCode::MigrationRolledBack) => Error::MigrationRolledBack {
+            path: path.to_owned(),
+            message,
+        },
+        (409, ErrorCode::IdempotencyConflict) => Error::IdempotencyConflict { message },
+        (400, ErrorCode::SpecMismatch) => Error::SpecMismatch { message },
+        (status, code) => Error::Refused {
+            path: path.to_owned(),
+            status,
+            code,
+            message,
+        },
     }
 }

@@ -2,6 +2,8 @@
 //! developer (or the user) can do about it, because it reaches JavaScript as an `Error` message.
 
 use ferry_core::backup::BackupError;
+use ferry_core::contract::ErrorCode;
+use serde::Serialize;
 
 /// Why a migrator operation failed. Whenever a run stops with an error, the app's localStorage
 /// and the checkpoint are left intact, so the next run resumes where this one stopped.
@@ -75,15 +77,45 @@ pub enum Error {
         /// The server's message.
         message: String,
     },
-    /// Another 4xx answer.
-    #[error("the server refused {path} with {status} {code}: {message}")]
+    /// Another 4xx answer: the server refuses this request and would refuse it again.
+    #[error(
+        "the server refused {path} with {status} {code}: {message}; this is a permanent refusal, not an outage, so retrying will not help; localStorage and the checkpoint are intact (report the code {code} to the app's team)"
+    )]
     Refused {
         /// The request path.
         path: String,
         /// HTTP status.
         status: u16,
         /// The machine-readable code of the error body.
-        code: String,
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The same 5xx answer came back for the same request several times in a row: the server
+    /// fails on this data (a column stricter than the spec, a bug), it is not down.
+    #[error(
+        "the server failed on {path} {times} times in a row with the same answer ({status} {code}: {message}): this is a server fault with this data, not an outage, so the migration stopped instead of retrying; localStorage and the checkpoint are intact and a later run tries again (report it to the app's team)"
+    )]
+    ServerFault {
+        /// The request path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// The machine-readable code of the error body.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+        /// Identical answers in a row.
+        times: u32,
+    },
+    /// `409 migration_rolled_back`: the migration in flight was rolled back on the server, so
+    /// it is not done; the runner plans a new migration from localStorage.
+    #[error(
+        "the server rolled back the migration behind {path} ({message}): it is not done; run again to migrate the records under a new migration (localStorage and the backups are intact)"
+    )]
+    MigrationRolledBack {
+        /// The request path.
+        path: String,
         /// The server's message.
         message: String,
     },
@@ -148,11 +180,59 @@ impl Error {
             Self::IdempotencyConflict { .. } => "idempotency_conflict",
             Self::SpecMismatch { .. } => "spec_mismatch",
             Self::Refused { .. } => "refused",
+            Self::ServerFault { .. } => "server_fault",
+            Self::MigrationRolledBack { .. } => "migration_rolled_back",
             Self::Unavailable { .. } => "unavailable",
             Self::RecordTooLarge { .. } => "record_too_large",
             Self::VerificationFailed { .. } => "verification_failed",
             Self::Protocol { .. } => "protocol",
             Self::Unsupported(_) => "unsupported",
+        }
+    }
+
+    /// Which kind of failure this is, for the run report and the JavaScript `Error`.
+    pub fn failure(&self) -> Failure {
+        match self {
+            Self::Unauthorized { .. }
+            | Self::IdempotencyConflict { .. }
+            | Self::SpecMismatch { .. }
+            | Self::Refused { .. }
+            | Self::RecordTooLarge { .. }
+            | Self::VerificationFailed { .. }
+            | Self::MigrationRolledBack { .. }
+            | Self::Protocol { .. } => Failure::Refused,
+            Self::ServerFault { .. } => Failure::ServerFault,
+            Self::Unavailable { .. } => Failure::Unreachable,
+            _ => Failure::Browser,
+        }
+    }
+}
+
+/// The kind of a failure: what the user and the app's team can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The server answered and refused (4xx, or an answer that breaks the contract): it will
+    /// refuse again until someone changes the app, the spec or the server.
+    Refused,
+    /// The server failed the same way several times on the same request (5xx): a server-side
+    /// problem with this data; a later run tries again.
+    ServerFault,
+    /// The server could not be reached (network, timeouts, 502–504, 429) within the retry
+    /// budget: run again later.
+    Unreachable,
+    /// Something in this browser failed (storage, crypto, arguments, the token provider).
+    Browser,
+}
+
+impl Failure {
+    /// The snake_case name (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::ServerFault => "server_fault",
+            Self::Unreachable => "unreachable",
+            Self::Browser => "browser",
         }
     }
 }

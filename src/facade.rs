@@ -1,6 +1,6 @@
 //! The JavaScript API: one `Migrator` class. Inputs and outputs cross as JSON-compatible plain
 //! objects (via `JSON.stringify`/`JSON.parse`, so no `Map`s appear), every failure becomes a
-//! JavaScript `Error` through [`js_error`] (name `FerryError`, `code` set), and the panic hook
+//! JavaScript `Error` through [`js_error`] (name `FerryError`, `code` and `failure` set), and the panic hook
 //! is installed once, when the first migrator is made. TypeScript types for every object are
 //! in the custom section below and land in `pkg/ferry.d.ts`.
 
@@ -52,8 +52,10 @@ export interface RunReport {
   recordsToSend: number; batchesPlanned: number; bytesPlanned: number;
   recordsSent: number; batchesSent: number; retries: number; splits: number;
   offlineWaits: number; outcomes: Record<string, Partial<Record<RecordOutcome, number>>>; quarantined: RecordResult[];
-  cleanedKeys: string[]; warnings: string[]; durationMs: number;
+  cleanedKeys: string[]; rolledBackMigration: string | null; warnings: string[]; durationMs: number;
 }
+/** What kind of failure a `FerryError` is (its `failure` property). */
+export type Failure = "refused" | "server_fault" | "unreachable" | "browser";
 export interface Finished { migrationId: string; finishedAtMs: number; records: number; backupId: string }
 export interface Inspection {
   kinds: { kind: string; keys: string[]; bytes: number; summary: KindSummary; toSend: number }[];
@@ -65,8 +67,8 @@ export interface Inspection {
 export interface BackupInfo { id: string; createdAtMs: number; keyCount: number; byteSize: number; fileSize: number; app: string }
 "#;
 
-/// Turns any migrator error into a JavaScript `Error` with `name = "FerryError"` and a
-/// machine-readable `code`.
+/// Turns any migrator error into a JavaScript `Error` with `name = "FerryError"`, a
+/// machine-readable `code` and the `failure` kind.
 pub fn js_error(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
     err.set_name("FerryError");
@@ -74,6 +76,12 @@ pub fn js_error(e: Error) -> JsValue {
         &err,
         &JsValue::from_str("code"),
         &JsValue::from_str(e.code()),
+    );
+    // Which kind of failure (refused, server_fault, unreachable, browser): what to do next.
+    let _ = Reflect::set(
+        &err,
+        &JsValue::from_str("failure"),
+        &JsValue::from_str(e.failure().as_str()),
     );
     err.into()
 }

@@ -6,7 +6,7 @@
 //! and records the delay, and going offline is "fixed" by the `online` event firing at once.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -15,6 +15,7 @@ use ferry_core::backup::{self, BackupMetadata, OpeningKey, Pair, SealingKey};
 use ferry_core::contract::{
     BatchResult, Conflict, ErrorBody, ErrorCode, ErrorDetail, KindReport, MigrationReport,
     MigrationStatus, RecordOutcome, RecordResult, ResolveAnswer, RollbackAnswer, StoredBackup,
+    VerifyRequest,
 };
 use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::ContentHash;
@@ -452,6 +453,10 @@ pub struct FakeServer {
     pub refused_tokens: RefCell<HashSet<String>>,
     /// Backups uploaded (id, size).
     pub backups: RefCell<Vec<(String, usize)>>,
+    /// Migrations rolled back (their batches are refused with 409 `migration_rolled_back`).
+    pub rolled_back: RefCell<BTreeSet<Uuid>>,
+    /// Migrations verified, with how many times the browser asked.
+    pub verified: RefCell<BTreeMap<Uuid, u32>>,
     net: Option<Rc<MemoryNet>>,
 }
 
@@ -465,6 +470,8 @@ impl FakeServer {
             max_records: Cell::new(None),
             refused_tokens: RefCell::default(),
             backups: RefCell::default(),
+            rolled_back: RefCell::default(),
+            verified: RefCell::default(),
             net,
         }
     }
@@ -529,6 +536,15 @@ impl FakeServer {
                         n,
                     );
                 }
+                if self
+                    .rolled_back
+                    .borrow()
+                    .contains(&batch.header.migration_id)
+                {
+                    let message = "the migration was rolled back";
+                    let answer = error(409, ErrorCode::MigrationRolledBack, message);
+                    return (answer, Some(seq), n);
+                }
                 let key = (batch.header.migration_id, seq);
                 let replay = match self.batches.borrow().get(&key) {
                     Some(stored) if stored.as_slice() != body => {
@@ -574,61 +590,48 @@ impl FakeServer {
                 };
                 (json_answer(200, &answer), Some(seq), n)
             }
-            ("GET", p) if p.starts_with("/v1/migrations/") => {
-                let id = p.trim_start_matches("/v1/migrations/");
-                let mut kinds: BTreeMap<String, (u64, [u8; 16])> = BTreeMap::new();
-                let mut count = 0;
-                let mut seen = std::collections::BTreeSet::new();
-                for ((m, _), b) in self.batches.borrow().iter() {
-                    if m.to_string() != id {
-                        continue;
-                    }
-                    count += 1;
-                    let Ok(batch) = serde_json::from_slice::<Batch>(b) else {
-                        continue;
-                    };
-                    let items = batch
-                        .records
-                        .iter()
-                        .map(|r| (&r.kind, r.hash))
-                        .chain(batch.rejected.iter().map(|r| (&r.kind, r.hash)));
-                    for (kind, ContentHash(h)) in items {
-                        // Like the real server: each distinct (kind, hash) counts once.
-                        if !seen.insert((kind.clone(), h)) {
-                            continue;
-                        }
-                        let e = kinds.entry(kind.clone()).or_default();
-                        e.0 += 1;
-                        for (c, x) in e.1.iter_mut().zip(h) {
-                            *c ^= x;
-                        }
-                    }
-                }
-                let kinds = kinds
-                    .into_iter()
-                    .map(|(k, (n, x))| {
-                        let report = KindReport {
-                            received: n,
-                            checksum: ContentHash(x).to_hex(),
-                            outcomes: BTreeMap::new(),
-                        };
-                        (k, report)
-                    })
-                    .collect();
-                let Ok(migration_id) = Uuid::parse_str(id) else {
+            ("POST", p) if p.starts_with("/v1/migrations/") && p.ends_with("/verify") => {
+                let id = p
+                    .trim_start_matches("/v1/migrations/")
+                    .trim_end_matches("/verify");
+                let Some(mut report) = self.report(id) else {
                     return (
                         error(404, ErrorCode::NotFound, "no such migration"),
                         None,
                         0,
                     );
                 };
-                let report = MigrationReport {
-                    migration_id,
-                    status: MigrationStatus::Running,
-                    batches: count,
-                    kinds,
+                let sent: VerifyRequest = match serde_json::from_slice(body) {
+                    Ok(v) => v,
+                    Err(e) => return (error(422, ErrorCode::InvalidBody, &e.to_string()), None, 0),
                 };
+                if report.status == MigrationStatus::RolledBack {
+                    let answer = error(409, ErrorCode::MigrationRolledBack, "rolled back");
+                    return (answer, None, 0);
+                }
+                let problems = report.differences(&sent.kinds);
+                if !problems.is_empty() {
+                    let answer = error(409, ErrorCode::VerificationMismatch, &problems.join("; "));
+                    return (answer, None, 0);
+                }
+                *self
+                    .verified
+                    .borrow_mut()
+                    .entry(report.migration_id)
+                    .or_default() += 1;
+                report.status = MigrationStatus::Verified;
                 (json_answer(200, &report), None, 0)
+            }
+            ("GET", p) if p.starts_with("/v1/migrations/") => {
+                let id = p.trim_start_matches("/v1/migrations/");
+                match self.report(id) {
+                    Some(report) => (json_answer(200, &report), None, 0),
+                    None => (
+                        error(404, ErrorCode::NotFound, "no such migration"),
+                        None,
+                        0,
+                    ),
+                }
             }
             ("POST", "/v1/backups") => {
                 let id = request
@@ -650,6 +653,12 @@ impl FakeServer {
                 (json_answer(200, &ResolveAnswer { resolved: true }), None, 0)
             }
             ("POST", p) if p.ends_with("/rollback") => {
+                let id = p
+                    .trim_start_matches("/v1/migrations/")
+                    .trim_end_matches("/rollback");
+                if let Ok(id) = Uuid::parse_str(id) {
+                    self.rolled_back.borrow_mut().insert(id);
+                }
                 let answer = RollbackAnswer {
                     restored: 0,
                     already_rolled_back: false,
@@ -658,6 +667,65 @@ impl FakeServer {
             }
             _ => (error(404, ErrorCode::NotFound, "no such route"), None, 0),
         }
+    }
+}
+
+impl FakeServer {
+    /// What the server holds of migration `id` (`None` for an id that is not a uuid): each
+    /// distinct (kind, hash) counted once, like the real server.
+    fn report(&self, id: &str) -> Option<MigrationReport> {
+        let migration_id = Uuid::parse_str(id).ok()?;
+        let mut kinds: BTreeMap<String, (u64, [u8; 16])> = BTreeMap::new();
+        let mut count = 0;
+        let mut seen = BTreeSet::new();
+        for ((m, _), b) in self.batches.borrow().iter() {
+            if *m != migration_id {
+                continue;
+            }
+            count += 1;
+            let Ok(batch) = serde_json::from_slice::<Batch>(b) else {
+                continue;
+            };
+            let items = batch
+                .records
+                .iter()
+                .map(|r| (&r.kind, r.hash))
+                .chain(batch.rejected.iter().map(|r| (&r.kind, r.hash)));
+            for (kind, ContentHash(h)) in items {
+                if !seen.insert((kind.clone(), h)) {
+                    continue;
+                }
+                let e = kinds.entry(kind.clone()).or_default();
+                e.0 += 1;
+                for (c, x) in e.1.iter_mut().zip(h) {
+                    *c ^= x;
+                }
+            }
+        }
+        let kinds = kinds
+            .into_iter()
+            .map(|(k, (n, x))| {
+                let report = KindReport {
+                    received: n,
+                    checksum: ContentHash(x).to_hex(),
+                    outcomes: BTreeMap::new(),
+                };
+                (k, report)
+            })
+            .collect();
+        let status = if self.rolled_back.borrow().contains(&migration_id) {
+            MigrationStatus::RolledBack
+        } else if self.verified.borrow().contains_key(&migration_id) {
+            MigrationStatus::Verified
+        } else {
+            MigrationStatus::Running
+        };
+        Some(MigrationReport {
+            migration_id,
+            status,
+            batches: count,
+            kinds,
+        })
     }
 }
 

@@ -14,8 +14,15 @@
 //!    the expected per-kind tallies in one atomic commit;
 //! 6. sends batches in order; each acknowledgement deletes its outbox entry and updates the
 //!    checkpoint atomically; a 413 splits the batch into halves under new sequence numbers;
-//! 7. verifies the server's per-kind count and XOR checksum, and only then marks the
-//!    migration done (migrated hashes and fingerprints), optionally removing migrated keys.
+//! 7. asks the server to verify its per-kind count and XOR checksum against the plan's
+//!    (`POST /v1/migrations/{id}/verify`, which marks the run verified on the server), checks
+//!    the answer itself too, and only then marks the migration done (migrated hashes and
+//!    fingerprints), optionally removing migrated keys.
+//!
+//! A migration the server rolled back before it was verified (`409 migration_rolled_back`, or
+//! a report saying `rolled_back`) is not done: its checkpoint and outbox are dropped, and the
+//! records, still in localStorage (and in the backup), are planned again under a new
+//! migration id — once per run, so a run never loops.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,12 +39,14 @@ use crate::checkpoint::{
     self, BACKUP_INDEX_KEY, BackupInfo, BatchSize, Checkpoint, DEVICE_KEY, Fingerprint, Finished,
     History, Phase, Tally, load_hashes, load_json, put_json,
 };
-use crate::client::{BatchResult, Client, MigrationReport, RecordOutcome, RecordResult};
+use crate::client::{
+    BatchResult, Client, KindTally, MigrationReport, RecordOutcome, RecordResult, VerifyRequest,
+};
 use crate::error::Error;
 use crate::ports::{Ports, StoreOp, VaultKey};
 use crate::progress::{Meter, Progress, Stage};
 use crate::retry::RetryPolicy;
-use ferry_core::contract::Choice;
+use ferry_core::contract::{Choice, ErrorCode, MigrationStatus};
 
 /// How many backups are kept besides the oldest one (the original data, always kept).
 pub const RECENT_BACKUPS_KEPT: usize = 3;
@@ -153,6 +162,9 @@ pub struct RunReport {
     pub quarantined: Vec<RecordResult>,
     /// Keys removed from localStorage (cleanup option).
     pub cleaned_keys: Vec<String>,
+    /// A migration in flight that the server had rolled back: dropped, and its records
+    /// planned again under `migration_id`.
+    pub rolled_back_migration: Option<Uuid>,
     /// Things that went wrong without stopping the run.
     pub warnings: Vec<String>,
     /// Wall time of the run.
@@ -462,9 +474,13 @@ impl Migrator {
         if !options.dry_run {
             let message = match &result {
                 Ok(()) => serde_json::to_string(&report).unwrap_or_default(),
-                Err(e) => {
-                    serde_json::json!({"status": "failed", "error": e.to_string()}).to_string()
-                }
+                Err(e) => serde_json::json!({
+                    "status": "failed",
+                    "failure": e.failure(),
+                    "code": e.code(),
+                    "error": e.to_string(),
+                })
+                .to_string(),
             };
             self.ports.announcer.announce(&message);
         }
@@ -561,8 +577,17 @@ impl Migrator {
             ));
         }
 
-        // 6–7. Send, verify, finish.
-        self.finish(cp, options, on_progress, report).await?;
+        // 6–7. Send, verify, finish. A rollback of this very migration while it ran is not
+        // retried here: the next run plans again.
+        let id = cp.migration_id;
+        let outbox = cp.pending.clone();
+        match self.finish(cp, options, on_progress, report).await {
+            Err(e @ Error::MigrationRolledBack { .. }) => {
+                self.drop_rolled_back(id, &outbox).await?;
+                Err(e)
+            }
+            other => other,
+        }?;
         report.status = RunStatus::Completed;
         Ok(())
     }
@@ -581,9 +606,56 @@ impl Migrator {
         report.resumed = true;
         report.migration_id = Some(cp.migration_id);
         report.backup_id = Some(cp.backup_id.clone());
-        self.finish(cp, options, on_progress, report).await?;
-        report.status = RunStatus::Completed;
-        Ok(())
+        let id = cp.migration_id;
+        let outbox = cp.pending.clone();
+        match self.finish(cp, options, on_progress, report).await {
+            Ok(()) => {
+                report.status = RunStatus::Completed;
+                Ok(())
+            }
+            Err(Error::MigrationRolledBack { .. }) => {
+                // Not done: forget it, and let steps 2–7 migrate the records again.
+                self.drop_rolled_back(id, &outbox).await?;
+                report.resumed = false;
+                report.migration_id = None;
+                report.backup_id = None;
+                report.rolled_back_migration = Some(id);
+                report.warnings.push(format!(
+                    "migration {id} was rolled back on the server before it was verified; its records are sent again under a new migration"
+                ));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets migration `id`, rolled back on the server: its checkpoint, its plan's hashes
+    /// and what is left of its outbox (`outbox`: its pending batches), in one commit. Nothing
+    /// is marked migrated, so its records count as new again; the backups stay.
+    async fn drop_rolled_back(&self, id: Uuid, outbox: &[u32]) -> Result<(), Error> {
+        let app = self.app();
+        let mut ops: Vec<StoreOp> = outbox
+            .iter()
+            .map(|&seq| StoreOp::Delete(checkpoint::outbox_key(app, seq)))
+            .collect();
+        // Batches split after a 413 while this run sent them are in the stored checkpoint.
+        if let Some(cp) =
+            load_json::<Checkpoint>(&*self.ports.store, &checkpoint::checkpoint_key(app)).await?
+            && cp.migration_id == id
+        {
+            ops.extend(
+                cp.pending
+                    .iter()
+                    .map(|&seq| StoreOp::Delete(checkpoint::outbox_key(app, seq))),
+            );
+        }
+        ops.push(StoreOp::Delete(checkpoint::plan_hashes_key(app)));
+        ops.push(StoreOp::Delete(checkpoint::checkpoint_key(app)));
+        self.ports
+            .store
+            .commit(ops)
+            .await
+            .map_err(saving("the checkpoint"))
     }
 
     /// Step 2: the selected kinds' keys, unless none changed since the last verified migration
@@ -930,7 +1002,23 @@ impl Migrator {
         let (done, _) = cp.done_and_total();
         let now = self.ports.clock.now_ms();
         on_progress(&meter.at(Stage::Verify, now, done.records, done.bytes));
-        let server = self.client.migration_report(cp.migration_id).await?;
+        let server = match self
+            .client
+            .verify_migration(cp.migration_id, &sent_tallies(cp))
+            .await
+        {
+            Err(Error::Refused {
+                code: ErrorCode::VerificationMismatch,
+                message,
+                ..
+            }) => {
+                return Err(Error::VerificationFailed {
+                    migration_id: cp.migration_id.to_string(),
+                    details: message,
+                });
+            }
+            other => other?,
+        };
         verify(cp, &server)
     }
 
@@ -1265,33 +1353,33 @@ pub fn split_batch(body: &[u8], next: u32) -> Result<Option<[SplitHalf; 2]>, Err
     ]))
 }
 
-/// Compares the server's per-kind tallies with what was sent.
+/// What the checkpoint's plan sent, per kind, as `POST /v1/migrations/{id}/verify` takes it.
+pub fn sent_tallies(cp: &Checkpoint) -> VerifyRequest {
+    VerifyRequest {
+        kinds: cp
+            .expected
+            .iter()
+            .map(|(kind, t)| {
+                let tally = KindTally {
+                    received: t.received,
+                    checksum: ContentHash(t.checksum).to_hex(),
+                };
+                (kind.clone(), tally)
+            })
+            .collect(),
+    }
+}
+
+/// Compares the server's report with what was sent: a rolled-back migration is not done, and
+/// a running or verified one must hold exactly the plan's per-kind tallies.
 pub fn verify(cp: &Checkpoint, server: &MigrationReport) -> Result<(), Error> {
-    let mut problems = Vec::new();
-    for (kind, t) in &cp.expected {
-        let want = ContentHash(t.checksum).to_hex();
-        match server.kinds.get(kind) {
-            None => problems.push(format!(
-                "kind {kind:?}: sent {} records, the server reports none",
-                t.received
-            )),
-            Some(k) if k.received != t.received || !k.checksum.eq_ignore_ascii_case(&want) => {
-                problems.push(format!(
-                    "kind {kind:?}: sent {} records with checksum {want}, the server received {} with checksum {}",
-                    t.received, k.received, k.checksum
-                ));
-            }
-            Some(_) => {}
-        }
+    if server.status == MigrationStatus::RolledBack {
+        return Err(Error::MigrationRolledBack {
+            path: format!("/v1/migrations/{}", cp.migration_id),
+            message: format!("migration {} was rolled back", cp.migration_id),
+        });
     }
-    for (kind, k) in &server.kinds {
-        if k.received > 0 && !cp.expected.contains_key(kind) {
-            problems.push(format!(
-                "kind {kind:?}: nothing sent, the server reports {} records",
-                k.received
-            ));
-        }
-    }
+    let problems = server.differences(&sent_tallies(cp).kinds);
     if problems.is_empty() {
         Ok(())
     } else {

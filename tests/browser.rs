@@ -77,6 +77,10 @@ async fn fresh_ports(db: &str) -> Ports {
 }
 
 fn migrator(ports: Ports, run: &str, mode: &str) -> Migrator {
+    migrator_with_attempts(ports, run, mode, 3)
+}
+
+fn migrator_with_attempts(ports: Ports, run: &str, mode: &str, attempts: u32) -> Migrator {
     let config = Config {
         limits: BatchLimits {
             max_records: 2,
@@ -85,7 +89,7 @@ fn migrator(ports: Ports, run: &str, mode: &str) -> Migrator {
         retry: RetryPolicy {
             base_ms: 10,
             max_delay_ms: 50,
-            max_attempts: 3,
+            max_attempts: attempts,
             timeout_ms: 5_000,
         },
         origin: "http://test".to_owned(),
@@ -464,4 +468,77 @@ async fn the_javascript_facade_inspects_and_reports_errors_as_error_objects() {
         "backup_not_found"
     );
     storage().clear().unwrap();
+}
+
+/// Issue 12 §2, over real fetch: the same 500 for the same batch five times is a server fault,
+/// not an outage; the run stops (not after the whole budget) with the checkpoint kept, and
+/// the next run finishes.
+#[wasm_bindgen_test]
+async fn the_same_server_fault_five_times_stops_the_run_with_the_checkpoint_kept() {
+    storage().clear().unwrap();
+    seed_tasks(5);
+    let db = unique("ferry-poison");
+    let run = unique("poison");
+    let m = migrator_with_attempts(fresh_ports(&db).await, &run, "poison", 8);
+    let e = m.run(&RunOptions::default(), &|_| {}).await.unwrap_err();
+    assert_eq!(e.code(), "server_fault", "{e}");
+    assert_eq!(e.failure(), ferry::error::Failure::ServerFault);
+    let faults: Vec<u64> = posted(&server_log(&run).await)
+        .into_iter()
+        .filter(|(_, s)| *s == 500)
+        .map(|(q, _)| q)
+        .collect();
+    // Batches 1 and 2 travel together; each stops after its fifth identical answer.
+    assert_eq!(faults.len(), 10, "{faults:?}");
+    assert_eq!(
+        serde_json::to_value(m.inspect().await.unwrap()).unwrap()["state"],
+        "in_progress"
+    );
+    let m = migrator(fresh_ports_kept(&db), &run, "ok");
+    let r = m.run(&RunOptions::default(), &|_| {}).await.unwrap();
+    assert!(r.resumed && r.status == RunStatus::Completed, "{r:?}");
+    storage().clear().unwrap();
+}
+
+/// Issue 12 §3: the migration in flight was rolled back on the server; its re-sent batches
+/// get 409 `migration_rolled_back`. The next run migrates the records again under a new id.
+#[wasm_bindgen_test]
+async fn a_migration_rolled_back_in_flight_is_sent_again_under_a_new_id() {
+    storage().clear().unwrap();
+    seed_tasks(5);
+    let db = unique("ferry-rolled-back");
+    let run = unique("rolled-back");
+    let m = migrator(fresh_ports(&db).await, &run, "down");
+    m.run(&RunOptions::default(), &|_| {}).await.unwrap_err();
+    let first =
+        serde_json::to_value(m.inspect().await.unwrap()).unwrap()["inFlight"]["migrationId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    m.client()
+        .json_call("POST", &format!("/v1/migrations/{first}/rollback"), None)
+        .await
+        .unwrap();
+
+    let m = migrator(fresh_ports_kept(&db), &run, "ok");
+    let r = m.run(&RunOptions::default(), &|_| {}).await.unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert_eq!(
+        r.rolled_back_migration.map(|u| u.to_string()),
+        Some(first.clone())
+    );
+    assert_ne!(r.migration_id.map(|u| u.to_string()), Some(first));
+    assert_eq!(r.records_sent, 5, "every record sent again");
+    let log = posted(&server_log(&run).await);
+    assert!(log.iter().any(|(_, s)| *s == 409), "{log:?}");
+    assert_eq!(
+        serde_json::to_value(m.inspect().await.unwrap()).unwrap()["state"],
+        "done"
+    );
+    storage().clear().unwrap();
+}
+
+/// The ports of a "reloaded" page: the same IndexedDB, kept.
+fn fresh_ports_kept(db: &str) -> Ports {
+    browser::ports(db, token(), LockKind::Best).unwrap()
 }

@@ -125,7 +125,11 @@ pub enum MigrationStatus {
     /// Batches are accepted.
     #[default]
     Running,
-    /// Rolled back; later batches of it are refused.
+    /// The browser compared its tallies with the server's and they matched
+    /// (`POST /v1/migrations/{id}/verify`): the migration is done.
+    Verified,
+    /// Rolled back; later batches of it are refused, and a browser that has not verified it
+    /// migrates its records again under a new migration id.
     RolledBack,
 }
 
@@ -134,13 +138,14 @@ impl MigrationStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
+            Self::Verified => "verified",
             Self::RolledBack => "rolled_back",
         }
     }
 
     /// The status named `name` (as [`Self::as_str`] writes it).
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Running, Self::RolledBack]
+        [Self::Running, Self::Verified, Self::RolledBack]
             .into_iter()
             .find(|s| s.as_str() == name)
     }
@@ -161,7 +166,7 @@ pub struct MigrationReport {
     /// The migration.
     #[cfg_attr(feature = "typescript", tsify(type = "string"))]
     pub migration_id: Uuid,
-    /// Whether the migration is running or rolled back.
+    /// Whether the migration is running, verified or rolled back.
     #[serde(default)]
     pub status: MigrationStatus,
     /// Batches applied (replays not counted).
@@ -170,6 +175,64 @@ pub struct MigrationReport {
     /// Per kind name.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindReport>,
+}
+
+impl MigrationReport {
+    /// How the server's per-kind tallies differ from what the browser `sent`, one sentence
+    /// per kind that differs (empty when they match). The browser's verification and the
+    /// server's `POST /v1/migrations/{id}/verify` both decide with this.
+    pub fn differences(&self, sent: &BTreeMap<String, KindTally>) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (kind, t) in sent {
+            match self.kinds.get(kind) {
+                None => problems.push(format!(
+                    "kind {kind:?}: sent {} records, the server reports none",
+                    t.received
+                )),
+                Some(k)
+                    if k.received != t.received
+                        || !k.checksum.eq_ignore_ascii_case(&t.checksum) =>
+                {
+                    problems.push(format!(
+                        "kind {kind:?}: sent {} records with checksum {}, the server received {} with checksum {}",
+                        t.received, t.checksum, k.received, k.checksum
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for (kind, k) in &self.kinds {
+            if k.received > 0 && !sent.contains_key(kind) {
+                problems.push(format!(
+                    "kind {kind:?}: nothing sent, the server reports {} records",
+                    k.received
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// What the browser sent of one kind: the count and checksum the server must report.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindTally {
+    /// Distinct records sent (valid and rejected).
+    pub received: u64,
+    /// XOR of their 16-byte content hashes, as 32 hex digits.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{32}$"))]
+    pub checksum: String,
+}
+
+/// The body of `POST /v1/migrations/{id}/verify`: what the browser sent, per kind name. The
+/// server marks the migration verified only when its own tallies are exactly these.
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// Per kind name.
+    pub kinds: BTreeMap<String, KindTally>,
 }
 
 /// What one kind received in a migration.
@@ -348,8 +411,10 @@ error_codes! {
     InvalidQuery = "invalid_query",
     /// 409: the same `(migration_id, sequence)` was received before with another body.
     IdempotencyConflict = "idempotency_conflict",
-    /// 409: a batch of a migration that was rolled back.
+    /// 409: a batch of a migration that was rolled back, or its verification.
     MigrationRolledBack = "migration_rolled_back",
+    /// 409: verifying a migration whose tallies on the server differ from the browser's.
+    VerificationMismatch = "verification_mismatch",
     /// 409: resolving a conflict twice.
     AlreadyResolved = "already_resolved",
     /// 409: the same backup id with different bytes.

@@ -35,7 +35,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             app.run_until_stopped(shutdown).await?;
             Ok(())
         }
-        Command::Status { user, migration } => cli::status(&cli.settings, user, migration).await,
+        Command::Status {
+            user,
+            migration,
+            abandoned_after,
+            by_user,
+        } => {
+            let query = cli::StatusQuery {
+                user,
+                migration,
+                abandoned_after: std::time::Duration::from_secs(abandoned_after),
+                by_user,
+            };
+            cli::status(&cli.settings, &query).await
+        }
         Command::Rollback { migration, user } => {
             cli::rollback(&cli.settings, user, migration).await
         }

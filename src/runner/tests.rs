@@ -671,3 +671,227 @@ fn conflict_and_rollback_calls_follow_the_contract() {
     // After a rollback everything is sent again.
     assert_eq!(run(&m, auto()).unwrap().records_to_send, 5);
 }
+
+// ---- Server answers: permanent refusals, repeated server faults, rolled-back migrations ----
+
+use ferry_core::contract::ErrorCode;
+
+/// A migrator with the default retry budget (10 attempts), sending one batch at a time.
+fn patient_migrator(t: &Twins) -> Migrator {
+    let config = Config {
+        limits: small_batches(),
+        origin: "https://app.test".to_owned(),
+        parallel_uploads: 1,
+        ..Config::default()
+    };
+    Migrator::new(SPEC, "https://api.test/", t.ports(), config).unwrap()
+}
+
+fn fault(status: u16, code: ErrorCode) -> Fault {
+    Fault::Error(status, code.as_str().to_owned())
+}
+
+fn last_announcement(t: &Twins) -> serde_json::Value {
+    let messages = t.announcer.messages.borrow();
+    serde_json::from_str(messages.last().expect("the run announced its end")).unwrap()
+}
+
+/// Issue 12 §2: a batch the database refuses answers the same 500 on every retry; the browser
+/// used to spend its whole budget and then blame the network ("stayed unreachable").
+#[test]
+fn the_same_server_fault_five_times_stops_with_a_clear_error_and_the_checkpoint_kept() {
+    let t = seeded();
+    let m = patient_migrator(&t);
+    t.server.inject([Fault::Pass]);
+    t.server
+        .inject(std::iter::repeat_n(fault(500, ErrorCode::Internal), 10));
+    let e = run(&m, auto()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ServerFault {
+                times: 5,
+                status: 500,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.failure(), crate::error::Failure::ServerFault);
+    assert!(e.to_string().contains("not an outage"), "{e}");
+    assert_eq!(
+        t.server.posted_sequences(),
+        vec![0, 1, 1, 1, 1, 1],
+        "batch 1 is tried 5 times, not 10"
+    );
+    let cp = checkpoint_of(&t).expect("the checkpoint is kept");
+    assert_eq!(cp.pending, vec![1, 2]);
+    let said = last_announcement(&t);
+    assert_eq!(said["failure"], "server_fault", "{said}");
+    assert_eq!(said["code"], "server_fault", "{said}");
+
+    // The server is fixed: the next run resumes and finishes.
+    t.server.faults.borrow_mut().clear();
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert!(r.resumed);
+}
+
+/// Different 5xx answers, or unavailability (503), are an outage: retried within the budget.
+#[test]
+fn changing_server_faults_and_unavailability_keep_being_retried() {
+    let t = seeded();
+    let m = patient_migrator(&t);
+    t.server.inject([
+        fault(500, ErrorCode::Internal),
+        Fault::Status(500),
+        fault(500, ErrorCode::Internal),
+        Fault::Status(500),
+        fault(503, ErrorCode::Unavailable),
+        fault(503, ErrorCode::Unavailable),
+        fault(503, ErrorCode::Unavailable),
+        fault(503, ErrorCode::Unavailable),
+        fault(503, ErrorCode::Unavailable),
+    ]);
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert_eq!(r.retries, 9);
+}
+
+/// A 4xx with a stable code is final: not retried, explained with its code, the checkpoint
+/// kept, and the announcement says it was a refusal, not an outage.
+#[test]
+fn a_permanent_refusal_stops_at_once_with_its_code_and_the_checkpoint_kept() {
+    let t = seeded();
+    let m = patient_migrator(&t);
+    t.server
+        .inject([Fault::Pass, fault(422, ErrorCode::InvalidBody)]);
+    let e = run(&m, auto()).unwrap_err();
+    match &e {
+        Error::Refused { status, code, .. } => {
+            assert_eq!((*status, code), (422, &ErrorCode::InvalidBody), "{e}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(e.to_string().contains("permanent refusal"), "{e}");
+    assert_eq!(t.server.posted_sequences(), vec![0, 1], "not retried");
+    assert!(checkpoint_of(&t).is_some(), "the checkpoint is kept");
+    let said = last_announcement(&t);
+    assert_eq!(said["failure"], "refused", "{said}");
+    assert_eq!(said["code"], "refused", "{said}");
+}
+
+/// Issue 12 §3: the operator rolled back a migration this browser had not finished; the
+/// server refuses its batches with 409 `migration_rolled_back`. The browser used to stop on
+/// every run with "idempotency conflict"; it must migrate the records again, once.
+#[test]
+fn a_rolled_back_migration_in_flight_is_migrated_again_under_a_new_id() {
+    let t = seeded();
+    let m = migrator_with(&t, small_batches(), 1);
+    down_after_first_batch(&t);
+    run(&m, auto()).unwrap_err();
+    let first = checkpoint_of(&t).unwrap().migration_id;
+    block_on(
+        m.client()
+            .json_call("POST", &format!("/v1/migrations/{first}/rollback"), None),
+    )
+    .unwrap();
+
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert_eq!(r.rolled_back_migration, Some(first));
+    let second = r.migration_id.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(r.records_sent, 5, "every record is sent again");
+    assert!(!r.resumed);
+    assert!(t.server.verified.borrow().contains_key(&second));
+    assert!(!t.server.verified.borrow().contains_key(&first));
+    assert!(checkpoint_of(&t).is_none());
+    let leftovers: Vec<String> = t
+        .store
+        .keys_now()
+        .into_iter()
+        .filter(|k| k.contains(&first.to_string()) || k.contains("outbox"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(block_on(m.inspect()).unwrap().state, MigrationState::Done);
+}
+
+/// Every batch was acknowledged, then the run stopped before verifying; the migration was
+/// rolled back meanwhile. Its tallies still match (the server keeps what it received), so the
+/// browser used to call it done while its rows were gone.
+#[test]
+fn a_migration_rolled_back_before_verification_is_not_done() {
+    let t = seeded();
+    let m = migrator(&t, small_batches());
+    t.server.inject([Fault::Pass, Fault::Pass, Fault::Pass]);
+    t.server.inject(std::iter::repeat_n(Fault::Status(503), 4));
+    let e = run(&m, auto()).unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    let cp = checkpoint_of(&t).unwrap();
+    assert!(cp.pending.is_empty(), "{cp:?}");
+    t.server.rolled_back.borrow_mut().insert(cp.migration_id);
+
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert_eq!(r.rolled_back_migration, Some(cp.migration_id));
+    assert_ne!(r.migration_id, Some(cp.migration_id));
+    assert_eq!(r.records_sent, 5);
+    let history: History = t
+        .store
+        .value(&checkpoint::history_key("taskboard"))
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap();
+    let done: Vec<Uuid> = history.finished.iter().map(|f| f.migration_id).collect();
+    assert_eq!(
+        done,
+        vec![r.migration_id.unwrap()],
+        "only the new one is done"
+    );
+}
+
+/// A rollback that lands while this run sends its fresh migration stops the run (no loop);
+/// the migration is dropped, nothing is marked done, and the next run sends it all again.
+#[test]
+fn a_rollback_during_a_run_stops_it_and_the_next_run_migrates_again() {
+    let t = seeded();
+    let m = migrator_with(&t, small_batches(), 1);
+    t.server
+        .inject([Fault::Pass, fault(409, ErrorCode::MigrationRolledBack)]);
+    let e = run(&m, auto()).unwrap_err();
+    assert!(matches!(e, Error::MigrationRolledBack { .. }), "{e}");
+    assert!(
+        checkpoint_of(&t).is_none(),
+        "the dropped migration is forgotten"
+    );
+    assert_eq!(t.server.posted_sequences(), vec![0, 1], "not retried");
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert_eq!(r.records_sent, 5);
+}
+
+/// Issue 12 §5: verification marks the run verified on the server, once per migration.
+#[test]
+fn verification_marks_the_migration_verified_on_the_server() {
+    let t = seeded();
+    let m = migrator(&t, small_batches());
+    let r = run(&m, auto()).unwrap();
+    let id = r.migration_id.unwrap();
+    assert_eq!(t.server.verified.borrow().get(&id), Some(&1));
+    assert_eq!(run(&m, auto()).unwrap().status, RunStatus::UpToDate);
+    assert_eq!(t.server.verified.borrow().get(&id), Some(&1));
+}
+
+/// The server's refusal to verify (its tallies differ) is a verification failure with the
+/// server's reasons, and nothing is marked done.
+#[test]
+fn a_verification_the_server_refuses_is_not_done() {
+    let t = seeded();
+    let m = migrator(&t, small_batches());
+    t.server.inject([Fault::Pass, Fault::Pass, Fault::Pass]);
+    t.server
+        .inject([fault(409, ErrorCode::VerificationMismatch)]);
+    let e = run(&m, auto()).unwrap_err();
+    assert!(matches!(e, Error::VerificationFailed { .. }), "{e}");
+    assert!(checkpoint_of(&t).is_some());
+}

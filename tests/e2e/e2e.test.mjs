@@ -28,8 +28,7 @@ const url = (hash = '') => `${server.url}/${hash}`;
 const q = (s) => `'${String(s).replaceAll("'", "''")}'`;
 const rows = (table, user) => server.count(`SELECT count(*) FROM ${table} WHERE user_id = ${q(user)}`);
 const quarantined = (user, kind) => server.count(`SELECT count(*) FROM ferry_quarantine WHERE user_id = ${q(user)}${kind ? ` AND kind = ${q(kind)}` : ''}`);
-// (ferry_migration_runs.status stays 'running': no endpoint of docs/http-api.md tells the server a
-// migration was verified, so tests count runs and check the verification data instead.)
+// (The browser's verification marks its run 'verified' on the server: POST /v1/migrations/{id}/verify.)
 const runs = (user) => server.sql(`SELECT migration_id, status FROM ferry_migration_runs WHERE user_id = ${q(user)}`);
 const received = (user, kind) => server.count(`SELECT count(*) FROM ferry_received WHERE user_id = ${q(user)} AND kind = ${q(kind)}`);
 const openConflicts = (user) => server.count(`SELECT count(*) FROM ferry_conflicts WHERE user_id = ${q(user)} AND status = 'open'`);
@@ -181,6 +180,7 @@ test('a fresh user with about 5 MB: auto-run stores every valid record once and 
   const reasons = server.sql(`SELECT reasons FROM ferry_quarantine WHERE user_id = ${q(user)} LIMIT 20`);
   assert.ok(reasons.every((r) => Array.isArray(r.reasons) ? r.reasons.length > 0 : Object.keys(r.reasons).length > 0), 'every quarantined record has reasons');
   assert.equal(runs(user).length, 1, 'one migration');
+  assert.equal(runs(user)[0].status, 'verified', 'the browser verified its run on the server');
   assert.equal(received(user, 'tasks'), stored + quarantined(user, 'tasks'), 'the server received each task record once');
   assert.deepEqual(page.errors, []);
   await context.close();

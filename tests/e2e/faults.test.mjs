@@ -339,7 +339,7 @@ test('4. a reload during verification: the next load resumes, sends no batch aga
   assert.equal(report.batchesSent, 0, 'no batch was sent again');
   assert.equal(proxy.batches().filter((e) => e.nth >= first).length, sentBefore);
   assert.match(await reportLine(page), /resumed an interrupted migration/);
-  const verifications = proxy.log.filter((e) => e.path === `/v1/migrations/${report.migrationId}`).length;
+  const verifications = proxy.log.filter((e) => e.path === `/v1/migrations/${report.migrationId}/verify`).length;
   assert.equal(verifications, 2, 'verified once before and once after the reload');
   await assertCompletedOnce(page, device, report);
   assert.equal(await backupRows(page), 1, 'the resumed run made no second backup');

@@ -8,6 +8,10 @@
 //   flaky-split both (413 first)
 //   retry-after the first POST of every batch number gets 429 with Retry-After: 1
 //   down        every batch after number 0 gets 503
+//   poison      every batch after number 0 gets the same 500 internal (a server fault)
+// POST .../v1/migrations/<id>/rollback marks the migration rolled back: its batches and its
+// verification get 409 migration_rolled_back. POST .../v1/migrations/<id>/verify compares the
+// browser's tallies with the report and marks the migration verified.
 // GET /t/<run>/log lists what was received.
 //
 // Usage: node tests/support/ferry-test-server.mjs [-- command args...]
@@ -19,7 +23,7 @@ import { spawn } from 'node:child_process';
 const port = Number(process.env.FERRY_TEST_PORT || 8787);
 const runs = new Map();
 const state = (run) => {
-  if (!runs.has(run)) runs.set(run, { batches: new Map(), attempts: new Map(), log: [] });
+  if (!runs.has(run)) runs.set(run, { batches: new Map(), attempts: new Map(), log: [], rolledBack: new Set(), verified: new Set() });
   return runs.get(run);
 };
 const cors = {
@@ -70,6 +74,8 @@ const server = http.createServer((req, res) => {
       if (mode.includes('flaky') && attempt === 1) return refuse(503, 'unavailable');
       if (mode === 'retry-after' && attempt === 1) return refuse(429, 'rate_limited', { 'Retry-After': '1' });
       if (mode === 'down' && seq > 0) return refuse(503, 'unavailable');
+      if (mode === 'poison' && seq > 0) return refuse(500, 'internal');
+      if (st.rolledBack.has(mid)) return refuse(409, 'migration_rolled_back');
       const text = body.toString('utf8');
       const stored = st.batches.get(key);
       if (stored && stored.text !== text) return refuse(409, 'idempotency_conflict');
@@ -80,12 +86,11 @@ const server = http.createServer((req, res) => {
       ];
       return reply(200, { migration_id: mid, sequence: seq, replay: !!stored, outcomes, counts: {} });
     }
-    const mig = path.match(/^\/v1\/migrations\/([^/]+)$/);
-    if (req.method === 'GET' && mig) {
+    const report = (id) => {
       const kinds = {};
       let batches = 0;
       for (const { mid, batch } of st.batches.values()) {
-        if (mid !== mig[1]) continue;
+        if (mid !== id) continue;
         batches++;
         for (const r of [...batch.records, ...(batch.rejected || [])]) {
           const k = (kinds[r.kind] ||= { received: 0, acc: new Array(16).fill(0) });
@@ -95,7 +100,26 @@ const server = http.createServer((req, res) => {
       const out = {};
       for (const [k, v] of Object.entries(kinds))
         out[k] = { received: v.received, checksum: v.acc.map((b) => b.toString(16).padStart(2, '0')).join(''), outcomes: {} };
-      return reply(200, { migration_id: mig[1], batches, kinds: out });
+      const status = st.rolledBack.has(id) ? 'rolled_back' : st.verified.has(id) ? 'verified' : 'running';
+      return { migration_id: id, status, batches, kinds: out };
+    };
+    const mig = path.match(/^\/v1\/migrations\/([^/]+)(\/rollback|\/verify)?$/);
+    if (req.method === 'GET' && mig && !mig[2]) return reply(200, report(mig[1]));
+    if (req.method === 'POST' && mig && mig[2] === '/rollback') {
+      const already = st.rolledBack.has(mig[1]);
+      st.rolledBack.add(mig[1]);
+      return reply(200, { restored: 0, already_rolled_back: already });
+    }
+    if (req.method === 'POST' && mig && mig[2] === '/verify') {
+      const r = report(mig[1]);
+      if (r.status === 'rolled_back') return refuse(409, 'migration_rolled_back');
+      let sent;
+      try { sent = JSON.parse(body.toString('utf8')).kinds; } catch (e) { return refuse(422, 'invalid_body'); }
+      const same = (a, b) => Object.keys(a).length === Object.keys(b).length && Object.entries(a).every(
+        ([k, t]) => b[k] && b[k].received === t.received && b[k].checksum === t.checksum.toLowerCase());
+      if (!same(sent, r.kinds)) return refuse(409, 'verification_mismatch');
+      st.verified.add(mig[1]);
+      return reply(200, { ...r, status: 'verified' });
     }
     if (req.method === 'POST' && path === '/v1/backups')
       return reply(200, { id: req.headers['x-ferry-backup-id'], size: body.length });

@@ -100,6 +100,7 @@ pub const SCHEMA_MIGRATIONS: &[SchemaMigration] = &[
     schema_migration!(Ferry, 3, "0003_resolutions_and_backups"),
     schema_migration!(Ferry, 4, "0004_sealed_quarantine"),
     schema_migration!(Ferry, 5, "0005_received_hash_bytes"),
+    schema_migration!(Ferry, 6, "0006_migration_run_verification"),
     schema_migration!(App, 1, "0001_demo_app_tables"),
 ];
 

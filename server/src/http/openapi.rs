@@ -202,6 +202,16 @@ fn v1_paths() -> serde_json::Map<String, Value> {
             json_ok("The report", json!({ "$ref": "#/components/schemas/MigrationReport" })),
             &["401", "404", "429"])
     }}));
+    paths.insert("/v1/migrations/{migration_id}/verify".into(), json!({ "post": {
+        "summary": "The browser's per-kind tallies; when they are the server's, the run is marked verified (once) and the report says verified",
+        "description": "409 migration_rolled_back: the migration was rolled back, it is not done. 409 verification_mismatch: the tallies differ; the run stays running.",
+        "security": secured,
+        "parameters": id_param("migration_id", json!({ "type": "string", "format": "uuid" })),
+        "requestBody": { "required": true, "content": { "application/json": { "schema": schema_ref("VerifyRequest") } } },
+        "responses": with_errors(
+            json_ok("The report, status verified", schema_ref("MigrationReport")),
+            &["401", "404", "409", "422", "429", "503"])
+    }}));
     paths.insert("/v1/migrations/{migration_id}/rollback".into(), json!({ "post": {
         "summary": "Restore every row the migration touched as it was before it; later batches of it are refused",
         "security": secured,
@@ -262,7 +272,7 @@ fn schema_ref(name: &str) -> Value {
 fn contract_schemas() -> Value {
     use ferry_core::contract::{
         BatchResult, Conflict, ErrorBody, MigrationReport, Resolution, ResolveAnswer,
-        RollbackAnswer, StoredBackup,
+        RollbackAnswer, StoredBackup, VerifyRequest,
     };
     use ferry_core::wire::Batch;
     use utoipa::OpenApi as _;
@@ -272,6 +282,7 @@ fn contract_schemas() -> Value {
         Batch,
         BatchResult,
         MigrationReport,
+        VerifyRequest,
         RollbackAnswer,
         Conflict,
         Resolution,
@@ -305,6 +316,7 @@ mod tests {
             "/v1/batches",
             "/v1/migrations/{migration_id}",
             "/v1/migrations/{migration_id}/rollback",
+            "/v1/migrations/{migration_id}/verify",
             "/v1/conflicts",
             "/v1/conflicts/{id}/resolve",
             "/v1/backups",
@@ -379,6 +391,11 @@ mod tests {
         for (path, method, schema) in [
             ("/v1/batches", "post", "BatchResult"),
             ("/v1/migrations/{migration_id}", "get", "MigrationReport"),
+            (
+                "/v1/migrations/{migration_id}/verify",
+                "post",
+                "MigrationReport",
+            ),
             (
                 "/v1/migrations/{migration_id}/rollback",
                 "post",

@@ -44,6 +44,10 @@ pub fn routes() -> Router<AppState> {
             "/v1/migrations/{migration_id}/rollback",
             post(rollback_migration),
         )
+        .route(
+            "/v1/migrations/{migration_id}/verify",
+            post(verify_migration),
+        )
         .route("/v1/conflicts", get(list_conflicts))
         .route("/v1/conflicts/{id}/resolve", post(resolve_conflict))
         .route("/v1/backups", get(list_backups).post(upload_backup))
@@ -300,6 +304,44 @@ async fn migration_report(
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound)
+}
+
+/// `POST /v1/migrations/{migration_id}/verify`: the browser's tallies; when they are the
+/// server's, the run is marked verified (once) and the report comes back `verified`.
+async fn verify_migration(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(migration_id): Path<String>,
+    Json(sent): Json<report::VerifyRequest>,
+) -> Result<Json<report::MigrationReport>, ApiError> {
+    let migration_id = parse_uuid("migration id", &migration_id)?;
+    if sent
+        .kinds
+        .values()
+        .any(|t| ferry_core::pipeline::ContentHash::from_hex(&t.checksum).is_none())
+    {
+        return Err(ApiError::InvalidBody {
+            message: "every kind's checksum is 32 hex digits (the XOR of its content hashes)"
+                .to_owned(),
+            details: None,
+        });
+    }
+    let mut client = connection(&state).await?;
+    match report::verify_migration(&mut client, user.user_id, migration_id, &sent).await? {
+        None => Err(ApiError::NotFound),
+        Some(report::Verification::Verified(report)) => Ok(Json(report)),
+        Some(report::Verification::RolledBack) => Err(ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::MigrationRolledBack,
+            format!("migration {migration_id} was rolled back: it is not done"),
+        )),
+        // Kind names come from the caller: cut like every other echo of its input.
+        Some(report::Verification::Mismatch(problems)) => Err(ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::VerificationMismatch,
+            shorten_body_strings(&problems.join("; ")),
+        )),
+    }
 }
 
 /// `POST /v1/migrations/{migration_id}/rollback`: restores the rows as they were before it.

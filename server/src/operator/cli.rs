@@ -84,42 +84,89 @@ async fn connect(settings: &Settings) -> Result<(Database, tokio_postgres::Clien
     }
 }
 
-/// `ferry-server status [--user U] [--migration M]`.
-pub async fn status(
-    settings: &Settings,
-    user: Option<Uuid>,
-    migration: Option<Uuid>,
-) -> Result<(), CliError> {
+/// What `ferry-server status` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusQuery {
+    /// Only this user.
+    pub user: Option<Uuid>,
+    /// Only this migration.
+    pub migration: Option<Uuid>,
+    /// A running run with no batch for this long is abandoned.
+    pub abandoned_after: std::time::Duration,
+    /// Also count per user and state.
+    pub by_user: bool,
+}
+
+/// `ferry-server status [--user U] [--migration M] [--abandoned-after SECS] [--by-user]`.
+pub async fn status(settings: &Settings, query: &StatusQuery) -> Result<(), CliError> {
     let (database, client) = connect(settings).await?;
-    let summaries = report::run_summaries(&client, user, migration).await;
+    let summaries =
+        report::run_summaries(&client, query.user, query.migration, query.abandoned_after).await;
     drop(client);
     database.stop().await?;
     let summaries = summaries?;
-    if summaries.is_empty() {
-        println!(
-            "no migration runs{}",
-            match (user, migration) {
-                (None, None) => String::new(),
-                _ => " match".to_owned(),
-            }
-        );
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", render_status(&summaries, query)).map_err(CliError::Output)?;
+    Ok(())
+}
+
+/// The text of `ferry-server status`: the count of runs per state, per user when asked, then
+/// one block per run.
+pub fn render_status(summaries: &[report::RunSummary], query: &StatusQuery) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let counts = |runs: &[&report::RunSummary]| -> String {
+        report::count_by_state(runs.iter().copied())
+            .into_iter()
+            .map(|(state, n)| format!("{state} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let all: Vec<&report::RunSummary> = summaries.iter().collect();
+    let _ = writeln!(
+        text,
+        "{} run(s): {} (abandoned: running, no batch for {} s)",
+        summaries.len(),
+        counts(&all),
+        query.abandoned_after.as_secs()
+    );
+    if query.by_user {
+        let mut users: Vec<Uuid> = summaries.iter().map(|r| r.user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        for user in users {
+            let runs: Vec<&report::RunSummary> =
+                summaries.iter().filter(|r| r.user_id == user).collect();
+            let _ = writeln!(text, "user {user}: {}", counts(&runs));
+        }
     }
-    for run in &summaries {
+    for run in summaries {
         let r = &run.report;
-        println!(
-            "migration {}  user {}  status {}  batches {}  open conflicts {}  started {}  device {}",
+        let _ = writeln!(
+            text,
+            "migration {}  user {}  status {}  batches {}  open conflicts {}  started {}  last batch {}  finished {}  device {}",
             r.migration_id,
             run.user_id,
-            r.status,
+            run.state,
             r.batches,
             run.open_conflicts,
             run.started_at,
+            run.last_batch_at.as_deref().unwrap_or("-"),
+            run.finished_at.as_deref().unwrap_or("-"),
             run.device_id.as_deref().unwrap_or("-")
         );
+        if let Some(v) = &run.verified {
+            let _ = writeln!(
+                text,
+                "  verified {}: {} records in {} batches",
+                v.at, v.records, v.batches
+            );
+        }
         for (kind, k) in &r.kinds {
             let outcomes: Vec<String> =
                 k.outcomes.iter().map(|(o, n)| format!("{o}={n}")).collect();
-            println!(
+            let _ = writeln!(
+                text,
                 "  {kind:<16} received {:>7}  checksum {}  {}",
                 k.received,
                 k.checksum,
@@ -127,7 +174,7 @@ pub async fn status(
             );
         }
     }
-    Ok(())
+    text
 }
 
 /// `ferry-server rollback --migration M --user U`.

@@ -75,7 +75,8 @@ pub enum Command {
         #[arg(long)]
         baseline: bool,
     },
-    /// Summarise migration runs: batches, records per kind and outcome, open conflicts.
+    /// Summarise migration runs: how many are running, abandoned, verified and rolled back,
+    /// then each run's batches, records per kind and outcome, and open conflicts.
     Status {
         /// Only this user (UUID); every user when omitted.
         #[arg(long)]
@@ -83,6 +84,12 @@ pub enum Command {
         /// Only this migration (UUID).
         #[arg(long)]
         migration: Option<uuid::Uuid>,
+        /// A running migration with no batch for this many seconds is shown as abandoned.
+        #[arg(long, env = "FERRY_ABANDONED_AFTER_SECS", default_value_t = 86_400)]
+        abandoned_after: u64,
+        /// Also count the runs per user and state.
+        #[arg(long)]
+        by_user: bool,
     },
     /// Roll one user's migration back: restore every row it touched as it was before.
     Rollback {

@@ -21,6 +21,7 @@ mod inputs;
 mod operations;
 mod races;
 mod refusals;
+mod run_status;
 mod schema_check;
 mod schema_migrations;
 mod security;
