@@ -24,4 +24,5 @@ mod refusals;
 mod schema_check;
 mod schema_migrations;
 mod security;
+mod spec_tools;
 mod static_files;
