@@ -26,50 +26,94 @@ const FERRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_c3a2_5b7d_4e0f_9a84_1c2d_3e
 // The raw document, as written by an app team.
 // ---------------------------------------------------------------------------------------------
 
+// Every key an app team may write is one field below; its doc comment is the key's description
+// in the JSON Schema (`json_schema`, for editors) and specs/README.md documents each key.
+
+/// A Ferry migration spec: how one app's localStorage becomes rows of PostgreSQL tables.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "json-schema", schemars(title = "Ferry migration spec"))]
 #[serde(deny_unknown_fields)]
 struct SpecDoc {
+    /// Where an editor finds this format's JSON Schema (`ferry-server spec schema` prints it).
+    /// Ferry itself ignores it.
+    #[serde(default, rename = "$schema")]
+    #[allow(dead_code, reason = "for editors only; Ferry ignores it")]
+    schema: Option<String>,
+    /// The spec format version: always `1`.
     ferry_spec: u32,
+    /// The app's name. It scopes every derived id: two apps never derive the same row id.
     app: String,
+    /// This spec's version, chosen by the app team. It travels in every batch and backup; the
+    /// server refuses a batch made under a version it does not have.
     version: String,
+    /// Free text for people.
     #[serde(default)]
     description: Option<String>,
+    /// The kinds of records: one per localStorage layout, each written into its own table.
     kinds: Vec<KindDoc>,
 }
 
+/// One kind of record: where it lives in localStorage and which table it goes to.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct KindDoc {
+    /// The kind's name: a lowercase identifier (a-z, 0-9, _), unique in the spec. Reports,
+    /// batches and the quarantine name records by it.
     name: String,
+    /// Free text for people.
     #[serde(default)]
     description: Option<String>,
+    /// Which localStorage key(s) hold the records, and how.
     source: SourceDoc,
+    /// How a record's id is found and turned into the row's UUID.
     id: IdDoc,
+    /// The PostgreSQL table the records go to (a lowercase identifier; one kind per table).
     table: String,
+    /// What happens when a row with the same `(user_id, id)` is already stored.
     conflict: ConflictPolicy,
+    /// The column (a timestamp field of this kind) that says which version is newer, for the
+    /// `newest` and `merge` policies.
     #[serde(default)]
     updated_at: Option<String>,
+    /// What to do with record properties no field names: `ignore` (the default) or `reject`.
     #[serde(default)]
     unknown_fields: UnknownFields,
+    /// The fields: each one column of the table.
     fields: Vec<FieldDoc>,
 }
 
+/// Where a kind's records are in localStorage: exactly one of the four layouts.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum SourceDoc {
+    /// One key holding a JSON array; each element is a record.
     Array(String),
+    /// One key holding one JSON value: a single record (settings, a profile).
     Object(String),
+    /// Every key starting with this prefix holds one record (`draft:1`, `draft:2`, …).
     Prefix(String),
+    /// One key holding a JSON object whose entries are the records, keyed by id.
     Map(String),
 }
 
+/// A record's id: where the legacy id comes from and how it becomes the row's UUID.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct IdDoc {
+    /// The record property holding the legacy id, or `$key` / `$key_suffix` (prefix sources),
+    /// `$map_key` (map sources), `$singleton` (object sources).
     from: String,
+    /// `global` if the same legacy id on two browsers is the same record (UUIDs, names);
+    /// `device` if ids are per browser (counters, `Date.now()`).
     scope: IdScope,
+    /// The table's id column (type `uuid`). Default `id`.
     #[serde(default = "default_id_column")]
     column: String,
+    /// A `text NOT NULL` column that keeps the legacy id as it was, if the app needs it.
     #[serde(default)]
     legacy_column: Option<String>,
 }
@@ -78,61 +122,98 @@ fn default_id_column() -> String {
     "id".to_owned()
 }
 
+/// One field of a record: where its value comes from, its type and rules, and its column.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct FieldDoc {
+    /// The record property the value comes from, or `$key`, `$key_suffix` (prefix sources),
+    /// `$map_key` (map sources), `$value` (the whole record). Absent: the field always takes its
+    /// `default` (a constant column).
     #[serde(default)]
     from: Option<String>,
+    /// The table column the value goes to (a lowercase identifier).
     column: String,
+    /// The value's type; it decides the column's PostgreSQL type.
     #[serde(rename = "type")]
     ty: FieldTypeDoc,
+    /// A record without this field (or with `null`) is rejected. Default `false`.
     #[serde(default)]
     required: bool,
+    /// The value used when the record has none; for a timestamp, `"$migrated_at"` is the
+    /// moment of the migration.
     #[serde(default)]
     default: Option<Value>,
+    /// When the record has no value, take the value of this other property (a repair).
     #[serde(default)]
     default_from: Option<String>,
+    /// The value is a secret (a string field): encrypted at rest on the server, never quoted in
+    /// a message.
     #[serde(default)]
     sensitive: bool,
+    /// For a `json` field: the object keys whose string values are secrets, encrypted at rest.
     #[serde(default)]
     sensitive_keys: Vec<String>,
+    /// Length in characters of a string (of each item of an array), inclusive bounds.
     #[serde(default)]
     length: Option<Bounds<u64>>,
+    /// Range of an integer or number, inclusive bounds.
     #[serde(default)]
     range: Option<Bounds<f64>>,
+    /// A string (each item of an array) must be an email address.
     #[serde(default)]
     email: bool,
+    /// A string (each item of an array) must be a URL.
     #[serde(default)]
     url: bool,
+    /// A string (each item of an array) must match this regular expression (Rust `regex`
+    /// syntax; anchor it with `^…$` to match the whole value).
     #[serde(default)]
     regex: Option<String>,
+    /// For an `enum` field: the allowed values.
     #[serde(default)]
     values: Vec<String>,
+    /// For an `enum` field: old values and the allowed value each becomes (a repair).
     #[serde(default)]
     legacy: BTreeMap<String, String>,
+    /// For a `timestamp` field: the encodings accepted (`iso8601`, `epoch_ms`, `epoch_s`).
     #[serde(default)]
     formats: Vec<TimestampFormat>,
+    /// For an `array` field: the items' type (`string`).
     #[serde(default)]
     items: Option<FieldTypeDoc>,
+    /// For an `array` field: the most items allowed.
     #[serde(default)]
     max_items: Option<u64>,
 }
 
+/// A field's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 enum FieldTypeDoc {
+    /// Text (`text`).
     String,
+    /// A whole number within ±(2^53−1) (`bigint`).
     Integer,
+    /// Any finite number (`double precision`).
     Number,
+    /// `true` or `false` (`boolean`).
     Boolean,
+    /// A moment in time, in one of `formats` (`timestamptz`).
     Timestamp,
+    /// One of `values` (`text`).
     Enum,
+    /// Any JSON value, kept whole (`jsonb`).
     Json,
+    /// An array of strings (`text[]`).
     Array,
 }
 
 /// Inclusive bounds of a `length` or `range` rule; either side may be absent.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "json-schema", schemars(rename = "Bounds_of_{T}"))]
 #[serde(deny_unknown_fields)]
 pub struct Bounds<T> {
     /// Smallest accepted value, inclusive.
@@ -141,6 +222,14 @@ pub struct Bounds<T> {
     /// Largest accepted value, inclusive.
     #[serde(default)]
     pub max: Option<T>,
+}
+
+/// The JSON Schema of the spec format, derived from the types Ferry parses a spec into (what
+/// `ferry-server spec schema` prints and `specs/ferry-spec.schema.json` holds).
+#[cfg(feature = "json-schema")]
+pub fn json_schema() -> Value {
+    // A derived schema is plain JSON data: serialising it cannot fail.
+    serde_json::to_value(schemars::schema_for!(SpecDoc)).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,6 +322,7 @@ pub enum IdSource {
 
 /// Whether the same legacy id on two browsers is the same record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum IdScope {
     /// Globally unique ids (UUIDs, ULIDs, names): the same record on two browsers meets in
@@ -258,6 +348,7 @@ pub struct IdRule {
 
 /// What happens when an incoming row meets a stored row with the same `(user_id, id)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictPolicy {
     /// The stored row wins.
@@ -274,6 +365,7 @@ pub enum ConflictPolicy {
 
 /// What to do with record fields the spec does not name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownFields {
     /// Ignore them (the backup still holds them); the inventory counts them.
@@ -302,6 +394,7 @@ pub enum FieldSource {
 
 /// Accepted encodings of a timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TimestampFormat {
     /// An ISO 8601 string: `2024-05-01`, `2024-05-01T10:30`, `2024-05-01T10:30:00.123Z`,

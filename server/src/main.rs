@@ -2,14 +2,16 @@
 //!
 //! `ferry-server [serve]` runs the server; `ferry-server migrate [--baseline]` applies the
 //! schema migrations and exits; `status`, `rollback`, `conflicts`, `quarantine` and
-//! `backup open` are for operators (see [`ferry_server::operator::cli`]). Errors are printed once, with their whole cause chain.
+//! `backup open` are for operators (see [`ferry_server::operator::cli`]); `spec schema`,
+//! `spec check` and `spec ddl` for the team writing the spec. Errors are printed once, with their whole cause chain.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use ferry_server::error_chain;
 use ferry_server::operator::cli::{self, CliError};
-use ferry_server::startup::config::{BackupCommand, Cli, Command};
+use ferry_server::operator::spec_tools;
+use ferry_server::startup::config::{BackupCommand, Cli, Command, SpecCommand};
 use ferry_server::startup::{Application, StartupError, run_migrate_command};
 use ferry_server::startup::{shutdown, telemetry};
 
@@ -57,6 +59,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             cli::quarantine(&cli.settings, user, migration).await
         }
         Command::Backup(BackupCommand::Open { file }) => cli::backup_open(&file),
+        Command::Spec(SpecCommand::Schema) => spec_tools::schema(),
+        Command::Spec(SpecCommand::Check { files }) => spec_tools::check(&files),
+        Command::Spec(SpecCommand::Ddl { files }) => spec_tools::ddl(&files),
         Command::Migrate { baseline } => {
             let report = run_migrate_command(&cli.settings, baseline).await?;
             for name in &report.applied {

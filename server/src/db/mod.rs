@@ -6,6 +6,7 @@
 //!   tables (schema migrations, not the data migrations the server ingests).
 //! - [`schema_check`]: do the app's tables fit what the spec writes.
 //! - [`embedded_pg`]: a private PostgreSQL cluster from the machine's binaries.
+//! - [`ddl`]: `CREATE TABLE` statements for a spec (`ferry-server spec ddl`).
 //! - [`sql`]: quoting identifiers and literals, rendering timestamps.
 //!
 //! The server talks to PostgreSQL through `tokio-postgres`, pooled by `deadpool-postgres`.
@@ -13,6 +14,7 @@
 //! whatever pool or proxy sits between), an `application_name`, and a connect timeout. TLS to
 //! the database is not supported yet: use a local socket, a private network or a TLS sidecar.
 
+pub mod ddl;
 pub mod embedded_pg;
 pub mod schema_check;
 pub mod schema_migrations;

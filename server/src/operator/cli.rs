@@ -71,6 +71,14 @@ pub enum CliError {
     /// Printing failed.
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    /// `spec check` found problems (listed above the message).
+    #[error("{refused} of {checked} spec file(s) refused: fix the problems listed above")]
+    SpecsRefused {
+        /// Files with problems.
+        refused: usize,
+        /// Files checked.
+        checked: usize,
+    },
 }
 
 async fn connect(settings: &Settings) -> Result<(Database, tokio_postgres::Client), CliError> {

@@ -7,6 +7,7 @@
 //! - [`backups`]: the browser's sealed backups, stored opaque per user.
 //! - [`quarantine`]: the records that were not migrated, read back for the operator.
 //! - [`cli`]: the operator's subcommands over the same code.
+//! - [`spec_tools`]: `spec schema`, `spec check`, `spec ddl`: writing a spec, no database.
 
 pub mod backups;
 pub mod cli;
@@ -14,3 +15,4 @@ pub mod conflicts;
 pub mod quarantine;
 pub mod report;
 pub mod rollback;
+pub mod spec_tools;

@@ -122,6 +122,30 @@ pub enum Command {
     /// Work with backup files made by the browser migrator.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Write and check a migration spec (no database needed).
+    #[command(subcommand)]
+    Spec(SpecCommand),
+}
+
+/// `ferry-server spec …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SpecCommand {
+    /// Print the JSON Schema of the spec format (name it in a spec's "$schema" for your editor).
+    Schema,
+    /// Check spec files: every problem of each, in the words the server uses at start; exit
+    /// status 1 if any file has a problem.
+    Check {
+        /// The spec files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print CREATE TABLE statements for the specs' tables that pass the start-up schema check
+    /// (the usual first migration of an app adopting Ferry).
+    Ddl {
+        /// The spec files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// `ferry-server backup …`.

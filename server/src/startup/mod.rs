@@ -126,7 +126,11 @@ pub enum StartupError {
 
 /// Reads and checks the spec named by the settings: the parsed spec and the file's text.
 pub fn load_spec(settings: &Settings) -> Result<(Spec, String), StartupError> {
-    let path = settings.spec_path();
+    read_spec(settings.spec_path())
+}
+
+/// Reads and checks the spec in this file, refused with the messages the server gives at start.
+pub fn read_spec(path: std::path::PathBuf) -> Result<(Spec, String), StartupError> {
     let text = std::fs::read_to_string(&path).map_err(|source| StartupError::SpecRead {
         path: path.clone(),
         source,

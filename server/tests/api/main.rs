@@ -25,4 +25,5 @@ mod run_status;
 mod schema_check;
 mod schema_migrations;
 mod security;
+mod spec_tools;
 mod static_files;
