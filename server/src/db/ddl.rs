@@ -82,8 +82,9 @@ fn sql_type(ty: ColumnType) -> &'static str {
     }
 }
 
-/// The CHECK condition holding the field's rules that PostgreSQL can hold, if any.
-fn check_of(field: &Field) -> Option<String> {
+/// The CHECK condition holding the field's rules that PostgreSQL can hold, if any (the
+/// start-up check knows it as Ferry's own).
+pub(crate) fn check_of(field: &Field) -> Option<String> {
     let column = quote_ident(&field.column);
     let conditions: Vec<String> = match &field.ty {
         FieldType::Enum { values, .. } => {

@@ -153,6 +153,9 @@ pub struct ExpectedColumn {
     /// Every value the spec can write, as text, when they are a finite set (an enum's values,
     /// `true`/`false`): a `CHECK` on the column is evaluated on each.
     pub finite_values: Option<Vec<String>>,
+    /// The `CHECK` expression `ferry-server spec ddl` writes for the column (lengths, ranges,
+    /// items), which holds exactly the spec's rules: a check that is this one is proven.
+    pub ferry_check: Option<String>,
 }
 
 impl ExpectedColumn {
@@ -166,6 +169,7 @@ impl ExpectedColumn {
             field: None,
             integer_range: None,
             finite_values: None,
+            ferry_check: None,
         }
     }
 
@@ -235,6 +239,7 @@ pub fn expected_tables(spec: &Spec) -> Vec<ExpectedTable> {
                             field: field.map(|f| f.label().to_owned()),
                             integer_range: field.and_then(integer_range),
                             finite_values: field.and_then(finite_values),
+                            ferry_check: field.and_then(crate::db::ddl::check_of),
                             name: c.name,
                             family: c.ty.into(),
                             may_be_null: c.nullable,
@@ -756,6 +761,12 @@ async fn check_mismatch(
         .columns
         .get(&(table.name.clone(), column.name.clone()))
         .filter(|c| column.family.accepts(&c.data_type, &c.udt_name))?;
+    if column.finite_values.is_none()
+        && let Some(ours) = &column.ferry_check
+        && normalized_check(client, &table.name, ours).await.as_ref() == Some(&check.expression)
+    {
+        return None;
+    }
     let not_finite = || {
         column.finite_values.is_none().then(|| {
             unproven(&format!(
@@ -782,6 +793,39 @@ async fn check_mismatch(
             fix: check_fix(&table.name, column, &check.name, &refused),
         }),
     }
+}
+
+/// `expression` as PostgreSQL prints a CHECK of `table` holding it (`pg_get_expr`), so that it
+/// compares with the catalog's: added to an empty temporary copy of the table, read back, and
+/// the copy dropped. `None` if PostgreSQL refuses it.
+async fn normalized_check(client: &Client, table: &str, expression: &str) -> Option<String> {
+    let probe = "ferry_check_probe";
+    let created = client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS pg_temp.{probe}; \
+             CREATE TEMPORARY TABLE {probe} (LIKE {table}); \
+             ALTER TABLE pg_temp.{probe} ADD CONSTRAINT {probe} CHECK ({expression})",
+            table = quote_ident(table),
+        ))
+        .await;
+    let printed = match created {
+        Ok(()) => client
+            .query_one(
+                &format!(
+                    "SELECT pg_get_expr(conbin, conrelid) FROM pg_constraint \
+                     WHERE conrelid = 'pg_temp.{probe}'::regclass AND conname = '{probe}'"
+                ),
+                &[],
+            )
+            .await
+            .ok()
+            .and_then(|row| row.try_get::<_, String>(0).ok()),
+        Err(_) => None,
+    };
+    let _ = client
+        .batch_execute(&format!("DROP TABLE IF EXISTS pg_temp.{probe}"))
+        .await;
+    printed
 }
 
 /// The values a check on `column` is evaluated on: the spec's finite set (without those
