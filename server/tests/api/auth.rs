@@ -741,3 +741,38 @@ async fn the_server_refuses_to_start_without_usable_keys() {
     }
     assert!(!said.contains("HS256 with"), "{said}");
 }
+
+#[tokio::test]
+async fn the_documented_sql_computes_the_same_user_id_as_the_server() {
+    let keys = keys();
+    let provider = Provider::start(jwks_of(&[&keys.rsa])).await;
+    let app = spawn_idp_app(&provider).await;
+    app.db
+        .batch_execute(r#"CREATE EXTENSION IF NOT EXISTS "uuid-ossp""#)
+        .await
+        .unwrap();
+    // (iss, sub): the strings an app's own tables would hold.
+    let cases = [
+        (AUTH0, "auth0|abc123"),
+        (GOOGLE, "110169484474386276334"),
+        (OKTA, "00u1a2b3c4D5e6F7g8h9"),
+        (KEYCLOAK, "ünïcödé|用户"),
+    ];
+    for (iss, sub) in cases {
+        let token = keys.rsa.sign(&json!({
+            "iss": iss, "sub": sub, "aud": AUDIENCES[0], "exp": now() + 60,
+        }));
+        let served = user_of(&app, &token, sub).await;
+        // Exactly the statement docs/http-api.md gives.
+        let row = app
+            .db
+            .query_one(
+                "SELECT uuid_generate_v5(uuid_generate_v5('5f1e9d2c-7a43-4b8e-9c61-0d2a4f6b8e37', $1), $2)",
+                &[&iss, &sub],
+            )
+            .await
+            .unwrap();
+        let computed: Uuid = row.get(0);
+        assert_eq!(served, computed.to_string(), "{iss} {sub}");
+    }
+}
