@@ -776,3 +776,33 @@ async fn the_documented_sql_computes_the_same_user_id_as_the_server() {
         assert_eq!(served, computed.to_string(), "{iss} {sub}");
     }
 }
+
+#[tokio::test]
+async fn a_stale_set_is_refreshed_and_a_withdrawn_key_is_refused() {
+    let keys = keys();
+    let provider = Provider::start(jwks_of(&[&keys.rsa, &keys.ec])).await;
+    let app = spawn_app_with(|s| {
+        idp_settings(s, &provider.jwks_url);
+        s.jwks_refresh_secs = 1;
+    })
+    .await;
+    let token = keys.rsa.sign(&auth0_claims("auth0|c"));
+    user_of(&app, &token, "before the rotation").await;
+    // The provider withdraws the RSA key; once the set is older than the refresh age, the next
+    // token is checked against a fresh set.
+    provider.publish(jwks_of(&[&keys.ec]));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    expect_error(
+        me(&app, &token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    assert_eq!(provider.fetches(), 2, "one refresh");
+    let ec = keys.ec.sign(&auth0_claims("auth0|c"));
+    user_of(&app, &ec, "the key that stayed").await;
+    // The provider is down: the keys we have keep working.
+    provider.publish(json!("unavailable"));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    user_of(&app, &ec, "a failed refresh keeps the keys").await;
+}

@@ -222,25 +222,31 @@ impl Jwks {
         let kid = kid.ok_or_else(|| {
             AuthError::Invalid("the token's header has no `kid` naming its key".to_owned())
         })?;
+        let unknown =
+            || AuthError::Invalid(format!("no key with kid {:?} in the JWKS", shorten(kid)));
         let set = self.snapshot();
         let stale = set.fetched_at.elapsed() >= self.refresh_after;
         let key = match set.keys.get(kid) {
             Some(key) if !stale => Arc::clone(key),
             Some(key) => {
-                // Stale but known: refresh if nobody else is, and use what we have meanwhile.
+                // Stale but known: refresh unless someone else is. A new set decides (a key
+                // the provider withdrew is refused); without one, the cached key serves.
                 let key = Arc::clone(key);
                 if let Ok(mut last) = self.last_refetch.try_lock() {
                     self.refetch(&mut last, set.generation).await;
                 }
-                self.snapshot().keys.get(kid).cloned().unwrap_or(key)
+                let now = self.snapshot();
+                if now.generation == set.generation {
+                    key
+                } else {
+                    now.keys.get(kid).cloned().ok_or_else(unknown)?
+                }
             }
             None => {
                 let mut last = self.last_refetch.lock().await;
                 self.refetch(&mut last, set.generation).await;
                 drop(last);
-                self.snapshot().keys.get(kid).cloned().ok_or_else(|| {
-                    AuthError::Invalid(format!("no key with kid {:?} in the JWKS", shorten(kid)))
-                })?
+                self.snapshot().keys.get(kid).cloned().ok_or_else(unknown)?
             }
         };
         if key.algorithm != alg {
