@@ -174,7 +174,10 @@ async fn serve_refuses_to_start_without_a_jwt_secret_outside_dev_mode() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("FERRY_JWT_SECRET is required"), "{stderr}");
+    assert!(
+        stderr.contains("FERRY_JWT_SECRET (HS256) or FERRY_JWKS_URL"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
