@@ -14,8 +14,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TEST_SECRET, TestApp, expect_error, spawn_app, spawn_app_with};
-use crate::idp::{Provider, SigningKey, jwks_of, sign_with};
+use crate::helpers::{
+    ServerProcess, TEST_SECRET, TestApp, expect_error, fresh_database, spawn_app, spawn_app_with,
+};
+use crate::idp::{Provider, SigningKey, jwks_of, key_file, sign_with};
 
 async fn me(app: &TestApp, token: &str) -> reqwest::Response {
     app.get_authed("/v1/me", token).await
@@ -805,4 +807,65 @@ async fn a_stale_set_is_refreshed_and_a_withdrawn_key_is_refused() {
     provider.publish(json!("unavailable"));
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     user_of(&app, &ec, "a failed refresh keeps the keys").await;
+}
+
+#[tokio::test]
+async fn the_binary_fetches_the_jwks_over_https_and_checks_the_certificate() {
+    let keys = keys();
+    let provider = Provider::start_tls(jwks_of(&[&keys.rsa])).await;
+    let database = fresh_database().await;
+    let Some(conninfo) = database.conninfo.clone() else {
+        return; // An external DATABASE_URL: no connection string for this database.
+    };
+    let ca = key_file("tls-ca.pem");
+    let server = ServerProcess::start(
+        &conninfo,
+        &[
+            ("FERRY_JWKS_URL", &provider.jwks_url),
+            ("SSL_CERT_FILE", ca.to_str().unwrap()),
+            ("FERRY_JWT_ISSUER", AUTH0),
+            ("FERRY_JWT_AUDIENCE", AUDIENCES[0]),
+        ],
+    )
+    .await;
+    let log = server.log();
+    assert!(
+        log.contains("RS256/ES256 with the JWKS from https://localhost:"),
+        "{log}"
+    );
+    let token = keys.rsa.sign(&auth0_claims("auth0|tls"));
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/me", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{}", server.log());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["user_id"], derived(AUTH0, "auth0|tls"));
+    assert_eq!(provider.fetches(), 1);
+
+    // Without the test CA the provider's certificate is not trusted: no start.
+    let mut command = crate::binary::ferry_server(&["serve"]);
+    command
+        .env("DATABASE_URL", &conninfo)
+        .env("FERRY_PORT", "0")
+        .env("FERRY_FIELD_KEY", crate::helpers::TEST_FIELD_KEY)
+        .env("FERRY_JWKS_URL", &provider.jwks_url);
+    // Off the runtime: the provider answers on this test's runtime meanwhile.
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot fetch the JWKS") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    assert_eq!(
+        provider.fetches(),
+        1,
+        "the untrusted handshake never reached HTTP"
+    );
 }

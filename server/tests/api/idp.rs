@@ -1,8 +1,9 @@
 //! A stand-in identity provider for the token tests: real RS256/ES256 keys (fixed test keys in
-//! `keys/`), a real JWKS served over HTTP on 127.0.0.1:0 that a test can rotate, and a count of
-//! how often the server fetched it.
+//! `keys/`), a real JWKS served over HTTP (or HTTPS, with a certificate for `localhost` from the
+//! test CA in `keys/tls-ca.pem`) on 127.0.0.1:0 that a test can rotate, and a count of how
+//! often the server fetched it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,11 +26,16 @@ pub struct SigningKey {
     pub jwk: Value,
 }
 
+/// A file in `tests/api/keys/`.
+pub fn key_file(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/api/keys")
+        .join(file)
+}
+
 /// The DER bytes of a PEM file in `tests/api/keys/`.
 fn der_of(file: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/api/keys")
-        .join(file);
+    let path = key_file(file);
     let pem = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     STANDARD
@@ -111,8 +117,64 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Starts serving `document` at `/.well-known/jwks.json`.
+    /// Starts serving `document` at `/.well-known/jwks.json` over HTTP.
     pub async fn start(document: Value) -> Self {
+        let (router, published, fetches) = Self::router(document);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self {
+            jwks_url: format!("http://{address}/.well-known/jwks.json"),
+            published,
+            fetches,
+        }
+    }
+
+    /// Starts serving `document` over HTTPS as `https://localhost:<port>/…`, with a
+    /// certificate the test CA (`keys/tls-ca.pem`) signed.
+    pub async fn start_tls(document: Value) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certificates = CertificateDer::pem_file_iter(key_file("tls-localhost.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key_file("tls-localhost-key.pem")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (router, published, fetches) = Self::router(document);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                tokio::spawn(async move {
+                    // A client that refuses our certificate ends the handshake: nothing to serve.
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ignored = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                            .await;
+                    }
+                });
+            }
+        });
+        Self {
+            jwks_url: format!("https://localhost:{port}/.well-known/jwks.json"),
+            published,
+            fetches,
+        }
+    }
+
+    /// The JWKS route serving `document`, the published document and the fetch count.
+    fn router(document: Value) -> (axum::Router, Arc<Mutex<Value>>, Arc<AtomicUsize>) {
         let published = Arc::new(Mutex::new(document));
         let fetches = Arc::new(AtomicUsize::new(0));
         let router = axum::Router::new().route(
@@ -127,14 +189,7 @@ impl Provider {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Self {
-            jwks_url: format!("http://{address}/.well-known/jwks.json"),
-            published,
-            fetches,
-        }
+        (router, published, fetches)
     }
 
     /// Publishes `document` instead (a key rotation).

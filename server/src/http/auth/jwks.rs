@@ -365,7 +365,7 @@ async fn fetch_url(
     let response = tokio::time::timeout(FETCH_TIMEOUT, client.request(request))
         .await
         .map_err(|_| fail(format!("no answer within {} s", FETCH_TIMEOUT.as_secs())))?
-        .map_err(|e| fail(format!("{e:#}")))?;
+        .map_err(|e| fail(with_causes(&e)))?;
     if response.status() != hyper::StatusCode::OK {
         return Err(fail(format!("HTTP status {}", response.status())));
     }
@@ -386,6 +386,19 @@ async fn fetch_url(
         ))
     })?;
     Ok(body.to_bytes().to_vec())
+}
+
+/// `error` and its causes, `: `-separated (the client's own message is just "client error
+/// (Connect)"; the cause says DNS, refused, or which certificate problem).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[derive(Deserialize)]
