@@ -541,7 +541,12 @@ async fn bad_provider_tokens_are_401_in_our_shape() {
 async fn a_rotated_key_is_fetched_and_unknown_kids_refetch_at_most_once_per_cooldown() {
     let keys = keys();
     let provider = Provider::start(jwks_of(&[&keys.rsa])).await;
-    let app = spawn_idp_app(&provider).await;
+    // A cool-down no slow machine outlasts within this test.
+    let app = spawn_app_with(|s| {
+        idp_settings(s, &provider.jwks_url);
+        s.jwks_refetch_cooldown_secs = 3600;
+    })
+    .await;
     assert_eq!(provider.fetches(), 1, "the keys are fetched at start");
     user_of(
         &app,
@@ -786,6 +791,7 @@ async fn a_stale_set_is_refreshed_and_a_withdrawn_key_is_refused() {
     let app = spawn_app_with(|s| {
         idp_settings(s, &provider.jwks_url);
         s.jwks_refresh_secs = 1;
+        s.jwks_refetch_cooldown_secs = 0;
     })
     .await;
     let token = keys.rsa.sign(&auth0_claims("auth0|c"));
@@ -807,6 +813,7 @@ async fn a_stale_set_is_refreshed_and_a_withdrawn_key_is_refused() {
     provider.publish(json!("unavailable"));
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     user_of(&app, &ec, "a failed refresh keeps the keys").await;
+    assert_eq!(provider.fetches(), 3, "the refresh was tried, and failed");
 }
 
 #[tokio::test]
