@@ -272,7 +272,7 @@ mod tests {
             spec_text,
             crate::ingest::field_crypto::FieldCipher::new("k1", [1; 32]),
         );
-        AppState::new(pool, JwtKeys::generate().unwrap(), http, engine).unwrap()
+        AppState::new(pool, JwtKeys::generate().unwrap().into(), http, engine).unwrap()
     }
 
     async fn slow() -> &'static str {

@@ -146,7 +146,7 @@ pub fn document(dev_mode: bool) -> Value {
         },
         "paths": paths,
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256)" } },
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256, or RS256/ES256 from the JWKS)" } },
             "responses": responses,
             "schemas": schemas,
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use crate::http::auth::JwtKeys;
+use crate::http::auth::Authenticator;
 use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimiter;
 use crate::ingest::IngestPlan;
@@ -89,7 +89,7 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     pool: Pool,
-    keys: JwtKeys,
+    keys: Authenticator,
     metrics: Metrics,
     rate_limiter: Option<RateLimiter>,
     http: HttpSettings,
@@ -100,7 +100,7 @@ impl AppState {
     /// State over `pool`, verifying tokens with `keys`, running `engine`.
     pub fn new(
         pool: Pool,
-        keys: JwtKeys,
+        keys: Authenticator,
         http: HttpSettings,
         engine: Engine,
     ) -> Result<Self, prometheus::Error> {
@@ -124,8 +124,8 @@ impl AppState {
         &self.0.pool
     }
 
-    /// The token keys.
-    pub fn keys(&self) -> &JwtKeys {
+    /// How tokens are verified (and dev tokens issued).
+    pub fn keys(&self) -> &Authenticator {
         &self.0.keys
     }
 

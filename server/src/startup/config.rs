@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::http::auth::jwks::JwksSource;
 use crate::startup::secret::Secret;
 
 /// Default HTTP port.
@@ -35,6 +36,11 @@ pub const DEFAULT_RATE_LIMIT_PER_SECOND: f64 = 20.0;
 pub const DEFAULT_RATE_LIMIT_BURST: u32 = 40;
 /// Default id of the field encryption key.
 pub const DEFAULT_FIELD_KEY_ID: &str = "k1";
+/// Default age after which the JWKS is fetched again on the next token, in seconds.
+pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 600;
+/// Default shortest time between two refetches of the JWKS (an unknown `kid` or a stale set),
+/// in seconds.
+pub const DEFAULT_JWKS_REFETCH_COOLDOWN_SECS: u64 = 30;
 /// Default lifetime of tokens issued by `POST /dev/token`, in seconds.
 pub const DEFAULT_DEV_TOKEN_TTL_SECS: u64 = 24 * 60 * 60;
 
@@ -179,10 +185,43 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<Secret<String>>,
 
-    /// HS256 secret that signs and verifies bearer tokens, at least 32 bytes. Required unless
-    /// in dev mode, where a random one is generated at start when unset.
+    /// HS256 secret that signs and verifies bearer tokens, at least 32 bytes. Outside dev mode,
+    /// this or a JWKS is required; in dev mode a random one is generated at start when unset.
     #[arg(long, env = "FERRY_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<Secret<String>>,
+
+    /// URL of the identity provider's JWKS (e.g. `https://<tenant>/.well-known/jwks.json`):
+    /// RS256/ES256 tokens are verified with its keys. https://, or http:// to a loopback host.
+    #[arg(
+        long,
+        env = "FERRY_JWKS_URL",
+        global = true,
+        conflicts_with = "jwks_file"
+    )]
+    pub jwks_url: Option<String>,
+
+    /// A JWKS file, instead of a URL: re-read when a token names an unknown `kid`.
+    #[arg(long, env = "FERRY_JWKS_FILE", global = true)]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Accepted token issuers (`iss`), comma-separated; unset: `iss` is not checked.
+    #[arg(long, env = "FERRY_JWT_ISSUER", global = true, value_delimiter = ',')]
+    pub jwt_issuer: Vec<String>,
+
+    /// Accepted token audiences, comma-separated: a token's `aud` (a string or an array) must
+    /// include one; unset: `aud` is not checked.
+    #[arg(long, env = "FERRY_JWT_AUDIENCE", global = true, value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+
+    /// Age after which the JWKS is fetched again on the next token, in seconds.
+    #[arg(long, env = "FERRY_JWKS_REFRESH_SECS", global = true, default_value_t = DEFAULT_JWKS_REFRESH_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub jwks_refresh_secs: u64,
+
+    /// Shortest time between two refetches of the JWKS, in seconds: tokens naming unknown
+    /// `kid`s cause at most one fetch per this period.
+    #[arg(long, env = "FERRY_JWKS_REFETCH_COOLDOWN_SECS", global = true, default_value_t = DEFAULT_JWKS_REFETCH_COOLDOWN_SECS)]
+    pub jwks_refetch_cooldown_secs: u64,
 
     /// Address the HTTP server binds.
     #[arg(long, env = "FERRY_HOST", global = true, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
@@ -305,6 +344,12 @@ impl Settings {
         Self {
             database_url: None,
             jwt_secret: None,
+            jwks_url: None,
+            jwks_file: None,
+            jwt_issuer: Vec::new(),
+            jwt_audience: Vec::new(),
+            jwks_refresh_secs: DEFAULT_JWKS_REFRESH_SECS,
+            jwks_refetch_cooldown_secs: DEFAULT_JWKS_REFETCH_COOLDOWN_SECS,
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: DEFAULT_PORT,
             dev: false,
@@ -398,6 +443,25 @@ impl Settings {
         Duration::from_millis(self.header_read_timeout_ms)
     }
 
+    /// The JWKS to verify RS256/ES256 tokens with, if any.
+    pub fn jwks_source(&self) -> Option<JwksSource> {
+        match (&self.jwks_url, &self.jwks_file) {
+            (Some(url), _) => Some(JwksSource::Url(url.clone())),
+            (None, Some(path)) => Some(JwksSource::File(path.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Age after which the JWKS is refetched.
+    pub fn jwks_refresh(&self) -> Duration {
+        Duration::from_secs(self.jwks_refresh_secs)
+    }
+
+    /// Shortest time between two JWKS refetches.
+    pub fn jwks_refetch_cooldown(&self) -> Duration {
+        Duration::from_secs(self.jwks_refetch_cooldown_secs)
+    }
+
     /// Lifetime of dev tokens.
     pub fn dev_token_ttl(&self) -> Duration {
         Duration::from_secs(self.dev_token_ttl_secs)
@@ -449,6 +513,37 @@ mod tests {
             cli.settings.cors_origins,
             ["http://a.example", "http://b.example"]
         );
+    }
+
+    #[test]
+    fn token_issuers_and_audiences_are_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "ferry-server",
+            "--jwks-url",
+            "https://tenant.example/.well-known/jwks.json",
+            "--jwt-issuer",
+            "https://tenant.example/",
+            "--jwt-audience",
+            "ferry,https://api.example",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let settings = cli.settings;
+        assert_eq!(settings.jwt_issuer, ["https://tenant.example/"]);
+        assert_eq!(settings.jwt_audience, ["ferry", "https://api.example"]);
+        assert_eq!(
+            settings.jwks_source(),
+            Some(JwksSource::Url(
+                "https://tenant.example/.well-known/jwks.json".to_owned()
+            ))
+        );
+        let both = Cli::try_parse_from([
+            "ferry-server",
+            "--jwks-url",
+            "https://a.example/jwks",
+            "--jwks-file",
+            "jwks.json",
+        ]);
+        assert!(both.is_err(), "a JWKS URL and a JWKS file at once");
     }
 
     #[test]

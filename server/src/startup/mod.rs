@@ -39,7 +39,8 @@ use crate::db::embedded_pg::EmbeddedPgError;
 use crate::db::schema_check::{SchemaMismatch, describe_mismatches, expected_tables};
 use crate::db::schema_migrations::SchemaMigrationError;
 use crate::db::{self, DbError, PoolSettings};
-use crate::http::auth::{JwtKeys, KeyError};
+use crate::http::auth::jwks::{Jwks, JwksError};
+use crate::http::auth::{Authenticator, JwtKeys, KeyError};
 use crate::http::state::{AppState, Engine, HttpSettings};
 use crate::http::{app, is_valid_origin};
 use crate::ingest::field_crypto::{self, FieldCipher, FieldKeyError};
@@ -91,11 +92,14 @@ pub enum StartupError {
     /// The field key is unusable.
     #[error(transparent)]
     FieldKey(#[from] FieldKeyError),
-    /// No JWT secret outside dev mode.
+    /// No way to verify tokens outside dev mode.
     #[error(
-        "FERRY_JWT_SECRET is required unless the server runs in dev mode (FERRY_DEV=true or no DATABASE_URL)"
+        "FERRY_JWT_SECRET (HS256) or FERRY_JWKS_URL / FERRY_JWKS_FILE (RS256/ES256) is required unless the server runs in dev mode (FERRY_DEV=true or no DATABASE_URL)"
     )]
     JwtSecretRequired,
+    /// The JWKS could not be loaded.
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
     /// The JWT secret is unusable.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -155,6 +159,43 @@ pub fn load_field_cipher(settings: &Settings, dev_mode: bool) -> Result<FieldCip
     Ok(FieldCipher::new(settings.field_key_id.clone(), key))
 }
 
+/// How tokens are verified: the HS256 secret (generated in dev mode when unset), the JWKS
+/// (loaded now: a URL that does not answer with a usable key set stops the start), and the
+/// accepted issuers and audiences.
+pub async fn build_authenticator(
+    settings: &Settings,
+    dev_mode: bool,
+) -> Result<Authenticator, StartupError> {
+    let jwks = match settings.jwks_source() {
+        Some(source) => Some(
+            Jwks::load(
+                source,
+                settings.jwks_refresh(),
+                settings.jwks_refetch_cooldown(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let shared = match (&settings.jwt_secret, dev_mode) {
+        (Some(secret), _) => Some(JwtKeys::from_secret(secret.expose().as_bytes())?),
+        (None, true) => {
+            tracing::info!(
+                "FERRY_JWT_SECRET is not set: generated a random signing secret for this run (dev mode); tokens issued now stop working when the server restarts"
+            );
+            Some(JwtKeys::generate()?)
+        }
+        (None, false) if jwks.is_some() => None,
+        (None, false) => return Err(StartupError::JwtSecretRequired),
+    };
+    Ok(Authenticator::new(
+        shared,
+        jwks,
+        settings.jwt_issuer.clone(),
+        settings.jwt_audience.clone(),
+    )?)
+}
+
 /// A server ready to serve: everything checked, socket bound.
 #[derive(Debug)]
 pub struct Application {
@@ -163,6 +204,8 @@ pub struct Application {
     database: Database,
     address: SocketAddr,
     dev_mode: bool,
+    /// Which tokens are accepted, said at start.
+    auth_note: String,
     header_read_timeout: Duration,
 }
 
@@ -180,12 +223,13 @@ impl Application {
         database: Database,
     ) -> Result<Self, StartupError> {
         match Self::prepare(settings, &database).await {
-            Ok((listener, router, address, dev_mode)) => Ok(Self {
+            Ok((listener, router, address, dev_mode, auth_note)) => Ok(Self {
                 listener,
                 router,
                 database,
                 address,
                 dev_mode,
+                auth_note,
                 header_read_timeout: settings.header_read_timeout(),
             }),
             Err(error) => {
@@ -200,7 +244,7 @@ impl Application {
     async fn prepare(
         settings: &Settings,
         database: &Database,
-    ) -> Result<(TcpListener, Router, SocketAddr, bool), StartupError> {
+    ) -> Result<(TcpListener, Router, SocketAddr, bool, String), StartupError> {
         let dev_mode = settings.dev || database.embedded().is_some();
         if dev_mode && !settings.host.is_loopback() {
             tracing::warn!(
@@ -211,16 +255,8 @@ impl Application {
         if let Some(bad) = settings.cors_origins.iter().find(|o| !is_valid_origin(o)) {
             return Err(StartupError::InvalidCorsOrigin(bad.clone()));
         }
-        let keys = match (&settings.jwt_secret, dev_mode) {
-            (Some(secret), _) => JwtKeys::from_secret(secret.expose().as_bytes())?,
-            (None, true) => {
-                tracing::info!(
-                    "FERRY_JWT_SECRET is not set: generated a random signing secret for this run (dev mode); tokens issued now stop working when the server restarts"
-                );
-                JwtKeys::generate()?
-            }
-            (None, false) => return Err(StartupError::JwtSecretRequired),
-        };
+        let keys = build_authenticator(settings, dev_mode).await?;
+        let auth_note = keys.describe();
 
         let (spec, spec_text) = load_spec(settings)?;
         let cipher = load_field_cipher(settings, dev_mode)?;
@@ -253,7 +289,7 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { address, source })?;
-        Ok((listener, app(state), address, dev_mode))
+        Ok((listener, app(state), address, dev_mode, auth_note))
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -291,6 +327,8 @@ impl Application {
             ),
             None => db::describe_target(self.database.config()),
         };
+        // Before the "listening" line, which is what tests and scripts wait for.
+        tracing::info!("{}", self.auth_note);
         tracing::info!(
             url = %self.base_url(),
             database = %database_note,
@@ -300,6 +338,7 @@ impl Application {
         );
         // Said on stdout too, whatever RUST_LOG filters: the README's run command relies on it.
         println!("ferry-server: listening on {}", self.base_url());
+        println!("ferry-server: {}", self.auth_note);
         if self.dev_mode {
             println!(
                 "ferry-server: dev mode; get a demo token with:\n  curl -X POST {}/dev/token -H 'content-type: application/json' -d '{{\"user\":\"alice\"}}'",

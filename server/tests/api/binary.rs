@@ -86,6 +86,13 @@ async fn serve_without_database_url_runs_embedded_postgres_and_ctrl_c_stops_both
         }
     };
 
+    // It says at start which tokens it accepts.
+    assert!(
+        log.iter()
+            .any(|l| l.contains("tokens: HS256 with a secret generated for this run")),
+        "log:\n{}",
+        log.join("\n")
+    );
     let client = reqwest::Client::new();
     let ready = client.get(format!("{url}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK, "log:\n{}", log.join("\n"));
@@ -167,7 +174,10 @@ async fn serve_refuses_to_start_without_a_jwt_secret_outside_dev_mode() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("FERRY_JWT_SECRET is required"), "{stderr}");
+    assert!(
+        stderr.contains("FERRY_JWT_SECRET (HS256) or FERRY_JWKS_URL"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -56,7 +56,7 @@ async fn readyz_is_503_in_our_shape_when_the_database_is_unreachable() {
     .unwrap();
     let state = AppState::new(
         pool,
-        JwtKeys::generate().unwrap(),
+        JwtKeys::generate().unwrap().into(),
         HttpSettings::from_settings(&test_settings(), false),
         ferry_server::http::state::Engine::new(
             crate::helpers::demo_spec().clone(),

@@ -295,12 +295,12 @@ impl TestApp {
         format!("{header}.{claims}.")
     }
 
-    /// A valid token whose `sub` is not a UUID.
-    pub fn non_uuid_subject_token(&self) -> String {
+    /// A valid token whose `sub` is `subject` (any string an identity provider might issue).
+    pub fn subject_token(&self, subject: &str) -> String {
         sign(
             Algorithm::HS256,
             TEST_SECRET,
-            &json!({ "sub": "alice", "exp": now() + 600 }),
+            &json!({ "sub": subject, "exp": now() + 600 }),
         )
     }
 

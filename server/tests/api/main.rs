@@ -16,6 +16,7 @@ mod faults;
 mod health;
 mod helpers;
 mod hostile;
+mod idp;
 mod ingest;
 mod inputs;
 mod operations;
