@@ -390,6 +390,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_decode_error_is_answered_400_in_our_shape() {
+        // One of each `WireError`; the match below has no wildcard, so a new variant does not
+        // compile until it is added here (and mapped in `ingest_error`).
+        let errors = [
+            WireError::Decode("expected value at line 1 column 1".to_owned()),
+            WireError::Format {
+                found: "ferry-batch/0".to_owned(),
+            },
+            WireError::Nul {
+                field: "a record's key",
+            },
+            WireError::MigratedAtOutOfRange { ms: i64::MIN },
+            WireError::SpecMismatch {
+                app: "other".to_owned(),
+                version: "1".to_owned(),
+                expected_app: "taskboard".to_owned(),
+                expected_version: "2026.11".to_owned(),
+            },
+        ];
+        for error in errors {
+            let want = match &error {
+                WireError::Decode(_)
+                | WireError::Format { .. }
+                | WireError::Nul { .. }
+                | WireError::MigratedAtOutOfRange { .. } => ErrorCode::InvalidBatch,
+                WireError::SpecMismatch { .. } => ErrorCode::SpecMismatch,
+            };
+            let api = ingest_error(IngestError::Wire(error.clone()));
+            assert_eq!(api.status(), StatusCode::BAD_REQUEST, "{error:?}");
+            assert_eq!(api.code(), want, "{error:?}");
+        }
+    }
+
+    #[test]
     fn invalid_batch_messages_keep_the_position_and_shorten_the_bodys_strings() {
         // (serde's message, what the answer says)
         for (message, want) in [
