@@ -292,6 +292,11 @@ async fn refusals_cut_the_callers_input_like_the_batch_decoder() {
         .await;
     let answer = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
     assert_cut(&answer, "an unknown field");
+
+    // The dev sample's query: the whole query and serde's unknown field.
+    let r = app.get(&format!("/dev/sample?{SECRET}=1")).await;
+    let answer = expect_error(r, StatusCode::BAD_REQUEST, "invalid_query").await;
+    assert_cut(&answer, "an unknown query field");
 }
 
 fn sealed_backup(id: &str) -> Vec<u8> {
