@@ -434,3 +434,37 @@ async fn nul_and_extreme_numbers_in_every_field_of_a_batch_are_refused_400_never
     );
     assert!(cases > 200, "only {cases} cases");
 }
+
+#[tokio::test]
+async fn an_unknown_resolve_column_is_quoted_cut_not_whole() {
+    // The resolve room words its own messages with ferry-core's `pipeline::quote` (60
+    // characters): a key of `value` longer than that does not come back whole.
+    let app = spawn_app().await;
+    let user = app.user();
+    let form = |v: &str| {
+        Run::new().batch(&[(
+            "formData:contact",
+            &format!(r#"{{"name":"{v}","savedAt":1700000000000}}"#),
+        )])
+    };
+    app.send(&user.token, form("stored")).await;
+    app.send(&user.token, form("incoming")).await;
+    let listed: Vec<Value> = app.get_json("/v1/conflicts", &user.token).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let key = format!("ghp_{}_TAILMARKER", "k".repeat(80));
+    let r = app
+        .post_json_authed(
+            &format!("/v1/conflicts/{}/resolve", listed[0]["id"]),
+            &user.token,
+            &json!({ "choice": "edited", "value": { key.as_str(): 1 } }),
+        )
+        .await;
+    let answer = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    let text = answer.to_string();
+    assert!(
+        !text.contains("TAILMARKER"),
+        "the column comes back whole: {text}"
+    );
+    assert!(text.contains("ghp_kkkk"), "the column is not named: {text}");
+    assert!(text.contains("cannot be edited"), "{text}");
+}
