@@ -180,8 +180,9 @@ fn ingest_error(error: IngestError) -> ApiError {
 pub const SPEC_NAME_CHARS: usize = 32;
 
 /// The message of a 400 `invalid_batch` answer: the decoder's position (line, column) and
-/// expectation, with every string taken from the body cut to [`QUOTED_VALUE_CHARS`](crate::http::error::QUOTED_VALUE_CHARS) characters
-/// and `…`, so a secret pasted into the wrong field does not come back in the answer.
+/// expectation, with every string taken from the body cut to
+/// [`QUOTED_VALUE_CHARS`](crate::http::error::QUOTED_VALUE_CHARS) characters and `…`, so a
+/// secret pasted into the wrong field does not come back in the answer.
 pub fn invalid_batch_message(error: &WireError) -> String {
     match error {
         WireError::Format { found } => format!(
