@@ -5,7 +5,7 @@
 #   bash scripts/fuzz.sh --ci             the short run: 20 seconds per target (test.sh: 10)
 #   bash scripts/fuzz.sh --seconds N      N seconds per target (with or without --ci)
 #   bash scripts/fuzz.sh --target NAME    one target only (spec_parse, pipeline, batch_decode,
-#                                         backup_open)
+#                                         batch_fields, backup_open)
 #
 # Prints, per target, executions, executions per second, coverage, corpus size and crashes, and
 # writes them to fuzz/last-run.json (a long run) or $CARGO_TARGET_DIR/last-ci-run.json (--ci). Exits
@@ -30,7 +30,7 @@ set -euo pipefail
 export CARGO_TARGET_DIR="${FERRY_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry/fuzz-target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
-TARGETS=(spec_parse pipeline batch_decode backup_open)
+TARGETS=(spec_parse pipeline batch_decode batch_fields backup_open)
 BUILD_FLAGS=(--sanitizer none --debug-assertions)
 
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }

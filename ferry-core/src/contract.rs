@@ -427,6 +427,10 @@ error_codes! {
     MethodNotAllowed = "method_not_allowed",
     /// 413: the body is larger than the limit.
     PayloadTooLarge = "payload_too_large",
+    /// 414: the request target (path and query) is longer than the server reads.
+    UriTooLong = "uri_too_long",
+    /// 431: too many request headers, or too many bytes of them.
+    HeadersTooLarge = "headers_too_large",
     /// 429: too many requests; see `Retry-After`.
     RateLimited = "rate_limited",
     /// 503: the request did not finish in time; see `Retry-After`.

@@ -10,6 +10,9 @@
 //!   accounted for and every string survives the lossless rule.
 //! - [`batch_decode`]: bytes → the server's decoding and re-validation of a `ferry-batch/1`
 //!   body; and the round trip browser → batch → server gives the same ids, hashes and outcomes.
+//! - [`batch_fields`]: a batch with NUL and numbers at and past every bound put into its
+//!   fields → the server's decoding: refused with a 4xx error value, or accepted with nothing
+//!   PostgreSQL would refuse.
 //! - [`backup_open`]: bytes → backup header parse and opening; a sealed backup opens only
 //!   when not one byte of it was changed.
 //!
@@ -562,6 +565,219 @@ fn round_trip(data: &[u8]) {
                 assert!(LosslessString::from_escaped(t.as_escaped().to_owned()).is_ok());
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Target: batch_fields.
+// ---------------------------------------------------------------------------------------------
+
+/// At most this many edits are read from one [`batch_fields`] input.
+pub const MAX_FIELD_EDITS: usize = 8;
+
+/// A string the edits put where a number too large for any JSON value type must go; the
+/// serialised batch gets the literal instead (serde_json's `Value` cannot hold it).
+const HUGE_PLACEHOLDER: &str = "\u{1}ferry-fuzz-huge\u{1}";
+
+/// Number literals no `Value` holds: past `u64`, past `f64`.
+const HUGE_LITERALS: [&str; 3] = ["123456789012345678901234567890", "-1e400", "1e400"];
+
+/// Byte 0: the spec (bit 0) and which huge literal stands for [`HUGE_PLACEHOLDER`] (bits 1–2).
+/// Byte 1: how many edits follow (at most [`MAX_FIELD_EDITS`]), 3 bytes each:
+/// `[field, value, position]`. The rest is a request body (the seeds: real batches). When it
+/// is JSON, each edit puts a hostile value — NUL in a string (whole, inserted at `position`,
+/// or in an object key), or a number at or past a bound (`i64`, `u64`, `u32`, `f64`, the
+/// timestamp range, and past them all) — into the `field`-th leaf; then the body goes through
+/// the server's decoding ([`check_hostile_batch`]).
+pub fn batch_fields(data: &[u8]) {
+    let Some((&[mode, edits], rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let spec = &specs()[usize::from(mode & 1)];
+    let huge = HUGE_LITERALS[usize::from(mode >> 1) % HUGE_LITERALS.len()];
+    let count = usize::from(edits) % (MAX_FIELD_EDITS + 1);
+    let Some((edits, body)) = rest.split_at_checked(count * 3) else {
+        return;
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+        check_hostile_batch(spec, body);
+        return;
+    };
+    for edit in edits.chunks_exact(3) {
+        apply_hostile_edit(&mut value, edit[0], edit[1], edit[2]);
+    }
+    let text = serde_json::to_string(&value)
+        .unwrap_or_else(|e| panic!("re-encoding an edited batch: {e}"))
+        .replace(&Value::from(HUGE_PLACEHOLDER).to_string(), huge);
+    check_hostile_batch(spec, text.as_bytes());
+}
+
+/// The status the server answers a refused batch with: every [`wire::WireError`] is the
+/// caller's fault, so a 4xx. Exhaustive on purpose: a new error variant must be placed here
+/// (and in the server's `ingest_error`, whose unit test checks the same table).
+pub fn refusal_status(error: &wire::WireError) -> u16 {
+    use wire::WireError as E;
+    match error {
+        E::Decode(_)
+        | E::Format { .. }
+        | E::Nul { .. }
+        | E::MigratedAtOutOfRange { .. }
+        | E::SpecMismatch { .. } => 400,
+    }
+}
+
+/// Decodes `body` as the server does. Refused: the error is a value with a 4xx status and a
+/// message. Accepted: nothing in it can fail in PostgreSQL — no NUL in any string that is
+/// stored as text (header, kind, key, raw value, reasons), `migrated_at_ms` inside the years
+/// 0001–9999 — and it passes the [`batch_decode`] checks (re-encoding, re-validation).
+fn check_hostile_batch(spec: &Spec, body: &[u8]) {
+    let batch = match wire::decode_batch(spec, body) {
+        Ok(batch) => batch,
+        Err(error) => {
+            assert!((400..500).contains(&refusal_status(&error)));
+            assert!(!error.to_string().is_empty(), "a refusal without a message");
+            return;
+        }
+    };
+    let h = &batch.header;
+    let no_nul = |what: &str, text: &str| assert!(!text.contains('\0'), "NUL accepted in {what}");
+    for (what, text) in [
+        ("format", h.format.as_str()),
+        ("app", &h.app),
+        ("spec_version", &h.spec_version),
+    ] {
+        no_nul(what, text);
+    }
+    assert!(
+        (ferry_core::timestamp::MIN_MS..=ferry_core::timestamp::MAX_MS).contains(&h.migrated_at_ms),
+        "migrated_at_ms {} accepted",
+        h.migrated_at_ms
+    );
+    for r in &batch.records {
+        no_nul("a record's kind", &r.kind);
+        no_nul("a record's key", r.key.as_escaped());
+        no_nul("a record's raw value", r.raw.text());
+    }
+    for r in &batch.rejected {
+        no_nul("a rejected kind", &r.kind);
+        no_nul("a rejected key", r.key.as_escaped());
+        no_nul("a rejected raw value", r.raw.text());
+        for note in &r.reasons {
+            no_nul("a reason", &note.message);
+            no_nul(
+                "a reason's field",
+                note.field.as_deref().unwrap_or_default(),
+            );
+        }
+    }
+    decode_as_server(spec, body);
+}
+
+/// One step of a path into a JSON value.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// Every object key of `value`, with the path of the object holding it, depth first.
+fn key_paths(value: &Value, prefix: &mut Vec<Step>, out: &mut Vec<(Vec<Step>, String)>) {
+    let copy = |path: &[Step]| -> Vec<Step> {
+        path.iter()
+            .map(|s| match s {
+                Step::Key(k) => Step::Key(k.clone()),
+                Step::Index(i) => Step::Index(*i),
+            })
+            .collect()
+    };
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                out.push((copy(prefix), key.clone()));
+                prefix.push(Step::Key(key.clone()));
+                key_paths(child, prefix, out);
+                prefix.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                prefix.push(Step::Index(i));
+                key_paths(child, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The value at `path` inside `value`.
+fn at_mut<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
+    path.iter().try_fold(value, |v, step| match step {
+        Step::Key(k) => v.get_mut(k.as_str()),
+        Step::Index(i) => v.get_mut(*i),
+    })
+}
+
+/// The hostile value number `which` for a leaf holding `original`.
+fn hostile_value(original: &Value, which: u8, position: u8) -> Value {
+    let with_nul = |text: &str| {
+        let chars: Vec<char> = text.chars().collect();
+        let at = usize::from(position) % (chars.len() + 1);
+        let mut out: String = chars[..at].iter().collect();
+        out.push('\0');
+        out.extend(&chars[at..]);
+        out
+    };
+    match which % 20 {
+        0 => Value::from("\0"),
+        1 => Value::from(with_nul(original.as_str().unwrap_or_default())),
+        2 => Value::from(i64::MIN),
+        3 => Value::from(i64::MAX),
+        4 => Value::from(u64::MAX),
+        5 => Value::from(-1),
+        6 => Value::from(u64::from(u32::MAX) + 1),
+        7 => Value::from(f64::MAX),
+        8 => Value::from(f64::MIN),
+        9 => Value::from(0.5),
+        10 => Value::from(ferry_core::timestamp::MIN_MS - 1),
+        11 => Value::from(ferry_core::timestamp::MAX_MS + 1),
+        12 => Value::from(ferry_core::timestamp::MIN_MS),
+        13 => Value::from(ferry_core::timestamp::MAX_MS),
+        14 => Value::from(-0.0),
+        15 => Value::from(9_007_199_254_740_993_u64),
+        16 => Value::Null,
+        17 => Value::from(""),
+        18 => Value::from(HUGE_PLACEHOLDER),
+        _ => Value::from(f64::from(u32::MAX) + 0.5),
+    }
+}
+
+/// Puts hostile value `which` into the `field`-th leaf of `value` (depth first), or, when
+/// `which` has its top bit set, a NUL into the `field`-th object key.
+fn apply_hostile_edit(value: &mut Value, field: u8, which: u8, position: u8) {
+    fn leaves<'a>(value: &'a mut Value, out: &mut Vec<&'a mut Value>) {
+        match value {
+            Value::Object(map) => map.values_mut().for_each(|v| leaves(v, out)),
+            Value::Array(items) => items.iter_mut().for_each(|v| leaves(v, out)),
+            leaf => out.push(leaf),
+        }
+    }
+    if which & 0x80 != 0 {
+        let mut keys = Vec::new();
+        key_paths(value, &mut Vec::new(), &mut keys);
+        let count = keys.len();
+        if let Some((path, key)) = keys.into_iter().nth(usize::from(field) % count.max(1))
+            && let Some(Value::Object(map)) = at_mut(value, &path)
+            && let Some(v) = map.remove(&key)
+        {
+            map.insert(format!("{key}\0"), v);
+        }
+        return;
+    }
+    let mut found = Vec::new();
+    leaves(value, &mut found);
+    let count = found.len();
+    if let Some(leaf) = found.into_iter().nth(usize::from(field) % count.max(1)) {
+        *leaf = hostile_value(leaf, which, position);
     }
 }
 

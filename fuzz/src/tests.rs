@@ -11,10 +11,11 @@ use super::*;
 /// A fuzz target: takes any bytes, panics on a finding.
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 5] = [
     ("spec_parse", spec_parse),
     ("pipeline", pipeline),
     ("batch_decode", batch_decode),
+    ("batch_fields", batch_fields),
     ("backup_open", backup_open),
 ];
 
@@ -149,6 +150,20 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "batch_decode",
             "round-trip-jotter",
             with_prefix(&[1, 1, 8, 4], &jt_pairs),
+        ),
+        // No edit: the batch as it is; then NUL in a leaf, i64::MIN in a leaf, NUL in a key.
+        (
+            "batch_fields",
+            "taskboard-as-is",
+            with_prefix(&[0, 0], &first_batch(taskboard, &tb)),
+        ),
+        (
+            "batch_fields",
+            "jotter-edited",
+            with_prefix(
+                &[3, 3, 5, 1, 2, 9, 2, 0, 1, 0x80, 0],
+                &first_batch(jotter, &jt),
+            ),
         ),
         (
             "backup_open",

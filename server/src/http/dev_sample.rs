@@ -10,8 +10,6 @@
 //! defaults are the taskboard app, seed 0, 5 MiB and 2% broken records. Like `POST /dev/token`
 //! the route exists only in dev mode; elsewhere it is a 404 like any unknown address.
 
-use axum::extract::Query;
-use axum::extract::rejection::QueryRejection;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use ferry_core::contract::ErrorCode;
@@ -40,13 +38,15 @@ pub struct SampleQuery {
 }
 
 /// `GET /dev/sample`: the pairs of a generated sample as JSON.
-pub async fn sample(
-    uri: Uri,
-    query: Result<Query<SampleQuery>, QueryRejection>,
-) -> Result<impl IntoResponse, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        let raw = ferry_core::pipeline::quote(uri.query().unwrap_or_default());
-        invalid_query(format!("the query {raw} does not fit: {}", e.body_text()))
+pub async fn sample(uri: Uri) -> Result<impl IntoResponse, ApiError> {
+    let raw = uri.query().unwrap_or_default();
+    let query: SampleQuery = serde_urlencoded::from_str(raw).map_err(|e| {
+        // The query and serde's message about it are the caller's input: cut.
+        invalid_query(format!(
+            "the query {} does not fit: {}",
+            crate::http::error::quote_input(raw),
+            crate::http::error::shorten_body_strings(&e.to_string())
+        ))
     })?;
     let options = sample_options(&query)?;
     // A 5 MiB sample takes tens of milliseconds to write: off the async workers.
@@ -66,7 +66,7 @@ fn sample_options(query: &SampleQuery) -> Result<SampleOptions, ApiError> {
         other => {
             return Err(invalid_query(format!(
                 "`app` is {}; use \"taskboard\" or \"jotter\"",
-                ferry_core::pipeline::quote(other)
+                crate::http::error::quote_input(other)
             )));
         }
     };

@@ -7,6 +7,16 @@
 //! 413 from the body limit, the request timeout) are rewritten into the same shape by
 //! [`normalize_error_responses`]. A 500 says only "internal error": the cause chain goes to
 //! the log.
+//!
+//! The one kind of answer not in this shape is hyper's own, for a request it cannot parse
+//! (a broken request line or header line, a head beyond its hard ceilings): hyper writes a
+//! bare status line and closes the connection before any service runs, and offers no hook
+//! for a body. Ferry's own limits on the head sit well below those ceilings
+//! ([`crate::http::limit_request_head`]), so a request that is merely too big is answered
+//! here, in our shape (RELIABILITY.md, "protocol errors").
+//!
+//! Messages never quote the caller's input in full: [`quote_input`] and
+//! [`shorten_body_strings`] cut every string taken from a request.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -64,6 +74,22 @@ pub enum ApiError {
     PayloadTooLarge {
         /// The limit, in bytes, when known.
         limit_bytes: Option<usize>,
+    },
+    /// 414 `uri_too_long`: the request target is longer than Ferry reads.
+    #[error("the request target (path and query) is longer than the limit of {max_bytes} bytes")]
+    UriTooLong {
+        /// The limit, in bytes.
+        max_bytes: usize,
+    },
+    /// 431 `headers_too_large`: too many request headers, or too many bytes of them.
+    #[error(
+        "the request headers exceed the limit of {max_headers} headers and {max_bytes} bytes; send fewer or smaller headers"
+    )]
+    HeadersTooLarge {
+        /// The most headers a request may have.
+        max_headers: usize,
+        /// The most bytes (names, values, `: ` and line ends) they may take.
+        max_bytes: usize,
     },
     /// 429 `rate_limited`, with `Retry-After` in seconds.
     #[error("too many requests; retry after {retry_after_secs} s")]
@@ -126,6 +152,8 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Status(status) => *status,
@@ -145,6 +173,8 @@ impl ApiError {
             Self::NotFound => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::UriTooLong { .. } => ErrorCode::UriTooLong,
+            Self::HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Timeout { .. } => ErrorCode::RequestTimeout,
             Self::Unavailable(_) => ErrorCode::Unavailable,
@@ -176,6 +206,17 @@ impl ApiError {
             } => (
                 self.to_string(),
                 Some(serde_json::json!({ "limit_bytes": limit })),
+            ),
+            Self::UriTooLong { max_bytes } => (
+                self.to_string(),
+                Some(serde_json::json!({ "limit_bytes": max_bytes })),
+            ),
+            Self::HeadersTooLarge {
+                max_headers,
+                max_bytes,
+            } => (
+                self.to_string(),
+                Some(serde_json::json!({ "limit_headers": max_headers, "limit_bytes": max_bytes })),
             ),
             Self::RateLimited { retry_after_secs } => (
                 self.to_string(),
@@ -310,6 +351,106 @@ pub async fn normalize_error_responses(
         shaped.headers_mut().insert(header::ALLOW, allow.clone());
     }
     shaped
+}
+
+/// How many characters of a string taken from a request an error message keeps.
+pub const QUOTED_VALUE_CHARS: usize = 4;
+
+/// A string taken from the request, for an error message: escaped, cut to
+/// [`QUOTED_VALUE_CHARS`] characters and `…`, in double quotes, so that a secret pasted into
+/// the wrong place does not come back in the answer.
+pub fn quote_input(text: &str) -> String {
+    format!("\"{}\"", shorten_chars(&text.escape_debug().to_string()))
+}
+
+/// `text` cut to [`QUOTED_VALUE_CHARS`] characters (an escape sequence counting as one), with
+/// `…` when something was cut.
+pub fn shorten_chars(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    let mut kept = 0;
+    while let Some(c) = chars.next() {
+        if kept == QUOTED_VALUE_CHARS {
+            out.push('…');
+            return out;
+        }
+        out.push(c);
+        if c == '\\' {
+            match chars.next() {
+                Some('u') => {
+                    out.push('u');
+                    // `\u{…}`: up to and with its closing brace.
+                    for c in chars.by_ref() {
+                        out.push(c);
+                        if c == '}' {
+                            break;
+                        }
+                    }
+                }
+                Some(escaped) => out.push(escaped),
+                None => {}
+            }
+        }
+        kept += 1;
+    }
+    out
+}
+
+/// A serde error message with the body's strings shortened: every `"…"` string (serde writes
+/// them escaped, so the closing quote is the first unescaped one) and the name after
+/// ``unknown field `…` `` or ``unknown variant `…` ``. Names the decoder expects, in backticks,
+/// are kept whole.
+pub fn shorten_body_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let quote = rest.find('"');
+        let unknown = ["unknown field `", "unknown variant `"]
+            .iter()
+            .filter_map(|p| rest.find(p).map(|at| at + p.len()))
+            .min();
+        match (quote, unknown) {
+            (Some(start), unknown) if unknown.is_none_or(|u| start < u) => {
+                out.push_str(&rest[..=start]);
+                let value = &rest[start + 1..];
+                let mut end = value.len();
+                let mut escaped = false;
+                for (i, c) in value.char_indices() {
+                    match c {
+                        _ if escaped => escaped = false,
+                        '\\' => escaped = true,
+                        '"' => {
+                            end = i;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                out.push_str(&shorten_chars(&value[..end]));
+                rest = &value[end..];
+                if let Some(after) = rest.strip_prefix('"') {
+                    out.push('"');
+                    rest = after;
+                }
+            }
+            (_, Some(start)) => {
+                out.push_str(&rest[..start]);
+                let name = &rest[start..];
+                // The name is written unescaped: it ends where serde's own text resumes.
+                let end = ["`, expected", "`, there are no", "` at line "]
+                    .iter()
+                    .filter_map(|m| name.find(m))
+                    .min()
+                    .unwrap_or(name.len());
+                out.push_str(&shorten_chars(&name[..end]));
+                rest = &name[end..];
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,22 @@
-//! Our [`Json`] extractor: axum's, with its rejections answered in our error shape.
+//! Our [`Json`] extractor: a JSON body whose every refusal is answered in our error shape.
 //!
 //! axum's own `Json` answers a bad body with a plain-text response; ours maps each way a body
 //! can be wrong to an [`ApiError`]: not JSON (400 `malformed_json`), JSON of the wrong shape
 //! (422 `invalid_body`), not declared as JSON (415), too large (413, naming the limit).
+//! serde's messages name what the caller sent (an unknown field, a string of the wrong type):
+//! those names and strings are cut as in every other answer ([`shorten_body_strings`]).
+//!
+//! [`JsonBytes`] is for the endpoints that parse JSON themselves (the batch decoder keeps
+//! strings lossless): the same 415 rule, the body left as bytes.
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, shorten_body_strings};
 
 /// The request body limit in bytes, put in request extensions by the router so that the
 /// extractor can name it.
@@ -30,40 +35,78 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = request.extensions().get::<BodyLimit>().map(|l| l.0);
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(rejection_to_error(rejection, limit)),
-        }
+        let JsonBytes(bytes) = JsonBytes::from_request(request, state).await?;
+        // serde_json itself rather than axum's `Json`: axum prefixes serde's message with the
+        // path to the error, whose segments are the caller's keys, uncut.
+        serde_json::from_slice(&bytes).map(Self).map_err(|e| {
+            let message = shorten_body_strings(&e.to_string());
+            match e.classify() {
+                serde_json::error::Category::Data => ApiError::InvalidBody {
+                    message,
+                    details: None,
+                },
+                _ => ApiError::MalformedJson(message),
+            }
+        })
     }
+}
+
+/// A request body declared as JSON (`application/json` or `application/*+json`, as axum's
+/// `Json` accepts), as bytes; any other or no `Content-Type` is 415 `unsupported_media_type`.
+#[derive(Debug, Clone)]
+pub struct JsonBytes(pub Bytes);
+
+impl<S> FromRequest<S> for JsonBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !declares_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = request.extensions().get::<BodyLimit>().map(|l| l.0);
+        Bytes::from_request(request, state)
+            .await
+            .map(Self)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge { limit_bytes: limit }
+                } else {
+                    ApiError::MalformedJson(format!(
+                        "could not read the body: {}",
+                        rejection.body_text()
+                    ))
+                }
+            })
+    }
+}
+
+/// Whether the `Content-Type` is JSON: `application/json` or `application/<anything>+json`,
+/// parameters (`; charset=utf-8`) allowed, case-insensitive.
+pub fn declares_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let Some(subtype) = essence.strip_prefix("application/") else {
+        return false;
+    };
+    subtype == "json" || (subtype.len() > "+json".len() && subtype.ends_with("+json"))
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
-    }
-}
-
-fn rejection_to_error(rejection: JsonRejection, limit: Option<usize>) -> ApiError {
-    match rejection {
-        JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(inner_message(&e.body_text())),
-        JsonRejection::JsonDataError(e) => ApiError::InvalidBody {
-            message: inner_message(&e.body_text()),
-            details: None,
-        },
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge { limit_bytes: limit }
-        }
-        other => ApiError::MalformedJson(format!("could not read the body: {}", other.body_text())),
-    }
-}
-
-/// axum's texts start with "Failed to parse the request body as JSON: "; keep serde's part.
-fn inner_message(text: &str) -> String {
-    match text.split_once(": ") {
-        Some((_, rest)) if !rest.is_empty() => rest.to_owned(),
-        _ => text.to_owned(),
     }
 }
 

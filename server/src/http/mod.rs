@@ -3,8 +3,9 @@
 //! [`app`] builds the whole HTTP application from an [`AppState`] without binding a socket, so
 //! tests drive it with `tower::ServiceExt::oneshot` or serve it on port 0 (binding and serving
 //! are the startup room's). From the outside in, a request meets: CORS (when origins are
-//! configured) → the error-shape normalizer → metrics → the request timeout → the body limit →
-//! routing → (for `/v1/*`) authentication and the per-user rate limit → the handler.
+//! configured) → the error-shape normalizer → metrics → the head limit
+//! ([`limit_request_head`]) → the request timeout → the body limit → routing → (for `/v1/*`)
+//! authentication and the per-user rate limit → the handler.
 //!
 //! The room:
 //! - this module: the router, its layers, CORS, and the routes outside `/v1` (health,
@@ -49,6 +50,16 @@ use crate::http::state::AppState;
 
 /// Longest demo user name accepted by `POST /dev/token`.
 pub const MAX_DEMO_USER_NAME: usize = 64;
+
+/// The most request headers Ferry reads (hyper's own default); more is 431 `headers_too_large`.
+pub const MAX_REQUEST_HEADERS: usize = 100;
+
+/// The most bytes the request headers may take (each `name: value` line with its line end);
+/// more is 431 `headers_too_large`.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+
+/// The longest request target (path and query) Ferry reads; longer is 414 `uri_too_long`.
+pub const MAX_REQUEST_TARGET_BYTES: usize = 8 * 1024;
 
 /// The whole HTTP application over `state`.
 pub fn app(state: AppState) -> Router {
@@ -106,8 +117,45 @@ fn with_common_layers(
             TIMEOUT_LAYER_STATUS,
             http.request_timeout,
         ))
+        .layer(axum::middleware::from_fn(limit_request_head))
         .layer(from_fn_with_state(state.clone(), metrics::track_requests))
         .layer(from_fn_with_state(shape, normalize_error_responses))
+}
+
+/// Middleware: refuses a request whose head exceeds Ferry's limits ([`MAX_REQUEST_HEADERS`],
+/// [`MAX_REQUEST_HEADER_BYTES`], [`MAX_REQUEST_TARGET_BYTES`]) in our error shape.
+///
+/// hyper enforces limits of its own while parsing, and answers them with a bare 431 or 414
+/// and no body; the serving loop raises those ceilings far above these
+/// (`startup::serving`), so that a head that is merely too big reaches this layer instead.
+pub async fn limit_request_head(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > MAX_REQUEST_TARGET_BYTES {
+        return ApiError::UriTooLong {
+            max_bytes: MAX_REQUEST_TARGET_BYTES,
+        }
+        .into_response();
+    }
+    let headers = request.headers();
+    // `name: value\r\n` per header line, as it came on the wire.
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers.len() > MAX_REQUEST_HEADERS || bytes > MAX_REQUEST_HEADER_BYTES {
+        return ApiError::HeadersTooLarge {
+            max_headers: MAX_REQUEST_HEADERS,
+            max_bytes: MAX_REQUEST_HEADER_BYTES,
+        }
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Whether `origin` is a valid CORS origin: `scheme://host[:port]`, no path, no trailing slash.

@@ -90,6 +90,7 @@ pub fn document(dev_mode: bool) -> Value {
                             } } } } },
                         "400": { "$ref": "#/components/responses/Error400" },
                         "413": { "$ref": "#/components/responses/Error413" },
+                        "415": { "$ref": "#/components/responses/Error415" },
                         "422": { "$ref": "#/components/responses/Error422" }
                     }
                 }
@@ -115,6 +116,18 @@ pub fn document(dev_mode: bool) -> Value {
         (
             "409",
             "Refused because of earlier requests (`idempotency_conflict`, `migration_rolled_back`, `already_resolved`, `backup_exists`)",
+        ),
+        (
+            "414",
+            "Request target (path and query) longer than the server reads (`uri_too_long`)",
+        ),
+        (
+            "415",
+            "A JSON endpoint got another or no Content-Type (`unsupported_media_type`)",
+        ),
+        (
+            "431",
+            "Too many request headers, or too many bytes of them (`headers_too_large`); the message names the limits",
         ),
         ("422", "JSON of the wrong shape (`invalid_body`)"),
         ("429", "Rate limited (`rate_limited`); see Retry-After"),
@@ -192,7 +205,7 @@ fn v1_paths() -> serde_json::Map<String, Value> {
         "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Batch" } } } },
         "responses": with_errors(
             json_ok("What happened to every record", json!({ "$ref": "#/components/schemas/BatchResult" })),
-            &["400", "401", "409", "413", "429", "500", "503"])
+            &["400", "401", "409", "413", "415", "429", "500", "503"])
     }}));
     paths.insert("/v1/migrations/{migration_id}".into(), json!({ "get": {
         "summary": "What the server received in a migration: per kind, count, XOR checksum, outcomes",
@@ -231,7 +244,7 @@ fn v1_paths() -> serde_json::Map<String, Value> {
         "parameters": id_param("id", json!({ "type": "integer" })),
         "requestBody": { "required": true, "content": { "application/json": { "schema": schema_ref("Resolution") } } },
         "responses": with_errors(json_ok("Resolved", schema_ref("ResolveAnswer")),
-            &["400", "401", "404", "409", "422", "429"])
+            &["400", "401", "404", "409", "415", "422", "429"])
     }}));
     let backup_info = schema_ref("StoredBackup");
     paths.insert("/v1/backups".into(), json!({
@@ -325,6 +338,16 @@ mod tests {
             assert!(doc["paths"][path].is_object(), "{path} is missing");
         }
         assert!(doc["paths"]["/v1/me"]["get"]["responses"]["401"].is_object());
+        for (path, method) in [
+            ("/v1/batches", "post"),
+            ("/v1/conflicts/{id}/resolve", "post"),
+            ("/dev/token", "post"),
+        ] {
+            assert!(
+                doc["paths"][path][method]["responses"]["415"].is_object(),
+                "{method} {path} does not say it refuses another Content-Type"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! A batch that is not valid `ferry-batch/1` JSON is answered 400 `invalid_batch` with the
 //! decoder's position and expectation, but with every string taken from the body cut short
 //! ([`invalid_batch_message`]), so a secret pasted into the wrong field does not come back.
+//! The other refusals quote the caller's input the same way (a backup id, a resolve choice):
+//! through the cutting helpers of [`crate::http::error`].
+//!
+//! The endpoints that read a JSON body (`POST /v1/batches`, `POST /v1/conflicts/{id}/resolve`)
+//! take it as [`JsonBytes`]: any other `Content-Type` is 415 before the body is looked at.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -23,8 +28,8 @@ use uuid::Uuid;
 use crate::db::DbError;
 use crate::error_chain;
 use crate::http::auth::AuthUser;
-use crate::http::error::ApiError;
-use crate::http::extract::Json;
+use crate::http::error::{ApiError, quote_input, shorten_body_strings, shorten_chars};
+use crate::http::extract::{Json, JsonBytes};
 use crate::http::state::AppState;
 use crate::ingest::{self, BatchResult, IngestError};
 use crate::operator::backups::{self, BackupUploadError};
@@ -75,7 +80,7 @@ async fn spec(State(state): State<AppState>) -> Response {
 async fn post_batch(
     State(state): State<AppState>,
     user: AuthUser,
-    body: Bytes,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Json<BatchResult>, ApiError> {
     let engine = state.engine();
     let metrics = state.metrics();
@@ -178,12 +183,10 @@ fn ingest_error(error: IngestError) -> ApiError {
 /// How many characters of the batch's app and version a `spec_mismatch` message keeps.
 pub const SPEC_NAME_CHARS: usize = 32;
 
-/// How many characters of a string from a refused batch its `invalid_batch` message keeps.
-pub const QUOTED_VALUE_CHARS: usize = 4;
-
 /// The message of a 400 `invalid_batch` answer: the decoder's position (line, column) and
-/// expectation, with every string taken from the body cut to [`QUOTED_VALUE_CHARS`] characters
-/// and `…`, so a secret pasted into the wrong field does not come back in the answer.
+/// expectation, with every string taken from the body cut to
+/// [`QUOTED_VALUE_CHARS`](crate::http::error::QUOTED_VALUE_CHARS) characters and `…`, so a
+/// secret pasted into the wrong field does not come back in the answer.
 pub fn invalid_batch_message(error: &WireError) -> String {
     match error {
         WireError::Format { found } => format!(
@@ -191,96 +194,6 @@ pub fn invalid_batch_message(error: &WireError) -> String {
             shorten_chars(&found.escape_debug().to_string())
         ),
         other => shorten_body_strings(&other.to_string()),
-    }
-}
-
-/// `text` cut to [`QUOTED_VALUE_CHARS`] characters (an escape sequence counting as one), with
-/// `…` when something was cut.
-fn shorten_chars(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    let mut kept = 0;
-    while let Some(c) = chars.next() {
-        if kept == QUOTED_VALUE_CHARS {
-            out.push('…');
-            return out;
-        }
-        out.push(c);
-        if c == '\\' {
-            match chars.next() {
-                Some('u') => {
-                    out.push('u');
-                    // `\u{…}`: up to and with its closing brace.
-                    for c in chars.by_ref() {
-                        out.push(c);
-                        if c == '}' {
-                            break;
-                        }
-                    }
-                }
-                Some(escaped) => out.push(escaped),
-                None => {}
-            }
-        }
-        kept += 1;
-    }
-    out
-}
-
-/// A serde error message with the body's strings shortened: every `"…"` string (serde writes
-/// them escaped, so the closing quote is the first unescaped one) and the name after
-/// ``unknown field `…` `` or ``unknown variant `…` ``. Names the decoder expects, in backticks,
-/// are kept whole.
-fn shorten_body_strings(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    loop {
-        let quote = rest.find('"');
-        let unknown = ["unknown field `", "unknown variant `"]
-            .iter()
-            .filter_map(|p| rest.find(p).map(|at| at + p.len()))
-            .min();
-        match (quote, unknown) {
-            (Some(start), unknown) if unknown.is_none_or(|u| start < u) => {
-                out.push_str(&rest[..=start]);
-                let value = &rest[start + 1..];
-                let mut end = value.len();
-                let mut escaped = false;
-                for (i, c) in value.char_indices() {
-                    match c {
-                        _ if escaped => escaped = false,
-                        '\\' => escaped = true,
-                        '"' => {
-                            end = i;
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-                out.push_str(&shorten_chars(&value[..end]));
-                rest = &value[end..];
-                if let Some(after) = rest.strip_prefix('"') {
-                    out.push('"');
-                    rest = after;
-                }
-            }
-            (_, Some(start)) => {
-                out.push_str(&rest[..start]);
-                let name = &rest[start..];
-                // The name is written unescaped: it ends where serde's own text resumes.
-                let end = ["`, expected", "`, there are no", "` at line "]
-                    .iter()
-                    .filter_map(|m| name.find(m))
-                    .min()
-                    .unwrap_or(name.len());
-                out.push_str(&shorten_chars(&name[..end]));
-                rest = &name[end..];
-            }
-            _ => {
-                out.push_str(rest);
-                return out;
-            }
-        }
     }
 }
 
@@ -383,7 +296,7 @@ async fn resolve_conflict(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Json<ResolveAnswer>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
     // Parsed with the lossless rule, so edited strings keep lone surrogates and NUL.
@@ -393,8 +306,10 @@ async fn resolve_conflict(
         .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let resolution: Resolution =
         serde_json::from_value(value).map_err(|e| ApiError::InvalidBody {
+            // serde names an unknown choice in full: cut like the batch decoder's messages.
             message: format!(
-                "expected {{\"choice\": \"stored\" | \"incoming\" | \"edited\", \"value\": {{column: value}}}}: {e}"
+                "expected {{\"choice\": \"stored\" | \"incoming\" | \"edited\", \"value\": {{column: value}}}}: {}",
+                shorten_body_strings(&e.to_string())
             ),
             details: None,
         })?;
@@ -449,15 +364,38 @@ async fn upload_backup(
         .map(Json)
         .map_err(|e| match e {
             BackupUploadError::Db(e) => e.into(),
-            e @ BackupUploadError::Exists(_) => {
-                ApiError::refused(StatusCode::CONFLICT, ErrorCode::BackupExists, e.to_string())
-            }
-            e => ApiError::refused(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidBackup,
-                e.to_string(),
-            ),
+            e => backup_refusal(&e),
         })
+}
+
+/// The answer to a refused upload. Every id in it (the header's, the file's) is the caller's
+/// input, and so is anything the backup's own header says: each is cut to
+/// [`QUOTED_VALUE_CHARS`](crate::http::error::QUOTED_VALUE_CHARS) characters.
+fn backup_refusal(error: &BackupUploadError) -> ApiError {
+    let bad_request = |message: String| {
+        ApiError::refused(StatusCode::BAD_REQUEST, ErrorCode::InvalidBackup, message)
+    };
+    match error {
+        BackupUploadError::BadId(id) => bad_request(format!(
+            "the X-Ferry-Backup-Id header must be 1 to {} characters without control characters, found {}",
+            backups::MAX_BACKUP_ID,
+            quote_input(id)
+        )),
+        BackupUploadError::IdMismatch { inside, header } => bad_request(format!(
+            "the backup's own id is {} but X-Ferry-Backup-Id says {}: send the id from the backup's metadata",
+            quote_input(inside),
+            quote_input(header)
+        )),
+        BackupUploadError::Exists(id) => ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::BackupExists,
+            format!(
+                "a different backup with id {} is already stored: backups are never replaced; use a new id",
+                quote_input(id)
+            ),
+        ),
+        other => bad_request(shorten_body_strings(&other.to_string())),
+    }
 }
 
 /// `GET /v1/backups`: the caller's backups.
@@ -493,6 +431,40 @@ async fn download_backup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_decode_error_is_answered_400_in_our_shape() {
+        // One of each `WireError`; the match below has no wildcard, so a new variant does not
+        // compile until it is added here (and mapped in `ingest_error`).
+        let errors = [
+            WireError::Decode("expected value at line 1 column 1".to_owned()),
+            WireError::Format {
+                found: "ferry-batch/0".to_owned(),
+            },
+            WireError::Nul {
+                field: "a record's key",
+            },
+            WireError::MigratedAtOutOfRange { ms: i64::MIN },
+            WireError::SpecMismatch {
+                app: "other".to_owned(),
+                version: "1".to_owned(),
+                expected_app: "taskboard".to_owned(),
+                expected_version: "2026.11".to_owned(),
+            },
+        ];
+        for error in errors {
+            let want = match &error {
+                WireError::Decode(_)
+                | WireError::Format { .. }
+                | WireError::Nul { .. }
+                | WireError::MigratedAtOutOfRange { .. } => ErrorCode::InvalidBatch,
+                WireError::SpecMismatch { .. } => ErrorCode::SpecMismatch,
+            };
+            let api = ingest_error(IngestError::Wire(error.clone()));
+            assert_eq!(api.status(), StatusCode::BAD_REQUEST, "{error:?}");
+            assert_eq!(api.code(), want, "{error:?}");
+        }
+    }
 
     #[test]
     fn invalid_batch_messages_keep_the_position_and_shorten_the_bodys_strings() {

@@ -365,13 +365,15 @@ fn check_edit(
 ) -> Result<Value, ResolveError> {
     let Some(field) = kind.field_for_column(column) else {
         let known: Vec<&str> = kind.fields.iter().map(|f| f.column.as_str()).collect();
+        // The name is the caller's (a key of `value`), not a column: quoted shortened.
+        let quoted = ferry_core::pipeline::quote(column);
         return Err(invalid(
             format!(
-                "column {column:?} cannot be edited in kind {:?}: editable columns are {}",
+                "column {quoted} cannot be edited in kind {:?}: editable columns are {}",
                 kind.name,
                 known.join(", ")
             ),
-            Some(column),
+            Some(quoted.trim_matches('"')),
         ));
     };
     let fail = |why: String| invalid(format!("column {column:?}: {why}"), Some(column));

@@ -34,6 +34,7 @@ pub use database::{
     Database, EMBEDDED_DATABASE, migrate_database_schema, open_database, prepare_schema,
     run_migrate_command,
 };
+pub use serving::{HYPER_MAX_HEADER_BYTES, HYPER_MAX_HEADERS};
 
 use crate::db::embedded_pg::EmbeddedPgError;
 use crate::db::schema_check::{SchemaMismatch, describe_mismatches, expected_tables};

@@ -3,6 +3,11 @@
 //! Connections are served by hyper's HTTP/1 connection builder with a header read timeout
 //! (`FERRY_HEADER_READ_TIMEOUT_MS`): a client that sends its request line and headers too
 //! slowly is disconnected, since the request timeout only starts once the headers are in.
+//!
+//! hyper answers a head it will not buffer (too many headers, too many bytes, a target over
+//! 64 KiB) with a bare status and no body, before any service runs. Its ceilings are raised
+//! here ([`HYPER_MAX_HEADERS`], [`HYPER_MAX_HEADER_BYTES`]) far above Ferry's own limits, which
+//! [`crate::http::limit_request_head`] enforces with an answer in the JSON error shape.
 //! Shutdown is graceful: no new connection is accepted, and each open one finishes the
 //! request it is in.
 
@@ -14,6 +19,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+
+/// The most headers hyper parses before answering a bare 431 (its default is 100, Ferry's
+/// own limit [`crate::http::MAX_REQUEST_HEADERS`]). Beyond the default, hyper keeps the
+/// header slots on the heap, not the stack: a few percent per request, measured by hyper.
+pub const HYPER_MAX_HEADERS: usize = 1_000;
+
+/// The most bytes of request head (request line and headers) hyper buffers before answering
+/// a bare 431 (Ferry's own limit is [`crate::http::MAX_REQUEST_HEADER_BYTES`]).
+pub const HYPER_MAX_HEADER_BYTES: usize = 1024 * 1024;
 
 /// Serves `router` on `listener` over HTTP/1.1, each connection in its own task, until
 /// `shutdown` completes; then stops accepting, lets every connection finish the request it is
@@ -29,7 +43,11 @@ pub(super) async fn serve(
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(header_read_timeout)
+        .max_headers(HYPER_MAX_HEADERS)
+        .max_header_size(HYPER_MAX_HEADER_BYTES)
+        // The read buffer must hold the largest head hyper accepts, and a little body after it.
+        .max_buf_size(HYPER_MAX_HEADER_BYTES + 64 * 1024);
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

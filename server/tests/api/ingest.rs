@@ -457,6 +457,7 @@ async fn the_same_batch_three_times_and_ten_concurrent_copies_apply_once() {
                 let response = client
                     .post(url)
                     .bearer_auth(token)
+                    .header("content-type", "application/json")
                     .body(body)
                     .send()
                     .await

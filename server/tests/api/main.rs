@@ -16,6 +16,7 @@ mod faults;
 mod health;
 mod helpers;
 mod hostile;
+mod http_edge;
 mod idp;
 mod ingest;
 mod inputs;
