@@ -503,6 +503,7 @@ impl FakeServer {
                     code,
                     message: message.to_owned(),
                     details: Some(serde_json::json!({})),
+                    request_id: None,
                 },
             };
             json_answer(status, &body)

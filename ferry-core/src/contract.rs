@@ -495,7 +495,7 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// The body of every error answer: `{"error": {"code", "message", "details"?}}`.
+/// The body of every error answer: `{"error": {"code", "message", "details"?, "request_id"?}}`.
 #[cfg_attr(feature = "typescript", derive(tsify::Tsify), tsify(hashmap_as_object))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -518,6 +518,26 @@ pub struct ErrorDetail {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     #[cfg_attr(feature = "typescript", tsify(type = "unknown", optional))]
     pub details: Option<Value>,
+    /// The id of the request this answers (also in its `X-Request-Id` header), to quote to
+    /// the operator, who finds it in every log line of that request. Absent from answers made
+    /// outside a request (and from servers older than the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "typescript", tsify(optional))]
+    pub request_id: Option<String>,
+}
+
+/// The header carrying a request's id, both ways: a client may send one, and every answer
+/// has one (the client's, when it is a valid [`is_valid_request_id`], else a new one).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The longest request id the server takes from a client.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether `id`, sent by a client in [`REQUEST_ID_HEADER`], is kept as the request's id:
+/// 1 to [`MAX_REQUEST_ID_LEN`] printable ASCII characters (no spaces, no control
+/// characters), so that it is safe to log, to return in a header and to search for.
+pub fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -585,11 +605,57 @@ mod tests {
                 code: ErrorCode::SpecMismatch,
                 message: "m".into(),
                 details: None,
+                request_id: None,
             },
         };
         assert_eq!(
             serde_json::to_value(&body).unwrap(),
             json!({"error": {"code": "spec_mismatch", "message": "m"}})
         );
+    }
+
+    #[test]
+    fn an_error_body_carries_its_request_id_and_reads_bodies_without_one() {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: ErrorCode::NotFound,
+                message: "m".into(),
+                details: None,
+                request_id: Some("req-1".into()),
+            },
+        };
+        let wire = json!({"error": {"code": "not_found", "message": "m", "request_id": "req-1"}});
+        assert_eq!(serde_json::to_value(&body).unwrap(), wire);
+        assert_eq!(serde_json::from_value::<ErrorBody>(wire).unwrap(), body);
+        let older: ErrorBody =
+            serde_json::from_value(json!({"error": {"code": "not_found", "message": "m"}}))
+                .unwrap();
+        assert_eq!(older.error.request_id, None);
+    }
+
+    #[test]
+    fn request_ids_from_clients_are_short_printable_ascii() {
+        // (id, kept, why)
+        let long = "a".repeat(MAX_REQUEST_ID_LEN);
+        let too_long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        let cases = [
+            ("0f8fad5b-d9cb-469f-a165-70867728950e", true, "a UUID"),
+            (
+                "lb-7f3a/2026-12-02T16:40:00Z#12",
+                true,
+                "a proxy's own format",
+            ),
+            (long.as_str(), true, "exactly the longest"),
+            (too_long.as_str(), false, "one character too long"),
+            ("", false, "empty"),
+            ("a b", false, "a space would split log searches"),
+            ("a\\b", true, "a backslash is printable"),
+            ("a\tb", false, "a tab is a control character"),
+            ("a\u{7f}b", false, "DEL is a control character"),
+            ("caf\u{e9}", false, "not ASCII"),
+        ];
+        for (id, kept, why) in cases {
+            assert_eq!(is_valid_request_id(id), kept, "{id:?}: {why}");
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! The HTTP layer's one error type, [`ApiError`], and its one JSON shape.
 //!
 //! Every error response, whoever produces it, has the body
-//! `{"error": {"code": "machine_code", "message": "human message", "details": …}}`
-//! (`details` only when there is something to add). Handlers and extractors return
+//! `{"error": {"code": "machine_code", "message": "human message", "details": …, "request_id": "…"}}`
+//! (`details` only when there is something to add; `request_id` is the request's id, see
+//! [`crate::http::request_id`]). Handlers and extractors return
 //! `ApiError`; responses made by layers that know nothing of it (404 and 405 from routing,
 //! 413 from the body limit, the request timeout) are rewritten into the same shape by
 //! [`normalize_error_responses`]. A 500 says only "internal error": the cause chain goes to
@@ -229,6 +230,7 @@ impl ApiError {
                 code: self.code(),
                 message,
                 details,
+                request_id: crate::http::request_id::current(),
             },
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! [`app`] builds the whole HTTP application from an [`AppState`] without binding a socket, so
 //! tests drive it with `tower::ServiceExt::oneshot` or serve it on port 0 (binding and serving
-//! are the startup room's). From the outside in, a request meets: CORS (when origins are
+//! are the startup room's). From the outside in, a request meets: the request id
+//! ([`request_id::assign`]: header, log span, error bodies) → CORS (when origins are
 //! configured) → the error-shape normalizer → metrics → the head limit
 //! ([`limit_request_head`]) → the request timeout → the body limit → routing → (for `/v1/*`)
 //! authentication and the per-user rate limit → the handler.
@@ -14,7 +15,8 @@
 //! - [`auth`]: bearer tokens and the [`auth::AuthUser`] extractor; [`rate_limit`]: per-user
 //!   limits.
 //! - [`error`]: the one error type and JSON error shape; [`extract`]: our `Json` extractor.
-//! - [`state`]: what handlers share; [`metrics`]: Prometheus; [`openapi`]: the API description.
+//! - [`state`]: what handlers share; [`metrics`]: Prometheus; [`openapi`]: the API description;
+//!   [`request_id`]: the id of each request, in its answer, error body and log lines.
 
 pub mod auth;
 pub mod dev_sample;
@@ -23,6 +25,7 @@ pub mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
+pub mod request_id;
 pub mod state;
 pub mod v1;
 
@@ -92,10 +95,11 @@ pub fn app(state: AppState) -> Router {
         .with_state(state.clone());
 
     let router = with_common_layers(router, &state, &http);
-    match cors_layer(&http.cors_origins) {
+    let router = match cors_layer(&http.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
-    }
+    };
+    router.layer(axum::middleware::from_fn(request_id::assign))
 }
 
 /// The layers every route gets (CORS aside), innermost first.
@@ -188,8 +192,12 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static(crate::http::v1::BACKUP_ID_HEADER),
+                HeaderName::from_static(ferry_core::contract::REQUEST_ID_HEADER),
             ])
-            .expose_headers([header::RETRY_AFTER])
+            .expose_headers([
+                header::RETRY_AFTER,
+                HeaderName::from_static(ferry_core::contract::REQUEST_ID_HEADER),
+            ])
             .max_age(std::time::Duration::from_secs(600)),
     )
 }

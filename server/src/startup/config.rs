@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::http::auth::jwks::JwksSource;
 use crate::startup::secret::Secret;
+use crate::startup::telemetry::LogFormat;
 
 /// Default HTTP port.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -330,6 +331,11 @@ pub struct Settings {
     #[arg(long, env = "FERRY_DEV_TOKEN_TTL_SECS", global = true, default_value_t = DEFAULT_DEV_TOKEN_TTL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub dev_token_ttl_secs: u64,
+
+    /// How log lines are written to stderr: `text` for a person, `json` (one object per line,
+    /// with the request id of every line logged while handling a request) for a log pipeline.
+    #[arg(long, env = "FERRY_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// The repository this binary was built from: the default [`Settings::project_dir`].
@@ -374,6 +380,7 @@ impl Settings {
             spec: None,
             field_key: None,
             field_key_id: DEFAULT_FIELD_KEY_ID.to_owned(),
+            log_format: LogFormat::Text,
         }
     }
 
@@ -499,6 +506,16 @@ mod tests {
                 Some(Command::Migrate { baseline: true })
             ));
         }
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        let default = Cli::try_parse_from(["ferry-server"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(default.settings.log_format, LogFormat::Text);
+        let json = Cli::try_parse_from(["ferry-server", "migrate", "--log-format", "json"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json.settings.log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["ferry-server", "--log-format", "xml"]).is_err());
     }
 
     #[test]

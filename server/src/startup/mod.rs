@@ -208,6 +208,9 @@ pub struct Application {
     /// Which tokens are accepted, said at start.
     auth_note: String,
     header_read_timeout: Duration,
+    /// Whether the start notes are also printed on stdout (not with JSON logs, where every
+    /// line the process writes is meant to be JSON).
+    stdout_notes: bool,
 }
 
 impl Application {
@@ -232,6 +235,7 @@ impl Application {
                 dev_mode,
                 auth_note,
                 header_read_timeout: settings.header_read_timeout(),
+                stdout_notes: settings.log_format == telemetry::LogFormat::Text,
             }),
             Err(error) => {
                 if let Err(stop_error) = database.stop().await {
@@ -338,9 +342,12 @@ impl Application {
             self.base_url()
         );
         // Said on stdout too, whatever RUST_LOG filters: the README's run command relies on it.
-        println!("ferry-server: listening on {}", self.base_url());
-        println!("ferry-server: {}", self.auth_note);
-        if self.dev_mode {
+        // With JSON logs, the log line above is the only one (a pipeline reads every line).
+        if self.stdout_notes {
+            println!("ferry-server: listening on {}", self.base_url());
+            println!("ferry-server: {}", self.auth_note);
+        }
+        if self.dev_mode && self.stdout_notes {
             println!(
                 "ferry-server: dev mode; get a demo token with:\n  curl -X POST {}/dev/token -H 'content-type: application/json' -d '{{\"user\":\"alice\"}}'",
                 self.base_url()

@@ -348,7 +348,8 @@ impl TestApp {
     }
 }
 
-/// Reads an error response, checks it has our shape and `code`, and returns its body.
+/// Reads an error response, checks it has our shape, `code` and the request id of its
+/// `X-Request-Id` header, and returns its body.
 pub async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
     let got_status = response.status();
     let content_type = response
@@ -357,6 +358,11 @@ pub async fn expect_error(response: reqwest::Response, status: StatusCode, code:
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let text = response.text().await.unwrap_or_default();
     assert_eq!(got_status, status, "body: {text}");
     assert!(
@@ -378,8 +384,15 @@ pub async fn expect_error(response: reqwest::Response, status: StatusCode, code:
         .unwrap_or_default();
     assert!(
         keys.iter()
-            .all(|k| ["code", "message", "details"].contains(&k.as_str())),
+            .all(|k| ["code", "message", "details", "request_id"].contains(&k.as_str())),
         "unexpected keys in {body}"
+    );
+    // Every error body names its request, as the `X-Request-Id` header does.
+    assert!(
+        body["error"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty() && Some(id) == request_id.as_deref()),
+        "request id {request_id:?} (header) not in {body}"
     );
     assert_eq!(
         body.as_object().map(|o| o.len()),
@@ -674,7 +687,8 @@ impl ServerProcess {
                 let (_, rest) = line.split_once("listening on http://")?;
                 Some(
                     rest.chars()
-                        .take_while(|c| !c.is_whitespace())
+                        // A text line ends the address with a space, a JSON line with a quote.
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
                         .collect::<String>(),
                 )
             });
