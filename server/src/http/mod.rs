@@ -224,8 +224,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format, with the gauges read at scrape time refreshed.
 async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    state.metrics().refresh(state.pool()).await;
     let text = state
         .metrics()
         .render()

@@ -30,6 +30,7 @@ use crate::error_chain;
 use crate::http::auth::AuthUser;
 use crate::http::error::{ApiError, quote_input, shorten_body_strings, shorten_chars};
 use crate::http::extract::{Json, JsonBytes};
+use crate::http::metrics::UNKNOWN_KIND;
 use crate::http::state::AppState;
 use crate::ingest::{self, BatchResult, IngestError};
 use crate::operator::backups::{self, BackupUploadError};
@@ -85,8 +86,17 @@ async fn post_batch(
     let engine = state.engine();
     let metrics = state.metrics();
     let mut client = connection(&state).await?;
-    let ingest_once = async |client: &mut deadpool_postgres::Object| {
-        ingest::ingest(client, &engine.plan, &engine.cipher, user.user_id, &body).await
+    let mut times = ingest::WriteTimes::default();
+    let mut ingest_once = async |client: &mut deadpool_postgres::Object| {
+        ingest::ingest(
+            client,
+            &engine.plan,
+            &engine.cipher,
+            user.user_id,
+            &body,
+            &mut times,
+        )
+        .await
     };
     let mut result = ingest_once(&mut client).await;
     if let Err(error) = &result
@@ -97,20 +107,30 @@ async fn post_batch(
         tracing::info!(error = %error_chain(error), "retrying a batch once");
         result = ingest_once(&mut client).await;
     }
+    let spec = engine.plan.spec();
+    for (kind_index, time) in &times.0 {
+        let kind = spec
+            .kinds
+            .get(*kind_index)
+            .map_or(UNKNOWN_KIND, |k| k.name.as_str());
+        metrics.observe_kind_write(kind, *time);
+    }
     match result {
         Ok(answer) => {
             if answer.replay {
                 metrics.count_batch("replay");
             } else {
                 metrics.count_batch("applied");
-                let mut totals = std::collections::BTreeMap::<&str, u64>::new();
-                for counts in answer.counts.values() {
+                for (kind, counts) in &answer.counts {
+                    // The kind is the batch's word: counted under its name only when the spec
+                    // has it, so that a client cannot add series.
+                    let kind = match spec.kind_index(kind) {
+                        Some(_) => kind.as_str(),
+                        None => UNKNOWN_KIND,
+                    };
                     for (outcome, n) in counts {
-                        *totals.entry(outcome.as_str()).or_default() += n;
+                        metrics.count_records(kind, outcome.as_str(), *n);
                     }
-                }
-                for (outcome, n) in totals {
-                    metrics.count_records(outcome, n);
                 }
             }
             Ok(Json(answer))

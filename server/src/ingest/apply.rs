@@ -8,6 +8,7 @@
 //! 4. [`record_received`], then [`save_answer`] (the answer built by [`batch_result`]).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Transaction;
 use ferry_core::spec::{ConflictPolicy, Field};
@@ -30,19 +31,28 @@ use ferry_core::contract::{BatchResult, RecordOutcome, RecordResult};
 /// 23 and P0), the whole transaction is rolled back and run once more with each kind's rows
 /// written inside savepoints, split in halves down to the rows the database refuses; those are
 /// quarantined with the database's reason and the rest lands, still exactly once.
+///
+/// The time each kind's rows took to write, in every attempt, is added to `times` (for the
+/// metrics).
 pub async fn apply(
     client: &mut deadpool_postgres::ClientWrapper,
     plan: &IngestPlan,
     cipher: &FieldCipher,
     prepared: &PreparedBatch,
+    times: &mut WriteTimes,
 ) -> Result<BatchResult, IngestError> {
-    match apply_once(client, plan, cipher, prepared, Writing::SetBased).await {
+    match apply_once(client, plan, cipher, prepared, Writing::SetBased, times).await {
         Err(IngestError::Db { source, .. }) if refusal_reason(&source).is_some() => {
-            apply_once(client, plan, cipher, prepared, Writing::Bisecting).await
+            apply_once(client, plan, cipher, prepared, Writing::Bisecting, times).await
         }
         other => other,
     }
 }
+
+/// How long each kind's rows of a batch took to write: (index of the kind in the spec, time),
+/// one entry per kind and attempt.
+#[derive(Debug, Clone, Default)]
+pub struct WriteTimes(pub Vec<(usize, Duration)>);
 
 /// How [`write_kinds`] writes a kind's rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +73,7 @@ async fn apply_once(
     cipher: &FieldCipher,
     prepared: &PreparedBatch,
     writing: Writing,
+    times: &mut WriteTimes,
 ) -> Result<BatchResult, IngestError> {
     let tx = client
         .transaction()
@@ -78,7 +89,7 @@ async fn apply_once(
     }
     lock_migration_run(&tx, prepared).await?;
     let mut refusals = Refusals::new();
-    let mut outcomes = write_kinds(&tx, plan, prepared, writing, &mut refusals).await?;
+    let mut outcomes = write_kinds(&tx, plan, prepared, writing, &mut refusals, times).await?;
     quarantine_rejected(&tx, plan, cipher, prepared, &refusals, &mut outcomes).await?;
     let result = batch_result(prepared, &refusals, &outcomes);
     record_received(&tx, prepared, &result).await?;
@@ -252,6 +263,7 @@ async fn write_kinds(
     prepared: &PreparedBatch,
     writing: Writing,
     refusals: &mut Refusals,
+    times: &mut WriteTimes,
 ) -> Result<Vec<Option<RecordOutcome>>, IngestError> {
     let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; prepared.lines.len()];
     for rows_of_kind in &prepared.kinds {
@@ -261,6 +273,7 @@ async fn write_kinds(
         ) else {
             continue;
         };
+        let started = Instant::now();
         let written = match writing {
             Writing::SetBased => {
                 let all: Vec<usize> = (0..rows_of_kind.members.len()).collect();
@@ -270,6 +283,7 @@ async fn write_kinds(
                 write_bisecting(tx, &kind_plan.sql, prepared, rows_of_kind, refusals).await?
             }
         };
+        times.0.push((rows_of_kind.kind_index, started.elapsed()));
         for (line, existed, was_written, same) in written {
             outcomes[line] = Some(row_outcome(existed, was_written, same, kind.conflict));
         }

@@ -82,7 +82,7 @@ mod statement;
 use ferry_core::wire::WireError;
 use uuid::Uuid;
 
-pub use apply::apply;
+pub use apply::{WriteTimes, apply};
 pub use ferry_core::contract::{BatchResult, RecordOutcome, RecordResult};
 pub use prepare::{PreparedBatch, prepare};
 pub use statement::{IngestPlan, KindPlan};
@@ -143,7 +143,8 @@ pub async fn ingest(
     cipher: &FieldCipher,
     user: Uuid,
     body: &[u8],
+    times: &mut WriteTimes,
 ) -> Result<BatchResult, IngestError> {
     let prepared = prepare(plan, cipher, user, body)?;
-    apply(client, plan, cipher, &prepared).await
+    apply(client, plan, cipher, &prepared, times).await
 }
