@@ -144,6 +144,45 @@ async fn every_error_body_carries_the_request_id_whoever_made_the_error() {
     }
 }
 
+#[tokio::test]
+async fn a_page_on_an_allowed_origin_may_send_and_read_the_request_id() {
+    let origin = "http://localhost:5173";
+    let app = spawn_app_with(|s| s.cors_origins = vec![origin.to_owned()]).await;
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/v1/me"))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header(
+            "access-control-request-headers",
+            "authorization,x-request-id",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(allowed.contains(HEADER), "{allowed}");
+    // The preflight is an answer too: it has an id.
+    assert!(Uuid::parse_str(&header_of(&preflight)).is_ok());
+
+    let response = app
+        .client
+        .get(app.url("/v1/me"))
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(exposed.contains(HEADER), "{exposed}");
+}
+
 /// The JSON log lines printed so far (every line must be one).
 fn json_lines(server: &ServerProcess) -> Vec<Value> {
     server
