@@ -18,11 +18,18 @@ use ferry_server::startup::{shutdown, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.settings.log_format);
+    let log_format = cli.settings.log_format;
+    telemetry::init(log_format);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("ferry-server: {}", error_chain(&error));
+            // With JSON logs, the last line is JSON too, for the pipeline that reads them.
+            match log_format {
+                telemetry::LogFormat::Json => {
+                    tracing::error!(error = %error_chain(&error), "ferry-server stopped on an error");
+                }
+                telemetry::LogFormat::Text => eprintln!("ferry-server: {}", error_chain(&error)),
+            }
             ExitCode::FAILURE
         }
     }

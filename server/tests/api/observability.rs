@@ -310,6 +310,44 @@ async fn json_logs_name_the_request_id_in_every_line_logged_for_a_request() {
 }
 
 #[tokio::test]
+async fn with_json_logs_an_error_that_stops_the_server_is_a_json_line_too() {
+    let database = fresh_database().await;
+    let Some(url) = database.conninfo else {
+        return; // An external DATABASE_URL: no connection string for this database.
+    };
+    // Outside dev mode without a token secret or JWKS: refused at start.
+    let output = crate::binary::ferry_server(&["serve"])
+        .env("DATABASE_URL", &url)
+        .env("FERRY_PORT", "0")
+        .env("FERRY_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let last = lines.last().unwrap_or_else(|| panic!("nothing logged"));
+    assert_eq!(last["level"], "ERROR", "{stderr}");
+    assert_eq!(
+        last["fields"]["message"],
+        "ferry-server stopped on an error"
+    );
+    assert!(
+        last["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("FERRY_JWT_SECRET (HS256) or FERRY_JWKS_URL")),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[tokio::test]
 async fn text_logs_name_the_request_id_in_the_span_prefix() {
     let database = fresh_database().await;
     let Some(conninfo) = database.conninfo.clone() else {
