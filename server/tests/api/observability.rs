@@ -583,3 +583,54 @@ async fn the_pool_gauges_show_connections_in_use_and_requests_waiting() {
         "{after}"
     );
 }
+
+#[tokio::test]
+async fn a_row_the_database_refuses_counts_both_write_attempts_and_its_quarantine() {
+    let app = spawn_app().await;
+    app.db
+        .batch_execute("ALTER TABLE tasks ALTER COLUMN title TYPE varchar(20)")
+        .await
+        .unwrap();
+    let list: Vec<Value> = (0..5)
+        .map(|i| {
+            let title = if i == 3 {
+                "a title the spec allows but varchar(20) does not".to_owned()
+            } else {
+                format!("task {i}")
+            };
+            json!({"id": Uuid::new_v4(), "title": title, "status": "todo",
+                   "createdAt": "2024-01-01T00:00:00Z"})
+        })
+        .collect();
+    let user = app.user();
+    let result = app
+        .send(
+            &user.token,
+            Run::new().batch(&[("tasks", &Value::Array(list).to_string())]),
+        )
+        .await;
+    assert_eq!(result.outcomes.len(), 5, "{result:?}");
+    let text = scrape(&app).await;
+    // The set-based statement the database refused, then the row-by-halves rewrite.
+    assert_eq!(
+        sample(&text, r#"ferry_batch_apply_seconds_count{kind="tasks"}"#),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"ferry_records_total{kind="tasks",outcome="inserted"}"#
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"ferry_records_total{kind="tasks",outcome="quarantined"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
