@@ -27,7 +27,7 @@ function loadBundle() {
   return loading;
 }
 
-const specUrl = (server) => new URL('/v1/spec', server).href;
+const specUrl = (server) => `${String(server).replace(/\/+$/, '')}/v1/spec`; // as the migrator joins its paths
 
 /** An Error with a `code`, like the migrator's own (`FerryError`). */
 function failure(code, message, kind) {
