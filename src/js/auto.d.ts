@@ -34,7 +34,7 @@ export type AutoResult =
   | { status: "migrated"; report: RunReport }
   /** Nothing changed since the last migration, or nothing to migrate. */
   | { status: "nothing_to_do"; report: RunReport }
-  /** Another tab of this origin is running it (its outcome reaches `Migrator.onOutcome`). */
+  /** Another tab of this origin is running it; its completed run reaches `onResult` as "migrated". */
   | { status: "in_other_tab"; report: RunReport }
   /** The server is unreachable; the next attempt is in `retryInMs` (results go to `onResult`). */
   | { status: "retrying"; error: AutoError; retryInMs: number }

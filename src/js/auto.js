@@ -9,7 +9,8 @@
 //   3. make the migrator once per server and storage name (shared with `getMigrator`);
 //   4. run it in auto mode; on `spec_mismatch` refetch the spec and run once more;
 //   5. when the server is unreachable, retry in the background (2 s doubling to 30 s, and at
-//      once when the browser comes back online) until the run ends or `signal` aborts.
+//      once when the browser comes back online) until the run ends or `signal` aborts;
+//   6. when another tab holds the run, pass on that tab's completed run as this one's result.
 // It never throws into the app: every outcome is a result object, given to the returned
 // promise (the first one) and to `onResult` (every one), and a failure is logged once.
 
@@ -114,8 +115,30 @@ export function isTransient(e) {
 
 const STATUS = { completed: 'migrated', skipped: 'in_other_tab' };
 
+// One `onOutcome` listener per migrator (listeners live as long as the page), shared by calls.
+const outcomeWaiters = new WeakMap(); // Migrator → Set<(outcome) => void>
+
+/** The next run outcome any tab of this origin announces. */
+function nextOutcome(migrator) {
+  return new Promise((resolve) => {
+    let waiters = outcomeWaiters.get(migrator);
+    if (!waiters) {
+      waiters = new Set();
+      outcomeWaiters.set(migrator, waiters);
+      migrator.onOutcome((outcome) => {
+        const now = [...waiters];
+        waiters.clear();
+        for (const w of now) w(outcome);
+      });
+    }
+    waiters.add(resolve);
+  });
+}
+
+/** One run; resolves to [result, the migrator used, if one was made]. */
 async function attempt(options) {
-  const run = async (fresh) => (await getMigrator(options, { fresh })).run({
+  let migrator = null;
+  const run = async (fresh) => (migrator = await getMigrator(options, { fresh })).run({
     mode: 'auto',
     cleanup: options.cleanup ?? false,
     uploadBackup: options.uploadBackup ?? false,
@@ -129,11 +152,11 @@ async function attempt(options) {
       if (e?.code !== 'spec_mismatch' || options.spec !== undefined) throw e;
       report = await run(true); // the server runs another spec version: fetch it, once
     }
-    return { status: STATUS[report.status] ?? 'nothing_to_do', report };
+    return [{ status: STATUS[report.status] ?? 'nothing_to_do', report }, migrator];
   } catch (e) {
     const error = { code: e?.code ?? 'unknown', failure: e?.failure ?? 'browser', message: String(e?.message ?? e) };
     const offline = globalThis.navigator?.onLine === false;
-    return { status: isTransient(e) || offline ? 'retrying' : 'failed', error };
+    return [{ status: isTransient(e) || offline ? 'retrying' : 'failed', error }, migrator];
   }
 }
 
@@ -157,7 +180,11 @@ export function autoMigrate(options) {
     if (!options?.server || typeof options.getToken !== 'function') {
       return { status: 'failed', error: { code: 'invalid_argument', failure: 'browser', message: 'autoMigrate needs { server, getToken }' } };
     }
-    const result = await attempt(options);
+    const [result, migrator] = await attempt(options);
+    if (result.status === 'in_other_tab' && migrator) {
+      // The other tab's completed run is this page's result too.
+      nextOutcome(migrator).then((o) => { if (o?.status === 'completed' && !signal?.aborted) tell({ status: 'migrated', report: o }); }, () => {});
+    }
     if (result.status !== 'retrying') return result;
     if (!retry) return { ...result, status: 'failed' };
     result.retryInMs = delay;

@@ -96,3 +96,33 @@ test('autoMigrate: a real run migrates with the fetched spec, and the next call 
   assert.deepEqual(page.errors, []);
   await context.close();
 });
+
+test('autoMigrate: a second tab that finds the run held reports in_other_tab, then the first tab\'s outcome', async () => {
+  const session = await server.token(userName('auto-tabs'));
+  const { context, page: a } = await bareApp();
+  const b = await openPage(context, `${server.url}/readyz`);
+  await a.evaluate(() => {
+    const tasks = Array.from({ length: 3000 }, (_, i) => ({ id: crypto.randomUUID(), title: `Task ${i}`, status: 'todo', description: 'notes '.repeat(20), createdAt: '2024-01-01T00:00:00Z' }));
+    localStorage.setItem('tasks', JSON.stringify(tasks));
+  });
+  const start = (page) => page.evaluate((token) => {
+    window.__results = [];
+    window.__stages = [];
+    return import('/pkg/auto.js').then(({ autoMigrate }) => {
+      window.__first = autoMigrate({ server: location.origin, getToken: async () => token,
+        onProgress: (p) => window.__stages.push(p.stage), onResult: (r) => window.__results.push(r) });
+    });
+  }, session.token);
+  await start(a);
+  await a.waitForFunction(() => window.__stages.includes('upload'), null, { timeout: 60_000, polling: 20 });
+  await start(b);
+  const firstB = await b.evaluate(() => window.__first);
+  assert.equal(firstB.status, 'in_other_tab', JSON.stringify(firstB));
+  const firstA = await a.evaluate(() => window.__first);
+  assert.equal(firstA.status, 'migrated');
+  await b.waitForFunction(() => window.__results.some((r) => r.status === 'migrated'), null, { timeout: 60_000, polling: 50 });
+  const laterB = await b.evaluate(() => window.__results.map((r) => [r.status, r.report?.migrationId]));
+  assert.deepEqual(laterB, [['in_other_tab', null], ['migrated', firstA.report.migrationId]]);
+  assert.equal(b.requests.filter((r) => r === 'POST /v1/batches').length, 0, 'only the first tab uploads');
+  await context.close();
+});
