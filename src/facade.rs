@@ -127,7 +127,7 @@ struct Options {
     parallel_uploads: Option<usize>,
 }
 
-/// The browser migrator. `new Migrator(specJson, serverUrl, tokenProvider, options?)`.
+/// The browser migrator. `new Migrator(specJson, serverUrl, getToken, options?)`.
 #[wasm_bindgen]
 pub struct Migrator {
     inner: Rc<runner::Migrator>,
