@@ -313,6 +313,11 @@ pub struct Settings {
     #[arg(long, env = "FERRY_PKG_DIR", global = true)]
     pub pkg_dir: Option<PathBuf>,
 
+    /// Folder of the app's schema migrations (`NNNN_name.sql`, applied in order, each once,
+    /// checksummed). Unset: no app table is ever created (Ferry's own tables always are).
+    #[arg(long, env = "FERRY_APP_MIGRATIONS", global = true)]
+    pub app_migrations: Option<PathBuf>,
+
     /// The migration spec the server runs [default: <project>/specs/taskboard.json].
     #[arg(long, env = "FERRY_SPEC", global = true)]
     pub spec: Option<PathBuf>,
@@ -372,6 +377,7 @@ impl Settings {
             pkg_dir: None,
             dev_token_ttl_secs: DEFAULT_DEV_TOKEN_TTL_SECS,
             spec: None,
+            app_migrations: None,
             field_key: None,
             field_key_id: DEFAULT_FIELD_KEY_ID.to_owned(),
         }

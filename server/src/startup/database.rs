@@ -5,7 +5,10 @@
 use crate::db;
 use crate::db::embedded_pg::{EmbeddedPg, EmbeddedPgError, EmbeddedPgOptions, Listen};
 use crate::db::schema_check::{ExpectedTable, SchemaMismatch, check_schema, expected_tables};
-use crate::db::schema_migrations::{SchemaMigrationMode, SchemaMigrationReport, migrate_schema};
+use crate::db::schema_migrations::{
+    SchemaMigration, SchemaMigrationMode, SchemaMigrationReport, load_app_migrations,
+    migrate_schema,
+};
 use crate::startup::config::{PgListen, Settings};
 use crate::startup::{StartupError, load_spec};
 
@@ -94,14 +97,24 @@ pub async fn open_database(settings: &Settings) -> Result<Database, StartupError
     Ok(database)
 }
 
-/// Applies pending schema migrations and checks the app schema against `expected` (from the spec):
-/// what the server does at every start.
+/// The app's schema migrations from the folder the settings name (`--app-migrations`), checked
+/// whole; none without a folder.
+pub fn app_migrations(settings: &Settings) -> Result<Vec<SchemaMigration>, StartupError> {
+    match &settings.app_migrations {
+        Some(dir) => Ok(load_app_migrations(dir)?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Applies pending schema migrations (Ferry's, then the `app` ones) and checks the app schema
+/// against `expected` (from the spec): what the server does at every start.
 pub async fn prepare_schema(
     config: &tokio_postgres::Config,
+    app: &[SchemaMigration],
     expected: &[ExpectedTable],
 ) -> Result<SchemaMigrationReport, StartupError> {
     let mut client = db::connect(config).await?;
-    let report = migrate_schema(&mut client, SchemaMigrationMode::Apply).await?;
+    let report = migrate_schema(&mut client, app, SchemaMigrationMode::Apply).await?;
     let mismatches = refusing_mismatches(check_schema(&client, expected).await?);
     if !mismatches.is_empty() {
         return Err(StartupError::SchemaMismatch(mismatches));
@@ -126,17 +139,18 @@ fn refusing_mismatches(mismatches: Vec<SchemaMismatch>) -> Vec<SchemaMismatch> {
 pub async fn migrate_database_schema(
     config: &tokio_postgres::Config,
     baseline: bool,
+    app: &[SchemaMigration],
     expected: &[ExpectedTable],
 ) -> Result<SchemaMigrationReport, StartupError> {
     let mut client = db::connect(config).await?;
     if !baseline {
-        return Ok(migrate_schema(&mut client, SchemaMigrationMode::Apply).await?);
+        return Ok(migrate_schema(&mut client, app, SchemaMigrationMode::Apply).await?);
     }
     let mismatches = refusing_mismatches(check_schema(&client, expected).await?);
     if !mismatches.is_empty() {
         return Err(StartupError::BaselineRefused(mismatches));
     }
-    Ok(migrate_schema(&mut client, SchemaMigrationMode::Baseline).await?)
+    Ok(migrate_schema(&mut client, app, SchemaMigrationMode::Baseline).await?)
 }
 
 /// `ferry-server migrate [--baseline]`: opens the database (starting and stopping the
@@ -146,9 +160,10 @@ pub async fn run_migrate_command(
     baseline: bool,
 ) -> Result<SchemaMigrationReport, StartupError> {
     let (spec, _) = load_spec(settings)?;
+    let app = app_migrations(settings)?;
     let database = open_database(settings).await?;
     let result =
-        migrate_database_schema(database.config(), baseline, &expected_tables(&spec)).await;
+        migrate_database_schema(database.config(), baseline, &app, &expected_tables(&spec)).await;
     database.stop().await?;
     result
 }

@@ -14,13 +14,20 @@ use crate::helpers::{CLUSTER_DIR_PREFIX, eventually, fresh_database};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ferry-server");
 
-/// The binary with a clean environment: none of the developer's `FERRY_*` or `DATABASE_URL`.
+/// The binary with a clean environment: none of the developer's `FERRY_*` or `DATABASE_URL`;
+/// the project is the demo, as `scripts/demo.sh` starts it: the repository as project dir and
+/// the demo's app schema migrations (remove both to see what a copied binary does).
 pub fn ferry_server(args: &[&str]) -> Command {
     let mut command = Command::new(BINARY);
     command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("FERRY_PROJECT_DIR", crate::helpers::repo_root())
+        .env(
+            "FERRY_APP_MIGRATIONS",
+            crate::helpers::demo_migrations_dir(),
+        )
         .env("RUST_LOG", "info")
         .stdin(Stdio::null());
     if let Some(bin) = std::env::var_os("FERRY_PG_BIN") {
@@ -53,10 +60,14 @@ async fn serve_without_database_url_runs_embedded_postgres_and_ctrl_c_stops_both
     std::fs::create_dir_all(project.join("www")).unwrap();
     let data_dir = project.join(".ferry/pgdata");
 
-    let spec = ferry_server::startup::config::default_project_dir().join("specs/taskboard.json");
+    let spec = crate::helpers::repo_root().join("specs/taskboard.json");
     let child = ferry_server(&["serve"])
         .env("FERRY_PROJECT_DIR", &project)
         .env("FERRY_SPEC", &spec)
+        .env(
+            "FERRY_APP_MIGRATIONS",
+            crate::helpers::demo_migrations_dir(),
+        )
         .env("FERRY_PORT", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -189,6 +200,11 @@ async fn the_migrate_subcommand_migrates_then_has_nothing_to_do() {
     let run = || {
         let output = ferry_server(&["migrate"])
             .env("DATABASE_URL", &url)
+            .env("FERRY_PROJECT_DIR", crate::helpers::repo_root())
+            .env(
+                "FERRY_APP_MIGRATIONS",
+                crate::helpers::demo_migrations_dir(),
+            )
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -213,6 +229,7 @@ async fn the_migrate_subcommand_migrates_then_has_nothing_to_do() {
         second.contains(&format!(
             "0 applied, 0 baselined, {} already applied",
             ferry_server::db::schema_migrations::SCHEMA_MIGRATIONS.len()
+                + crate::helpers::demo_app_migrations().len()
         )),
         "{second}"
     );
@@ -224,14 +241,13 @@ async fn migrate_baseline_records_hand_made_app_tables() {
     let Some(url) = database.conninfo.clone() else {
         return;
     };
-    let app_sql = ferry_server::db::schema_migrations::SCHEMA_MIGRATIONS
-        .iter()
-        .find(|m| m.group == ferry_server::db::schema_migrations::SchemaMigrationGroup::App)
-        .unwrap()
-        .sql;
-    database.client.batch_execute(app_sql).await.unwrap();
+    let app_sql = crate::helpers::demo_app_migrations().remove(0).sql;
+    database.client.batch_execute(&app_sql).await.unwrap();
     let output = ferry_server(&["migrate", "--baseline"])
         .env("DATABASE_URL", &url)
+        .env("FERRY_PROJECT_DIR", crate::helpers::repo_root())
+        .arg("--app-migrations")
+        .arg(crate::helpers::demo_migrations_dir())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
