@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 
 pub use database::{
     Database, EMBEDDED_DATABASE, app_migrations, migrate_database_schema, open_database,
-    prepare_schema, run_migrate_command,
+    open_existing_database, prepare_schema, run_migrate_command,
 };
 pub use serving::{HYPER_MAX_HEADER_BYTES, HYPER_MAX_HEADERS};
 
@@ -60,6 +60,14 @@ pub enum StartupError {
     /// Applying the schema migrations failed.
     #[error(transparent)]
     SchemaMigration(#[from] SchemaMigrationError),
+    /// An operator command found no database to work on (it creates none).
+    #[error(
+        "no database to work on: DATABASE_URL is not set and {reason}. Run `ferry-server serve` once in this project to create its embedded cluster (or pass the project's --project-dir / FERRY_PROJECT_DIR), or set DATABASE_URL to your database."
+    )]
+    NoDatabase {
+        /// What is missing.
+        reason: String,
+    },
     /// The app schema migrations folder was refused; every problem is listed.
     #[error(transparent)]
     AppMigrations(#[from] AppMigrationsError),

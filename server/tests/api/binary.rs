@@ -146,6 +146,23 @@ async fn serve_without_database_url_runs_embedded_postgres_and_ctrl_c_stops_both
         .unwrap();
     assert!(process_may_be_live_postgres(postmaster));
 
+    // An operator command joins the cluster the running server drives.
+    let status = ferry_server(&["status"])
+        .env("FERRY_PROJECT_DIR", &project)
+        .env("FERRY_SPEC", &spec)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "status while the server runs: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("0 run(s)"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
     send_sigint(&server.0);
     let exited = eventually(Duration::from_secs(30), || {
         matches!(server.0.try_wait(), Ok(Some(_)))
@@ -260,4 +277,47 @@ async fn migrate_baseline_records_hand_made_app_tables() {
         stdout.contains("baselined  app/0001_demo_app_tables"),
         "{stdout}"
     );
+}
+
+/// Regression: operator commands in a project without a database ran `initdb` and created one.
+#[test]
+fn operator_commands_without_a_database_create_nothing_and_say_how_to_get_one() {
+    let project = PathBuf::from(format!("{CLUSTER_DIR_PREFIX}{}-nodb", std::process::id()));
+    let _ignored = std::fs::remove_dir_all(&project);
+    std::fs::create_dir_all(&project).unwrap();
+    let spec = crate::helpers::repo_root().join("specs/taskboard.json");
+    let (user, migration) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let commands: [&[&str]; 5] = [
+        &["migrate"],
+        &["status"],
+        &["conflicts"],
+        &["quarantine"],
+        &["rollback", "--user", &user, "--migration", &migration],
+    ];
+    for args in commands {
+        let output = ferry_server(args)
+            .env("FERRY_PROJECT_DIR", &project)
+            .env("FERRY_SPEC", &spec)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        for says in [
+            "no database to work on",
+            "ferry-server serve",
+            "DATABASE_URL",
+            &project.join(".ferry/pgdata").display().to_string(),
+        ] {
+            assert!(stderr.contains(says), "{args:?}: {says:?} not in {stderr}");
+        }
+        let left: Vec<_> = std::fs::read_dir(&project)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{args:?} created {left:?} in the project");
+    }
+    let _ignored = std::fs::remove_dir_all(&project);
 }
