@@ -230,12 +230,15 @@ pub struct Application {
     dev_mode: bool,
     /// Which tokens are accepted, said at start.
     auth_note: String,
+    /// The project dir in use, said at start.
+    project_dir: std::path::PathBuf,
     header_read_timeout: Duration,
 }
 
 impl Application {
     /// Opens the database described by `settings` and builds the server over it.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        tracing::info!(project_dir = %settings.project_dir.display(), "project dir (--project-dir / FERRY_PROJECT_DIR)");
         // A refused folder stops the start before any database is opened or written.
         let app = app_migrations(settings)?;
         let database = open_database(settings).await?;
@@ -272,6 +275,7 @@ impl Application {
                 address,
                 dev_mode,
                 auth_note,
+                project_dir: settings.project_dir.clone(),
                 header_read_timeout: settings.header_read_timeout(),
             }),
             Err(error) => {
@@ -385,6 +389,10 @@ impl Application {
             self.base_url()
         );
         // Said on stdout too, whatever RUST_LOG filters: the README's run command relies on it.
+        println!(
+            "ferry-server: project dir {} (--project-dir / FERRY_PROJECT_DIR)",
+            self.project_dir.display()
+        );
         println!("ferry-server: listening on {}", self.base_url());
         println!("ferry-server: {}", self.auth_note);
         if self.dev_mode {

@@ -97,6 +97,13 @@ async fn serve_without_database_url_runs_embedded_postgres_and_ctrl_c_stops_both
         }
     };
 
+    // It says at start which project dir it uses.
+    assert!(
+        log.iter()
+            .any(|l| l.contains("project dir") && l.contains(&*project.to_string_lossy())),
+        "log:\n{}",
+        log.join("\n")
+    );
     // It says at start which tokens it accepts.
     assert!(
         log.iter()
@@ -297,12 +304,21 @@ fn operator_commands_without_a_database_create_nothing_and_say_how_to_get_one() 
         &["quarantine"],
         &["rollback", "--user", &user, "--migration", &migration],
     ];
-    for args in commands {
-        let output = ferry_server(args)
-            .env("FERRY_PROJECT_DIR", &project)
-            .env("FERRY_SPEC", &spec)
-            .output()
-            .unwrap();
+    // Named, or (a copied binary) the current directory: never the checkout it was built in.
+    let runs = commands
+        .iter()
+        .flat_map(|args| [(*args, true), (*args, false)]);
+    for (args, named) in runs {
+        let mut command = ferry_server(args);
+        command.env("FERRY_SPEC", &spec);
+        if named {
+            command.env("FERRY_PROJECT_DIR", &project);
+        } else {
+            command
+                .env_remove("FERRY_PROJECT_DIR")
+                .current_dir(&project);
+        }
+        let output = command.output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         for says in [
