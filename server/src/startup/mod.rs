@@ -239,7 +239,9 @@ impl Application {
     /// Opens the database described by `settings` and builds the server over it.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
         tracing::info!(project_dir = %settings.project_dir.display(), "project dir (--project-dir / FERRY_PROJECT_DIR)");
-        // A refused folder stops the start before any database is opened or written.
+        // A refused spec or folder stops the start before any database is opened or written
+        // (the spec is read again, with the rest, once the database is there).
+        load_spec(settings)?;
         let app = app_migrations(settings)?;
         let database = open_database(settings).await?;
         Self::build_over(settings, database, app).await

@@ -337,3 +337,60 @@ fn operator_commands_without_a_database_create_nothing_and_say_how_to_get_one() 
     }
     let _ignored = std::fs::remove_dir_all(&project);
 }
+
+/// A refused spec or app migrations folder stops `serve` before anything is written: not even
+/// the embedded cluster is created.
+#[test]
+fn serve_with_a_bad_spec_or_app_folder_lists_every_problem_and_writes_nothing() {
+    let project = PathBuf::from(format!(
+        "{CLUSTER_DIR_PREFIX}{}-badinput",
+        std::process::id()
+    ));
+    let _ignored = std::fs::remove_dir_all(&project);
+    let inputs = project.join("inputs");
+    std::fs::create_dir_all(inputs.join("migrations")).unwrap();
+    for (name, sql) in [
+        ("0001_a.sql", "CREATE TABLE a (id int);"),
+        ("0003_c.sql", "CREATE TABLE c (id int);"),
+        ("1_bad.sql", "CREATE TABLE b (id int);"),
+    ] {
+        std::fs::write(inputs.join("migrations").join(name), sql).unwrap();
+    }
+    std::fs::write(inputs.join("bad-spec.json"), "{\"app\": 1}").unwrap();
+    let spec = crate::helpers::repo_root().join("specs/taskboard.json");
+    let cases = [
+        (
+            spec.clone(),
+            inputs.join("migrations"),
+            vec![
+                "\"1_bad.sql\": not a schema migration file name",
+                "version 0002 is missing",
+            ],
+        ),
+        (
+            inputs.join("bad-spec.json"),
+            crate::helpers::demo_migrations_dir(),
+            vec!["bad-spec.json", "was refused"],
+        ),
+    ];
+    for (spec, folder, says) in cases {
+        let output = ferry_server(&["serve"])
+            .env("FERRY_PROJECT_DIR", &project)
+            .env("FERRY_SPEC", &spec)
+            .env("FERRY_APP_MIGRATIONS", &folder)
+            .env("FERRY_PORT", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        for said in says {
+            assert!(stderr.contains(said), "{said:?} not in {stderr}");
+        }
+        assert!(
+            !project.join(".ferry").exists(),
+            "a refused start created {}",
+            project.join(".ferry").display()
+        );
+    }
+    let _ignored = std::fs::remove_dir_all(&project);
+}
