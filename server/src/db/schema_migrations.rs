@@ -192,7 +192,7 @@ pub enum SchemaMigrationError {
     },
     /// An app schema migration tried to create a table that exists.
     #[error(
-        "schema migration {migration} failed because a table it creates already exists ({reason}); if the app's tables were created outside Ferry, run `ferry-server migrate --baseline` to check them and record the schema migration as applied"
+        "schema migration {migration} failed because a table it creates already exists ({reason}); if the app's tables were created outside Ferry, run `ferry-server migrate --baseline --app-migrations DIR` (the same folder) to check them and record its schema migrations as applied"
     )]
     AppTablesExist {
         /// `group/name`.
