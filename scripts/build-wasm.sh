@@ -15,6 +15,7 @@ cargo build -p ferry --target wasm32-unknown-unknown --profile "$PROFILE" --lock
 [[ -f "$WASM" ]] || { echo "build-wasm: expected $WASM after the build, found nothing" >&2; exit 1; }
 
 echo "build-wasm: wasm-bindgen --target web --out-dir pkg"
+rm -rf pkg/snippets # snippets of an older build would otherwise ship too
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir pkg "$WASM"
 
 # wasm-opt from npm's binaryen (Debian's older binaryen produces a module that fails to load).
@@ -25,5 +26,32 @@ if [[ "${FERRY_SKIP_WASM_OPT:-}" != 1 ]]; then
   "$WASM_OPT" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals pkg/ferry_bg.wasm -o pkg/ferry_bg.wasm
 fi
+
+# The one-call auto-run (plain JavaScript, no build step) ships next to the glue.
+cp src/js/auto.js src/js/auto.d.ts pkg/
+
+# pkg/ is an npm package: the version is the crate's; tests/package.test.mjs checks that every
+# path named here exists after a build.
+VERSION="$(awk '/^\[package\]/ { p = 1 } p && /^version *=/ { gsub(/version *= *|"/, ""); print; exit }' Cargo.toml)"
+[[ -n "$VERSION" ]] || { echo "build-wasm: no [package] version in Cargo.toml" >&2; exit 1; }
+cat >pkg/package.json <<EOF
+{
+  "name": "@ferry/migrator",
+  "version": "$VERSION",
+  "description": "Ferry's browser migrator: moves a web app's localStorage into PostgreSQL, backed up first.",
+  "license": "MIT OR Apache-2.0",
+  "type": "module",
+  "main": "./ferry.js",
+  "types": "./ferry.d.ts",
+  "exports": {
+    ".": { "types": "./ferry.d.ts", "default": "./ferry.js" },
+    "./auto": { "types": "./auto.d.ts", "default": "./auto.js" },
+    "./ferry_bg.wasm": "./ferry_bg.wasm",
+    "./package.json": "./package.json"
+  },
+  "files": ["ferry.js", "ferry.d.ts", "ferry_bg.wasm", "ferry_bg.wasm.d.ts", "auto.js", "auto.d.ts", "snippets/"],
+  "sideEffects": false
+}
+EOF
 
 echo "build-wasm: pkg/ferry_bg.wasm is $(wc -c <pkg/ferry_bg.wasm) bytes, $(gzip -9 -c pkg/ferry_bg.wasm | wc -c) gzipped"

@@ -19,8 +19,10 @@ PG_BIN="$(pg_bindir)"
 if [[ -n "$PG_BIN" ]]; then export PATH="$PATH:$PG_BIN"; fi
 
 STEP="server"
-echo "demo: [3/3] starting the ingest server: cargo run --release -p ferry-server -- serve $*"
+# The demo is an app like any other: its tables come from its own schema migrations folder.
+DEMO_ARGS=(--project-dir "$FERRY_ROOT" --app-migrations "$FERRY_ROOT/examples/taskboard/migrations")
+echo "demo: [3/3] starting the ingest server: cargo run --release -p ferry-server -- serve ${DEMO_ARGS[*]} $*"
 status=0
-cargo run --release --locked -p ferry-server -- serve "$@" || status=$?
+cargo run --release --locked -p ferry-server -- serve "${DEMO_ARGS[@]}" "$@" || status=$?
 echo "demo: ferry-server exited with status $status"
 exit "$status"

@@ -96,6 +96,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
+if [[ $ci == 1 ]]; then
+  # The fuzz crate's own tests: the committed seeds are current and every check holds on them.
+  echo "== the fuzz crate's tests"
+  (cd "$FERRY_ROOT/fuzz" && cargo test --locked --lib)
+fi
+
 echo "== building the fuzz targets (nightly, ${BUILD_FLAGS[*]})"
 build_start=$(now)
 cargo +nightly fuzz build "${BUILD_FLAGS[@]}" ${only:+"$only"}

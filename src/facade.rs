@@ -65,6 +65,16 @@ export interface Inspection {
   lastFinished: Finished | null;
 }
 export interface BackupInfo { id: string; createdAtMs: number; keyCount: number; byteSize: number; fileSize: number; app: string }
+/** The `code` of a `FerryError` (`Error::code` in src/error.rs; tests/housekeeping.rs keeps them equal). */
+export type FerryErrorCode =
+  | "spec_invalid" | "invalid_argument" | "quota_exceeded" | "storage" | "crypto" | "backup"
+  | "backup_not_found" | "unauthorized" | "token_provider" | "idempotency_conflict"
+  | "spec_mismatch" | "refused" | "server_fault" | "migration_rolled_back" | "unavailable"
+  | "record_too_large" | "verification_failed" | "protocol" | "unsupported";
+/** What every rejected migrator promise (and a throwing constructor) gives. */
+export interface FerryError extends Error { name: "FerryError"; code: FerryErrorCode; failure: Failure }
+/** What `onOutcome` hears when a run in any tab of this origin ends. */
+export type Outcome = RunReport | { status: "failed"; error: string };
 "#;
 
 /// Turns any migrator error into a JavaScript `Error` with `name = "FerryError"`, a
@@ -117,7 +127,7 @@ struct Options {
     parallel_uploads: Option<usize>,
 }
 
-/// The browser migrator. `new Migrator(specJson, serverUrl, tokenProvider, options?)`.
+/// The browser migrator. `new Migrator(specJson, serverUrl, getToken, options?)`.
 #[wasm_bindgen]
 pub struct Migrator {
     inner: Rc<runner::Migrator>,
@@ -129,10 +139,11 @@ impl Migrator {
     /// Parses the spec and binds the browser; throws on a bad spec or missing browser APIs.
     #[wasm_bindgen(constructor)]
     pub fn new(
-        spec_json: &str,
-        server_url: &str,
-        #[wasm_bindgen(unchecked_param_type = "TokenProvider")] token_provider: Function,
-        #[wasm_bindgen(unchecked_param_type = "MigratorOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(js_name = "specJson")] spec_json: &str,
+        #[wasm_bindgen(js_name = "serverUrl")] server_url: &str,
+        #[wasm_bindgen(js_name = "getToken", unchecked_param_type = "TokenProvider")]
+        token_provider: Function,
+        #[wasm_bindgen(unchecked_optional_param_type = "MigratorOptions")] options: JsValue,
     ) -> Result<Migrator, JsValue> {
         console_error_panic_hook::set_once();
         let options: Options = from_js(&options, "options").map_err(js_error)?;
@@ -194,7 +205,7 @@ impl Migrator {
     #[wasm_bindgen(unchecked_return_type = "Promise<RunReport>")]
     pub fn run(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "RunOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "RunOptions")] options: JsValue,
     ) -> Promise {
         let parsed: Result<RunOptions, Error> = from_js(&options, "run options");
         let on_progress = Reflect::get(&options, &JsValue::from_str("onProgress"))
@@ -222,7 +233,7 @@ impl Migrator {
 
     /// Writes a backup's keys back into localStorage exactly; resolves to `{ restored }`.
     #[wasm_bindgen(unchecked_return_type = "Promise<{ restored: number }>")]
-    pub fn restore(&self, backup_id: String) -> Promise {
+    pub fn restore(&self, #[wasm_bindgen(js_name = "backupId")] backup_id: String) -> Promise {
         self.call(move |m| async move {
             let n = m.restore(&backup_id).await?;
             Ok(serde_json::json!({ "restored": n }))
@@ -231,7 +242,11 @@ impl Migrator {
 
     /// A passphrase-protected copy of a backup (the bytes of a `.ferry` file).
     #[wasm_bindgen(js_name = exportBackup, unchecked_return_type = "Promise<Uint8Array>")]
-    pub fn export_backup(&self, backup_id: String, passphrase: String) -> Promise {
+    pub fn export_backup(
+        &self,
+        #[wasm_bindgen(js_name = "backupId")] backup_id: String,
+        passphrase: String,
+    ) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
             let bytes = inner
@@ -267,7 +282,12 @@ impl Migrator {
 
     /// Resolves a conflict: `choice` is "stored", "incoming" or "edited" (with `value`).
     #[wasm_bindgen(unchecked_return_type = "Promise<ResolveAnswer>")]
-    pub fn resolve(&self, conflict_id: f64, choice: String, value: JsValue) -> Promise {
+    pub fn resolve(
+        &self,
+        #[wasm_bindgen(js_name = "conflictId")] conflict_id: f64,
+        #[wasm_bindgen(unchecked_param_type = "Choice")] choice: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "Record<string, unknown>")] value: JsValue,
+    ) -> Promise {
         let value: Result<Option<serde_json::Value>, Error> = from_js(&value, "value");
         self.call(move |m| async move {
             if !(conflict_id >= 0.0 && conflict_id.fract() == 0.0) {
@@ -281,7 +301,10 @@ impl Migrator {
 
     /// Rolls back a migration on the server (default: the last verified one).
     #[wasm_bindgen(unchecked_return_type = "Promise<RollbackAnswer>")]
-    pub fn rollback(&self, migration_id: Option<String>) -> Promise {
+    pub fn rollback(
+        &self,
+        #[wasm_bindgen(js_name = "migrationId")] migration_id: Option<String>,
+    ) -> Promise {
         self.call(move |m| async move {
             let id = match migration_id {
                 Some(s) => Some(
@@ -299,10 +322,7 @@ impl Migrator {
     #[wasm_bindgen(js_name = onOutcome)]
     pub fn on_outcome(
         &self,
-        #[wasm_bindgen(
-            unchecked_param_type = "(report: RunReport | { status: \"failed\"; error: string }) => void"
-        )]
-        callback: Function,
+        #[wasm_bindgen(unchecked_param_type = "(outcome: Outcome) => void")] callback: Function,
     ) -> Result<(), JsValue> {
         let channel =
             web_sys::BroadcastChannel::new(&browser::locks::channel_name(&self.storage_name))?;

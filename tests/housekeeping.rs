@@ -2,7 +2,8 @@
 //! one gate: the wasm-bindgen crate, lock file and CLI agree on one version; demo and test
 //! data stay out of the browser bundle; every module starts with a `//!` doc; CI runs exactly
 //! the test command the README gives, and that command still lints every target, natively and
-//! for wasm32, with `-D warnings`.
+//! for wasm32, with `-D warnings`; the TypeScript `FerryErrorCode` union lists exactly the
+//! migrator's error codes.
 //!
 //! Each check reads files from the repository root, so it runs natively only.
 #![cfg(not(target_arch = "wasm32"))]
@@ -511,5 +512,59 @@ fn lock_versions_reads_only_the_named_package() {
     assert_eq!(
         lock_versions(lock, "wasm-bindgen"),
         vec!["0.2.130".to_owned()]
+    );
+}
+
+/// The quoted codes in the body of `fn code` in src/error.rs, in order.
+fn error_codes(error_rs: &str) -> Vec<String> {
+    let Some(start) = error_rs.find("pub fn code(&self)") else {
+        return Vec::new();
+    };
+    let body = &error_rs[start..];
+    let body = &body[..body.find("\n    }\n").unwrap_or(body.len())];
+    body.split("=> \"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The members of the `FerryErrorCode` union in src/facade.rs's TypeScript section.
+fn ts_error_codes(facade_rs: &str) -> Vec<String> {
+    let Some(start) = facade_rs.find("export type FerryErrorCode =") else {
+        return Vec::new();
+    };
+    let body = &facade_rs[start..];
+    let body = &body[..body.find(';').unwrap_or(body.len())];
+    body.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn typescript_error_codes_match_the_error_enum() {
+    let mut rust = error_codes(&read("src/error.rs"));
+    let mut ts = ts_error_codes(&read("src/facade.rs"));
+    assert!(
+        rust.len() > 10,
+        "found only {rust:?} in src/error.rs's fn code"
+    );
+    rust.sort();
+    ts.sort();
+    assert_eq!(
+        ts, rust,
+        "src/facade.rs's FerryErrorCode union must list exactly the codes of src/error.rs's Error::code"
+    );
+}
+
+#[test]
+fn typescript_error_code_check_sees_a_missing_code() {
+    let error_rs = "    pub fn code(&self) -> &'static str {\n        match self {\n            Self::A => \"a\",\n            Self::B { .. } => \"b\",\n        }\n    }\n";
+    assert_eq!(error_codes(error_rs), ["a", "b"]);
+    assert_eq!(
+        ts_error_codes("export type FerryErrorCode =\n  | \"a\";\nexport interface X {}"),
+        ["a"]
     );
 }

@@ -723,7 +723,16 @@ pub fn seal(
 pub fn open(file: &[u8], key: &OpeningKey<'_>) -> Result<OpenedBackup, BackupError> {
     let parsed = parse(file)?;
     let key_bytes = opening_key_bytes(&parsed.header, key)?;
-    let plaintext = Aes256Gcm::new((&key_bytes).into())
+    open_parsed(parsed, &key_bytes)
+}
+
+/// The second half of [`open`]: a parsed backup opened with its AES key already derived
+/// (AES-256-GCM, then [`decode_plaintext`]).
+pub fn open_parsed(
+    parsed: ParsedBackup<'_>,
+    key_bytes: &[u8; KEY_LEN],
+) -> Result<OpenedBackup, BackupError> {
+    let plaintext = Aes256Gcm::new(key_bytes.into())
         .decrypt(
             (&parsed.header.nonce).into(),
             Payload {

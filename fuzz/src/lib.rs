@@ -24,8 +24,6 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
 use ferry_core::backup::{self, BackupError, BackupMetadata, OpeningKey, Pair, SealingKey};
 use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::{self, Context, Locator, Outcome, Raw, Record};
@@ -857,20 +855,9 @@ fn device_opening_key() -> OpeningKey<'static> {
     }
 }
 
-/// Opens a passphrase backup with an AES key already derived: [`backup::parse`], AES-256-GCM,
-/// [`backup::decode_plaintext`].
+/// Opens a passphrase backup with an AES key already derived.
 fn open_with_key(file: &[u8], key: &[u8; backup::KEY_LEN]) -> Result<Vec<Pair>, BackupError> {
-    let parsed = backup::parse(file)?;
-    let plaintext = Aes256Gcm::new(key.into())
-        .decrypt(
-            (&parsed.header.nonce).into(),
-            Payload {
-                msg: parsed.ciphertext,
-                aad: parsed.aad,
-            },
-        )
-        .map_err(|_| BackupError::WrongKeyOrModified)?;
-    backup::decode_plaintext(&parsed.header, &plaintext)
+    backup::open_parsed(backup::parse(file)?, key).map(|opened| opened.pairs)
 }
 
 /// Checks the header parse of any bytes: `parse` and `read_header` agree, the parts tile the

@@ -262,6 +262,10 @@ impl Server {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("DATABASE_URL", database_url)
             .env("FERRY_SPEC", repo_root().join("specs/taskboard.json"))
+            .env(
+                "FERRY_APP_MIGRATIONS",
+                repo_root().join("examples/taskboard/migrations"),
+            )
             .env("FERRY_PROJECT_DIR", work)
             .env("FERRY_HOST", "127.0.0.1")
             .env("FERRY_PORT", "0")

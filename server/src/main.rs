@@ -70,6 +70,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Spec(SpecCommand::Check { files }) => spec_tools::check(&files),
         Command::Spec(SpecCommand::Ddl { files }) => spec_tools::ddl(&files),
         Command::Migrate { baseline } => {
+            if cli.settings.app_migrations.is_none() {
+                eprintln!(
+                    "ferry-server: no --app-migrations folder (FERRY_APP_MIGRATIONS): only Ferry's own tables; the app's are left as they are"
+                );
+            }
             let report = run_migrate_command(&cli.settings, baseline).await?;
             for name in &report.applied {
                 println!("applied    {name}");

@@ -51,6 +51,7 @@ export class Server {
     this.env = {
       ...process.env,
       FERRY_PROJECT_DIR: ROOT,
+      FERRY_APP_MIGRATIONS: path.join(ROOT, 'examples/taskboard/migrations'),
       FERRY_HOST: '127.0.0.1',
       FERRY_PORT: '0',
       FERRY_PG_DATA: path.join(this.dir, 'pgdata'),

@@ -2,58 +2,37 @@
 // module, so adapting the page to a change of that API touches one file. The rest of the page
 // only sees the functions exported here and plain objects.
 
-const SPEC_URL = '/v1/spec';
-const SPEC_CACHE = 'taskboard-ferry-spec';
-
-let loading = null;
-let migrator = null; // Promise<Migrator>
-let migratorToken = null;
-
-/** Loads and initialises the wasm bundle once; resolves to null (never throws) if it is missing. */
-export function loadFerry() {
-  loading ??= import('/pkg/ferry.js')
-    .then(async (mod) => { await mod.default(); return mod; })
-    .catch((e) => { console.warn('Ferry migrator unavailable:', e); return null; });
-  return loading;
-}
-
-// The spec is fetched once and kept in the Cache API, so a page load of an already-migrated
-// user makes no request at all. A spec_mismatch error drops it (see `run`).
-async function specText(tokenProvider, fresh = false) {
-  const cache = globalThis.caches ? await caches.open(SPEC_CACHE) : null;
-  if (cache && !fresh) {
-    const hit = await cache.match(SPEC_URL);
-    if (hit) return hit.text();
-  }
-  const response = await fetch(SPEC_URL, { headers: { Authorization: `Bearer ${await tokenProvider(false)}` } });
-  if (!response.ok) throw new Error(`GET ${SPEC_URL} answered ${response.status}`);
-  const text = await response.text();
-  await cache?.put(SPEC_URL, new Response(text, { headers: { 'Content-Type': 'application/json' } }));
-  return text;
-}
+// The auto-run, the spec cache and the shared migrator come from the package's auto.js
+// (`autoMigrate`, `getMigrator`): this module only adds what the demo's own UI needs.
+let auto = null; // Promise<auto.js module>
+const loadAuto = () => (auto ??= import('/pkg/auto.js').catch((e) => { auto = null; throw e; }));
+const options = (tokenProvider) => ({ server: location.origin, getToken: tokenProvider, migrator: { storageName: 'ferry' } });
 
 /**
- * The migrator for this page, made once (the promise is shared, so concurrent first calls get
- * the same instance). `tokenProvider(refresh)` resolves to a bearer token; the migrator calls it
- * with `true` after a 401. Replaced instances are not freed: a call may still be running on them.
+ * The migrator for this page, made once by auto.js (shared with the auto-run).
+ * `tokenProvider(refresh)` resolves to a bearer token; the migrator calls it with `true` after
+ * a 401. `fresh` refetches the spec.
  */
-export function getMigrator(tokenProvider, { fresh = false } = {}) {
-  if (!migrator || fresh || migratorToken !== tokenProvider) {
-    migratorToken = tokenProvider;
-    const made = (async () => {
-      const mod = await loadFerry();
-      if (!mod?.Migrator) throw new Error('The migrator (pkg/ferry.js) could not be loaded.');
-      const spec = await specText(tokenProvider, fresh);
-      return new mod.Migrator(spec, location.origin, tokenProvider, { storageName: 'ferry' });
-    })();
-    migrator = made;
-    made.catch(() => { if (migrator === made) migrator = null; }); // a failed start is retried next call
-  }
-  return migrator;
+export async function getMigrator(tokenProvider, { fresh = false } = {}) {
+  return (await loadAuto()).getMigrator(options(tokenProvider), { fresh });
 }
 
 /** Forget the migrator (sign-out). */
-export function dropMigrator() { migrator = null; migratorToken = null; }
+export function dropMigrator() { auto?.then((m) => m.dropMigrators(), () => {}); }
+
+/**
+ * The automatic run on load: auto.js's `autoMigrate`, which never throws and retries by itself
+ * while the server is unreachable (until `signal` aborts). Resolves to its first result.
+ */
+export async function autoMigrate(tokenProvider, { onProgress, onResult, signal }) {
+  try {
+    return (await loadAuto()).autoMigrate({ ...options(tokenProvider), onProgress, onResult, signal });
+  } catch (e) {
+    const result = { status: 'failed', error: { code: 'load_failed', failure: 'browser', message: `The migrator (pkg/auto.js) could not be loaded: ${e?.message ?? e}` } };
+    onResult?.(result);
+    return result;
+  }
+}
 
 /** What would be migrated, and where this browser stands. No network. */
 export async function inspect(tokenProvider) {
@@ -90,9 +69,4 @@ export async function resolve(tokenProvider, id, choice, value) {
 }
 export async function rollback(tokenProvider, migrationId) {
   return (await getMigrator(tokenProvider)).rollback(migrationId ?? undefined);
-}
-
-/** Whether an error is worth retrying later without the user (server down, offline). */
-export function isTransient(e) {
-  return ['unavailable', 'protocol'].includes(e?.code) || e instanceof TypeError || /GET \/v1\/spec answered 5/.test(e?.message ?? '');
 }

@@ -14,8 +14,7 @@ const SAVED = ['inserted', 'updated', 'unchanged', 'merged', 'kept_stored'];
 
 let ctx = null;
 let busy = false;
-let retryTimer = null;
-let retryDelay = 2000;
+let autoRetries = null; // AbortController of the auto-run's background retries
 const announced = new Set();
 
 // ---- sign-in and the token provider --------------------------------------------------------
@@ -84,9 +83,13 @@ function announceOutcome(report) {
 
 // ---- automatic run on load -----------------------------------------------------------------
 
+// auto.js's autoMigrate does the work (spec, migrator, spec mismatch, retries while the server
+// is unreachable); the page only draws its progress and results.
 async function autoRun() {
   if (!session() || busy) return;
-  clearTimeout(retryTimer);
+  autoRetries?.abort(); // a new auto-run replaces the background retries of the last one
+  const retries = new AbortController();
+  autoRetries = retries;
   busy = true;
   const bar = $('auto-bar');
   const onProgress = (p) => {
@@ -98,42 +101,38 @@ async function autoRun() {
     setBar(bar, p.percent, text);
     $('auto-sync-text').textContent = `Saving your data to your account… ${Math.round(p.percent)}%`;
   };
-  try {
-    // No inspect() first: it parses everything, while run() in auto mode returns in
-    // milliseconds, without a request, when nothing changed since the last migration.
-    const report = await ferry.run(tokenProvider, { mode: 'auto', onProgress });
-    retryDelay = 2000;
+  const onResult = (result) => {
+    if (retries.signal.aborted) return; // "Migrate my data" took over
+    if (result.status === 'retrying') {
+      $('auto-sync').hidden = false;
+      $('auto-sync-text').textContent = 'Can’t reach the server right now. Your data is safe here; saving will resume by itself.';
+      $('auto-bar').setAttribute('aria-valuetext', 'Waiting for the server');
+      return;
+    }
     $('auto-sync').hidden = true;
-    if (report.status === 'completed') { announceOutcome(report); showReport(report); }
-  } catch (e) {
-    scheduleRetry(e);
+    if (result.status === 'failed') {
+      announce(`Your data could not be saved to your account yet: ${result.error.message}. Use “Migrate my data” to try again.`, 'error');
+    } else if (result.status === 'migrated') {
+      announceOutcome(result.report);
+      showReport(result.report);
+    }
+    if (location.hash === '#data') refreshState();
+  };
+  try {
+    // No inspect() first: it parses everything, while an auto run returns in milliseconds,
+    // without a request, when nothing changed since the last migration.
+    await ferry.autoMigrate(tokenProvider, { onProgress, onResult, signal: retries.signal });
   } finally {
     busy = false;
-    if (location.hash === '#data') refreshState();
   }
 }
-
-/** A transient failure is retried quietly (server down, offline); anything else is shown. */
-function scheduleRetry(e, quiet = false) {
-  if (ferry.isTransient(e) || !navigator.onLine) {
-    $('auto-sync').hidden = false;
-    $('auto-sync-text').textContent = 'Can’t reach the server right now. Your data is safe here; saving will resume by itself.';
-    $('auto-bar').setAttribute('aria-valuetext', 'Waiting for the server');
-    retryTimer = setTimeout(autoRun, retryDelay);
-    retryDelay = Math.min(retryDelay * 2, 30_000);
-  } else if (!quiet || e?.code) {
-    $('auto-sync').hidden = true;
-    announce(`Your data could not be saved to your account yet: ${e.message ?? e}. Use “Migrate my data” to try again.`, 'error');
-  }
-}
-addEventListener('online', () => { if (retryTimer) autoRun(); });
 
 // ---- "Migrate my data" ---------------------------------------------------------------------
 
 async function manualRun() {
   if (busy) { announce('A migration is already running in this tab.'); return; }
   busy = true;
-  clearTimeout(retryTimer);
+  autoRetries?.abort();
   $('auto-sync').hidden = true;
   $('migrate').disabled = true;
   $('run').hidden = false;

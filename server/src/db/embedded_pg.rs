@@ -869,6 +869,37 @@ impl Drop for EmbeddedPg {
     }
 }
 
+/// Whether `data_dir` holds a PostgreSQL cluster (`initdb` has run there).
+pub fn is_cluster(data_dir: &Path) -> bool {
+    data_dir.join("PG_VERSION").is_file()
+}
+
+/// Connection settings, as the superuser, for database `dbname` of a cluster that is running on
+/// `data_dir` and ready (another process drives it, e.g. a running `ferry-server serve`): read
+/// from its `postmaster.pid` (port, socket directory, listen address). `None` when no live
+/// postmaster is ready there.
+pub fn running_cluster_config(data_dir: &Path, dbname: &str) -> Option<tokio_postgres::Config> {
+    let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let pid: u32 = lines.first()?.trim().parse().ok()?;
+    let port: u16 = lines.get(3)?.trim().parse().ok()?;
+    let socket_dir = lines.get(4).map(|l| l.trim()).unwrap_or_default();
+    let listen = lines.get(5).map(|l| l.trim()).unwrap_or_default();
+    let ready = lines.get(7).is_some_and(|l| l.trim() == "ready");
+    if !ready || !process_may_be_live_postgres(pid) {
+        return None;
+    }
+    let mut config = tokio_postgres::Config::new();
+    match (socket_dir, listen) {
+        ("", "") => return None,
+        ("", "*" | "0.0.0.0" | "localhost") => config.host("127.0.0.1"),
+        ("", address) => config.host(address),
+        (dir, _) => config.host_path(dir),
+    };
+    config.port(port).user(SUPERUSER).dbname(dbname);
+    Some(config)
+}
+
 /// The pid in `<data_dir>/postmaster.pid`, if there is one.
 fn read_postmaster_pid(data_dir: &Path) -> Option<u32> {
     let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;

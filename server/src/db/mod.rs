@@ -267,6 +267,16 @@ pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     }
 }
 
+/// Whether database `name` exists, asked through the admin connection `admin`.
+pub async fn database_exists(admin: &tokio_postgres::Config, name: &str) -> Result<bool, DbError> {
+    let client = connect(admin).await?;
+    Ok(client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(|e| DbError::query("look up the database", &e))?
+        .is_some())
+}
+
 /// Creates database `name` through the admin connection `admin` unless it exists. Returns
 /// whether it was created.
 pub async fn create_database_if_missing(

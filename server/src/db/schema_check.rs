@@ -412,6 +412,7 @@ pub enum SchemaMismatch {
 }
 
 impl fmt::Display for SchemaMismatch {
+    // Over 100 lines: one message per kind of mismatch, each with its fix; not steps.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::MissingTable { table } => write!(f, "table {table}: does not exist"),

@@ -1,17 +1,17 @@
-//! Schema migrations: versioned SQL that creates and changes tables, embedded in the binary
-//! and applied in order.
+//! Schema migrations: versioned SQL that creates and changes tables, applied in order.
 //!
 //! (Not to be confused with a *migration*, Ferry's data move: a browser's records shipped in
 //! batches under a `migration_id`. A schema migration changes tables; it moves no data.)
 //!
-//! The SQL lives in `server/schema_migrations/<group>/NNNN_name.sql` and is compiled in with
-//! `include_str!`, so a server binary always carries the schema it expects. Schema migrations
-//! come in two groups, applied in this order:
+//! Schema migrations come in two groups, applied in this order:
 //! - **ferry**: Ferry's own tables (idempotency ledger, quarantine, conflicts, before-images,
-//!   backups, migration runs). Always applied.
-//! - **app**: the app's tables, where migrated records land. An app whose tables already
-//!   exist *baselines* them instead ([`SchemaMigrationMode::Baseline`]): they are recorded as applied
-//!   without running.
+//!   backups, migration runs), in `server/schema_migrations/ferry/NNNN_name.sql`, compiled in
+//!   with `include_str!` so a server binary always carries the schema it needs. Always applied.
+//! - **app**: the app's tables, where migrated records land. They belong to the app, not to
+//!   Ferry: nothing of them is compiled in. The operator names a folder of `NNNN_name.sql`
+//!   files (`--app-migrations DIR`, [`load_app_migrations`]); without one, no app table is
+//!   ever created. An app whose tables already exist *baselines* them instead
+//!   ([`SchemaMigrationMode::Baseline`]): they are recorded as applied without running.
 //!
 //! Each schema migration runs in its own transaction and is recorded in
 //! `ferry_schema_migrations` with a checksum of its SQL, so an applied one that was edited
@@ -20,7 +20,9 @@
 //! migration may not use statements that refuse to run inside a transaction
 //! (`CREATE INDEX CONCURRENTLY`).
 
+use std::borrow::Cow;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
@@ -51,19 +53,29 @@ impl SchemaMigrationGroup {
 }
 
 /// One schema migration: a group, a version (its file's number) and its SQL.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SchemaMigration {
     /// The group it belongs to.
     pub group: SchemaMigrationGroup,
     /// Its version within the group, from 1.
     pub version: i32,
     /// Its file name without `.sql`, e.g. `0001_ferry_tables`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// The SQL.
-    pub sql: &'static str,
+    pub sql: Cow<'static, str>,
+    /// The file it was read from at start (app schema migrations); `None` when compiled in.
+    pub file: Option<PathBuf>,
 }
 
 impl SchemaMigration {
+    /// `group/name`, followed by the file it was read from, if any: how errors name it.
+    pub fn describe(&self) -> String {
+        match &self.file {
+            Some(file) => format!("{self} ({})", file.display()),
+            None => self.to_string(),
+        }
+    }
+
     /// Hex SHA-256 of the SQL.
     pub fn checksum(&self) -> String {
         Sha256::digest(self.sql.as_bytes())
@@ -84,16 +96,19 @@ macro_rules! schema_migration {
         SchemaMigration {
             group: SchemaMigrationGroup::$group,
             version: $version,
-            name: $name,
-            sql: include_str!(concat!("../../schema_migrations/", schema_migration!(@dir $group), "/", $name, ".sql")),
+            name: Cow::Borrowed($name),
+            sql: Cow::Borrowed(include_str!(concat!(
+                "../../schema_migrations/ferry/",
+                $name,
+                ".sql"
+            ))),
+            file: None,
         }
     };
-    (@dir Ferry) => { "ferry" };
-    (@dir App) => { "app" };
 }
 
-/// Every schema migration, in the order they are applied. A test checks this list against the
-/// files.
+/// Ferry's own schema migrations, compiled in, in the order they are applied. A test checks
+/// this list against the files. (The app's come from a folder: [`load_app_migrations`].)
 pub const SCHEMA_MIGRATIONS: &[SchemaMigration] = &[
     schema_migration!(Ferry, 1, "0001_ferry_tables"),
     schema_migration!(Ferry, 2, "0002_ingest_bookkeeping"),
@@ -101,7 +116,6 @@ pub const SCHEMA_MIGRATIONS: &[SchemaMigration] = &[
     schema_migration!(Ferry, 4, "0004_sealed_quarantine"),
     schema_migration!(Ferry, 5, "0005_received_hash_bytes"),
     schema_migration!(Ferry, 6, "0006_migration_run_verification"),
-    schema_migration!(App, 1, "0001_demo_app_tables"),
 ];
 
 /// What to do with pending app-table schema migrations.
@@ -146,7 +160,7 @@ pub enum SchemaMigrationError {
     /// Talking to the database failed.
     #[error(transparent)]
     Db(#[from] DbError),
-    /// An applied schema migration's SQL differs from the embedded one.
+    /// An applied schema migration's SQL differs from its file (or the compiled-in one).
     #[error(
         "schema migration {migration} was changed after it was applied (its checksum differs from the one recorded); add a new schema migration instead of editing an applied one"
     )]
@@ -154,7 +168,17 @@ pub enum SchemaMigrationError {
         /// `group/name`.
         migration: String,
     },
-    /// The database has a schema migration this build does not know.
+    /// The database records an app schema migration the folder does not have.
+    #[error(
+        "the database records app schema migration app/{name} (version {version}), which the app schema migrations folder (--app-migrations / FERRY_APP_MIGRATIONS) does not have; put its file back: an applied schema migration is never removed"
+    )]
+    UnknownAppApplied {
+        /// Version.
+        version: i32,
+        /// Name.
+        name: String,
+    },
+    /// The database has a Ferry schema migration this build does not know.
     #[error(
         "the database records schema migration {group}/{name} (version {version}), which this build of ferry-server does not know; run a newer ferry-server"
     )]
@@ -168,7 +192,7 @@ pub enum SchemaMigrationError {
     },
     /// An app schema migration tried to create a table that exists.
     #[error(
-        "schema migration {migration} failed because a table it creates already exists ({reason}); if the app's tables were created outside Ferry, run `ferry-server migrate --baseline` to check them and record the schema migration as applied"
+        "schema migration {migration} failed because a table it creates already exists ({reason}); if the app's tables were created outside Ferry, run `ferry-server migrate --baseline --app-migrations DIR` (the same folder) to check them and record its schema migrations as applied"
     )]
     AppTablesExist {
         /// `group/name`.
@@ -187,13 +211,17 @@ pub enum SchemaMigrationError {
     },
 }
 
-/// Applies [`SCHEMA_MIGRATIONS`] through `client` (a connection of its own: the advisory lock is
+/// Applies Ferry's [`SCHEMA_MIGRATIONS`], then the app's (from [`load_app_migrations`]; empty:
+/// no app table is touched) through `client` (a connection of its own: the advisory lock is
 /// held by the session).
 pub async fn migrate_schema(
     client: &mut Client,
+    app: &[SchemaMigration],
     mode: SchemaMigrationMode,
 ) -> Result<SchemaMigrationReport, SchemaMigrationError> {
-    run_schema_migrations(client, SCHEMA_MIGRATIONS, mode).await
+    let mut migrations = SCHEMA_MIGRATIONS.to_vec();
+    migrations.extend(app.iter().cloned());
+    run_schema_migrations(client, &migrations, mode).await
 }
 
 /// Applies `migrations` (in the given order) under the schema migration lock.
@@ -241,11 +269,24 @@ async fn run_locked(
         .map_err(|e| DbError::query("create ferry_schema_migrations", &e))?;
 
     let recorded = applied_schema_migrations(client).await?;
+    // Without an app folder the app's tables are not Ferry's business: what an earlier run
+    // recorded for them stays as it is.
+    let manages_app = migrations
+        .iter()
+        .any(|m| m.group == SchemaMigrationGroup::App);
     for row in &recorded {
         let known = migrations
             .iter()
             .find(|m| m.group.as_str() == row.group && m.version == row.version);
+        let is_app = row.group == SchemaMigrationGroup::App.as_str();
         match known {
+            None if is_app && !manages_app => {}
+            None if is_app => {
+                return Err(SchemaMigrationError::UnknownAppApplied {
+                    version: row.version,
+                    name: row.name.clone(),
+                });
+            }
             None => {
                 return Err(SchemaMigrationError::UnknownApplied {
                     group: row.group.clone(),
@@ -255,7 +296,7 @@ async fn run_locked(
             }
             Some(m) if m.checksum() != row.checksum => {
                 return Err(SchemaMigrationError::ChecksumMismatch {
-                    migration: m.to_string(),
+                    migration: m.describe(),
                 });
             }
             Some(_) => {}
@@ -295,12 +336,12 @@ async fn apply_one(
             && source.sqlstate() == Some(SqlState::DUPLICATE_TABLE.code())
         {
             SchemaMigrationError::AppTablesExist {
-                migration: migration.to_string(),
+                migration: migration.describe(),
                 reason: source.to_string(),
             }
         } else {
             SchemaMigrationError::Failed {
-                migration: migration.to_string(),
+                migration: migration.describe(),
                 source,
             }
         }
@@ -310,7 +351,7 @@ async fn apply_one(
         .await
         .map_err(|e| failed(DbError::query("begin", &e)))?;
     if !baseline {
-        tx.batch_execute(migration.sql)
+        tx.batch_execute(&migration.sql)
             .await
             .map_err(|e| failed(DbError::query("run the SQL", &e)))?;
     }
@@ -320,7 +361,7 @@ async fn apply_one(
         &[
             &migration.group.as_str(),
             &migration.version,
-            &migration.name,
+            &migration.name.as_ref(),
             &migration.checksum(),
             &baseline,
         ],
@@ -367,28 +408,181 @@ pub async fn applied_schema_migrations(
         .collect())
 }
 
+/// Why the app schema migrations folder was refused: every problem, found before anything is
+/// written.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the app schema migrations folder {dir} (--app-migrations / FERRY_APP_MIGRATIONS) was refused:\n{}\nFix the folder and start again; nothing was written.",
+    describe_problems(problems)
+)]
+pub struct AppMigrationsError {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Every problem, one sentence each.
+    pub problems: Vec<String>,
+}
+
+fn describe_problems(problems: &[String]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads the app's schema migrations from `dir`: every `NNNN_name.sql` file (four digits, an
+/// underscore, a name of letters, digits, `_` or `-`), versions from 0001 without gaps or
+/// duplicates, in version order. Dotfiles and `README*` are skipped; anything else is a
+/// problem. Every problem is reported at once.
+pub fn load_app_migrations(dir: &Path) -> Result<Vec<SchemaMigration>, AppMigrationsError> {
+    let refuse = |problems| AppMigrationsError {
+        dir: dir.to_path_buf(),
+        problems,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => return Err(refuse(vec![format!("the folder cannot be read: {error}")])),
+    };
+    let mut names = Vec::new();
+    let mut problems = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => names.push(entry.file_name()),
+            Err(error) => problems.push(format!("the folder cannot be listed: {error}")),
+        }
+    }
+    names.sort();
+    let mut migrations = Vec::new();
+    for name in names {
+        let shown = ferry_core::pipeline::quote(&name.to_string_lossy());
+        let Some(name) = name.to_str() else {
+            problems.push(format!("{shown}: the file name is not UTF-8"));
+            continue;
+        };
+        if name.starts_with('.') || name.starts_with("README") {
+            continue;
+        }
+        let Some(version) = parse_file_name(name) else {
+            problems.push(format!(
+                "{shown}: not a schema migration file name: expected NNNN_name.sql (four digits from 0001, an underscore, a name of letters, digits, _ or -), e.g. 0001_app_tables.sql"
+            ));
+            continue;
+        };
+        let path = dir.join(name);
+        let sql = match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(sql) => sql,
+                Err(_) => {
+                    problems.push(format!("{shown}: the file is not UTF-8 text"));
+                    continue;
+                }
+            },
+            Err(error) => {
+                problems.push(format!("{shown}: cannot be read: {error}"));
+                continue;
+            }
+        };
+        if sql.trim().is_empty() {
+            problems.push(format!("{shown}: the file is empty"));
+            continue;
+        }
+        migrations.push(SchemaMigration {
+            group: SchemaMigrationGroup::App,
+            version,
+            name: Cow::Owned(name.trim_end_matches(".sql").to_owned()),
+            sql: Cow::Owned(sql),
+            file: Some(path),
+        });
+    }
+    problems.extend(version_problems(&migrations));
+    if migrations.is_empty() && problems.is_empty() {
+        problems.push(
+            "it holds no schema migration (NNNN_name.sql files, e.g. 0001_app_tables.sql)"
+                .to_owned(),
+        );
+    }
+    if problems.is_empty() {
+        Ok(migrations)
+    } else {
+        Err(refuse(problems))
+    }
+}
+
+/// The version of `NNNN_name.sql`, if the name has that shape and the version is at least 1.
+fn parse_file_name(name: &str) -> Option<i32> {
+    let stem = name.strip_suffix(".sql")?;
+    let (digits, rest) = stem.split_at_checked(4)?;
+    let label = rest.strip_prefix('_')?;
+    let well_formed = digits.chars().all(|c| c.is_ascii_digit())
+        && !label.is_empty()
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let version: i32 = digits.parse().ok()?;
+    (well_formed && version >= 1).then_some(version)
+}
+
+/// Duplicate and missing versions among `migrations` (sorted by file name, so by version).
+fn version_problems(migrations: &[SchemaMigration]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(last) = migrations.iter().map(|m| m.version).max() else {
+        return problems;
+    };
+    for version in 1..=last {
+        let files: Vec<String> = migrations
+            .iter()
+            .filter(|m| m.version == version)
+            .map(|m| format!("{}.sql", m.name))
+            .collect();
+        match files.len() {
+            0 => problems.push(format!(
+                "version {version:04} is missing: versions run 0001, 0002, … without gaps (the last is {last:04})"
+            )),
+            1 => {}
+            _ => problems.push(format!(
+                "version {version:04} is used by more than one file: {}",
+                files.join(", ")
+            )),
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn migrations_are_in_order_without_gaps() {
-        for group in [SchemaMigrationGroup::Ferry, SchemaMigrationGroup::App] {
-            let versions: Vec<i32> = SCHEMA_MIGRATIONS
+    fn migrations_are_ferrys_own_in_order_without_gaps() {
+        assert!(
+            SCHEMA_MIGRATIONS
                 .iter()
-                .filter(|m| m.group == group)
-                .map(|m| m.version)
-                .collect();
-            let expected: Vec<i32> = (1..=versions.len() as i32).collect();
-            assert_eq!(versions, expected, "group {}", group.as_str());
-        }
-        let groups: Vec<SchemaMigrationGroup> = SCHEMA_MIGRATIONS.iter().map(|m| m.group).collect();
-        let mut sorted = groups.clone();
-        sorted.sort();
-        assert_eq!(
-            groups, sorted,
-            "ferry migrations come before app migrations"
+                .all(|m| m.group == SchemaMigrationGroup::Ferry),
+            "nothing of an app is compiled in"
         );
+        let versions: Vec<i32> = SCHEMA_MIGRATIONS.iter().map(|m| m.version).collect();
+        let expected: Vec<i32> = (1..=versions.len() as i32).collect();
+        assert_eq!(versions, expected);
+    }
+
+    #[test]
+    fn file_names_of_app_migrations() {
+        let cases = [
+            ("0001_app_tables.sql", Some(1)),
+            ("0012_add-index.sql", Some(12)),
+            ("0000_zero.sql", None),
+            ("1_short.sql", None),
+            ("0001-dash.sql", None),
+            ("0001_.sql", None),
+            ("0001_tables.SQL", None),
+            ("0001_tables.sql.bak", None),
+            ("0001_with space.sql", None),
+            ("00a1_x.sql", None),
+            ("é001_x.sql", None),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(parse_file_name(name), expected, "{name}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The operator's subcommands besides `serve` and `migrate`: `status`, `rollback`,
-//! `conflicts`, `quarantine` and `backup open`. Each opens the configured database (starting and stopping
-//! the embedded cluster when there is no `DATABASE_URL`), runs the same code as the HTTP
-//! endpoints, and prints for a person (or JSON where asked).
+//! `conflicts`, `quarantine` and `backup open`. Each opens the configured database (without
+//! `DATABASE_URL`, the embedded cluster only if it exists: joined while a server runs on it,
+//! else started and stopped; never created), runs the same code as the HTTP endpoints, and
+//! prints for a person (or JSON where asked).
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,9 @@ use uuid::Uuid;
 use crate::db::{self, DbError};
 use crate::operator::{conflicts, quarantine, report, rollback};
 use crate::startup::config::Settings;
-use crate::startup::{Database, StartupError, load_field_cipher, load_spec, open_database};
+use crate::startup::{
+    Database, StartupError, load_field_cipher, load_spec, open_existing_database,
+};
 
 /// The environment variable holding a backup's passphrase for `backup open`.
 pub const PASSPHRASE_ENV: &str = "FERRY_BACKUP_PASSPHRASE";
@@ -82,7 +85,7 @@ pub enum CliError {
 }
 
 async fn connect(settings: &Settings) -> Result<(Database, tokio_postgres::Client), CliError> {
-    let database = open_database(settings).await?;
+    let database = open_existing_database(settings).await?;
     match db::connect(database.config()).await {
         Ok(client) => Ok((database, client)),
         Err(error) => {
@@ -271,7 +274,7 @@ pub async fn quarantine(
     migration: Option<Uuid>,
 ) -> Result<(), CliError> {
     let (database, client) = connect(settings).await?;
-    let dev_mode = settings.dev || database.embedded().is_some();
+    let dev_mode = settings.dev || database.on_embedded_cluster();
     let listed = match load_field_cipher(settings, dev_mode) {
         Ok(cipher) => quarantine::quarantined_records(&client, &cipher, user, migration)
             .await

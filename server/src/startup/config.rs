@@ -6,7 +6,7 @@
 //! (`.ferry/pgdata`, `www`, `pkg`) are resolved against [`Settings::project_dir`].
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
@@ -236,7 +236,8 @@ pub struct Settings {
     #[arg(long, env = "FERRY_DEV", global = true)]
     pub dev: bool,
 
-    /// The repository root: the base of the default data, `www` and `pkg` paths.
+    /// The project's folder: the base of the default `.ferry` (embedded cluster, dev field
+    /// key), `www`, `pkg` and spec paths [default: the current directory].
     #[arg(long, env = "FERRY_PROJECT_DIR", global = true, default_value_os_t = default_project_dir())]
     pub project_dir: PathBuf,
 
@@ -314,6 +315,11 @@ pub struct Settings {
     #[arg(long, env = "FERRY_PKG_DIR", global = true)]
     pub pkg_dir: Option<PathBuf>,
 
+    /// Folder of the app's schema migrations (`NNNN_name.sql`, applied in order, each once,
+    /// checksummed). Unset: no app table is ever created (Ferry's own tables always are).
+    #[arg(long, env = "FERRY_APP_MIGRATIONS", global = true)]
+    pub app_migrations: Option<PathBuf>,
+
     /// The migration spec the server runs [default: <project>/specs/taskboard.json].
     #[arg(long, env = "FERRY_SPEC", global = true)]
     pub spec: Option<PathBuf>,
@@ -338,10 +344,14 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
-/// The repository this binary was built from: the default [`Settings::project_dir`].
+/// The default [`Settings::project_dir`]: the current directory, never the checkout the binary
+/// was built from (a copied binary runs where its operator runs it; `cargo run` from the
+/// repository root still finds the demo).
 pub fn default_project_dir() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
+    std::env::current_dir()
+        .ok()
+        .and_then(|dir| std::path::absolute(dir).ok())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 impl Settings {
@@ -378,6 +388,7 @@ impl Settings {
             pkg_dir: None,
             dev_token_ttl_secs: DEFAULT_DEV_TOKEN_TTL_SECS,
             spec: None,
+            app_migrations: None,
             field_key: None,
             field_key_id: DEFAULT_FIELD_KEY_ID.to_owned(),
             log_format: LogFormat::Text,
@@ -484,6 +495,7 @@ impl Settings {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::path::Path;
 
     #[test]
     fn the_cli_definition_is_consistent() {
@@ -594,6 +606,18 @@ mod tests {
                     "server/.env.sample does not mention {name}"
                 );
             }
+        }
+    }
+
+    /// Regression: the default project dir was the checkout the binary was built from.
+    #[test]
+    fn the_default_project_dir_is_the_current_directory_not_the_build_checkout() {
+        let current = std::env::current_dir().unwrap();
+        assert_eq!(default_project_dir(), current);
+        assert_eq!(Settings::defaults().project_dir, current);
+        let cli = Cli::try_parse_from(["ferry-server"]).unwrap_or_else(|e| panic!("{e}"));
+        if std::env::var_os("FERRY_PROJECT_DIR").is_none() {
+            assert_eq!(cli.settings.project_dir, current);
         }
     }
 

@@ -31,14 +31,14 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use database::{
-    Database, EMBEDDED_DATABASE, migrate_database_schema, open_database, prepare_schema,
-    run_migrate_command,
+    Database, EMBEDDED_DATABASE, app_migrations, migrate_database_schema, open_database,
+    open_existing_database, prepare_schema, run_migrate_command,
 };
 pub use serving::{HYPER_MAX_HEADER_BYTES, HYPER_MAX_HEADERS};
 
 use crate::db::embedded_pg::EmbeddedPgError;
 use crate::db::schema_check::{SchemaMismatch, describe_mismatches, expected_tables};
-use crate::db::schema_migrations::SchemaMigrationError;
+use crate::db::schema_migrations::{AppMigrationsError, SchemaMigration, SchemaMigrationError};
 use crate::db::{self, DbError, PoolSettings};
 use crate::http::auth::jwks::{Jwks, JwksError};
 use crate::http::auth::{Authenticator, JwtKeys, KeyError};
@@ -60,8 +60,19 @@ pub enum StartupError {
     /// Applying the schema migrations failed.
     #[error(transparent)]
     SchemaMigration(#[from] SchemaMigrationError),
+    /// An operator command found no database to work on (it creates none).
+    #[error(
+        "no database to work on: DATABASE_URL is not set and {reason}. Run `ferry-server serve` once in this project to create its embedded cluster (or pass the project's --project-dir / FERRY_PROJECT_DIR), or set DATABASE_URL to your database."
+    )]
+    NoDatabase {
+        /// What is missing.
+        reason: String,
+    },
+    /// The app schema migrations folder was refused; every problem is listed.
+    #[error(transparent)]
+    AppMigrations(#[from] AppMigrationsError),
     /// The app's tables do not fit what the server writes.
-    #[error("the database schema does not match what the server needs:\n{}\nFix the tables (or the expected schema) and start again.", describe_mismatches(.0))]
+    #[error("the database schema does not match what the server needs:\n{}\n{}", describe_mismatches(.0), schema_mismatch_advice(.0))]
     SchemaMismatch(Vec<SchemaMismatch>),
     /// `migrate --baseline` found app tables that do not fit.
     #[error("refusing to baseline: the app's tables must exist and match first:\n{}", describe_mismatches(.0))]
@@ -127,6 +138,18 @@ pub enum StartupError {
     /// A blocking task panicked or was cancelled.
     #[error("a background task failed: {0}")]
     Task(String),
+}
+
+/// What to do about a refused schema: how to create missing tables, or to fix them.
+fn schema_mismatch_advice(mismatches: &[SchemaMismatch]) -> &'static str {
+    let missing = mismatches
+        .iter()
+        .any(|m| matches!(m, SchemaMismatch::MissingTable { .. }));
+    if missing {
+        "The app's tables are the app's own: Ferry creates none unless told. Create them with schema migrations: `ferry-server spec ddl SPEC > DIR/0001_app_tables.sql` writes tables that pass this check; then start with `--app-migrations DIR` (FERRY_APP_MIGRATIONS=DIR). Tables that exist already: fix them, then `ferry-server migrate --baseline --app-migrations DIR`."
+    } else {
+        "Fix the tables (or the expected schema) and start again."
+    }
 }
 
 /// Reads and checks the spec named by the settings: the parsed spec and the file's text.
@@ -207,6 +230,8 @@ pub struct Application {
     dev_mode: bool,
     /// Which tokens are accepted, said at start.
     auth_note: String,
+    /// The project dir in use, said at start.
+    project_dir: std::path::PathBuf,
     header_read_timeout: Duration,
     /// Whether the start notes are also printed on stdout (not with JSON logs, where every
     /// line the process writes is meant to be JSON).
@@ -216,8 +241,13 @@ pub struct Application {
 impl Application {
     /// Opens the database described by `settings` and builds the server over it.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        tracing::info!(project_dir = %settings.project_dir.display(), "project dir (--project-dir / FERRY_PROJECT_DIR)");
+        // A refused spec or folder stops the start before any database is opened or written
+        // (the spec is read again, with the rest, once the database is there).
+        load_spec(settings)?;
+        let app = app_migrations(settings)?;
         let database = open_database(settings).await?;
-        Self::build_with_database(settings, database).await
+        Self::build_over(settings, database, app).await
     }
 
     /// Builds the server over `database` (applying its schema migrations and checking it). On
@@ -226,7 +256,23 @@ impl Application {
         settings: &Settings,
         database: Database,
     ) -> Result<Self, StartupError> {
-        match Self::prepare(settings, &database).await {
+        match app_migrations(settings) {
+            Ok(app) => Self::build_over(settings, database, app).await,
+            Err(error) => {
+                if let Err(stop_error) = database.stop().await {
+                    tracing::error!(error = %stop_error, "could not stop the embedded cluster");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn build_over(
+        settings: &Settings,
+        database: Database,
+        app: Vec<SchemaMigration>,
+    ) -> Result<Self, StartupError> {
+        match Self::prepare(settings, &database, &app).await {
             Ok((listener, router, address, dev_mode, auth_note)) => Ok(Self {
                 listener,
                 router,
@@ -234,6 +280,7 @@ impl Application {
                 address,
                 dev_mode,
                 auth_note,
+                project_dir: settings.project_dir.clone(),
                 header_read_timeout: settings.header_read_timeout(),
                 stdout_notes: settings.log_format == telemetry::LogFormat::Text,
             }),
@@ -249,6 +296,7 @@ impl Application {
     async fn prepare(
         settings: &Settings,
         database: &Database,
+        app_tables: &[SchemaMigration],
     ) -> Result<(TcpListener, Router, SocketAddr, bool, String), StartupError> {
         let dev_mode = settings.dev || database.embedded().is_some();
         if dev_mode && !settings.host.is_loopback() {
@@ -265,7 +313,12 @@ impl Application {
 
         let (spec, spec_text) = load_spec(settings)?;
         let cipher = load_field_cipher(settings, dev_mode)?;
-        let report = prepare_schema(database.config(), &expected_tables(&spec)).await?;
+        if app_tables.is_empty() {
+            tracing::info!(
+                "no app schema migrations folder (--app-migrations): the app's tables are left as they are"
+            );
+        }
+        let report = prepare_schema(database.config(), app_tables, &expected_tables(&spec)).await?;
         tracing::info!(
             applied = report.applied.len(),
             already_applied = report.already_applied.len(),
@@ -342,8 +395,12 @@ impl Application {
             self.base_url()
         );
         // Said on stdout too, whatever RUST_LOG filters: the README's run command relies on it.
-        // With JSON logs, the log line above is the only one (a pipeline reads every line).
+        // With JSON logs, the log lines are the only output (a pipeline reads every line).
         if self.stdout_notes {
+            println!(
+                "ferry-server: project dir {} (--project-dir / FERRY_PROJECT_DIR)",
+                self.project_dir.display()
+            );
             println!("ferry-server: listening on {}", self.base_url());
             println!("ferry-server: {}", self.auth_note);
         }

@@ -164,7 +164,8 @@ async fn spawn_app_serves_a_fresh_migrated_database_of_its_own() {
         .get(0);
     assert_eq!(
         applied,
-        ferry_server::db::schema_migrations::SCHEMA_MIGRATIONS.len() as i64
+        (ferry_server::db::schema_migrations::SCHEMA_MIGRATIONS.len()
+            + crate::helpers::demo_app_migrations().len()) as i64
     );
     assert_eq!(app.settings.port, 0, "tests bind port 0");
     assert!(

@@ -186,9 +186,29 @@ pub struct TestApp {
     pub conninfo: Option<String>,
 }
 
-/// The settings of a test server: port 0, the test secret, a small pool.
+/// The repository root: the test servers' project dir.
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The demo's app schema migrations folder, which every demo server is started with.
+pub fn demo_migrations_dir() -> PathBuf {
+    repo_root().join("examples/taskboard/migrations")
+}
+
+/// The demo's app schema migrations, read from [`demo_migrations_dir`].
+pub fn demo_app_migrations() -> Vec<ferry_server::db::schema_migrations::SchemaMigration> {
+    ferry_server::db::schema_migrations::load_app_migrations(&demo_migrations_dir())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The settings of a test server: port 0, the test secret, a small pool, the repository as
+/// project dir and the demo's app schema migrations.
 pub fn test_settings() -> Settings {
     let mut settings = Settings::defaults();
+    settings.project_dir = repo_root();
+    settings.app_migrations = Some(demo_migrations_dir());
     settings.port = 0;
     settings.jwt_secret = Some(Secret::new(TEST_SECRET.to_owned()));
     settings.field_key = Some(Secret::new(TEST_FIELD_KEY.to_owned()));

@@ -15,9 +15,13 @@ fn demo_app_schema() -> Vec<ExpectedTable> {
 
 async fn migrated() -> TestDatabase {
     let mut database = fresh_database().await;
-    migrate_schema(&mut database.client, SchemaMigrationMode::Apply)
-        .await
-        .unwrap();
+    migrate_schema(
+        &mut database.client,
+        &crate::helpers::demo_app_migrations(),
+        SchemaMigrationMode::Apply,
+    )
+    .await
+    .unwrap();
     database
 }
 

@@ -815,6 +815,7 @@ async fn a_quarantined_value_sealed_before_the_key_split_is_still_opened_for_the
     let mut database = fresh_database().await;
     ferry_server::db::schema_migrations::migrate_schema(
         &mut database.client,
+        &crate::helpers::demo_app_migrations(),
         ferry_server::db::schema_migrations::SchemaMigrationMode::Apply,
     )
     .await
