@@ -368,11 +368,17 @@ pub fn quote_input(text: &str) -> String {
 /// `text` cut to [`QUOTED_VALUE_CHARS`] characters (an escape sequence counting as one), with
 /// `…` when something was cut.
 pub fn shorten_chars(text: &str) -> String {
+    cut_chars(text, QUOTED_VALUE_CHARS)
+}
+
+/// `text` (escaped) cut to `max` characters, an escape sequence counting as one, with `…`
+/// when something was cut.
+pub fn cut_chars(text: &str, max: usize) -> String {
     let mut out = String::new();
     let mut chars = text.chars().peekable();
     let mut kept = 0;
     while let Some(c) = chars.next() {
-        if kept == QUOTED_VALUE_CHARS {
+        if kept == max {
             out.push('…');
             return out;
         }

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::db::DbError;
 use crate::error_chain;
 use crate::http::auth::AuthUser;
-use crate::http::error::{ApiError, quote_input, shorten_body_strings, shorten_chars};
+use crate::http::error::{ApiError, cut_chars, quote_input, shorten_body_strings, shorten_chars};
 use crate::http::extract::{Json, JsonBytes};
 use crate::http::metrics::UNKNOWN_KIND;
 use crate::http::state::AppState;
@@ -167,13 +167,7 @@ fn ingest_error(error: IngestError) -> ApiError {
         }) => {
             // The batch's app and version are the caller's input: cut, but to a length that
             // still shows a real version (they are short; a secret pasted there is not).
-            let cut = |s: &str| {
-                let escaped = s.escape_debug().to_string();
-                match escaped.char_indices().nth(SPEC_NAME_CHARS) {
-                    Some((at, _)) => format!("{}…", &escaped[..at]),
-                    None => escaped,
-                }
-            };
+            let cut = |s: &str| cut_chars(&s.escape_debug().to_string(), SPEC_NAME_CHARS);
             let e = WireError::SpecMismatch {
                 app: cut(&app),
                 version: cut(&version),
