@@ -363,6 +363,19 @@ pub enum ConflictPolicy {
     Manual,
 }
 
+impl ConflictPolicy {
+    /// The policy as the spec writes it (`"newest"`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::Overwrite => "overwrite",
+            Self::Newest => "newest",
+            Self::Merge => "merge",
+            Self::Manual => "manual",
+        }
+    }
+}
+
 /// What to do with record fields the spec does not name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
@@ -497,6 +510,12 @@ pub struct Field {
 }
 
 impl Field {
+    /// Whether the engine may write `NULL` into the field's column: an optional field with
+    /// neither a `default` nor a `default_from`.
+    pub fn may_be_null(&self) -> bool {
+        !self.required && self.default.is_none() && self.default_from.is_none()
+    }
+
     /// The target column's type family.
     pub fn column_type(&self) -> ColumnType {
         match self.ty {
@@ -573,7 +592,7 @@ impl Kind {
         columns.extend(self.fields.iter().map(|f| ExpectedColumn {
             name: f.column.clone(),
             ty: f.column_type(),
-            nullable: !f.required && f.default.is_none() && f.default_from.is_none(),
+            nullable: f.may_be_null(),
         }));
         ExpectedTable {
             table: self.table.clone(),
@@ -822,14 +841,14 @@ impl Checker {
         match (&updated_at, doc.conflict) {
             (None, ConflictPolicy::Newest | ConflictPolicy::Merge) => self.problem(format!(
                 "conflict policy `{}` needs `updated_at`: the timestamp column that says which version is newer",
-                policy_name(doc.conflict)
+                doc.conflict.name()
             )),
             (Some(col), _) => match fields.iter().find(|f| &f.column == col) {
                 None => self.problem(format!("`updated_at` names column `{col}`, which no field writes")),
                 Some(f) if !matches!(f.ty, FieldType::Timestamp(_)) => {
                     self.problem(format!("`updated_at` column `{col}` must be a timestamp field"))
                 }
-                Some(f) if !f.required && f.default.is_none() && f.default_from.is_none() => self.problem(format!(
+                Some(f) if f.may_be_null() => self.problem(format!(
                     "`updated_at` column `{col}` may be missing: make it required or give it a default (or `default_from`)"
                 )),
                 Some(_) => {}
@@ -1140,15 +1159,5 @@ fn type_name(ty: FieldTypeDoc) -> &'static str {
         FieldTypeDoc::Enum => "enum",
         FieldTypeDoc::Json => "json",
         FieldTypeDoc::Array => "array",
-    }
-}
-
-fn policy_name(policy: ConflictPolicy) -> &'static str {
-    match policy {
-        ConflictPolicy::Skip => "skip",
-        ConflictPolicy::Overwrite => "overwrite",
-        ConflictPolicy::Newest => "newest",
-        ConflictPolicy::Merge => "merge",
-        ConflictPolicy::Manual => "manual",
     }
 }

@@ -62,7 +62,7 @@ fn create_table(kind: &Kind) -> String {
     format!(
         "-- kind {} (conflict policy {}).\nCREATE TABLE {} (\n{}\n);\n",
         quote_literal(&kind.name),
-        format!("{:?}", kind.conflict).to_lowercase(),
+        kind.conflict.name(),
         quote_ident(&kind.table),
         lines.join(",\n")
     )

@@ -235,7 +235,7 @@ pub fn expected_tables(spec: &Spec) -> Vec<ExpectedTable> {
                     .map(|c| {
                         let field = kind.field_for_column(&c.name);
                         ExpectedColumn {
-                            max_chars: longest_text(kind, &c.name),
+                            max_chars: field.and_then(longest_text),
                             field: field.map(|f| f.label().to_owned()),
                             integer_range: field.and_then(integer_range),
                             finite_values: field.and_then(finite_values),
@@ -251,13 +251,12 @@ pub fn expected_tables(spec: &Spec) -> Vec<ExpectedTable> {
         .collect()
 }
 
-/// The longest text the spec writes into `column` of `kind`, in characters: a string field's
+/// The longest text the spec writes into the field's column, in characters: a string field's
 /// `length.max` (not when sealed: ciphertext is longer), an enum's longest value; `None` when
 /// unbounded. Values with lone surrogates or NUL travel escaped (5 characters for one), which
 /// this bound does not count: such a value is quarantined with the database's reason.
-fn longest_text(kind: &ferry_core::spec::Kind, column: &str) -> Option<u64> {
+fn longest_text(field: &ferry_core::spec::Field) -> Option<u64> {
     use ferry_core::spec::FieldType;
-    let field = kind.fields.iter().find(|f| f.column == column)?;
     match &field.ty {
         FieldType::String(rules) if !field.sensitive => rules.length.as_ref()?.max,
         FieldType::Enum { values, .. } => values

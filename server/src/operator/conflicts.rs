@@ -378,12 +378,7 @@ fn check_edit(
     };
     let fail = |why: String| invalid(format!("column {column:?}: {why}"), Some(column));
     if value.is_null() {
-        let nullable = kind
-            .expected_table()
-            .columns
-            .iter()
-            .any(|c| c.name == column && c.nullable);
-        return if nullable {
+        return if field.may_be_null() {
             Ok(Value::Null)
         } else {
             Err(fail("may not be empty (null)".to_owned()))
