@@ -159,6 +159,16 @@ test('a fresh user with about 5 MB: auto-run stores every valid record once and 
   assert.doesNotMatch(loaded, /fallback/, 'the seeded generator (GET /dev/sample) is used, no fallback');
   assert.match(loaded, /\((4\.\d|5\.\d) MB\)/, loaded);
   await page.waitForSelector('#auto-sync:not([hidden])', { timeout: 30_000 });
+  // While the auto-run shows its bar, the status line of the data view follows the run: it never
+  // says "not saved" or "Everything is saved" at 3%.
+  await page.evaluate(() => {
+    const state = document.getElementById('sync-state');
+    const sync = document.getElementById('auto-sync');
+    window.contradictions = [];
+    const check = () => { if (!sync.hidden && !/^Saving your data/.test(state.textContent)) window.contradictions.push(state.textContent); };
+    new MutationObserver(check).observe(state, { childList: true, characterData: true, subtree: true });
+    check();
+  });
   const bar = page.locator('#auto-bar');
   assert.equal(await bar.getAttribute('role'), 'progressbar');
   assert.ok(await bar.getAttribute('aria-valuetext'));
@@ -166,6 +176,7 @@ test('a fresh user with about 5 MB: auto-run stores every valid record once and 
   await page.click('a[data-view="tasks"]'); // the app stays usable during the run
   assert.ok(await page.locator('#task-list li').count() > 0);
   const message = await notice(page, /now saved to your account/, 180_000);
+  assert.deepEqual(await page.evaluate(() => window.contradictions), [], 'the status line never contradicted the run');
   await shot(page, 'auto-run-done-desktop');
   await page.setViewportSize({ width: 375, height: 812 });
   await shot(page, 'auto-run-done-375');

@@ -14,6 +14,9 @@ const SAVED = ['inserted', 'updated', 'unchanged', 'merged', 'kept_stored'];
 
 let ctx = null;
 let busy = false;
+// While a run is in flight in this tab, the status line follows the run: an inspection taken
+// mid-run (or just before a second run starts) would contradict the progress bar.
+let runText = '';
 let autoRetries = null; // AbortController of the auto-run's background retries
 const announced = new Set();
 
@@ -100,6 +103,7 @@ async function autoRun() {
     const text = `${STAGE[p.stage] ?? p.stage}: ${Math.round(p.percent)}%`;
     setBar(bar, p.percent, text);
     $('auto-sync-text').textContent = `Saving your data to your account… ${Math.round(p.percent)}%`;
+    showRun(p);
   };
   const onResult = (result) => {
     if (retries.signal.aborted) return; // "Migrate my data" took over
@@ -116,7 +120,6 @@ async function autoRun() {
       announceOutcome(result.report);
       showReport(result.report);
     }
-    if (location.hash === '#data') refreshState();
   };
   try {
     // No inspect() first: it parses everything, while an auto run returns in milliseconds,
@@ -124,6 +127,10 @@ async function autoRun() {
     await ferry.autoMigrate(tokenProvider, { onProgress, onResult, signal: retries.signal });
   } finally {
     busy = false;
+    // Only a run that had work to do re-reads the state: an unchanged load stays request-free.
+    const ran = runText !== '';
+    runText = '';
+    if (ran || location.hash === '#data') refreshState();
   }
 }
 
@@ -144,6 +151,7 @@ async function manualRun() {
     const text = `${STAGE[p.stage] ?? p.stage} — ${Math.round(p.percent)}%${records}${eta}`;
     $('run-stage').textContent = text;
     setBar(bar, p.percent, text);
+    showRun(p);
   };
   onProgress({ stage: 'inspect', percent: 0, recordsDone: 0, recordsTotal: 0 });
   try {
@@ -157,6 +165,7 @@ async function manualRun() {
     announce('The migration stopped. Nothing is lost: your data is still in this browser. Try again when you are ready.', 'error');
   } finally {
     busy = false;
+    runText = '';
     $('migrate').disabled = !session();
     refreshState();
   }
@@ -202,9 +211,18 @@ function showState(inspection) {
   $('sync-state').textContent = inspection.knownBytes || inspection.state !== 'not_started' ? text : 'There is no local data in this browser.';
 }
 
+function showRun(p) {
+  runText = `Saving your data to your account… ${Math.round(p.percent)}%`;
+  $('sync-state').textContent = runText;
+}
+
 async function refreshState() {
   if (!session()) return;
-  try { showState(await ferry.inspect(tokenProvider)); } catch { /* shown by the run */ }
+  if (busy) { if (runText) $('sync-state').textContent = runText; return; }
+  let inspection;
+  try { inspection = await ferry.inspect(tokenProvider); } catch { return; /* shown by the run */ }
+  // A run may have started while inspect() was reading: its progress wins.
+  if (!busy) showState(inspection);
 }
 
 // ---- conflicts -----------------------------------------------------------------------------
