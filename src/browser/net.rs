@@ -1,6 +1,7 @@
 //! The network edge: `fetch` with a timeout that really aborts the request
 //! (`AbortController`), access tokens from the app's callback, `navigator.onLine` and the
-//! `online` event, and the clock (`Date.now`, `setTimeout`).
+//! `online` event, and the clock (`Date.now`, `setTimeout`). Batch bodies are gzip-compressed
+//! by the browser's `CompressionStream` on the way out (the server bounds what they expand to).
 //!
 //! Plain web-sys `fetch` rather than reqwest: the migrator needs exactly one request shape,
 //! a per-request timeout that aborts the in-flight request and its body read, and the
@@ -105,8 +106,40 @@ impl Tokens for JsTokens {
     }
 }
 
-/// `fetch` with an abort timeout.
+/// `fetch` with an abort timeout; JSON bodies of [`GZIP_FROM_BYTES`] or more go gzip-compressed.
 pub struct FetchTransport;
+
+/// JSON bodies this long or longer are sent gzip-compressed (`Content-Encoding: gzip`) where
+/// the browser has `CompressionStream`; shorter ones gain less than the header costs.
+pub const GZIP_FROM_BYTES: usize = 1024;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The platform's `CompressionStream` (web-sys has it only behind its unstable-APIs flag).
+    #[wasm_bindgen(js_name = CompressionStream)]
+    type GzipStream;
+
+    #[wasm_bindgen(constructor, catch, js_class = "CompressionStream")]
+    fn new(format: &str) -> Result<GzipStream, JsValue>;
+}
+
+/// `body` gzip-compressed by the browser's own `CompressionStream` (native code, off the wasm
+/// heap), or `None` where the browser has none (then the body goes as it is).
+async fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    let has = js_sys::Reflect::has(&js_sys::global(), &JsValue::from_str("CompressionStream"));
+    if !matches!(has, Ok(true)) {
+        return None;
+    }
+    let stream = GzipStream::new("gzip").ok()?;
+    let parts = js_sys::Array::of1(&Uint8Array::from(body));
+    let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).ok()?;
+    let compressed = blob
+        .stream()
+        .pipe_through(stream.unchecked_ref::<web_sys::ReadableWritablePair>());
+    let response = Response::new_with_opt_readable_stream(Some(&compressed)).ok()?;
+    let buffer = wait(response.array_buffer().ok()?).await.ok()?;
+    Some(Uint8Array::new(&buffer).to_vec())
+}
 
 async fn fetch(request: HttpRequest) -> Result<HttpResponse, TransportError> {
     let net = |e: &JsValue| TransportError::Network(describe(e));
@@ -125,7 +158,20 @@ async fn fetch(request: HttpRequest) -> Result<HttpResponse, TransportError> {
         headers
             .set("Content-Type", content_type)
             .map_err(|e| net(&e))?;
-        init.set_body(&Uint8Array::from(body.as_slice()));
+        let compressed = if content_type.ends_with("json") && body.len() >= GZIP_FROM_BYTES {
+            gzip(body).await
+        } else {
+            None
+        };
+        match compressed {
+            Some(gz) => {
+                headers
+                    .set("Content-Encoding", "gzip")
+                    .map_err(|e| net(&e))?;
+                init.set_body(&Uint8Array::from(gz.as_slice()));
+            }
+            None => init.set_body(&Uint8Array::from(body.as_slice())),
+        }
     }
     init.set_headers(&headers);
     init.set_signal(Some(&controller.signal()));

@@ -155,6 +155,12 @@ test('a fresh user with about 5 MB: auto-run stores every valid record once and 
   const { context, user } = await signedInDevice('5mb');
   // A fixed seed: the same 5 MB every run, so a failure can be reproduced.
   const page = await openPage(context, url('?seed=20261121#data'));
+  const batches = [];
+  page.on('request', (r) => {
+    if (r.method() === 'POST' && new URL(r.url()).pathname === '/v1/batches') {
+      batches.push({ encoding: r.headers()['content-encoding'], bytes: r.postDataBuffer()?.length ?? 0 });
+    }
+  });
   const loaded = await loadSampleData(page, '5000000');
   assert.doesNotMatch(loaded, /fallback/, 'the seeded generator (GET /dev/sample) is used, no fallback');
   assert.match(loaded, /\((4\.\d|5\.\d) MB\)/, loaded);
@@ -183,6 +189,20 @@ test('a fresh user with about 5 MB: auto-run stores every valid record once and 
 
   const local = await localTasks(page);
   const { stored } = assertTasksMigratedOnce(user, local);
+  // Batches travel gzip-compressed: the upload is a fraction of the data's UTF-8 size.
+  assert.ok(batches.length > 0 && batches.every((b) => b.encoding === 'gzip'), JSON.stringify(batches.slice(0, 3)));
+  const utf8 = await page.evaluate(() => {
+    const enc = new TextEncoder();
+    let n = 0;
+    for (let i = 0; i < localStorage.length; i++) {
+      const k = localStorage.key(i);
+      n += enc.encode(k).length + enc.encode(localStorage.getItem(k)).length;
+    }
+    return n;
+  });
+  const uploaded = batches.reduce((n, b) => n + b.bytes, 0);
+  console.log(`uploaded ${uploaded} bytes in ${batches.length} batches for ${utf8} bytes of localStorage`);
+  assert.ok(uploaded < utf8 * 0.5, `uploaded ${uploaded} bytes for ${utf8} bytes of localStorage`);
   const shown = parseSummary(message);
   assert.equal(shown.tasks, stored, `the page says ${shown.tasks} tasks, PostgreSQL holds ${stored}`);
   assert.equal(shown.environments, rows('environments', user));
@@ -220,6 +240,20 @@ test('a reload in the middle of the upload resumes, finishes, and duplicates not
   assert.equal(ids.length, 1, `one migration, resumed (runs: ${JSON.stringify(ids)})`);
   const local = await localTasks(page);
   const { stored } = assertTasksMigratedOnce(user, local);
+  // Batches travel gzip-compressed: the upload is a fraction of the data's UTF-8 size.
+  assert.ok(batches.length > 0 && batches.every((b) => b.encoding === 'gzip'), JSON.stringify(batches.slice(0, 3)));
+  const utf8 = await page.evaluate(() => {
+    const enc = new TextEncoder();
+    let n = 0;
+    for (let i = 0; i < localStorage.length; i++) {
+      const k = localStorage.key(i);
+      n += enc.encode(k).length + enc.encode(localStorage.getItem(k)).length;
+    }
+    return n;
+  });
+  const uploaded = batches.reduce((n, b) => n + b.bytes, 0);
+  console.log(`uploaded ${uploaded} bytes in ${batches.length} batches for ${utf8} bytes of localStorage`);
+  assert.ok(uploaded < utf8 * 0.5, `uploaded ${uploaded} bytes for ${utf8} bytes of localStorage`);
   assert.equal(stored, local.length, 'every generated task is valid and stored');
   assert.equal(received(user, 'tasks'), local.length, 'each record received once');
   assert.equal(server.count(`SELECT count(*) FROM (SELECT sequence FROM ferry_ingest_ledger WHERE user_id = ${q(user)} GROUP BY sequence HAVING count(*) > 1) d`), 0);

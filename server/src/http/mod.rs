@@ -5,7 +5,8 @@
 //! are the startup room's). From the outside in, a request meets: the request id
 //! ([`request_id::assign`]: header, log span, error bodies) → CORS (when origins are
 //! configured) → the error-shape normalizer → metrics → the head limit
-//! ([`limit_request_head`]) → the request timeout → the body limit → routing → (for `/v1/*`)
+//! ([`limit_request_head`]) → the request timeout → the body limit on the wire → gzip
+//! decompression (`Content-Encoding: gzip`) → the body limit after it → routing → (for `/v1/*`)
 //! authentication and the per-user rate limit → the handler.
 //!
 //! The room:
@@ -31,7 +32,7 @@ pub mod v1;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::HandlerWithoutStateExt;
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -39,6 +40,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::ServeDir;
 use tower_http::timeout::TimeoutLayer;
@@ -114,7 +116,12 @@ fn with_common_layers(
         request_timeout_ms: u64::try_from(http.request_timeout.as_millis()).unwrap_or(u64::MAX),
     };
     router
+        // The extractors' limit applies to the body as the handler sees it, after
+        // decompression: a gzip bomb stops at `limit` bytes and is a 413, never expanded
+        // further; the outer limit bounds the bytes on the wire.
         .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestDecompressionLayer::new())
+        .layer(axum::middleware::from_fn(accept_content_encoding))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(Extension(BodyLimit(limit)))
         .layer(TimeoutLayer::with_status_code(
@@ -162,6 +169,32 @@ pub async fn limit_request_head(
     next.run(request).await
 }
 
+/// Middleware: lets through a body sent as is or gzip-compressed (`Content-Encoding: gzip`,
+/// which the browser's migrator uses for batches), and refuses any other encoding with a 415
+/// in our error shape that names it, rather than the decompression layer's bare 415.
+pub async fn accept_content_encoding(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(value) = request.headers().get(header::CONTENT_ENCODING) {
+        let encoding = String::from_utf8_lossy(value.as_bytes());
+        let encoding = encoding.trim();
+        if !encoding.eq_ignore_ascii_case("gzip") && !encoding.eq_ignore_ascii_case("identity") {
+            return ApiError::Refused {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: ferry_core::contract::ErrorCode::UnsupportedMediaType,
+                message: format!(
+                    "the body's Content-Encoding `{}` is not accepted: send it uncompressed or as `gzip`",
+                    crate::http::error::shorten_chars(encoding)
+                ),
+                details: None,
+            }
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// Whether `origin` is a valid CORS origin: `scheme://host[:port]`, no path, no trailing slash.
 pub fn is_valid_origin(origin: &str) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
@@ -190,6 +223,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
+                header::CONTENT_ENCODING,
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static(crate::http::v1::BACKUP_ID_HEADER),
                 HeaderName::from_static(ferry_core::contract::REQUEST_ID_HEADER),

@@ -8,6 +8,7 @@
 
 mod auth;
 mod binary;
+mod compression;
 mod cors;
 mod dev_sample;
 mod embedded_pg;
