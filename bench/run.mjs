@@ -237,7 +237,7 @@ async function profileWasm(browser, server, spec) {
 }
 
 async function benchEndToEnd(browser, server) {
-  const nav = [], inPage = [], verify = [], stages = {}, memory = [];
+  const nav = [], inPage = [], verify = [], stages = {}, memory = [], uploaded = [];
   let last = null;
   for (let i = 0; i < RUNS; i++) {
     const { token, user_id: user } = await server.token(`bench-e2e-${i}`);
@@ -248,6 +248,21 @@ async function benchEndToEnd(browser, server) {
     // same page navigates again: a new page (another renderer) may see localStorage before the
     // fill's writes reach the browser process, and then migrate only part of it.
     page.requests.length = 0;
+    // Batch bodies as they go on the wire (gzip-compressed by the browser), against the UTF-8
+    // size of what localStorage holds.
+    const utf8 = await page.evaluate(() => {
+      const enc = new TextEncoder();
+      let n = 0;
+      for (let k = 0; k < localStorage.length; k++) n += enc.encode(localStorage.key(k)).length + enc.encode(localStorage.getItem(localStorage.key(k))).length;
+      return n;
+    });
+    let wire = 0;
+    const gzipped = [];
+    page.on('request', (rq) => {
+      if (rq.method() !== 'POST' || new URL(rq.url()).pathname !== '/v1/batches') return;
+      wire += rq.postDataBuffer()?.length ?? 0;
+      gzipped.push(rq.headers()['content-encoding'] === 'gzip');
+    });
     const t0 = performance.now();
     await page.goto(`${server.url}/bench/pipeline.html?e2e=${i}#token=${encodeURIComponent(token)}`);
     await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
@@ -262,6 +277,8 @@ async function benchEndToEnd(browser, server) {
     const t2 = performance.now();
     check(stored > 0 && stored === expected, `PostgreSQL holds ${stored} tasks for the user, the run reported ${expected}`);
     check(page.errors.length === 0, `page errors: ${page.errors.join('; ')}`);
+    check(gzipped.length === r.batchesSent && gzipped.every(Boolean), `${gzipped.filter(Boolean).length} of ${r.batchesSent} batches went gzip-compressed`);
+    uploaded.push({ wire, utf8 });
     nav.push(t1 - t0); inPage.push(r.sinceNavigation); verify.push(t2 - t1); memory.push(r.memoryBytes / MB);
     // Where the time went, from the run's progress events (each stage until the next one).
     const order = ['start', 'inspect', 'validate', 'backup', 'upload', 'verify', 'done', 'end'].filter((k) => r.marks[k] !== undefined);
@@ -272,7 +289,7 @@ async function benchEndToEnd(browser, server) {
     last = { filled, tasks: expected, recordsSent: r.recordsSent, batches: r.batchesSent, runMs: r.durationMs };
     await context.close();
   }
-  results.e2e = { nav, inPage, verify, last, stages, memory };
+  results.e2e = { nav, inPage, verify, last, stages, memory, uploaded };
 }
 
 /**
@@ -348,6 +365,8 @@ function report(info) {
     out.push(msRow('then `SELECT count(*)` by psql confirms the rows (not in the figures above)', e.verify, ['']));
     const input = e.last.filled.bytes / MB;
     out.push(row([`peak wasm memory of the run, MB (input ${fmt(input, 2)} MB of UTF-16; ${fmt(stats(e.memory).median / input, 1)}× the input)`, fmt(stats(e.memory).median), fmt(stats(e.memory).min), fmt(stats(e.memory).max), '≤ 3× the input']));
+    const up = e.uploaded.map((u) => u.wire / u.utf8);
+    out.push(row([`bytes uploaded (batch bodies on the wire, gzip) ÷ the input's UTF-8 size (${fmt(e.uploaded[0].utf8 / MB, 2)} MB); ${e.uploaded[0].wire} bytes`, fmt(stats(up).median, 2), fmt(stats(up).min, 2), fmt(stats(up).max, 2), '≤ 0.35']));
     out.push('', 'Where the time goes (page clock; each stage of the run lasts until the next progress event):', '', row(['stage', 'median ms', 'min ms', 'max ms']), row(['---', '---:', '---:', '---:']));
     for (const [name, xs] of Object.entries(e.stages)) out.push(msRow(name, xs));
     out.push('', `Each run: a new user and browser profile; wasm init, GET /v1/spec, backup sealed into IndexedDB (device key), ${e.last.batches} batches, ${e.last.recordsSent} records, per-kind verification; ${e.last.tasks} tasks confirmed in PostgreSQL.`, '');
