@@ -23,6 +23,12 @@ pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 pub trait AppStorage {
     /// Every `(key, value)` pair, in storage order.
     fn read_all(&self) -> Result<Vec<Pair>, Error>;
+    /// The pairs whose key passes `keep`, in storage order; the other values are not read.
+    fn read_where(&self, keep: &dyn Fn(&LosslessString) -> bool) -> Result<Vec<Pair>, Error> {
+        let mut pairs = self.read_all()?;
+        pairs.retain(|(k, _)| keep(k));
+        Ok(pairs)
+    }
     /// Every key, without reading a value.
     fn keys(&self) -> Result<Vec<LosslessString>, Error>;
     /// Every key with the [`Fingerprint`] of its value, without bringing the value over.

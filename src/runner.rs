@@ -8,7 +8,9 @@
 //!    verified migration: nothing changed means nothing to do (no parsing, no request);
 //! 3. parses and validates with `ferry_core::pipeline`, and keeps only records whose content
 //!    hash the server has not confirmed yet (incremental runs);
-//! 4. seals a backup of the keys it read and stores it, *before any request*; a full disk
+//! 4. seals a backup of the whole origin's localStorage (the keys it read and every other key
+//!    in the backup's scope, `ferry_core::backup::in_scope`) and stores it, *before any
+//!    request*; a full disk
 //!    stops the run here with [`Error::QuotaExceeded`] and nothing sent;
 //! 5. plans batches (`ferry_core::wire::build_batches`) and writes them, the checkpoint and
 //!    the expected per-kind tallies in one atomic commit;
@@ -538,7 +540,7 @@ impl Migrator {
 
         // 2. Read, and skip everything when nothing changed.
         on_progress(&meter.at(Stage::Inspect, clock.now_ms(), 0, 0));
-        let Some(changed) = self.read_changed(options, report).await? else {
+        let Some(mut changed) = self.read_changed(options, report).await? else {
             return Ok(());
         };
 
@@ -562,7 +564,9 @@ impl Migrator {
 
         // 4. Back up before any request leaves.
         on_progress(&meter.at(Stage::Backup, clock.now_ms(), 0, 0));
-        let (backup_id, file) = self.take_backup(&changed.pairs).await?;
+        let (backup_id, file) = self
+            .take_backup(&self.with_rest_of_backup(std::mem::take(&mut changed.pairs))?)
+            .await?;
         report.backup_id = Some(backup_id.clone());
 
         // 5. Plan: outbox, tallies and checkpoint in one commit.
@@ -1188,7 +1192,7 @@ impl Migrator {
     /// Backs up the app's localStorage keys now, sealed with the device key and kept with
     /// the other backups (the same backup a run takes before it sends anything).
     pub async fn backup_now(&self) -> Result<BackupInfo, Error> {
-        let pairs = self.spec_pairs()?;
+        let pairs = self.backup_pairs()?;
         let (id, _file) = self.take_backup(&pairs).await?;
         self.backups()
             .await?
@@ -1203,7 +1207,7 @@ impl Migrator {
         if passphrase.is_empty() {
             return Err(backup::BackupError::EmptyPassphrase.into());
         }
-        let pairs = self.spec_pairs()?;
+        let pairs = self.backup_pairs()?;
         let metadata = self.backup_metadata(self.random_uuid()?.to_string());
         self.ports
             .vault
@@ -1211,15 +1215,25 @@ impl Migrator {
             .await
     }
 
-    /// The localStorage pairs the spec knows (what a backup holds).
-    fn spec_pairs(&self) -> Result<Vec<Pair>, Error> {
-        Ok(self
-            .ports
+    /// The localStorage pairs a backup holds ([`backup::in_scope`]): by default every key of
+    /// the origin but Ferry's own, so that a restore gives back a working app.
+    fn backup_pairs(&self) -> Result<Vec<Pair>, Error> {
+        self.ports
             .app
-            .read_all()?
-            .into_iter()
-            .filter(|(k, _)| self.kind_of(k.as_escaped(), None).is_some())
-            .collect())
+            .read_where(&|k| backup::in_scope(&self.spec, k.as_escaped()))
+    }
+
+    /// `pairs` (the keys a run read) and the rest of the backup's scope, read now: what the
+    /// backup taken before sending holds. The values already read are not read again.
+    fn with_rest_of_backup(&self, mut pairs: Vec<Pair>) -> Result<Vec<Pair>, Error> {
+        let read: std::collections::BTreeSet<&str> =
+            pairs.iter().map(|(k, _)| k.as_escaped()).collect();
+        let rest = self.ports.app.read_where(&|k| {
+            !read.contains(k.as_escaped()) && backup::in_scope(&self.spec, k.as_escaped())
+        })?;
+        drop(read);
+        pairs.extend(rest);
+        Ok(pairs)
     }
 
     /// `GET /v1/conflicts`: the pending conflicts.

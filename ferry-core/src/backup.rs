@@ -113,6 +113,29 @@ pub const COMPRESSION_LEVEL: u8 = 1;
 /// The longest header string (ids, origin, spec names), in UTF-8 bytes.
 pub const MAX_FIELD_LEN: usize = u16::MAX as usize;
 
+/// The prefixes of the localStorage keys Ferry itself writes (the cross-tab lease of browsers
+/// without Web Locks): never part of a backup, never restored.
+pub const OWN_KEY_PREFIXES: &[&str] = &[LEASE_KEY_PREFIX];
+
+/// The prefix of the lease keys (`ferry-lease:<name>`) that stand in for Web Locks.
+pub const LEASE_KEY_PREFIX: &str = "ferry-lease:";
+
+/// Whether a localStorage key belongs in a backup of `spec`'s app: every key of the origin
+/// but Ferry's own ([`OWN_KEY_PREFIXES`]), so that a restore gives back the app as it was,
+/// keys no kind reads included; or, when the spec narrows it (`backup.prefixes`), the keys
+/// under those prefixes and every key a kind reads.
+pub fn in_scope(spec: &crate::spec::Spec, key: &str) -> bool {
+    if OWN_KEY_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        return false;
+    }
+    match &spec.backup_prefixes {
+        None => true,
+        Some(prefixes) => {
+            prefixes.iter().any(|p| key.starts_with(p.as_str())) || spec.kind_for_key(key).is_some()
+        }
+    }
+}
+
 const KEY_SOURCE_PASSPHRASE: u8 = 1;
 const KEY_SOURCE_DEVICE: u8 = 2;
 const CHECKSUM_LEN: usize = 32;

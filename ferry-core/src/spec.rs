@@ -52,6 +52,20 @@ struct SpecDoc {
     description: Option<String>,
     /// The kinds of records: one per localStorage layout, each written into its own table.
     kinds: Vec<KindDoc>,
+    /// What the backup taken before any byte leaves holds. Default: the whole origin's
+    /// localStorage (Ferry's own keys aside), so a restore gives back the app as it was.
+    #[serde(default)]
+    backup: Option<BackupDoc>,
+}
+
+/// What a backup holds, when not the whole origin.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct BackupDoc {
+    /// The backup holds only the keys starting with one of these prefixes (the app's own keys,
+    /// when other apps share the origin), besides every key a kind reads.
+    prefixes: Vec<String>,
 }
 
 /// One kind of record: where it lives in localStorage and which table it goes to.
@@ -249,6 +263,9 @@ pub struct Spec {
     pub namespace: Uuid,
     /// The record kinds, in file order.
     pub kinds: Vec<Kind>,
+    /// When set, backups hold only the keys under these prefixes (and every key a kind reads);
+    /// when not, the whole origin. See [`crate::backup::in_scope`].
+    pub backup_prefixes: Option<Vec<String>>,
 }
 
 /// One kind of record: where it lives in localStorage, what it looks like, where it goes.
@@ -782,8 +799,22 @@ impl Checker {
                 kinds.push(kind);
             }
         }
+        self.kind = None;
+        self.field = None;
+        let backup_prefixes = doc.backup.map(|b| b.prefixes);
+        if let Some(prefixes) = &backup_prefixes {
+            if prefixes.is_empty() {
+                self.problem(
+                    "`backup.prefixes` is empty: leave `backup` out to back up the whole origin",
+                );
+            }
+            if prefixes.iter().any(String::is_empty) {
+                self.problem("`backup.prefixes` has an empty prefix, which would be the whole origin: leave `backup` out instead");
+            }
+        }
         if self.problems.is_empty() {
             Ok(Spec {
+                backup_prefixes,
                 namespace: Uuid::new_v5(&FERRY_NAMESPACE, doc.app.as_bytes()),
                 app: doc.app,
                 version: doc.version,

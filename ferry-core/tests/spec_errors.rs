@@ -333,3 +333,33 @@ fn not_json_at_all_is_refused_with_the_parser_position() {
     let err = Spec::parse("{\"ferry_spec\": 1,").expect_err("truncated spec");
     assert!(err.to_string().contains("line 1"), "{err}");
 }
+
+#[test]
+fn backup_prefixes_must_name_something() {
+    let message = refused(|d| d["backup"] = json!({ "prefixes": [] }));
+    assert!(message.contains("`backup.prefixes` is empty"), "{message}");
+    let message = refused(|d| d["backup"] = json!({ "prefixes": ["demo.", ""] }));
+    assert!(message.contains("empty prefix"), "{message}");
+    let message = refused(|d| d["backup"] = json!({ "keys": ["demo."] }));
+    assert!(message.contains("unknown field `keys`"), "{message}");
+}
+
+#[test]
+fn a_backup_holds_the_whole_origin_or_the_app_prefixes_and_never_ferrys_own_keys() {
+    use ferry_core::backup::in_scope;
+    let whole = Spec::parse(&base().to_string()).unwrap();
+    for key in ["tasks", "draft:1", "ui-state", "other-app:x", ""] {
+        assert!(in_scope(&whole, key), "{key}");
+    }
+    assert!(!in_scope(&whole, "ferry-lease:run"));
+
+    let mut doc = base();
+    doc["backup"] = json!({ "prefixes": ["demo.", "ui-"] });
+    let narrowed = Spec::parse(&doc.to_string()).unwrap();
+    for key in ["tasks", "draft:1", "demo.index", "ui-state"] {
+        assert!(in_scope(&narrowed, key), "{key}");
+    }
+    for key in ["other-app:x", "ferry-lease:run", "task"] {
+        assert!(!in_scope(&narrowed, key), "{key}");
+    }
+}

@@ -181,6 +181,24 @@ impl AppStorage for LocalStorage {
         self.each_value(|key, value| (lossless(key), lossless(value)))
     }
 
+    fn read_where(&self, keep: &dyn Fn(&LosslessString) -> bool) -> Result<Vec<Pair>, Error> {
+        let mut out = Vec::new();
+        for key in self.raw_keys()? {
+            let key_text = lossless(&key);
+            if !keep(&key_text) {
+                continue;
+            }
+            let value = self
+                .raw()
+                .get_item_js(&key)
+                .map_err(|e| Self::fail("reading localStorage".to_owned(), &e))?;
+            if let Some(value) = value {
+                out.push((key_text, lossless(&value)));
+            }
+        }
+        Ok(out)
+    }
+
     fn keys(&self) -> Result<Vec<LosslessString>, Error> {
         Ok(self.raw_keys()?.iter().map(lossless).collect())
     }

@@ -155,7 +155,7 @@ impl Locks for LeaseLocks {
         wait_turn: bool,
     ) -> LocalFuture<'a, Result<Option<LockGuard>, Error>> {
         Box::pin(async move {
-            let key = format!("ferry-lease:{name}");
+            let key = format!("{}{name}", ferry_core::backup::LEASE_KEY_PREFIX);
             let mut raw = [0u8; 8];
             super::crypto::BrowserEntropy.fill(&mut raw)?;
             let owner = format!("{:016x}", u64::from_le_bytes(raw));

@@ -142,7 +142,8 @@ fn first_run_backs_up_sends_verifies_and_reports_quarantine() {
         before,
         "without cleanup localStorage is untouched"
     );
-    // The backup holds exactly the migrated keys (not the unknown one) and opens.
+    // The backup holds the whole origin (the key no kind reads too, so a restore gives back
+    // the app as it was) and opens.
     let backups = block_on(m.backups()).unwrap();
     assert_eq!(backups.len(), 1);
     assert_eq!(Some(backups[0].id.clone()), r.backup_id);
@@ -151,7 +152,7 @@ fn first_run_backs_up_sends_verifies_and_reports_quarantine() {
         .value(&checkpoint::backup_key(&backups[0].id))
         .unwrap();
     let pairs = block_on(t.ports().vault.open(&file, VaultKey::Device)).unwrap();
-    assert_eq!(pairs, vec![before[0].clone()]);
+    assert_eq!(pairs, before);
     assert!(t.announcer.messages.borrow()[0].contains("\"completed\""));
 }
 
@@ -268,8 +269,12 @@ fn dry_run_counts_and_touches_nothing() {
 fn a_backup_on_demand_is_listed_and_a_passphrase_copy_is_made_from_local_storage() {
     let t = seeded();
     let m = migrator(&t, BatchLimits::default());
+    t.app.set("ferry-lease:migration", "someone|0");
     let info = block_on(m.backup_now()).unwrap();
-    assert_eq!(info.key_count, 1, "only the spec's keys: {info:?}");
+    assert_eq!(
+        info.key_count, 2,
+        "the origin's keys but Ferry's own: {info:?}"
+    );
     assert_eq!(block_on(m.backups()).unwrap(), vec![info.clone()]);
     assert!(t.server.seen.borrow().is_empty(), "a backup sends nothing");
 
@@ -279,7 +284,9 @@ fn a_backup_on_demand_is_listed_and_a_passphrase_copy_is_made_from_local_storage
         &ferry_core::backup::OpeningKey::Passphrase("correct horse"),
     )
     .unwrap();
-    assert_eq!(opened.pairs, vec![t.app.pairs()[0].clone()]);
+    let mut origin = t.app.pairs();
+    origin.retain(|(k, _)| !k.as_escaped().starts_with("ferry-lease:"));
+    assert_eq!(opened.pairs, origin);
     assert_eq!(block_on(m.backups()).unwrap().len(), 1, "nothing kept");
     assert!(matches!(block_on(m.export_now("")), Err(Error::Backup(_))));
 }
@@ -560,7 +567,7 @@ fn exported_backups_open_with_the_passphrase_only() {
         &ferry_core::backup::OpeningKey::Passphrase("correct horse"),
     )
     .unwrap();
-    assert_eq!(opened.pairs, vec![t.app.pairs()[0].clone()]);
+    assert_eq!(opened.pairs, t.app.pairs());
     assert!(
         ferry_core::backup::open(&file, &ferry_core::backup::OpeningKey::Passphrase("wrong"))
             .is_err()
