@@ -120,7 +120,7 @@ fi
 
 # 5. npm packages, for every folder below that has a package.json. `npm ci` wipes and
 #    reinstalls node_modules, so skip it when node_modules is newer than the lock file.
-NPM_DIRS=(tools tests/e2e bench)
+NPM_DIRS=(tools tests/e2e tests/bundlers bench)
 for dir in "${NPM_DIRS[@]}"; do
   STEP="npm ci ($dir)"
   if [[ ! -f "$dir/package.json" ]]; then
