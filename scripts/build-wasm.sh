@@ -28,7 +28,7 @@ if [[ "${FERRY_SKIP_WASM_OPT:-}" != 1 ]]; then
 fi
 
 # The one-call auto-run (plain JavaScript, no build step) ships next to the glue.
-cp src/js/auto.js src/js/auto.d.ts pkg/
+cp src/js/auto.js src/js/auto.d.ts src/js/stamp.js pkg/
 
 # pkg/ is an npm package: the version is the crate's; tests/package.test.mjs checks that every
 # path named here exists after a build.
@@ -49,7 +49,7 @@ cat >pkg/package.json <<EOF
     "./ferry_bg.wasm": "./ferry_bg.wasm",
     "./package.json": "./package.json"
   },
-  "files": ["ferry.js", "ferry.d.ts", "ferry_bg.wasm", "ferry_bg.wasm.d.ts", "auto.js", "auto.d.ts", "snippets/"],
+  "files": ["ferry.js", "ferry.d.ts", "ferry_bg.wasm", "ferry_bg.wasm.d.ts", "auto.js", "auto.d.ts", "stamp.js", "snippets/"],
   "sideEffects": false
 }
 EOF

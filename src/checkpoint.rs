@@ -178,6 +178,12 @@ impl Fingerprint {
             hash: (u64::from(fnv) << 32) | u64::from(mix),
         }
     }
+
+    /// `(length, fnv, mix)`, as JavaScript computes them: the inverse of [`Self::from_parts`].
+    pub fn parts(&self) -> (u64, u32, u32) {
+        let fnv = u32::try_from(self.hash >> 32).unwrap_or(u32::MAX);
+        (self.len, fnv, (self.hash & 0xFFFF_FFFF) as u32)
+    }
 }
 
 /// One finished migration.

@@ -73,6 +73,8 @@ export type FerryErrorCode =
   | "record_too_large" | "verification_failed" | "protocol" | "unsupported";
 /** What every rejected migrator promise (and a throwing constructor) gives. */
 export interface FerryError extends Error { name: "FerryError"; code: FerryErrorCode; failure: Failure }
+/** The keys the spec watches and their fingerprints `[key, length, fnv, mix]` at the last verified migration (auto.js makes the light loader's stamp of it). */
+export interface VerifiedState { exact: string[]; prefixes: string[]; keys: [string, number, number, number][] }
 /** What `onOutcome` hears when a run in any tab of this origin ends. */
 export type Outcome = RunReport | { status: "failed"; error: string };
 "#;
@@ -222,6 +224,47 @@ impl Migrator {
                 })
                 .await?;
             Ok(report)
+        })
+    }
+
+    /// The keys the spec watches and their fingerprints at the last verified migration, for
+    /// the light loader's stamp; `null` while a migration is in flight. Keys cross as the exact
+    /// JavaScript strings (lone surrogates kept), not through JSON.
+    #[wasm_bindgen(js_name = verifiedState, unchecked_return_type = "Promise<VerifiedState | null>")]
+    pub fn verified_state(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let Some(state) = inner.verified_state().await.map_err(js_error)? else {
+                return Ok(JsValue::NULL);
+            };
+            let strings = |list: &[ferry_core::lossless::LosslessString]| {
+                list.iter()
+                    .map(|k| JsValue::from(browser::local::to_js(k)))
+                    .collect::<js_sys::Array>()
+            };
+            let keys: js_sys::Array = state
+                .fingerprints
+                .iter()
+                .map(|(key, fp)| {
+                    let (len, fnv, mix) = fp.parts();
+                    let entry = js_sys::Array::of4(
+                        &browser::local::to_js(key),
+                        &JsValue::from_f64(len as f64),
+                        &JsValue::from_f64(f64::from(fnv)),
+                        &JsValue::from_f64(f64::from(mix)),
+                    );
+                    JsValue::from(entry)
+                })
+                .collect();
+            let out = js_sys::Object::new();
+            for (name, value) in [
+                ("exact", strings(&state.exact)),
+                ("prefixes", strings(&state.prefixes)),
+                ("keys", keys),
+            ] {
+                Reflect::set(&out, &JsValue::from_str(name), &value)?;
+            }
+            Ok(out.into())
         })
     }
 

@@ -29,8 +29,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_core::backup::{self, BackupMetadata, Pair};
+use ferry_core::lossless::LosslessString;
 use ferry_core::pipeline::{self, ContentHash, Context, KindSummary, Outcome};
-use ferry_core::spec::Spec;
+use ferry_core::spec::{Source, Spec};
 use ferry_core::wire::{self, Batch, BatchHeader, BatchLimits};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -253,6 +254,17 @@ struct ChangedKeys {
     history: History,
     /// The keys and values.
     pairs: Vec<Pair>,
+}
+
+/// The last verified state of the keys the spec watches ([`Migrator::verified_state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedState {
+    /// The exact keys kinds read.
+    pub exact: Vec<LosslessString>,
+    /// The prefixes kinds read (a key longer than the prefix and starting with it).
+    pub prefixes: Vec<LosslessString>,
+    /// Each watched key with its value's fingerprint, as last verified.
+    pub fingerprints: Vec<(LosslessString, Fingerprint)>,
 }
 
 /// What step 3 made of them.
@@ -1148,6 +1160,46 @@ impl Migrator {
             .map_err(saving("the split batch"))?;
         report.splits += 1;
         Ok(())
+    }
+
+    /// What the light loader's stamp is made from (`src/js/stamp.js`): the keys the spec
+    /// watches and each watched key's fingerprint at the last verified migration. `None` while
+    /// a migration is in flight, so that no stamp can skip the run that finishes it.
+    pub async fn verified_state(&self) -> Result<Option<VerifiedState>, Error> {
+        let store = &*self.ports.store;
+        if store
+            .get(&checkpoint::checkpoint_key(self.app()))
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let history: History = load_json(store, &checkpoint::history_key(self.app()))
+            .await?
+            .unwrap_or_default();
+        let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
+        for kind in &self.spec.kinds {
+            let key = LosslessString::from_escaped(kind.source.key().to_owned()).map_err(|e| {
+                Error::InvalidArgument(format!("spec key {:?}: {e}", kind.source.key()))
+            })?;
+            match kind.source {
+                Source::Prefix(_) => prefixes.push(key),
+                _ => exact.push(key),
+            }
+        }
+        let mut fingerprints = Vec::with_capacity(history.fingerprints.len());
+        for (key, fp) in history.fingerprints {
+            if self.kind_of(&key, None).is_some()
+                && let Ok(key) = LosslessString::from_escaped(key)
+            {
+                fingerprints.push((key, fp));
+            }
+        }
+        Ok(Some(VerifiedState {
+            exact,
+            prefixes,
+            fingerprints,
+        }))
     }
 
     /// The backups stored in this browser, oldest first.

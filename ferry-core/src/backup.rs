@@ -114,8 +114,8 @@ pub const COMPRESSION_LEVEL: u8 = 1;
 pub const MAX_FIELD_LEN: usize = u16::MAX as usize;
 
 /// The prefixes of the localStorage keys Ferry itself writes (the cross-tab lease of browsers
-/// without Web Locks): never part of a backup, never restored.
-pub const OWN_KEY_PREFIXES: &[&str] = &[LEASE_KEY_PREFIX];
+/// without Web Locks, the light loader's stamp): never part of a backup, never restored.
+pub const OWN_KEY_PREFIXES: &[&str] = &[LEASE_KEY_PREFIX, "ferry-stamp:"];
 
 /// The prefix of the lease keys (`ferry-lease:<name>`) that stand in for Web Locks.
 pub const LEASE_KEY_PREFIX: &str = "ferry-lease:";

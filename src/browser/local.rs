@@ -42,17 +42,6 @@ const escapePart = (s) =>
     ? (SPECIAL.test(s) ? s.replace(SPECIAL_ALL, escapeUnit) : s)
     : s.replace(LONE_OR_SPECIAL, escapeUnit);
 const CHUNK = 65536;
-export function ferryFingerprint(s) {
-  let fnv = 0x811c9dc5;
-  let mix = 0x9747b28c;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    fnv = Math.imul(fnv ^ c, 0x01000193);
-    mix = Math.imul(mix ^ c, 0x5bd1e995);
-    mix ^= mix >>> 15;
-  }
-  return new Uint32Array([s.length, fnv >>> 0, mix >>> 0]);
-}
 export function ferryEscape(s) {
   if (typeof s.isWellFormed !== "function") return s.replace(LONE_OR_SPECIAL, escapeUnit);
   if (s.length <= CHUNK) return escapePart(s);
@@ -75,7 +64,12 @@ extern "C" {
     /// formed, so it crosses into wasm without loss.
     #[wasm_bindgen(js_name = ferryEscape)]
     fn escape_in_js(text: &JsString) -> JsString;
+}
 
+// The fingerprint lives in the package's light loader (`stamp.js`), which computes the same
+// fingerprints before the wasm is even downloaded: one implementation for both.
+#[wasm_bindgen(module = "/src/js/stamp.js")]
+extern "C" {
     /// [`Fingerprint::of_utf16`] computed in JavaScript: `[length, fnv, mix]`.
     #[wasm_bindgen(js_name = ferryFingerprint)]
     fn fingerprint_in_js(text: &JsString) -> Uint32Array;

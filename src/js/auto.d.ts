@@ -32,8 +32,12 @@ export interface AutoError { code: AutoErrorCode; failure: Failure; message: str
 
 export type AutoResult =
   | { status: "migrated"; report: RunReport }
-  /** Nothing changed since the last migration, or nothing to migrate. */
-  | { status: "nothing_to_do"; report: RunReport }
+  /**
+   * Nothing changed since the last migration, or nothing to migrate. `report` is null when the
+   * light first step answered (localStorage is what the last verified migration saw): then the
+   * wasm bundle was not downloaded and no request was made.
+   */
+  | { status: "nothing_to_do"; report: RunReport | null }
   /** Another tab of this origin is running it; its completed run reaches `onResult` as "migrated". */
   | { status: "in_other_tab"; report: RunReport }
   /** The server is unreachable; the next attempt is in `retryInMs` (results go to `onResult`). */

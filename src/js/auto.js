@@ -3,6 +3,9 @@
 // Shipped in the npm package as `auto.js` (scripts/build-wasm.sh copies it from src/js/), next to
 // the wasm-bindgen glue `ferry.js`, which it loads lazily so that a failure to load the bundle
 // is a result, not an exception at import. What it does, in order:
+//   0. the light first step (stamp.js): when localStorage is exactly what the last verified
+//      migration under the same spec saw, answer `nothing_to_do` at once, without downloading
+//      the wasm bundle and without a request;
 //   1. load and initialise the wasm bundle once per page;
 //   2. take the spec the app gives, or fetch `GET {server}/v1/spec` once and keep it in the
 //      Cache API, so an already-migrated user's page load makes no request at all;
@@ -14,12 +17,15 @@
 // It never throws into the app: every outcome is a result object, given to the returned
 // promise (the first one) and to `onResult` (every one), and a failure is logged once.
 
+import { dropStamp, unchanged, writeStamp } from './stamp.js';
+
 const SPEC_CACHE = 'ferry-spec';
 const FIRST_RETRY_MS = 2000;
 const MAX_RETRY_MS = 30_000;
 
 let loading = null; // Promise<module | null>
 const migrators = new Map(); // `${server}\n${storageName}` → { getToken, promise }
+const specTexts = new WeakMap(); // Migrator → the spec text it was made with
 
 /** Loads and initialises the bundle once; resolves to the module. */
 function loadBundle() {
@@ -69,6 +75,20 @@ async function specText({ server, getToken, spec }, fresh) {
   return text;
 }
 
+/** The spec text without the network: the app's own, or the cached one; null when neither. */
+async function specTextAtHand({ server, spec }) {
+  if (spec !== undefined) return typeof spec === 'string' ? spec : JSON.stringify(spec);
+  if (!globalThis.caches) return null;
+  try {
+    const hit = await (await caches.open(SPEC_CACHE)).match(specUrl(server));
+    return hit ? await hit.text() : null;
+  } catch {
+    return null;
+  }
+}
+
+const storageNameOf = (options) => options.migrator?.storageName ?? 'ferry';
+
 async function forgetCachedSpec(server) {
   if (!globalThis.caches) return;
   await caches.open(SPEC_CACHE).then((c) => c.delete(specUrl(server))).catch(() => {});
@@ -92,7 +112,9 @@ export function getMigrator(options, { fresh = false } = {}) {
     }
     const spec = await specText(options, fresh);
     try {
-      return new mod.Migrator(spec, server, getToken, migratorOptions);
+      const migrator = new mod.Migrator(spec, server, getToken, migratorOptions);
+      specTexts.set(migrator, spec);
+      return migrator;
     } catch (e) {
       // A cached spec the migrator refuses is dropped, so the next call fetches it again.
       if (options.spec === undefined) await forgetCachedSpec(server);
@@ -152,8 +174,15 @@ async function attempt(options) {
       if (e?.code !== 'spec_mismatch' || options.spec !== undefined) throw e;
       report = await run(true); // the server runs another spec version: fetch it, once
     }
-    return [{ status: STATUS[report.status] ?? 'nothing_to_do', report }, migrator];
+    const result = { status: STATUS[report.status] ?? 'nothing_to_do', report };
+    if (result.status !== 'in_other_tab') {
+      // The stamp the next page load's light check compares with (none while in flight).
+      const state = await migrator.verifiedState().catch(() => null);
+      writeStamp(storageNameOf(options), specTexts.get(migrator) ?? '', state);
+    }
+    return [result, migrator];
   } catch (e) {
+    dropStamp(storageNameOf(options));
     const error = { code: e?.code ?? 'unknown', failure: e?.failure ?? 'browser', message: String(e?.message ?? e) };
     const offline = globalThis.navigator?.onLine === false;
     return [{ status: isTransient(e) || offline ? 'retrying' : 'failed', error }, migrator];
@@ -180,6 +209,8 @@ export function autoMigrate(options) {
     if (!options?.server || typeof options.getToken !== 'function') {
       return { status: 'failed', error: { code: 'invalid_argument', failure: 'browser', message: 'autoMigrate needs { server, getToken }' } };
     }
+    const spec = await specTextAtHand(options);
+    if (spec !== null && unchanged(storageNameOf(options), spec)) return { status: 'nothing_to_do', report: null };
     const [result, migrator] = await attempt(options);
     if (result.status === 'in_other_tab' && migrator) {
       // The other tab's completed run is this page's result too.

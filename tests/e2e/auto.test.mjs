@@ -97,6 +97,49 @@ test('autoMigrate: a real run migrates with the fetched spec, and the next call 
   await context.close();
 });
 
+test('autoMigrate: an already-migrated, unchanged user downloads only the light loader and makes no request; a change runs the migrator', async () => {
+  const session = await server.token(userName('light'));
+  const { context, page } = await bareApp();
+  await page.evaluate(() => localStorage.setItem('tasks', JSON.stringify([1, 2].map((i) => ({ id: crypto.randomUUID(), title: `Task ${i}`, status: 'todo', createdAt: '2024-01-01T00:00:00Z' })))));
+  const run = await autoMigrate(page, { token: session.token });
+  assert.equal(run.first.status, 'migrated', JSON.stringify(run.first));
+  assert.ok(await page.evaluate(() => localStorage.getItem('ferry-stamp:ferry')), 'the verified run left a stamp');
+
+  // The next page load: a new document (no module state), the same browser profile.
+  const fetched = [];
+  page.on('requestfinished', async (r) => {
+    const body = await (await r.response())?.body().catch(() => null);
+    fetched.push({ path: new URL(r.url()).pathname, bytes: body?.length ?? 0 });
+  });
+  await page.goto(`${server.url}/readyz`);
+  const light = await page.evaluate(async (token) => {
+    const t0 = performance.now();
+    const { autoMigrate } = await import('/pkg/auto.js');
+    const result = await autoMigrate({ server: location.origin, getToken: async () => token });
+    return { result, ms: performance.now() - t0 };
+  }, session.token);
+  assert.deepEqual(light.result, { status: 'nothing_to_do', report: null });
+  await page.waitForTimeout(200); // let requestfinished events arrive
+  const paths = fetched.map((f) => f.path).filter((p) => p !== '/readyz');
+  assert.deepEqual(paths.sort(), ['/pkg/auto.js', '/pkg/stamp.js'], 'no wasm, no glue, no request to the server');
+  const bytes = fetched.filter((f) => f.path.startsWith('/pkg/')).reduce((n, f) => n + f.bytes, 0);
+  assert.ok(bytes > 1000 && bytes < 20_000, `the light step took ${bytes} bytes`);
+  console.log(`light step: ${bytes} bytes (auto.js + stamp.js, uncompressed), ${light.ms.toFixed(1)} ms to the result`);
+
+  // A change: the light step cannot vouch for it, the migrator runs and sends the new record.
+  await page.evaluate(() => {
+    const tasks = JSON.parse(localStorage.getItem('tasks'));
+    tasks.push({ id: crypto.randomUUID(), title: 'Task 3', status: 'todo', createdAt: '2024-01-01T00:00:00Z' });
+    localStorage.setItem('tasks', JSON.stringify(tasks));
+  });
+  const changed = await autoMigrate(page, { token: session.token });
+  assert.equal(changed.first.status, 'migrated', JSON.stringify(changed.first));
+  assert.equal(changed.first.report.recordsSent, 1);
+  assert.equal(server.count(`SELECT count(*) FROM tasks WHERE user_id = '${session.user_id}'`), 3);
+  assert.deepEqual(page.errors, []);
+  await context.close();
+});
+
 test('autoMigrate: a second tab that finds the run held reports in_other_tab, then the first tab\'s outcome', async () => {
   const session = await server.token(userName('auto-tabs'));
   const { context, page: a } = await bareApp();
