@@ -71,7 +71,7 @@ where
             .await
             .map(Self)
             .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE || past_limit(&rejection) {
                     ApiError::PayloadTooLarge { limit_bytes: limit }
                 } else {
                     ApiError::MalformedJson(format!(
@@ -81,6 +81,19 @@ where
                 }
             })
     }
+}
+
+/// Whether reading the body stopped at a length limit that axum did not recognise as such:
+/// the wire limit's error reaches the extractor wrapped once more by the decompression layer.
+fn past_limit(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut error: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = error {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        error = e.source();
+    }
+    false
 }
 
 /// Whether the `Content-Type` is JSON: `application/json` or `application/<anything>+json`,
