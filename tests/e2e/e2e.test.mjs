@@ -217,6 +217,32 @@ test('a fresh user with about 5 MB: auto-run stores every valid record once and 
   await context.close();
 });
 
+test('data loaded while the load-time run is still busy is migrated as soon as that run ends', async () => {
+  const { context, user } = await signedInDevice('busy');
+  // The load-time run has read a few tasks and is uploading them, held, when sample data is
+  // loaded: that data was not in what it read, so it needs a run of its own afterwards.
+  let release;
+  const held = new Promise((r) => { release = r; });
+  await context.route('**/v1/batches', async (route) => { await held; await route.continue(); });
+  const page = await openPage(context, url('readyz'));
+  const early = [1, 2, 3].map((i) => ({ id: crypto.randomUUID(), title: `Early task ${i}`, status: 'todo', createdAt: '2024-01-01T00:00:00Z' }));
+  await page.evaluate((tasks) => localStorage.setItem('tasks', JSON.stringify(tasks)), early);
+  await page.goto(url('#data'));
+  await page.waitForSelector('#auto-sync:not([hidden])');
+  await loadSampleData(page, '1048576');
+  release();
+  await page.waitForFunction(() => /now saved to your account/.test(document.getElementById('notice')?.textContent ?? ''), null, { timeout: 60_000 });
+  await page.waitForFunction(() => document.getElementById('auto-sync').hidden, null, { timeout: 60_000 });
+  await page.waitForFunction(() => /Everything is saved/.test(document.getElementById('sync-state')?.textContent ?? ''), null, { timeout: 60_000 });
+  // The sample replaced the early tasks in localStorage; both sets are in PostgreSQL, once.
+  const local = await localTasks(page);
+  assert.ok(local.length > 100);
+  assertTasksMigratedOnce(user, [...early, ...local]);
+  assert.equal(runs(user).length, 2, 'the held run and the one after it');
+  assert.deepEqual(page.errors, []);
+  await context.close();
+});
+
 test('a reload in the middle of the upload resumes, finishes, and duplicates nothing', async () => {
   const { context, user } = await signedInDevice('reload');
   // Slow every batch down so the reload surely lands mid-upload.

@@ -14,6 +14,7 @@ const SAVED = ['inserted', 'updated', 'unchanged', 'merged', 'kept_stored'];
 
 let ctx = null;
 let busy = false;
+let rerun = false; // an auto-run was asked for while another run was busy
 // While a run is in flight in this tab, the status line follows the run: an inspection taken
 // mid-run (or just before a second run starts) would contradict the progress bar.
 let runText = '';
@@ -89,7 +90,11 @@ function announceOutcome(report) {
 // auto.js's autoMigrate does the work (spec, migrator, spec mismatch, retries while the server
 // is unreachable); the page only draws its progress and results.
 async function autoRun() {
-  if (!session() || busy) return;
+  if (!session()) return;
+  // Data that arrives while a run is busy (sample data loaded during the load-time run) gets a
+  // run of its own as soon as that one ends.
+  if (busy) { rerun = true; return; }
+  rerun = false;
   autoRetries?.abort(); // a new auto-run replaces the background retries of the last one
   const retries = new AbortController();
   autoRetries = retries;
@@ -131,6 +136,7 @@ async function autoRun() {
     const ran = runText !== '';
     runText = '';
     if (ran || location.hash === '#data') refreshState();
+    if (rerun && !retries.signal.aborted) autoRun();
   }
 }
 
