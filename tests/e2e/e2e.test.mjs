@@ -190,7 +190,8 @@ test('a fresh user with about 5 MB: auto-run stores every valid record once and 
   const local = await localTasks(page);
   const { stored } = assertTasksMigratedOnce(user, local);
   // Batches travel gzip-compressed: the upload is a fraction of the data's UTF-8 size.
-  assert.ok(batches.length > 0 && batches.every((b) => b.encoding === 'gzip'), JSON.stringify(batches.slice(0, 3)));
+  // (A body under 1 KiB goes as it is: compressing it would save nothing.)
+  assert.ok(batches.length > 0 && batches.every((b) => b.encoding === 'gzip' || b.bytes < 1024), JSON.stringify(batches));
   const utf8 = await page.evaluate(() => {
     const enc = new TextEncoder();
     let n = 0;
