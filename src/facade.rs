@@ -1,5 +1,6 @@
 //! The JavaScript API: one `Migrator` class. Inputs and outputs cross as JSON-compatible plain
-//! objects (via `JSON.stringify`/`JSON.parse`, so no `Map`s appear), every failure becomes a
+//! objects built and read by serde-wasm-bindgen (no JSON text in between; no `Map`s appear;
+//! the one argument holding user text, `resolve`'s edited record, crosses losslessly as JSON), every failure becomes a
 //! JavaScript `Error` through [`js_error`] (name `FerryError`, `code` and `failure` set), and the panic hook
 //! is installed once, when the first migrator is made. TypeScript types for every object are
 //! in the custom section below and land in `pkg/ferry.d.ts`.
@@ -98,13 +99,32 @@ pub fn js_error(e: Error) -> JsValue {
     err.into()
 }
 
+/// A Rust value as a plain JavaScript object, built directly by serde-wasm-bindgen (no JSON
+/// text in between): maps become objects, `None` becomes `null`, as `JSON.parse` would give.
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
-    let text = serde_json::to_string(value)
-        .map_err(|e| js_error(Error::InvalidArgument(e.to_string())))?;
-    js_sys::JSON::parse(&text)
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_error(Error::InvalidArgument(e.to_string())))
 }
 
+/// An options object read directly by serde-wasm-bindgen; `undefined`/`null` is the default.
+/// (Options hold no user text; the one argument that does, `resolve`'s edited record, crosses
+/// losslessly through [`from_js_lossless`].)
 fn from_js<T: for<'de> Deserialize<'de> + Default>(
+    value: &JsValue,
+    what: &str,
+) -> Result<T, Error> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(T::default());
+    }
+    serde_wasm_bindgen::from_value(value.clone())
+        .map_err(|e| Error::InvalidArgument(format!("{what}: {e}")))
+}
+
+/// User data from JavaScript, exactly: serde-wasm-bindgen reads strings with `as_string`,
+/// which replaces a lone surrogate with U+FFFD; `JSON.stringify` keeps it as an escape that the
+/// parser then refuses with a message, so a string is never silently changed.
+fn from_js_lossless<T: for<'de> Deserialize<'de> + Default>(
     value: &JsValue,
     what: &str,
 ) -> Result<T, Error> {
@@ -331,7 +351,7 @@ impl Migrator {
         #[wasm_bindgen(unchecked_param_type = "Choice")] choice: String,
         #[wasm_bindgen(unchecked_optional_param_type = "Record<string, unknown>")] value: JsValue,
     ) -> Promise {
-        let value: Result<Option<serde_json::Value>, Error> = from_js(&value, "value");
+        let value: Result<Option<serde_json::Value>, Error> = from_js_lossless(&value, "value");
         self.call(move |m| async move {
             if !(conflict_id >= 0.0 && conflict_id.fract() == 0.0) {
                 return Err(Error::InvalidArgument(format!(

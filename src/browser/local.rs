@@ -232,19 +232,25 @@ impl AppStorage for LocalStorage {
 /// Shared handle used by the lease lock.
 pub type SharedLocal = Rc<LocalStorage>;
 
+// Ferry's own plain-string values (lease bookkeeping; not app data) go through gloo-storage,
+// which stores them JSON-encoded. App keys and values never do: gloo reads with web-sys's
+// `String`, which replaces a lone surrogate with U+FFFD (see the module doc).
 impl LocalStorage {
-    /// A raw string value (lease bookkeeping; not app data).
+    /// One of Ferry's own string values; `None` if absent or not written by Ferry.
     pub fn get_plain(&self, key: &str) -> Option<String> {
-        self.storage.get_item(key).ok().flatten()
+        <gloo_storage::LocalStorage as gloo_storage::Storage>::get(key).ok()
     }
-    /// Sets a raw string value (lease bookkeeping; not app data).
+    /// Sets one of Ferry's own string values.
     pub fn set_plain(&self, key: &str, value: &str) -> Result<(), Error> {
-        self.storage
-            .set_item(key, value)
-            .map_err(|e| Self::fail(format!("writing localStorage key {key:?}"), &e))
+        <gloo_storage::LocalStorage as gloo_storage::Storage>::set(key, value).map_err(|e| {
+            Error::Storage {
+                what: format!("writing localStorage key {key:?}"),
+                detail: e.to_string(),
+            }
+        })
     }
-    /// Removes a raw key.
+    /// Removes one of Ferry's own keys.
     pub fn remove_plain(&self, key: &str) {
-        let _ = self.storage.remove_item(key);
+        <gloo_storage::LocalStorage as gloo_storage::Storage>::delete(key);
     }
 }

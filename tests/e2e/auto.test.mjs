@@ -106,11 +106,8 @@ test('autoMigrate: an already-migrated, unchanged user downloads only the light 
   assert.ok(await page.evaluate(() => localStorage.getItem('ferry-stamp:ferry')), 'the verified run left a stamp');
 
   // The next page load: a new document (no module state), the same browser profile.
-  const fetched = [];
-  page.on('requestfinished', async (r) => {
-    const body = await (await r.response())?.body().catch(() => null);
-    fetched.push({ path: new URL(r.url()).pathname, bytes: body?.length ?? 0 });
-  });
+  const requested = [];
+  page.on('request', (r) => requested.push(r));
   await page.goto(`${server.url}/readyz`);
   const light = await page.evaluate(async (token) => {
     const t0 = performance.now();
@@ -119,7 +116,11 @@ test('autoMigrate: an already-migrated, unchanged user downloads only the light 
     return { result, ms: performance.now() - t0 };
   }, session.token);
   assert.deepEqual(light.result, { status: 'nothing_to_do', report: null });
-  await page.waitForTimeout(200); // let requestfinished events arrive
+  const fetched = [];
+  for (const r of requested) {
+    const body = await (await r.response())?.body().catch(() => null);
+    fetched.push({ path: new URL(r.url()).pathname, bytes: body?.length ?? 0 });
+  }
   const paths = fetched.map((f) => f.path).filter((p) => p !== '/readyz');
   assert.deepEqual(paths.sort(), ['/pkg/auto.js', '/pkg/stamp.js'], 'no wasm, no glue, no request to the server');
   const bytes = fetched.filter((f) => f.path.startsWith('/pkg/')).reduce((n, f) => n + f.bytes, 0);
