@@ -49,12 +49,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             migration,
             abandoned_after,
             by_user,
+            json,
         } => {
             let query = cli::StatusQuery {
                 user,
                 migration,
                 abandoned_after: std::time::Duration::from_secs(abandoned_after),
                 by_user,
+                json,
             };
             cli::status(&cli.settings, &query).await
         }

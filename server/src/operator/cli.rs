@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::db::{self, DbError};
-use crate::operator::{conflicts, quarantine, report, rollback};
+use crate::operator::{conflicts, fleet, quarantine, report, rollback};
 use crate::startup::config::Settings;
 use crate::startup::{
     Database, StartupError, load_field_cipher, load_spec, open_existing_database,
@@ -106,18 +106,32 @@ pub struct StatusQuery {
     pub abandoned_after: std::time::Duration,
     /// Also count per user and state.
     pub by_user: bool,
+    /// JSON instead of text.
+    pub json: bool,
 }
 
 /// `ferry-server status [--user U] [--migration M] [--abandoned-after SECS] [--by-user]`.
 pub async fn status(settings: &Settings, query: &StatusQuery) -> Result<(), CliError> {
     let (database, client) = connect(settings).await?;
+    let fleet = fleet::summary(&client, query.abandoned_after).await;
     let summaries =
         report::run_summaries(&client, query.user, query.migration, query.abandoned_after).await;
     drop(client);
     database.stop().await?;
-    let summaries = summaries?;
+    let (fleet, summaries) = (fleet?, summaries?);
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", render_status(&summaries, query)).map_err(CliError::Output)?;
+    if query.json {
+        let doc = serde_json::json!({ "fleet": fleet, "runs": summaries });
+        writeln!(out, "{doc:#}").map_err(CliError::Output)?;
+    } else {
+        write!(
+            out,
+            "{}{}",
+            fleet::render(&fleet),
+            render_status(&summaries, query)
+        )
+        .map_err(CliError::Output)?;
+    }
     Ok(())
 }
 

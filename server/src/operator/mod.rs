@@ -2,6 +2,7 @@
 //!
 //! - [`report`]: what the server received in a migration (the browser's verification report
 //!   and the operator's `status`).
+//! - [`fleet`]: every user at a glance (users by state, totals per kind, the trend per hour).
 //! - [`rollback`]: every row a migration touched put back as it was before.
 //! - [`conflicts`]: the `manual` policy's queue, listed and resolved.
 //! - [`backups`]: the browser's sealed backups, stored opaque per user.
@@ -12,6 +13,7 @@
 pub mod backups;
 pub mod cli;
 pub mod conflicts;
+pub mod fleet;
 pub mod quarantine;
 pub mod report;
 pub mod rollback;

@@ -82,8 +82,10 @@ pub enum Command {
         #[arg(long)]
         baseline: bool,
     },
-    /// Summarise migration runs: how many are running, abandoned, verified and rolled back,
-    /// then each run's batches, records per kind and outcome, and open conflicts.
+    /// Summarise the fleet (users by the state of their latest migration, records per kind and
+    /// outcome, quarantined, open conflicts, records per hour), then the migration runs: how
+    /// many are running, abandoned, verified and rolled back, and each run's batches, records
+    /// per kind and outcome, and open conflicts.
     Status {
         /// Only this user (UUID); every user when omitted.
         #[arg(long)]
@@ -97,6 +99,9 @@ pub enum Command {
         /// Also count the runs per user and state.
         #[arg(long)]
         by_user: bool,
+        /// Print `{"fleet": …, "runs": […]}` as JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Roll one user's migration back: restore every row it touched as it was before.
     Rollback {

@@ -359,3 +359,123 @@ async fn status_counts_runs_by_state_with_abandonment_computed_at_read_time() {
     );
     assert!(stdout.contains("  verified "), "{stdout}");
 }
+
+/// The fleet summary counts each user once, by their latest run: verified, in progress,
+/// stalled past the threshold, rolled back; per kind what arrived, the quarantine and the open
+/// conflicts; records per hour. `status` prints it first, `status --json` as JSON.
+#[tokio::test]
+async fn the_fleet_summary_counts_users_by_their_latest_run_and_records_per_kind() {
+    use ferry_server::operator::fleet;
+    let app = spawn_app().await;
+    let (done, busy, quiet, undone) = (app.user(), app.user(), app.user(), app.user());
+    // `done` migrated twice: only the latest (verified) run counts for the user.
+    migrate(&app, &done.token).await;
+    let (latest, sent, _) = migrate(&app, &done.token).await;
+    app.db
+        .execute(
+            "UPDATE ferry_migration_runs SET started_at = now() - interval '1 hour' WHERE user_id = $1 AND migration_id <> $2",
+            &[&done.id, &latest.migration_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        verify(&app, &done.token, &latest, &sent).await.status(),
+        StatusCode::OK
+    );
+    migrate(&app, &busy.token).await;
+    let (stalled, _, _) = migrate(&app, &quiet.token).await;
+    for table in ["ferry_ingest_ledger", "ferry_migration_runs"] {
+        let column = if table == "ferry_migration_runs" {
+            "started_at"
+        } else {
+            "created_at"
+        };
+        app.db
+            .execute(
+                &format!("UPDATE {table} SET {column} = now() - interval '2 days' WHERE migration_id = $1"),
+                &[&stalled.migration_id],
+            )
+            .await
+            .unwrap();
+    }
+    let (rolled, _, _) = migrate(&app, &undone.token).await;
+    let r = app
+        .post_json_authed(
+            &format!("/v1/migrations/{}/rollback", rolled.migration_id),
+            &undone.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let day = Duration::from_secs(86_400);
+    let summary = fleet::summary(&app.db, day).await.unwrap();
+    assert_eq!(
+        summary.users,
+        fleet::UserStates {
+            started: 4,
+            verified: 1,
+            in_progress: 1,
+            stalled: 1,
+            rolled_back: 1
+        }
+    );
+    let tasks = summary.kinds.iter().find(|k| k.kind == "tasks").unwrap();
+    // Five migrations of two valid tasks each (the third, untitled, is quarantined): the
+    // second run of `done` sent the same records again, received once per migration.
+    let received: i64 = app
+        .count(
+            "SELECT count(*) FROM ferry_received WHERE kind = 'tasks'",
+            &[],
+        )
+        .await;
+    assert_eq!(tasks.received, u64::try_from(received).unwrap());
+    assert_eq!(tasks.outcomes.values().sum::<u64>(), tasks.received);
+    let quarantined = app
+        .count(
+            "SELECT count(*) FROM ferry_quarantine WHERE kind = 'tasks'",
+            &[],
+        )
+        .await;
+    assert!(quarantined > 0);
+    assert_eq!(tasks.quarantined, u64::try_from(quarantined).unwrap());
+    assert_eq!(summary.hours.iter().map(|h| h.records).sum::<u64>(), {
+        let n = app
+            .count("SELECT count(*) FROM ferry_received WHERE received_at >= now() - interval '48 hours'", &[])
+            .await;
+        u64::try_from(n).unwrap()
+    });
+    assert!(
+        summary
+            .hours
+            .iter()
+            .all(|h| h.hour.ends_with(":00:00Z") && h.users <= 4)
+    );
+
+    let text = fleet::render(&summary);
+    assert!(
+        text.starts_with("users: 4 started, 1 verified, 1 in progress, 1 stalled (no batch for 86400 s), 1 rolled back\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("kind tasks: {} received (", tasks.received)),
+        "{text}"
+    );
+
+    let Some(url) = app.conninfo.clone() else {
+        return;
+    };
+    let output = ferry_server(&["status", "--json"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["fleet"]["users"]["stalled"], 1, "{doc}");
+    assert_eq!(doc["fleet"]["users"]["started"], 4);
+    assert_eq!(doc["runs"].as_array().map(Vec::len), Some(5));
+}
