@@ -360,12 +360,16 @@ impl Migrator {
         Ok(id)
     }
 
+    /// The first selected kind that needs the key (its records are there, or it is the kind's
+    /// `index` key), if any: such keys are read, fingerprinted and backed up.
     fn kind_of(&self, escaped_key: &str, kinds: Option<&[String]>) -> Option<usize> {
-        let i = self.spec.kind_for_key(escaped_key)?;
-        match kinds {
-            Some(names) if !names.iter().any(|n| *n == self.spec.kinds[i].name) => None,
-            _ => Some(i),
-        }
+        self.spec
+            .kinds_needing_key(escaped_key)
+            .into_iter()
+            .find(|&i| match kinds {
+                Some(names) => names.iter().any(|n| *n == self.spec.kinds[i].name),
+                None => true,
+            })
     }
 
     fn check_kinds(&self, kinds: Option<&[String]>) -> Result<(), Error> {
@@ -739,6 +743,15 @@ impl Migrator {
         };
         let records = pipeline::process(&self.spec, pairs, &ctx);
         report.kinds = pipeline::summarize(&self.spec, &records);
+        for (kind, id) in pipeline::listed_without_key(&self.spec, pairs) {
+            let kind = &self.spec.kinds[kind];
+            let index = kind.index.as_ref().map_or("", |i| i.key.as_str());
+            report.warnings.push(format!(
+                "kind `{}`: index key {index:?} lists id {id:?}, but there is no key {:?}",
+                kind.name,
+                format!("{}{id}", kind.source.key())
+            ));
+        }
         let migrated = load_hashes(
             &*self.ports.store,
             &checkpoint::migrated_hashes_key(self.app()),
@@ -1185,6 +1198,12 @@ impl Migrator {
             match kind.source {
                 Source::Prefix(_) => prefixes.push(key),
                 _ => exact.push(key),
+            }
+            if let Some(index) = &kind.index {
+                let key = LosslessString::from_escaped(index.key.clone()).map_err(|e| {
+                    Error::InvalidArgument(format!("index key {:?}: {e}", index.key))
+                })?;
+                exact.push(key);
             }
         }
         let mut fingerprints = Vec::with_capacity(history.fingerprints.len());

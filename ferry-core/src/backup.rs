@@ -123,7 +123,7 @@ pub const LEASE_KEY_PREFIX: &str = "ferry-lease:";
 /// Whether a localStorage key belongs in a backup of `spec`'s app: every key of the origin
 /// but Ferry's own ([`OWN_KEY_PREFIXES`]), so that a restore gives back the app as it was,
 /// keys no kind reads included; or, when the spec narrows it (`backup.prefixes`), the keys
-/// under those prefixes and every key a kind reads.
+/// under those prefixes and every key a kind reads (index keys included).
 pub fn in_scope(spec: &crate::spec::Spec, key: &str) -> bool {
     if OWN_KEY_PREFIXES.iter().any(|p| key.starts_with(p)) {
         return false;
@@ -131,7 +131,8 @@ pub fn in_scope(spec: &crate::spec::Spec, key: &str) -> bool {
     match &spec.backup_prefixes {
         None => true,
         Some(prefixes) => {
-            prefixes.iter().any(|p| key.starts_with(p.as_str())) || spec.kind_for_key(key).is_some()
+            prefixes.iter().any(|p| key.starts_with(p.as_str()))
+                || !spec.kinds_needing_key(key).is_empty()
         }
     }
 }
