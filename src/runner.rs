@@ -346,12 +346,16 @@ impl Migrator {
         Ok(id)
     }
 
+    /// The first selected kind that needs the key (its records are there, or it is the kind's
+    /// `index` key), if any: such keys are read, fingerprinted and backed up.
     fn kind_of(&self, escaped_key: &str, kinds: Option<&[String]>) -> Option<usize> {
-        let i = self.spec.kind_for_key(escaped_key)?;
-        match kinds {
-            Some(names) if !names.iter().any(|n| *n == self.spec.kinds[i].name) => None,
-            _ => Some(i),
-        }
+        self.spec
+            .kinds_needing_key(escaped_key)
+            .into_iter()
+            .find(|&i| match kinds {
+                Some(names) => names.iter().any(|n| *n == self.spec.kinds[i].name),
+                None => true,
+            })
     }
 
     fn check_kinds(&self, kinds: Option<&[String]>) -> Result<(), Error> {

@@ -17,7 +17,7 @@
 //! The server calls [`process_record`] on each record of a batch: the same function the
 //! browser used, so both sides agree on ids, hashes, and outcomes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -28,8 +28,8 @@ use validator::{ValidateEmail, ValidateLength, ValidateRange, ValidateRegex, Val
 
 use crate::lossless::{self, LosslessString};
 use crate::spec::{
-    Field, FieldSource, FieldType, IdScope, IdSource, Kind, Source, Spec, StringRules,
-    TimestampFormat, UnknownFields,
+    DuplicateRule, Field, FieldSource, FieldType, IdScope, IdSource, Kind, Source, Spec,
+    StringRules, TimestampFormat, UnknownFields,
 };
 use crate::timestamp;
 
@@ -105,13 +105,15 @@ pub fn inventory(spec: &Spec, pairs: &[(LosslessString, LosslessString)]) -> Inv
             key: key.clone(),
             bytes,
         };
-        match spec.kind_for_key(key.as_escaped()) {
-            Some(i) => {
-                kinds[i].bytes += bytes;
-                kinds[i].keys.push(stat);
-                known_bytes += bytes;
-            }
-            None => unknown.push(stat),
+        let needing = spec.kinds_needing_key(key.as_escaped());
+        if needing.is_empty() {
+            unknown.push(stat);
+            continue;
+        }
+        known_bytes += bytes;
+        for i in needing {
+            kinds[i].bytes += bytes;
+            kinds[i].keys.push(stat.clone());
         }
     }
     Inventory {
@@ -294,10 +296,15 @@ pub enum Code {
     Items,
     /// The record has a field the spec does not allow.
     Unknown,
-    /// Another record with the same id and different content was kept.
+    /// Another record with the same id and different content was kept (or, under
+    /// `duplicates: reject`, none was).
     Duplicate,
+    /// A per-record key whose id the kind's `index` key does not list.
+    Unlisted,
     /// A legacy enum value was mapped to its new value.
     LegacyEnum,
+    /// A legacy value of a non-enum field was mapped to its new value.
+    Legacy,
     /// A missing value was filled from another field.
     DefaultFrom,
     /// The value held NUL, a lone surrogate or U+FFFF and travels escaped.
@@ -417,13 +424,135 @@ pub fn process(
     ctx: &Context,
 ) -> Vec<Record> {
     let mut records = Vec::new();
+    let indexes = read_indexes(spec, pairs, &mut records);
     for (key, value) in pairs {
-        if let Some(kind) = spec.kind_for_key(key.as_escaped()) {
-            process_key(spec, kind, key, value, ctx, &mut records);
+        for kind in spec.kinds_for_key(key.as_escaped()) {
+            match indexes.get(&kind) {
+                Some(listed) if !is_listed(&spec.kinds[kind], key, listed) => {
+                    records.push(unlisted_key(spec, kind, key, value));
+                }
+                _ => process_key(spec, kind, key, value, ctx, &mut records),
+            }
         }
     }
     settle_duplicates(spec, &mut records);
     records
+}
+
+/// The live ids each `index` kind's index key lists (kind index → ids as text). An index key
+/// that is absent lists nothing; one that is not JSON or holds no array of ids at its path is
+/// a rejected record (so it reaches the quarantine) and lists nothing.
+fn read_indexes(
+    spec: &Spec,
+    pairs: &[(LosslessString, LosslessString)],
+    out: &mut Vec<Record>,
+) -> HashMap<usize, BTreeSet<String>> {
+    let mut indexes = HashMap::new();
+    for (i, kind) in spec.kinds.iter().enumerate() {
+        let Some(index) = &kind.index else { continue };
+        let mut listed = BTreeSet::new();
+        if let Some((key, value)) = pairs.iter().find(|(k, _)| k.as_escaped() == index.key) {
+            match index_ids(index, value) {
+                Ok(ids) => listed = ids,
+                Err(why) => {
+                    let message = format!(
+                        "index key {} of kind `{}` {why}: {}",
+                        quote(&index.key),
+                        kind.name,
+                        quote(value.as_escaped())
+                    );
+                    let raw = match parse_json(value.as_escaped()) {
+                        Ok(v) => Raw::Json(canonical(&v)),
+                        Err(_) => Raw::Text(value.clone()),
+                    };
+                    out.push(rejected_key(spec, i, key, raw, Code::Shape, message));
+                }
+            }
+        }
+        indexes.insert(i, listed);
+    }
+    indexes
+}
+
+/// The ids an index key's value lists, as text (`7` → `"7"`), or why it lists none.
+fn index_ids(
+    index: &crate::spec::IndexKey,
+    value: &LosslessString,
+) -> Result<BTreeSet<String>, String> {
+    let json = parse_json(value.as_escaped()).map_err(|e| format!("is not valid JSON ({e})"))?;
+    let list = match &index.path {
+        Some(p) => json.pointer(p),
+        None => Some(&json),
+    };
+    let Some(Value::Array(items)) = list else {
+        return Err(match &index.path {
+            Some(p) => format!("should hold a JSON array of ids at path {}", quote(p)),
+            None => "should hold a JSON array of ids".to_owned(),
+        });
+    };
+    let mut ids = BTreeSet::new();
+    for item in items {
+        match item {
+            Value::String(s) => ids.insert(s.clone()),
+            Value::Number(n) => ids.insert(n.to_string()),
+            other => return Err(format!("lists {} as an id", quote_json(other))),
+        };
+    }
+    Ok(ids)
+}
+
+/// Whether a per-record key's suffix is one of the listed ids.
+fn is_listed(kind: &Kind, key: &LosslessString, listed: &BTreeSet<String>) -> bool {
+    let suffix = key
+        .as_escaped()
+        .get(kind.source.key().len()..)
+        .unwrap_or("");
+    listed.contains(suffix)
+}
+
+/// A per-record key its kind's index does not list: not migrated, kept whole in the quarantine.
+fn unlisted_key(
+    spec: &Spec,
+    kind_index: usize,
+    key: &LosslessString,
+    value: &LosslessString,
+) -> Record {
+    let kind = &spec.kinds[kind_index];
+    let index_key = kind.index.as_ref().map_or("", |i| i.key.as_str());
+    let message = format!(
+        "{} is not listed in index key {} of kind `{}`, so the app no longer uses it; kept in the quarantine, not migrated",
+        Where::Record(key.as_escaped(), &Locator::Whole, None),
+        quote(index_key),
+        kind.name
+    );
+    let raw = match parse_json(value.as_escaped()) {
+        Ok(v) => Raw::Json(canonical(&v)),
+        Err(_) => Raw::Text(value.clone()),
+    };
+    rejected_key(spec, kind_index, key, raw, Code::Unlisted, message)
+}
+
+/// Ids an index key lists for which no per-record key exists: reported, not an error (the app
+/// may list an id before writing its key). Kind index and id, in spec then id order.
+pub fn listed_without_key(
+    spec: &Spec,
+    pairs: &[(LosslessString, LosslessString)],
+) -> Vec<(usize, String)> {
+    let mut scratch = Vec::new();
+    let indexes = read_indexes(spec, pairs, &mut scratch);
+    let mut out = Vec::new();
+    for (i, kind) in spec.kinds.iter().enumerate() {
+        let Some(listed) = indexes.get(&i) else {
+            continue;
+        };
+        for id in listed {
+            let key = format!("{}{id}", kind.source.key());
+            if !pairs.iter().any(|(k, _)| k.as_escaped() == key) {
+                out.push((i, id.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// Splits one localStorage value of a kind into records and processes each: the value is
@@ -486,6 +615,19 @@ fn split_records(
     let record = |locator: Locator, item: Value| {
         process_record(spec, kind_index, key, locator, RecordInput::Json(item), ctx)
     };
+    let json = match &kind.path {
+        None => json,
+        // A value without the member holds no records of this kind.
+        Some(path) => match json.pointer(path) {
+            None => return,
+            Some(inner) => inner.clone(),
+        },
+    };
+    let at_path = kind
+        .path
+        .as_ref()
+        .map(|p| format!(" at path {}", quote(p)))
+        .unwrap_or_default();
     match (&kind.source, json) {
         (Source::Array(_), Value::Array(items)) => {
             out.reserve(items.len());
@@ -510,7 +652,7 @@ fn split_records(
                 _ => "a JSON object mapping id to record",
             };
             let message = format!(
-                "{} should hold {expected}, but holds {}: {}",
+                "{}{at_path} should hold {expected}, but holds {}: {}",
                 Where::Record(key.as_escaped(), &Locator::Whole, None),
                 json_type(&other),
                 quote_unless_secret(kind, value.as_escaped())
@@ -605,7 +747,7 @@ pub fn process_record(
     let id = legacy_id
         .as_ref()
         .map(|legacy| target_id(spec, kind, legacy, ctx));
-    let hash = hash_record(&kind.name, id, key_text, &locator, raw.text());
+    let hash = hash_record(kind.identity(), id, key_text, &locator, raw.text());
     let place = Where::Record(
         key_text,
         &locator,
@@ -715,8 +857,17 @@ pub(crate) fn check_default(field: &Field, default: &Value) -> Result<(), String
     if matches!(field.ty, FieldType::Timestamp(_)) && default.as_str() == Some(MIGRATED_AT) {
         return Ok(());
     }
+    check_given(field, default, "the default")
+}
+
+/// Checks a value the spec gives (a `default`, a `legacy` map's value) against its field.
+pub(crate) fn check_given(
+    field: &Field,
+    default: &Value,
+    what: &'static str,
+) -> Result<(), String> {
     let mut notes = Notes::default();
-    let place = Where::Given("the default");
+    let place = Where::Given(what);
     convert(field, default.clone(), &place, &mut notes);
     match notes.rejections.first() {
         Some(n) => Err(n.message.clone()),
@@ -799,6 +950,7 @@ fn field_cell(
 /// Converts one present, non-null value into its cell, checking every rule: one step per
 /// field type, each named after it.
 fn convert(field: &Field, value: Value, place: &Where<'_>, notes: &mut Notes) -> Option<Cell> {
+    let value = apply_legacy(field, value, place, notes);
     match &field.ty {
         FieldType::String(rules) => convert_string(field, rules, value, place, notes),
         FieldType::Integer(range) => convert_integer(field, *range, value, place, notes),
@@ -808,9 +960,7 @@ fn convert(field: &Field, value: Value, place: &Where<'_>, notes: &mut Notes) ->
             other => wrong_type(field, "true or false", &other, place, notes),
         },
         FieldType::Timestamp(formats) => convert_timestamp(field, formats, value, place, notes),
-        FieldType::Enum { values, legacy } => {
-            convert_enum(field, (values, legacy), value, place, notes)
-        }
+        FieldType::Enum { values } => convert_enum(field, values, value, place, notes),
         FieldType::Json { .. } => Some(convert_json(field, value, place, notes)),
         FieldType::StringArray { items, max_items } => {
             convert_string_array(field, (items, *max_items), value, place, notes)
@@ -959,10 +1109,39 @@ fn convert_timestamp(
     }
 }
 
-/// An enum field: one of its values, or a legacy value mapped to one (a repair).
+/// A value the field's `legacy` map names becomes its new value (a repair): a string equal to
+/// a key, or a number or boolean whose JSON text is the key.
+fn apply_legacy(field: &Field, value: Value, place: &Where<'_>, notes: &mut Notes) -> Value {
+    let text = match &value {
+        Value::String(s) => s.clone(),
+        Value::Number(_) | Value::Bool(_) => value.to_string(),
+        _ => return value,
+    };
+    let Some(new) = field.legacy.get(&text) else {
+        return value;
+    };
+    let label = field.label();
+    let code = if matches!(field.ty, FieldType::Enum { .. }) {
+        Code::LegacyEnum
+    } else {
+        Code::Legacy
+    };
+    notes.repair(
+        code,
+        Some(label),
+        format!(
+            "{place}: field `{label}` legacy value {} became {}",
+            shown(field, &value),
+            shown(field, new)
+        ),
+    );
+    new.clone()
+}
+
+/// An enum field: one of its values (legacy values were mapped before).
 fn convert_enum(
     field: &Field,
-    (values, legacy): (&[String], &BTreeMap<String, String>),
+    values: &[String],
     value: Value,
     place: &Where<'_>,
     notes: &mut Notes,
@@ -974,18 +1153,6 @@ fn convert_enum(
     if values.iter().any(|v| v == &s) {
         return Some(Cell::Text(s));
     }
-    if let Some(new) = legacy.get(&s) {
-        notes.repair(
-            Code::LegacyEnum,
-            Some(label),
-            format!(
-                "{place}: field `{label}` legacy value {} became {}",
-                quote(&s),
-                quote(new)
-            ),
-        );
-        return Some(Cell::Text(new.clone()));
-    }
     notes.reject(
         Code::Enum,
         Some(label),
@@ -994,7 +1161,7 @@ fn convert_enum(
             quote(&s),
             values
                 .iter()
-                .chain(legacy.keys())
+                .chain(field.legacy.keys())
                 .map(|v| quote(v))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -1268,8 +1435,9 @@ fn read_legacy_id(
 /// - per-device: UUID v5 of kind, device id and legacy id.
 pub fn target_id(spec: &Spec, kind: &Kind, legacy: &LosslessString, ctx: &Context) -> Uuid {
     let legacy = legacy.as_escaped();
-    let mut name = Vec::with_capacity(kind.name.len() + legacy.len() + 40);
-    name.extend_from_slice(kind.name.as_bytes());
+    let identity = kind.identity();
+    let mut name = Vec::with_capacity(identity.len() + legacy.len() + 40);
+    name.extend_from_slice(identity.as_bytes());
     name.push(0);
     match (&kind.id.from, kind.id.scope) {
         (IdSource::Singleton, _) => {}
@@ -1321,75 +1489,97 @@ fn hash_record(
     ContentHash(out)
 }
 
-/// Settles records of one kind that share a target id, deterministically:
-/// identical copies (same hash) become [`Outcome::Duplicate`] of the first; among different
-/// contents the record with the largest `updated_at` wins (then the largest hash), and the
-/// others are rejected with a reason naming the winner, so they reach the quarantine.
+/// Settles records that share a target id (within a kind, or across kinds sharing a table),
+/// deterministically, by the kind's `duplicates` rule: `first` / `last` keep the first / last
+/// by position (the order of `records`: key order, then array index or map order), `newest`
+/// the largest `updated_at` (ties: the last by position), `reject` none. Identical copies
+/// (same hash) of the kept record become [`Outcome::Duplicate`] of it; the others are rejected
+/// with a reason naming the kept one (or, under `reject`, every one is), so they reach the
+/// quarantine.
 pub fn settle_duplicates(spec: &Spec, records: &mut [Record]) {
-    let mut first: HashMap<(usize, Uuid), usize> = HashMap::new();
-    let mut groups: HashMap<(usize, Uuid), Vec<usize>> = HashMap::new();
+    let mut groups: HashMap<(&str, Uuid), Vec<usize>> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
         let Some(id) = r.id.filter(|_| r.outcome.is_accepted()) else {
             continue;
         };
-        match first.entry((r.kind, id)) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(i);
-            }
-            std::collections::hash_map::Entry::Occupied(e) => {
-                groups
-                    .entry((r.kind, id))
-                    .or_insert_with(|| vec![*e.get()])
-                    .push(i);
-            }
-        }
+        groups
+            .entry((spec.kinds[r.kind].identity(), id))
+            .or_default()
+            .push(i);
     }
-    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+    let mut groups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
     groups.sort_unstable();
     for group in groups {
-        let winner = *group
+        settle_group(spec, records, &group);
+    }
+}
+
+/// One group of records with the same target id, in position order.
+fn settle_group(spec: &Spec, records: &mut [Record], group: &[usize]) {
+    let rule = spec.kinds[records[group[0]].kind].duplicates;
+    let first_hash = records[group[0]].hash;
+    let all_identical = group.iter().all(|&i| records[i].hash == first_hash);
+    let winner = match rule {
+        _ if all_identical => Some(group[0]),
+        DuplicateRule::First => Some(group[0]),
+        DuplicateRule::Last => group.last().copied(),
+        DuplicateRule::Newest => group
             .iter()
-            .max_by_key(|&&i| {
-                (
-                    records[i].updated_at_ms,
-                    records[i].hash,
-                    std::cmp::Reverse(i),
-                )
-            })
-            .unwrap_or(&group[0]);
-        let (w_key, w_loc, w_hash) = {
-            let w = &records[winner];
-            (w.key.clone(), w.locator.clone(), w.hash)
-        };
-        for &i in &group {
-            if i == winner {
-                continue;
-            }
+            .copied()
+            .max_by_key(|&i| (records[i].updated_at_ms, i)),
+        DuplicateRule::Reject => None,
+    };
+    let Some(winner) = winner else {
+        for &i in group {
             let r = &mut records[i];
-            if r.hash == w_hash {
-                r.outcome = Outcome::Duplicate(w_loc.clone());
-                continue;
-            }
-            let kind = &spec.kinds[r.kind];
             let place = Where::Record(
                 r.key.as_escaped(),
                 &r.locator,
                 r.legacy_id.as_ref().map(LosslessString::as_escaped),
             );
-            let winner_place = WherePlain(w_key.as_escaped(), &w_loc);
-            let why = if kind.updated_at.is_some() {
-                "newer"
-            } else {
-                "chosen by content hash"
-            };
             r.outcome = Outcome::Rejected(vec![Note {
                 code: Code::Duplicate,
                 field: None,
                 message: format!(
-                    "{place} has the same id as {winner_place} but different content; the other one was kept ({why})"
+                    "{place} has the same id as {} other record(s) with different content; none is migrated (`duplicates: reject`)",
+                    group.len() - 1
                 ),
             }]);
         }
+        return;
+    };
+    let (w_key, w_loc, w_hash) = {
+        let w = &records[winner];
+        (w.key.clone(), w.locator.clone(), w.hash)
+    };
+    let why = match rule {
+        DuplicateRule::First => "first by position",
+        DuplicateRule::Last => "last by position",
+        DuplicateRule::Newest => "newer",
+        DuplicateRule::Reject => "",
+    };
+    for &i in group {
+        if i == winner {
+            continue;
+        }
+        let r = &mut records[i];
+        if r.hash == w_hash {
+            r.outcome = Outcome::Duplicate(w_loc.clone());
+            continue;
+        }
+        let place = Where::Record(
+            r.key.as_escaped(),
+            &r.locator,
+            r.legacy_id.as_ref().map(LosslessString::as_escaped),
+        );
+        let winner_place = WherePlain(w_key.as_escaped(), &w_loc);
+        r.outcome = Outcome::Rejected(vec![Note {
+            code: Code::Duplicate,
+            field: None,
+            message: format!(
+                "{place} has the same id as {winner_place} but different content; the other one was kept ({why})"
+            ),
+        }]);
     }
 }
 

@@ -69,8 +69,20 @@ struct KindDoc {
     source: SourceDoc,
     /// How a record's id is found and turned into the row's UUID.
     id: IdDoc,
-    /// The PostgreSQL table the records go to (a lowercase identifier; one kind per table).
+    /// The PostgreSQL table the records go to (a lowercase identifier; one kind per table
+    /// unless every kind writing it says `shares_table`).
     table: String,
+    /// `true` if another kind writes the same table (say it on each of them): their columns,
+    /// `conflict`, `updated_at` and `duplicates` must agree, and the same legacy id from either
+    /// kind is the same row. Default `false`.
+    #[serde(default)]
+    shares_table: bool,
+    /// Which record is kept when two records of this kind (or of kinds sharing its table) have
+    /// the same id and different content: `first` or `last` (by position in localStorage),
+    /// `newest` (largest `updated_at`, ties by position: the later one), or `reject` (all of
+    /// them go to the quarantine). Default: `newest` when `updated_at` is set, else `last`.
+    #[serde(default)]
+    duplicates: Option<DuplicateRule>,
     /// What happens when a row with the same `(user_id, id)` is already stored.
     conflict: ConflictPolicy,
     /// The column (a timestamp field of this kind) that says which version is newer, for the
@@ -84,19 +96,39 @@ struct KindDoc {
     fields: Vec<FieldDoc>,
 }
 
-/// Where a kind's records are in localStorage: exactly one of the four layouts.
-#[derive(Debug, Deserialize)]
+/// Where a kind's records are in localStorage: exactly one of the four layouts (`array`,
+/// `object`, `prefix`, `map`), optionally with a `path` inside the value and, for `prefix`, an
+/// `index` key listing the live ids.
+#[derive(Debug, Default, Deserialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-enum SourceDoc {
+#[serde(deny_unknown_fields)]
+struct SourceDoc {
     /// One key holding a JSON array; each element is a record.
-    Array(String),
+    #[serde(default)]
+    array: Option<String>,
     /// One key holding one JSON value: a single record (settings, a profile).
-    Object(String),
+    #[serde(default)]
+    object: Option<String>,
     /// Every key starting with this prefix holds one record (`draft:1`, `draft:2`, …).
-    Prefix(String),
+    #[serde(default)]
+    prefix: Option<String>,
     /// One key holding a JSON object whose entries are the records, keyed by id.
-    Map(String),
+    #[serde(default)]
+    map: Option<String>,
+    /// A JSON Pointer (RFC 6901, `~0` for `~`, `~1` for `/`) into the key's parsed value where
+    /// the array, object or map is, e.g. `/state/items` for `{"state": {"items": [...]}}`. A
+    /// value without that member holds no records of this kind.
+    #[serde(default)]
+    path: Option<String>,
+    /// For a `prefix` source: the key holding a JSON array of the live ids (strings or
+    /// numbers). Only keys `<prefix><id>` whose id is listed are migrated; the others go to the
+    /// quarantine as `unlisted`.
+    #[serde(default)]
+    index: Option<String>,
+    /// A JSON Pointer into the `index` key's value where the array of ids is (default: the
+    /// whole value).
+    #[serde(default)]
+    index_path: Option<String>,
 }
 
 /// A record's id: where the legacy id comes from and how it becomes the row's UUID.
@@ -173,9 +205,11 @@ struct FieldDoc {
     /// For an `enum` field: the allowed values.
     #[serde(default)]
     values: Vec<String>,
-    /// For an `enum` field: old values and the allowed value each becomes (a repair).
+    /// Old values and what each becomes (a repair), for any type but `json` and `array`: each
+    /// key is a legacy value's text (a string equal to it, or a number or boolean whose JSON
+    /// text is it), each value a valid value of the field, e.g. `{"yes": true, "0": false}`.
     #[serde(default)]
-    legacy: BTreeMap<String, String>,
+    legacy: BTreeMap<String, Value>,
     /// For a `timestamp` field: the encodings accepted (`iso8601`, `epoch_ms`, `epoch_s`).
     #[serde(default)]
     formats: Vec<TimestampFormat>,
@@ -264,6 +298,15 @@ pub struct Kind {
     pub id: IdRule,
     /// Target table.
     pub table: String,
+    /// Another kind writes the same table (both said `shares_table`): ids are derived from the
+    /// table, not the kind, and duplicates are settled across them.
+    pub shares_table: bool,
+    /// Where, inside each key's value, the kind's container is (a checked JSON Pointer).
+    pub path: Option<String>,
+    /// The key listing the live ids of a `prefix` kind, if any.
+    pub index: Option<IndexKey>,
+    /// Which record is kept among records with the same id and different content.
+    pub duplicates: DuplicateRule,
     /// What happens when the row already exists on the server.
     pub conflict: ConflictPolicy,
     /// Column compared by the `newest` policy (a timestamp column of this kind).
@@ -301,6 +344,42 @@ impl Source {
             Self::Object(_) => "object",
             Self::Prefix(_) => "prefix",
             Self::Map(_) => "map",
+        }
+    }
+}
+
+/// The key listing the live ids of a `prefix` kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexKey {
+    /// The localStorage key.
+    pub key: String,
+    /// Where in its value the array of ids is (a checked JSON Pointer), if not the whole value.
+    pub path: Option<String>,
+}
+
+/// Which record is kept among records with the same id and different content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateRule {
+    /// The first by position (key order, then array index or map order).
+    First,
+    /// The last by position.
+    Last,
+    /// The largest `updated_at`; among equal ones, the last by position.
+    Newest,
+    /// None: every one of them goes to the quarantine.
+    Reject,
+}
+
+impl DuplicateRule {
+    /// The rule as the spec writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::First => "first",
+            Self::Last => "last",
+            Self::Newest => "newest",
+            Self::Reject => "reject",
         }
     }
 }
@@ -432,12 +511,10 @@ pub enum FieldType {
     Boolean,
     /// A point in time (`timestamptz` column).
     Timestamp(Vec<TimestampFormat>),
-    /// One of a fixed set of strings; legacy values are mapped (`text` column).
+    /// One of a fixed set of strings (`text` column).
     Enum {
         /// Accepted target values.
         values: Vec<String>,
-        /// Legacy value → target value.
-        legacy: BTreeMap<String, String>,
     },
     /// Any JSON (`jsonb` column). `sensitive_keys` are top-level keys of an object value that
     /// hold secrets.
@@ -507,6 +584,8 @@ pub struct Field {
     pub default_from: Option<String>,
     /// The whole value is a secret: encrypted at rest, never logged or quoted.
     pub sensitive: bool,
+    /// Legacy value text → the value it becomes (already checked against the type).
+    pub legacy: BTreeMap<String, Value>,
 }
 
 impl Field {
@@ -605,6 +684,29 @@ impl Kind {
     pub fn field_for_column(&self, column: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.column == column)
     }
+
+    /// The name row ids and content hashes are derived under: the table for kinds sharing a
+    /// table (so the same legacy id from either kind is the same row), else the kind's name.
+    pub fn identity(&self) -> &str {
+        if self.shares_table {
+            &self.table
+        } else {
+            &self.name
+        }
+    }
+
+    /// Whether `key` may hold records of this kind: the exact key, or (prefix sources) a longer
+    /// key starting with the prefix that is not the kind's index key.
+    pub fn reads_key(&self, key: &str) -> bool {
+        match &self.source {
+            Source::Prefix(p) => {
+                key.len() > p.len()
+                    && key.starts_with(p.as_str())
+                    && self.index.as_ref().is_none_or(|i| i.key != key)
+            }
+            other => other.key() == key,
+        }
+    }
 }
 
 impl Spec {
@@ -630,25 +732,53 @@ impl Spec {
         self.kinds.iter().position(|k| k.name == name)
     }
 
-    /// Which kind a localStorage key belongs to: an exact key first, then the longest prefix.
-    pub fn kind_for_key(&self, key: &str) -> Option<usize> {
-        let exact = self
-            .kinds
-            .iter()
-            .position(|k| !matches!(k.source, Source::Prefix(_)) && k.source.key() == key);
-        exact.or_else(|| {
-            self.kinds
-                .iter()
-                .enumerate()
-                .filter(|(_, k)| matches!(&k.source, Source::Prefix(p) if key.starts_with(p.as_str()) && key.len() > p.len()))
-                .max_by_key(|(_, k)| k.source.key().len())
-                .map(|(i, _)| i)
-        })
+    /// The kinds whose records a localStorage key holds, in spec order: every kind naming the
+    /// exact key (several may, at different `path`s), else the longest matching prefix.
+    pub fn kinds_for_key(&self, key: &str) -> Vec<usize> {
+        let exact: Vec<usize> = (0..self.kinds.len())
+            .filter(|&i| {
+                !matches!(self.kinds[i].source, Source::Prefix(_)) && self.kinds[i].reads_key(key)
+            })
+            .collect();
+        if !exact.is_empty() {
+            return exact;
+        }
+        (0..self.kinds.len())
+            .filter(|&i| {
+                matches!(self.kinds[i].source, Source::Prefix(_)) && self.kinds[i].reads_key(key)
+            })
+            .max_by_key(|&i| self.kinds[i].source.key().len())
+            .into_iter()
+            .collect()
     }
 
-    /// Every table the spec writes, for the server's schema check.
+    /// The first kind whose records a key holds (see [`Spec::kinds_for_key`]).
+    pub fn kind_for_key(&self, key: &str) -> Option<usize> {
+        self.kinds_for_key(key).first().copied()
+    }
+
+    /// The kinds that need a key: those whose records it holds, and those whose `index` it is.
+    /// The browser reads, fingerprints and backs up exactly these keys.
+    pub fn kinds_needing_key(&self, key: &str) -> Vec<usize> {
+        let mut kinds = self.kinds_for_key(key);
+        for (i, k) in self.kinds.iter().enumerate() {
+            if k.index.as_ref().is_some_and(|ix| ix.key == key) && !kinds.contains(&i) {
+                kinds.push(i);
+            }
+        }
+        kinds
+    }
+
+    /// Every table the spec writes, for the server's schema check: one per table (kinds sharing
+    /// a table expect the same columns; the first of them names it).
     pub fn expected_tables(&self) -> Vec<ExpectedTable> {
-        self.kinds.iter().map(Kind::expected_table).collect()
+        let mut tables: Vec<ExpectedTable> = Vec::new();
+        for kind in &self.kinds {
+            if !tables.iter().any(|t| t.table == kind.table) {
+                tables.push(kind.expected_table());
+            }
+        }
+        tables
     }
 }
 
@@ -735,8 +865,8 @@ impl Checker {
             self.problem("`kinds` is empty: describe at least one kind of record");
         }
         let mut names = BTreeSet::new();
-        let mut tables = BTreeMap::new();
-        let mut exact_keys = BTreeMap::new();
+        let mut tables: BTreeMap<String, (String, bool)> = BTreeMap::new();
+        let mut exact_keys: BTreeMap<(String, String), String> = BTreeMap::new();
         let mut prefixes: Vec<(String, String)> = Vec::new();
         let mut kinds = Vec::with_capacity(doc.kinds.len());
         for kind_doc in doc.kinds {
@@ -748,17 +878,23 @@ impl Checker {
             if !names.insert(kind_doc.name.clone()) {
                 self.problem("another kind has the same name");
             }
-            if let Some(other) = tables.insert(kind_doc.table.clone(), kind_doc.name.clone()) {
-                self.problem(format!(
-                    "table `{}` is already written by kind `{other}`",
-                    kind_doc.table
-                ));
+            match tables.get(&kind_doc.table) {
+                Some((other, shared)) if !(*shared && kind_doc.shares_table) => {
+                    self.problem(format!(
+                        "table `{}` is already written by kind `{other}`; two kinds may write one table only if both say `\"shares_table\": true`",
+                        kind_doc.table
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    tables.insert(
+                        kind_doc.table.clone(),
+                        (kind_doc.name.clone(), kind_doc.shares_table),
+                    );
+                }
             }
-            let source = match &kind_doc.source {
-                SourceDoc::Array(k) => Source::Array(k.clone()),
-                SourceDoc::Object(k) => Source::Object(k.clone()),
-                SourceDoc::Prefix(k) => Source::Prefix(k.clone()),
-                SourceDoc::Map(k) => Source::Map(k.clone()),
+            let Some(source) = self.check_source(&kind_doc.source) else {
+                continue;
             };
             let key = source.key().to_owned();
             if key.is_empty() {
@@ -775,13 +911,24 @@ impl Checker {
                     }
                 }
                 prefixes.push((kind_doc.name.clone(), key));
-            } else if let Some(other) = exact_keys.insert(key.clone(), kind_doc.name.clone()) {
-                self.problem(format!("key `{key}` is already read by kind `{other}`"));
+            } else if let Some(other) = exact_keys.insert(
+                (
+                    key.clone(),
+                    kind_doc.source.path.clone().unwrap_or_default(),
+                ),
+                kind_doc.name.clone(),
+            ) {
+                self.problem(format!(
+                    "key `{key}` is already read by kind `{other}` at the same `path`; kinds reading one key need different paths"
+                ));
             }
             if let Some(kind) = self.check_kind(kind_doc, source) {
                 kinds.push(kind);
             }
         }
+        self.kind = None;
+        self.field = None;
+        self.check_shared_tables(&kinds);
         if self.problems.is_empty() {
             Ok(Spec {
                 namespace: Uuid::new_v5(&FERRY_NAMESPACE, doc.app.as_bytes()),
@@ -795,6 +942,129 @@ impl Checker {
                 problems: self.problems,
             })
         }
+    }
+
+    /// Exactly one layout key; `path` and `index_path` are JSON Pointers; `index` only with
+    /// `prefix`. Returns the layout, with every problem noted.
+    fn check_source(&mut self, doc: &SourceDoc) -> Option<Source> {
+        let layouts: Vec<Source> = [
+            doc.array.clone().map(Source::Array),
+            doc.object.clone().map(Source::Object),
+            doc.prefix.clone().map(Source::Prefix),
+            doc.map.clone().map(Source::Map),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (name, pointer) in [("path", &doc.path), ("index_path", &doc.index_path)] {
+            if let Some(p) = pointer
+                && let Err(why) = check_pointer(p)
+            {
+                self.problem(format!(
+                    "source `{name}` {p:?} is not a JSON Pointer: {why}"
+                ));
+            }
+        }
+        if doc.index_path.is_some() && doc.index.is_none() {
+            self.problem("source `index_path` needs `index`");
+        }
+        if doc.index.as_deref() == Some("") {
+            self.problem("source `index` must name a localStorage key");
+        }
+        let source = match layouts.len() {
+            1 => layouts.into_iter().next(),
+            0 => {
+                self.problem("the source needs one of `array`, `object`, `prefix`, `map`");
+                None
+            }
+            _ => {
+                self.problem(
+                    "the source has more than one of `array`, `object`, `prefix`, `map`: choose one",
+                );
+                None
+            }
+        }?;
+        if doc.index.is_some() && !matches!(source, Source::Prefix(_)) {
+            self.problem(format!(
+                "source `index` lists the ids of per-record keys: it needs a `prefix` source, not `{}`",
+                source.label()
+            ));
+        }
+        if let (Source::Prefix(p), Some(index)) = (&source, &doc.index)
+            && index == p
+        {
+            self.problem(format!("source `index` {index:?} is the prefix itself"));
+        }
+        Some(source)
+    }
+
+    /// Kinds writing one table expect the same columns, and settle rows the same way.
+    fn check_shared_tables(&mut self, kinds: &[Kind]) {
+        for (i, a) in kinds.iter().enumerate() {
+            let Some(b) = kinds[..i].iter().find(|b| b.table == a.table) else {
+                continue;
+            };
+            self.kind = Some(a.name.clone());
+            let columns = |k: &Kind| {
+                let mut c = k.expected_table().columns;
+                c.sort_by(|x, y| x.name.cmp(&y.name));
+                c
+            };
+            let (ca, cb) = (columns(a), columns(b));
+            if ca != cb {
+                let show = |c: &[ExpectedColumn]| {
+                    c.iter()
+                        .map(|c| {
+                            format!(
+                                "{} {:?}{}",
+                                c.name,
+                                c.ty,
+                                if c.nullable { "" } else { " NOT NULL" }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                self.problem(format!(
+                    "shares table `{}` with kind `{}`, but their columns differ: ({}) vs ({})",
+                    a.table,
+                    b.name,
+                    show(&ca),
+                    show(&cb)
+                ));
+            }
+            if a.conflict != b.conflict {
+                self.problem(format!(
+                    "shares table `{}` with kind `{}`, but its conflict policy `{}` is not theirs (`{}`)",
+                    a.table,
+                    b.name,
+                    a.conflict.name(),
+                    b.conflict.name()
+                ));
+            }
+            if a.updated_at != b.updated_at {
+                self.problem(format!(
+                    "shares table `{}` with kind `{}`, but names another `updated_at` column",
+                    a.table, b.name
+                ));
+            }
+            if a.duplicates != b.duplicates {
+                self.problem(format!(
+                    "shares table `{}` with kind `{}`, but its `duplicates` rule `{}` is not theirs (`{}`)",
+                    a.table,
+                    b.name,
+                    a.duplicates.name(),
+                    b.duplicates.name()
+                ));
+            }
+            if a.id.scope != b.id.scope {
+                self.problem(format!(
+                    "shares table `{}` with kind `{}`, but its id `scope` differs",
+                    a.table, b.name
+                ));
+            }
+        }
+        self.kind = None;
     }
 
     fn check_kind(&mut self, doc: KindDoc, source: Source) -> Option<Kind> {
@@ -855,6 +1125,15 @@ impl Checker {
             },
             (None, _) => {}
         }
+        let duplicates = match (doc.duplicates, &updated_at) {
+            (Some(DuplicateRule::Newest), None) => {
+                self.problem("`duplicates: newest` needs `updated_at`: the timestamp column that says which copy is newer");
+                DuplicateRule::Newest
+            }
+            (Some(rule), _) => rule,
+            (None, Some(_)) => DuplicateRule::Newest,
+            (None, None) => DuplicateRule::Last,
+        };
         if doc.conflict == ConflictPolicy::Merge
             && !fields
                 .iter()
@@ -874,6 +1153,13 @@ impl Checker {
             source,
             id: id?,
             table: doc.table,
+            shares_table: doc.shares_table,
+            path: doc.source.path,
+            index: doc.source.index.map(|key| IndexKey {
+                key,
+                path: doc.source.index_path,
+            }),
+            duplicates,
             conflict: doc.conflict,
             updated_at,
             unknown_fields: doc.unknown_fields,
@@ -983,6 +1269,7 @@ impl Checker {
                 default: None,
                 default_from: None,
                 sensitive: false,
+                legacy: BTreeMap::new(),
             };
             if let Err(reason) = crate::pipeline::check_default(&probe, default) {
                 self.problem(format!(
@@ -990,6 +1277,7 @@ impl Checker {
                 ));
             }
         }
+        self.check_legacy(&doc, &ty);
         if self.problems.len() > before {
             return None;
         }
@@ -1001,6 +1289,7 @@ impl Checker {
             default: doc.default,
             default_from: doc.default_from,
             sensitive: doc.sensitive,
+            legacy: doc.legacy,
         })
     }
 
@@ -1042,7 +1331,19 @@ impl Checker {
         misplaced(self, doc.url, "url", &[T::String, T::Array]);
         misplaced(self, doc.regex.is_some(), "regex", &[T::String, T::Array]);
         misplaced(self, !doc.values.is_empty(), "values", &[T::Enum]);
-        misplaced(self, !doc.legacy.is_empty(), "legacy", &[T::Enum]);
+        misplaced(
+            self,
+            !doc.legacy.is_empty(),
+            "legacy",
+            &[
+                T::String,
+                T::Integer,
+                T::Number,
+                T::Boolean,
+                T::Timestamp,
+                T::Enum,
+            ],
+        );
         misplaced(self, !doc.formats.is_empty(), "formats", &[T::Timestamp]);
         misplaced(self, doc.items.is_some(), "items", &[T::Array]);
         misplaced(self, doc.max_items.is_some(), "max_items", &[T::Array]);
@@ -1110,16 +1411,37 @@ impl Checker {
         if values.len() != doc.values.len() {
             self.problem("`values` lists the same value twice");
         }
-        for (old, new) in &doc.legacy {
-            if !values.contains(new) {
+        for old in doc.legacy.keys() {
+            if values.contains(old) {
                 self.problem(format!(
-                    "`legacy` maps `{old}` to `{new}`, which is not one of `values`"
+                    "`legacy` maps `{old}`, which is already one of `values`"
                 ));
             }
         }
         FieldType::Enum {
             values: doc.values.clone(),
-            legacy: doc.legacy.clone(),
+        }
+    }
+
+    /// Every value a `legacy` map gives must be valid for the field (type and rules).
+    fn check_legacy(&mut self, doc: &FieldDoc, ty: &FieldType) {
+        let probe = Field {
+            from: FieldSource::Constant,
+            column: doc.column.clone(),
+            ty: ty.clone(),
+            required: false,
+            default: None,
+            default_from: None,
+            sensitive: false,
+            legacy: BTreeMap::new(),
+        };
+        for (old, new) in &doc.legacy {
+            if let Err(reason) = crate::pipeline::check_given(&probe, new, "the value") {
+                let shown = new.as_str().map_or_else(|| new.to_string(), str::to_owned);
+                self.problem(format!(
+                    "`legacy` maps `{old}` to `{shown}`, which is not a valid value: {reason}"
+                ));
+            }
         }
     }
 
@@ -1138,6 +1460,23 @@ impl Checker {
             max_items: doc.max_items,
         }
     }
+}
+
+/// A JSON Pointer (RFC 6901): empty, or `/`-separated tokens where `~` is followed by `0` or `1`.
+fn check_pointer(pointer: &str) -> Result<(), String> {
+    if pointer.is_empty() {
+        return Err("it is empty; leave `path` out to use the whole value".to_owned());
+    }
+    if !pointer.starts_with('/') {
+        return Err("it must start with `/`".to_owned());
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err("`~` must be followed by `0` (for `~`) or `1` (for `/`)".to_owned());
+        }
+    }
+    Ok(())
 }
 
 fn is_identifier(name: &str) -> bool {

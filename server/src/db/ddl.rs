@@ -24,7 +24,11 @@ pub fn create_tables(spec: &Spec) -> String {
         quote_literal(&spec.app),
         quote_literal(&spec.version)
     );
-    for kind in &spec.kinds {
+    for (i, kind) in spec.kinds.iter().enumerate() {
+        // Kinds sharing a table (`shares_table`) expect the same columns: one statement.
+        if spec.kinds[..i].iter().any(|k| k.table == kind.table) {
+            continue;
+        }
         out.push('\n');
         out.push_str(&create_table(kind));
     }
