@@ -727,6 +727,15 @@ impl Migrator {
         };
         let records = pipeline::process(&self.spec, pairs, &ctx);
         report.kinds = pipeline::summarize(&self.spec, &records);
+        for (kind, id) in pipeline::listed_without_key(&self.spec, pairs) {
+            let kind = &self.spec.kinds[kind];
+            let index = kind.index.as_ref().map_or("", |i| i.key.as_str());
+            report.warnings.push(format!(
+                "kind `{}`: index key {index:?} lists id {id:?}, but there is no key {:?}",
+                kind.name,
+                format!("{}{id}", kind.source.key())
+            ));
+        }
         let migrated = load_hashes(
             &*self.ports.store,
             &checkpoint::migrated_hashes_key(self.app()),

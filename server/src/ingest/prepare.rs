@@ -231,11 +231,13 @@ pub(super) fn line_reasons(line: &Line) -> Vec<String> {
 fn reprocess_batch(plan: &IngestPlan, batch: &Batch) -> Vec<Line> {
     let spec = plan.spec();
     let mut lines: Vec<Line> = Vec::with_capacity(batch.records.len() + batch.rejected.len());
-    let mut seen: HashSet<(usize, Uuid)> = HashSet::new();
+    // Keyed by the kind's identity: kinds sharing a table (`shares_table`) share their row ids.
+    let mut seen: HashSet<(&str, Uuid)> = HashSet::new();
     for item in &batch.records {
         let mut record = wire::reprocess(spec, &batch.header, item);
         if let Some(id) = record.id.filter(|_| record.outcome.is_accepted())
-            && !seen.insert((record.kind, id))
+            && let Some(kind) = spec.kinds.get(record.kind)
+            && !seen.insert((kind.identity(), id))
         {
             // The browser settles duplicates before batching; two rows with one id in one
             // statement would fail it, so a second copy here is quarantined, not written.

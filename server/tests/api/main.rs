@@ -20,6 +20,7 @@ mod http_edge;
 mod idp;
 mod ingest;
 mod inputs;
+mod layouts;
 mod observability;
 mod operations;
 mod races;
