@@ -206,6 +206,7 @@ test('Recipes: only indexed per-record keys migrate, stale keys are reported, tw
   assert.match(reasonText(of('recipes.item.feast')), /serves/);
   assert.match(of('recipes.notes').raw_value, /Rice noodles/, 'the older copy of note 2 is the one held');
   assert.match(of('recipes.shopping').raw_value, /"id":5/);
+  assert.equal(first.report.quarantined.length, held.length, 'the page was told about every held record');
   // `lost` is listed but its key is gone: a warning of the run, nothing to migrate.
   assert.deepEqual(first.report.warnings.filter((w) => /recipes\.index/.test(w)),
     ['kind `recipes`: index key "recipes.index" lists id "lost", but there is no key "recipes.item.lost"']);
