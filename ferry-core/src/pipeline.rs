@@ -1517,8 +1517,9 @@ pub fn settle_duplicates(spec: &Spec, records: &mut [Record]) {
 /// One group of records with the same target id, in position order.
 fn settle_group(spec: &Spec, records: &mut [Record], group: &[usize]) {
     let rule = spec.kinds[records[group[0]].kind].duplicates;
-    let first_hash = records[group[0]].hash;
-    let all_identical = group.iter().all(|&i| records[i].hash == first_hash);
+    let all_identical = group
+        .iter()
+        .all(|&i| same_content(spec, &records[group[0]], &records[i]));
     let winner = match rule {
         _ if all_identical => Some(group[0]),
         DuplicateRule::First => Some(group[0]),
@@ -1548,9 +1549,9 @@ fn settle_group(spec: &Spec, records: &mut [Record], group: &[usize]) {
         }
         return;
     };
-    let (w_key, w_loc, w_hash) = {
+    let (w_key, w_loc) = {
         let w = &records[winner];
-        (w.key.clone(), w.locator.clone(), w.hash)
+        (w.key.clone(), w.locator.clone())
     };
     let why = match rule {
         DuplicateRule::First => "first by position",
@@ -1562,11 +1563,11 @@ fn settle_group(spec: &Spec, records: &mut [Record], group: &[usize]) {
         if i == winner {
             continue;
         }
-        let r = &mut records[i];
-        if r.hash == w_hash {
-            r.outcome = Outcome::Duplicate(w_loc.clone());
+        if same_content(spec, &records[winner], &records[i]) {
+            records[i].outcome = Outcome::Duplicate(w_loc.clone());
             continue;
         }
+        let r = &mut records[i];
         let place = Where::Record(
             r.key.as_escaped(),
             &r.locator,
@@ -1581,6 +1582,29 @@ fn settle_group(spec: &Spec, records: &mut [Record], group: &[usize]) {
             ),
         }]);
     }
+}
+
+/// Whether two records with one target id carry the same content: the same raw record, or the
+/// same row column by column (a record a newer app version copied under renamed properties into
+/// a kind sharing the table, or one whose repairs give the same row, is the same record).
+fn same_content(spec: &Spec, a: &Record, b: &Record) -> bool {
+    if a.hash == b.hash {
+        return true;
+    }
+    matches!((row_by_column(spec, a), row_by_column(spec, b)), (Some(x), Some(y)) if x == y)
+}
+
+/// An accepted record's cells by column name, sorted.
+fn row_by_column<'a>(spec: &'a Spec, r: &'a Record) -> Option<Vec<(&'a str, &'a Cell)>> {
+    let row = r.outcome.row()?;
+    let mut cells: Vec<(&str, &Cell)> = spec.kinds[r.kind]
+        .fields
+        .iter()
+        .map(|f| f.column.as_str())
+        .zip(&row.cells)
+        .collect();
+    cells.sort_unstable_by_key(|&(column, _)| column);
+    Some(cells)
 }
 
 // ---------------------------------------------------------------------------------------------

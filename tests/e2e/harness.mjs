@@ -29,7 +29,7 @@ function pgBinDir() {
   return versions.length ? path.join(base, versions[0], 'bin') : null;
 }
 
-function serverBinary() {
+export function serverBinary() {
   if (process.env.FERRY_SERVER_BIN) return process.env.FERRY_SERVER_BIN;
   const bin = path.join(ROOT, 'target/release/ferry-server');
   if (!existsSync(bin)) {

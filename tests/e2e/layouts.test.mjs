@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Server, launchBrowser, newDevice, openPage, userName } from './harness.mjs';
+import { Server, launchBrowser, newDevice, openPage, serverBinary, userName } from './harness.mjs';
 
 const SPEC = {
   ferry_spec: 1,
@@ -54,9 +54,7 @@ before(async () => {
   const migrations = path.join(server.dir, 'migrations');
   mkdirSync(migrations);
   writeFileSync(specPath, JSON.stringify(SPEC, null, 2));
-  const bin = process.env.FERRY_SERVER_BIN;
-  assert.ok(bin, 'FERRY_SERVER_BIN names the ferry-server binary');
-  const ddl = execFileSync(bin, ['spec', 'ddl', specPath], { encoding: 'utf8' });
+  const ddl = execFileSync(serverBinary(), ['spec', 'ddl', specPath], { encoding: 'utf8' });
   writeFileSync(path.join(migrations, '0001_tables.sql'), ddl);
   server.env.FERRY_SPEC = specPath;
   server.env.FERRY_APP_MIGRATIONS = migrations;
