@@ -19,7 +19,7 @@ import { createServer } from 'node:http';
 import { createHmac, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Server, ROOT, launchBrowser, newDevice, openPage, shot, storageText } from './harness.mjs';
+import { Server, ROOT, appStorage, launchBrowser, newDevice, openPage, shot, storageText } from './harness.mjs';
 import * as pantry from '../../examples/pantry/legacy.js';
 import * as recipes from '../../examples/recipes/legacy.js';
 
@@ -219,7 +219,7 @@ test('Recipes: only indexed per-record keys migrate, stale keys are reported, tw
   assert.equal(server.count(`SELECT count(*) FROM recipes WHERE user_id = ${q(user)}`), 3);
   assert.equal(server.count(`SELECT count(*) FROM shopping_notes WHERE user_id = ${q(user)}`), 4);
   assert.equal(quarantine(server, user).length, held.length);
-  const after = JSON.parse(await storageText(page));
+  const after = await appStorage(page);
   assert.deepEqual(after, storage, 'every key (the draft, the index, the stale recipes) is as the app left it');
   assert.deepEqual(page.errors, []);
   await context.close();

@@ -188,6 +188,10 @@ export const storageText = (page) => page.evaluate(() => {
   return JSON.stringify(Object.fromEntries(Object.entries(all).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))));
 });
 
+/** localStorage as the app sees its own data: Ferry's own keys (the light loader's stamp, leases) left out. */
+export const appStorage = async (page) =>
+  Object.fromEntries(Object.entries(JSON.parse(await storageText(page))).filter(([k]) => !/^ferry-(stamp|lease):/.test(k)));
+
 /** Waits until the status message matches `re`; returns its text. */
 export async function notice(page, re, timeout = 120_000) {
   await page.waitForFunction((src) => {
