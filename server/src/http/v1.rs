@@ -94,6 +94,7 @@ async fn post_batch(
             &engine.cipher,
             user.user_id,
             &body,
+            state.http().db_statement_timeout,
             &mut times,
         )
         .await
