@@ -223,9 +223,9 @@ pub fn set_local_statement_timeout(timeout: Duration) -> String {
 /// statements (`SET LOCAL`, so it ends with the transaction and never leaks to whatever uses
 /// the server connection next, as it would behind PgBouncer). `None`: no timeout is set.
 pub async fn begin(
-    client: &mut deadpool_postgres::ClientWrapper,
+    client: &mut tokio_postgres::Client,
     timeout: Option<Duration>,
-) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     if let Some(timeout) = timeout {
         tx.batch_execute(&set_local_statement_timeout(timeout))

@@ -255,7 +255,14 @@ async fn verify_migration(
         });
     }
     let mut client = connection(&state).await?;
-    match report::verify_migration(&mut client, user.user_id, migration_id, &sent).await? {
+    match report::verify_migration(
+        &mut client,
+        user.user_id,
+        migration_id,
+        &sent,
+        state.http().db_statement_timeout,
+    )
+    .await? {
         None => Err(ApiError::NotFound),
         Some(report::Verification::Verified(report)) => Ok(Json(report)),
         Some(report::Verification::RolledBack) => Err(ApiError::refused(
@@ -285,6 +292,7 @@ async fn rollback_migration(
         state.engine().spec(),
         user.user_id,
         migration_id,
+        state.http().db_statement_timeout,
         |_, _, _| {},
     )
     .await?
@@ -337,6 +345,7 @@ async fn resolve_conflict(
         user.user_id,
         id,
         resolution,
+        state.http().db_statement_timeout,
     )
     .await
     {

@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Transaction;
 use ferry_core::spec::{ConflictPolicy, Field};
 use ferry_core::wire;
 use serde_json::Value;
+use tokio_postgres::Transaction;
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
