@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
-use tokio_postgres::types::Type;
 use tokio_postgres::config::Host;
+use tokio_postgres::types::Type;
 
 use crate::db::sql::quote_ident;
 use crate::error_chain;

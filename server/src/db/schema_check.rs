@@ -868,13 +868,14 @@ async fn refused_values(
     );
     let rows = client
         .query_typed(&sql, &[(&values, Type::TEXT_ARRAY)])
-        .await.map_err(|e| {
-        shorten(
-            &e.as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
-            160,
-        )
-    })?;
+        .await
+        .map_err(|e| {
+            shorten(
+                &e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+                160,
+            )
+        })?;
     let mut refused = Vec::new();
     for row in rows {
         let (ord, passes): (i64, bool) = (

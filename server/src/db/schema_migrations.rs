@@ -25,9 +25,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
-use tokio_postgres::error::SqlState;
 
 use crate::db::DbError;
 
@@ -259,7 +259,7 @@ async fn run_locked(
         .map_err(|e| DbError::query("begin", &e))?;
     lock_schema_migrations(&tx).await?;
     tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS ferry_schema_migrations (
+        "CREATE TABLE IF NOT EXISTS ferry_schema_migrations (
                  migration_group text        NOT NULL,
                  version         integer     NOT NULL,
                  name            text        NOT NULL,
@@ -268,9 +268,9 @@ async fn run_locked(
                  applied_at      timestamptz NOT NULL DEFAULT now(),
                  PRIMARY KEY (migration_group, version)
              )",
-        )
-        .await
-        .map_err(|e| DbError::query("create ferry_schema_migrations", &e))?;
+    )
+    .await
+    .map_err(|e| DbError::query("create ferry_schema_migrations", &e))?;
     tx.commit()
         .await
         .map_err(|e| DbError::query("commit", &e))?;

@@ -262,7 +262,8 @@ async fn verify_migration(
         &sent,
         state.http().db_statement_timeout,
     )
-    .await? {
+    .await?
+    {
         None => Err(ApiError::NotFound),
         Some(report::Verification::Verified(report)) => Ok(Json(report)),
         Some(report::Verification::RolledBack) => Err(ApiError::refused(

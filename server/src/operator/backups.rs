@@ -7,8 +7,8 @@
 //! Uploading the same id again with the same bytes is a no-op (a retry); with other bytes it
 //! is refused. Every query is scoped by the token's user.
 
-use tokio_postgres::types::Type;
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::db::sql::rfc3339_sql;

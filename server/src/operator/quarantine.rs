@@ -3,8 +3,8 @@
 //! values sealed at rest because their kind has sensitive fields.
 
 use serde::{Deserialize, Serialize};
-use tokio_postgres::types::Type;
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::db::sql::rfc3339_sql;

@@ -17,8 +17,8 @@
 //! newest first. The rollback is scoped to one user: rows of other users are never read.
 
 use ferry_core::spec::{Kind, Spec};
-use tokio_postgres::types::Type;
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::db::DbError;

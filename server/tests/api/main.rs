@@ -22,6 +22,7 @@ mod ingest;
 mod inputs;
 mod observability;
 mod operations;
+mod pgbouncer;
 mod races;
 mod refusals;
 mod run_status;
