@@ -104,6 +104,16 @@ else
   step "postgresql" "installed ($(pg_bindir))"
 fi
 
+# 3b. PgBouncer: a server test runs Ferry through it in transaction pooling mode.
+if [[ -x /usr/sbin/pgbouncer ]]; then
+  step "pgbouncer" "present"
+else
+  step "pgbouncer" "installing (apt-get install pgbouncer)"
+  apt_install pgbouncer
+  [[ -x /usr/sbin/pgbouncer ]] || fail "pgbouncer installed, but /usr/sbin/pgbouncer is missing"
+  step "pgbouncer" "installed"
+fi
+
 # 4. Chromium and ChromeDriver: browser tests only, so the demo does not pay for them.
 if [[ "$BROWSER" == "1" ]]; then
   if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then

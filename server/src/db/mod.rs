@@ -9,10 +9,19 @@
 //! - [`ddl`]: `CREATE TABLE` statements for a spec (`ferry-server spec ddl`).
 //! - [`sql`]: quoting identifiers and literals, rendering timestamps.
 //!
-//! The server talks to PostgreSQL through `tokio-postgres`, pooled by `deadpool-postgres`.
-//! Every connection is opened with `statement_timeout` set (as a startup option, so it holds
-//! whatever pool or proxy sits between), an `application_name`, and a connect timeout. TLS to
-//! the database is not supported yet: use a local socket, a private network or a TLS sidecar.
+//! The server talks to PostgreSQL through `tokio-postgres`, pooled by `deadpool-postgres`,
+//! in a way that works the same directly and behind a transaction-pooling proxy (PgBouncer
+//! `pool_mode = transaction`), where consecutive transactions of one client may run on
+//! different server connections and nothing of a session survives a transaction:
+//! - no startup `options` parameter (PgBouncer refuses it): `statement_timeout` is set with
+//!   `SET LOCAL` as the first statement of every transaction the server opens ([`begin`]);
+//! - no named prepared statements: every statement with parameters is sent unnamed, with
+//!   its parameter types given (`query_typed` / `execute_typed`: Parse, Bind, Execute and Sync
+//!   in one round trip), and is planned for its actual values every time;
+//! - no session state: locks are transaction-scoped (`pg_advisory_xact_lock`).
+//!
+//! Connections carry an `application_name` and a connect timeout. TLS to the database is not
+//! supported yet: use a local socket, a private network or a TLS sidecar.
 
 pub mod ddl;
 pub mod embedded_pg;
@@ -25,6 +34,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
+use tokio_postgres::types::Type;
 
 use crate::db::sql::quote_ident;
 use crate::error_chain;
@@ -38,8 +48,6 @@ pub const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct PoolSettings {
     /// Largest number of pooled connections.
     pub size: usize,
-    /// `statement_timeout` of every connection; `None` for none.
-    pub statement_timeout: Option<Duration>,
     /// Time allowed to open a connection (also the time a request waits for a free one).
     pub connect_timeout: Duration,
 }
@@ -151,9 +159,12 @@ pub async fn lock_user(
     tx: &tokio_postgres::Transaction<'_>,
     user: uuid::Uuid,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
+    tx.execute_typed(
         "SELECT pg_advisory_xact_lock($1, $2)",
-        &[&USER_LOCK_CLASS, &user_lock_key(user)],
+        &[
+            (&USER_LOCK_CLASS, Type::INT4),
+            (&user_lock_key(user), Type::INT4),
+        ],
     )
     .await
     .map(drop)
@@ -194,18 +205,33 @@ pub fn describe_target(config: &tokio_postgres::Config) -> String {
     )
 }
 
-/// Applies the per-connection settings: `statement_timeout`, `application_name`, timeout.
+/// Applies the per-connection settings: `application_name` and the connect timeout. The
+/// `statement_timeout` is not a connection setting (PgBouncer refuses the startup `options`
+/// parameter, and a session `SET` does not follow a client from one transaction to the
+/// next behind it): [`begin`] sets it in every transaction.
 pub fn tune(config: &mut tokio_postgres::Config, settings: &PoolSettings) {
     config.application_name("ferry-server");
     config.connect_timeout(settings.connect_timeout);
-    if let Some(timeout) = settings.statement_timeout {
-        let option = format!("-c statement_timeout={}", timeout.as_millis());
-        let options = match config.get_options() {
-            Some(existing) if !existing.trim().is_empty() => format!("{existing} {option}"),
-            _ => option,
-        };
-        config.options(options);
+}
+
+/// The statement that sets `timeout` as the `statement_timeout` of the current transaction.
+pub fn set_local_statement_timeout(timeout: Duration) -> String {
+    format!("SET LOCAL statement_timeout = {}", timeout.as_millis())
+}
+
+/// Opens a transaction on `client` with `statement_timeout` set to `timeout` for its
+/// statements (`SET LOCAL`, so it ends with the transaction and never leaks to whatever uses
+/// the server connection next, as it would behind PgBouncer). `None`: no timeout is set.
+pub async fn begin(
+    client: &mut tokio_postgres::Client,
+    timeout: Option<Duration>,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    if let Some(timeout) = timeout {
+        tx.batch_execute(&set_local_statement_timeout(timeout))
+            .await?;
     }
+    Ok(tx)
 }
 
 /// A pool over `config` (tuned with `settings`). Connections open lazily, on first use.
@@ -271,7 +297,10 @@ pub async fn ping(pool: &Pool) -> Result<(), DbError> {
 pub async fn database_exists(admin: &tokio_postgres::Config, name: &str) -> Result<bool, DbError> {
     let client = connect(admin).await?;
     Ok(client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .query_typed_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[(&name, Type::TEXT)],
+        )
         .await
         .map_err(|e| DbError::query("look up the database", &e))?
         .is_some())
@@ -285,7 +314,10 @@ pub async fn create_database_if_missing(
 ) -> Result<bool, DbError> {
     let client = connect(admin).await?;
     let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .query_typed_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[(&name, Type::TEXT)],
+        )
         .await
         .map_err(|e| DbError::query("look up the database", &e))?
         .is_some();
@@ -314,32 +346,25 @@ pub async fn create_database_if_missing(
 mod tests {
     use super::*;
 
-    fn settings(statement_timeout: Option<Duration>) -> PoolSettings {
+    fn settings() -> PoolSettings {
         PoolSettings {
             size: 4,
-            statement_timeout,
             connect_timeout: Duration::from_secs(3),
         }
     }
 
     #[test]
-    fn statement_timeout_is_added_to_existing_options() {
-        let url =
-            Secret::new("postgres://u:pw@db:5433/app?options=-c%20search_path%3Dapp".to_owned());
+    fn no_startup_options_are_added() {
+        // PgBouncer refuses a startup `options` parameter: the timeout is set per transaction.
+        let url = Secret::new("postgres://u:pw@db:5433/app".to_owned());
         let mut config = parse_database_url(&url).unwrap();
-        tune(&mut config, &settings(Some(Duration::from_millis(1500))));
-        assert_eq!(
-            config.get_options(),
-            Some("-c search_path=app -c statement_timeout=1500")
-        );
-        assert_eq!(config.get_application_name(), Some("ferry-server"));
-    }
-
-    #[test]
-    fn no_statement_timeout_leaves_options_alone() {
-        let mut config = tokio_postgres::Config::new();
-        tune(&mut config, &settings(None));
+        tune(&mut config, &settings());
         assert_eq!(config.get_options(), None);
+        assert_eq!(config.get_application_name(), Some("ferry-server"));
+        assert_eq!(
+            set_local_statement_timeout(Duration::from_millis(1500)),
+            "SET LOCAL statement_timeout = 1500"
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ use std::fmt;
 
 use ferry_core::spec::{ColumnType, Spec};
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::db::DbError;
 use crate::db::sql::{quote_ident, quote_literal};
@@ -607,10 +608,10 @@ struct FoundSchema {
 /// Which of the tables `names` exist in the connection's current schema.
 async fn existing_tables(client: &Client, names: &[&str]) -> Result<BTreeSet<String>, DbError> {
     Ok(client
-        .query(
+        .query_typed(
             "SELECT table_name::text FROM information_schema.tables
              WHERE table_schema = current_schema() AND table_name::text = ANY($1)",
-            &[&names],
+            &[(&names, Type::TEXT_ARRAY)],
         )
         .await
         .map_err(|e| DbError::query("list tables", &e))?
@@ -626,13 +627,13 @@ async fn existing_columns(
 ) -> Result<BTreeMap<(String, String), FoundColumn>, DbError> {
     let mut columns = BTreeMap::new();
     for row in client
-        .query(
+        .query_typed(
             "SELECT table_name::text, column_name::text, data_type::text, udt_name::text,
                     is_nullable = 'NO', column_default IS NOT NULL OR is_identity = 'YES' OR is_generated = 'ALWAYS',
                     character_maximum_length::int, numeric_precision::int, numeric_scale::int
              FROM information_schema.columns
              WHERE table_schema = current_schema() AND table_name::text = ANY($1)",
-            &[&names],
+            &[(&names, Type::TEXT_ARRAY)],
         )
         .await
         .map_err(|e| DbError::query("list columns", &e))?
@@ -664,7 +665,7 @@ async fn primary_keys(
 ) -> Result<BTreeMap<String, Vec<String>>, DbError> {
     let mut primary_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in client
-        .query(
+        .query_typed(
             "SELECT tc.table_name::text, kcu.column_name::text
              FROM information_schema.table_constraints tc
              JOIN information_schema.key_column_usage kcu
@@ -675,7 +676,7 @@ async fn primary_keys(
                AND tc.table_schema = current_schema()
                AND tc.table_name::text = ANY($1)
              ORDER BY tc.table_name, kcu.ordinal_position",
-            &[&names],
+            &[(&names, Type::TEXT_ARRAY)],
         )
         .await
         .map_err(|e| DbError::query("list primary keys", &e))?
@@ -692,7 +693,7 @@ async fn primary_keys(
 async fn check_constraints(client: &Client, names: &[&str]) -> Result<Vec<FoundCheck>, DbError> {
     let mut checks = Vec::new();
     for row in client
-        .query(
+        .query_typed(
             "SELECT cl.relname::text, con.conname::text, pg_get_constraintdef(con.oid),
                     pg_get_expr(con.conbin, con.conrelid),
                     ARRAY(SELECT a.attname::text FROM unnest(con.conkey) AS k(n)
@@ -706,7 +707,7 @@ async fn check_constraints(client: &Client, names: &[&str]) -> Result<Vec<FoundC
              WHERE con.contype = 'c' AND ns.nspname = current_schema()
                AND cl.relname::text = ANY($1)
              ORDER BY cl.relname, con.conname",
-            &[&names],
+            &[(&names, Type::TEXT_ARRAY)],
         )
         .await
         .map_err(|e| DbError::query("list check constraints", &e))?
@@ -800,32 +801,23 @@ async fn check_mismatch(
 /// the copy dropped. `None` if PostgreSQL refuses it.
 async fn normalized_check(client: &Client, table: &str, expression: &str) -> Option<String> {
     let probe = "ferry_check_probe";
-    let created = client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS pg_temp.{probe}; \
-             CREATE TEMPORARY TABLE {probe} (LIKE {table}); \
-             ALTER TABLE pg_temp.{probe} ADD CONSTRAINT {probe} CHECK ({expression})",
+    // One simple-protocol request, so one (implicit) transaction: the temporary table is
+    // there for the `SELECT` even behind PgBouncer in transaction pooling mode, and is gone
+    // with the transaction whatever happens.
+    let messages = client
+        .simple_query(&format!(
+            "CREATE TEMPORARY TABLE {probe} (LIKE {table}) ON COMMIT DROP; \
+             ALTER TABLE pg_temp.{probe} ADD CONSTRAINT {probe} CHECK ({expression}); \
+             SELECT pg_get_expr(conbin, conrelid) FROM pg_constraint \
+             WHERE conrelid = 'pg_temp.{probe}'::regclass AND conname = '{probe}'",
             table = quote_ident(table),
         ))
-        .await;
-    let printed = match created {
-        Ok(()) => client
-            .query_one(
-                &format!(
-                    "SELECT pg_get_expr(conbin, conrelid) FROM pg_constraint \
-                     WHERE conrelid = 'pg_temp.{probe}'::regclass AND conname = '{probe}'"
-                ),
-                &[],
-            )
-            .await
-            .ok()
-            .and_then(|row| row.try_get::<_, String>(0).ok()),
-        Err(_) => None,
-    };
-    let _ = client
-        .batch_execute(&format!("DROP TABLE IF EXISTS pg_temp.{probe}"))
-        .await;
-    printed
+        .await
+        .ok()?;
+    messages.iter().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    })
 }
 
 /// The values a check on `column` is evaluated on: the spec's finite set (without those
@@ -874,13 +866,16 @@ async fn refused_values(
         ty = check.column_type,
         col = quote_ident(&column.name),
     );
-    let rows = client.query(&sql, &[&values]).await.map_err(|e| {
-        shorten(
-            &e.as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
-            160,
-        )
-    })?;
+    let rows = client
+        .query_typed(&sql, &[(&values, Type::TEXT_ARRAY)])
+        .await
+        .map_err(|e| {
+            shorten(
+                &e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+                160,
+            )
+        })?;
     let mut refused = Vec::new();
     for row in rows {
         let (ord, passes): (i64, bool) = (

@@ -25,8 +25,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Transaction};
 
 use crate::db::DbError;
 
@@ -212,8 +213,7 @@ pub enum SchemaMigrationError {
 }
 
 /// Applies Ferry's [`SCHEMA_MIGRATIONS`], then the app's (from [`load_app_migrations`]; empty:
-/// no app table is touched) through `client` (a connection of its own: the advisory lock is
-/// held by the session).
+/// no app table is touched) through `client`.
 pub async fn migrate_schema(
     client: &mut Client,
     app: &[SchemaMigration],
@@ -224,28 +224,28 @@ pub async fn migrate_schema(
     run_schema_migrations(client, &migrations, mode).await
 }
 
-/// Applies `migrations` (in the given order) under the schema migration lock.
+/// Applies `migrations` (in the given order). Each transaction that writes takes the schema
+/// migration lock first (`pg_advisory_xact_lock`, transaction-scoped so that it also holds
+/// behind PgBouncer in transaction pooling mode, where a session lock would stay on whatever
+/// server connection took it) and looks again at what is applied: two servers starting at once
+/// apply each migration once.
 pub async fn run_schema_migrations(
     client: &mut Client,
     migrations: &[SchemaMigration],
     mode: SchemaMigrationMode,
 ) -> Result<SchemaMigrationReport, SchemaMigrationError> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_MIGRATION_LOCK_KEY])
-        .await
-        .map_err(|e| DbError::query("take the schema migration lock", &e))?;
-    let result = run_locked(client, migrations, mode).await;
-    // The lock also ends with the session, so a failed unlock is only worth a log line.
-    if let Err(error) = client
-        .execute(
-            "SELECT pg_advisory_unlock($1)",
-            &[&SCHEMA_MIGRATION_LOCK_KEY],
-        )
-        .await
-    {
-        tracing::warn!(error = %crate::error_chain(&error), "could not release the schema migration lock");
-    }
-    result
+    run_locked(client, migrations, mode).await
+}
+
+/// Takes the schema migration lock for the rest of `tx`.
+async fn lock_schema_migrations(tx: &Transaction<'_>) -> Result<(), DbError> {
+    tx.execute_typed(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[(&SCHEMA_MIGRATION_LOCK_KEY, Type::INT8)],
+    )
+    .await
+    .map(drop)
+    .map_err(|e| DbError::query("take the schema migration lock", &e))
 }
 
 async fn run_locked(
@@ -253,9 +253,13 @@ async fn run_locked(
     migrations: &[SchemaMigration],
     mode: SchemaMigrationMode,
 ) -> Result<SchemaMigrationReport, SchemaMigrationError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS ferry_schema_migrations (
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| DbError::query("begin", &e))?;
+    lock_schema_migrations(&tx).await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS ferry_schema_migrations (
                  migration_group text        NOT NULL,
                  version         integer     NOT NULL,
                  name            text        NOT NULL,
@@ -264,9 +268,12 @@ async fn run_locked(
                  applied_at      timestamptz NOT NULL DEFAULT now(),
                  PRIMARY KEY (migration_group, version)
              )",
-        )
+    )
+    .await
+    .map_err(|e| DbError::query("create ferry_schema_migrations", &e))?;
+    tx.commit()
         .await
-        .map_err(|e| DbError::query("create ferry_schema_migrations", &e))?;
+        .map_err(|e| DbError::query("commit", &e))?;
 
     let recorded = applied_schema_migrations(client).await?;
     // Without an app folder the app's tables are not Ferry's business: what an earlier run
@@ -314,7 +321,11 @@ async fn run_locked(
         }
         let baseline =
             mode == SchemaMigrationMode::Baseline && migration.group == SchemaMigrationGroup::App;
-        apply_one(client, migration, baseline).await?;
+        if !apply_one(client, migration, baseline).await? {
+            // Another server applied it in the meantime.
+            report.already_applied.push(migration.to_string());
+            continue;
+        }
         if baseline {
             tracing::info!(schema_migration = %migration, "schema migration recorded as applied (baseline)");
             report.baselined.push(migration.to_string());
@@ -330,7 +341,7 @@ async fn apply_one(
     client: &mut Client,
     migration: &SchemaMigration,
     baseline: bool,
-) -> Result<(), SchemaMigrationError> {
+) -> Result<bool, SchemaMigrationError> {
     let failed = |source: DbError| {
         if migration.group == SchemaMigrationGroup::App
             && source.sqlstate() == Some(SqlState::DUPLICATE_TABLE.code())
@@ -350,27 +361,42 @@ async fn apply_one(
         .transaction()
         .await
         .map_err(|e| failed(DbError::query("begin", &e)))?;
+    lock_schema_migrations(&tx).await.map_err(failed)?;
+    let recorded_meanwhile = tx
+        .query_typed_opt(
+            "SELECT 1 FROM ferry_schema_migrations WHERE migration_group = $1 AND version = $2",
+            &[
+                (&migration.group.as_str(), Type::TEXT),
+                (&migration.version, Type::INT4),
+            ],
+        )
+        .await
+        .map_err(|e| failed(DbError::query("look at the applied schema migrations", &e)))?;
+    if recorded_meanwhile.is_some() {
+        return Ok(false);
+    }
     if !baseline {
         tx.batch_execute(&migration.sql)
             .await
             .map_err(|e| failed(DbError::query("run the SQL", &e)))?;
     }
-    tx.execute(
+    tx.execute_typed(
         "INSERT INTO ferry_schema_migrations (migration_group, version, name, checksum, baselined)
          VALUES ($1, $2, $3, $4, $5)",
         &[
-            &migration.group.as_str(),
-            &migration.version,
-            &migration.name.as_ref(),
-            &migration.checksum(),
-            &baseline,
+            (&migration.group.as_str(), Type::TEXT),
+            (&migration.version, Type::INT4),
+            (&migration.name.as_ref(), Type::TEXT),
+            (&migration.checksum(), Type::TEXT),
+            (&baseline, Type::BOOL),
         ],
     )
     .await
     .map_err(|e| failed(DbError::query("record the schema migration", &e)))?;
     tx.commit()
         .await
-        .map_err(|e| failed(DbError::query("commit", &e)))
+        .map_err(|e| failed(DbError::query("commit", &e)))?;
+    Ok(true)
 }
 
 /// The rows of `ferry_schema_migrations`, oldest first; empty when the table does not exist.
@@ -378,7 +404,7 @@ pub async fn applied_schema_migrations(
     client: &Client,
 ) -> Result<Vec<AppliedSchemaMigration>, DbError> {
     let exists: bool = client
-        .query_one(
+        .query_typed_one(
             "SELECT to_regclass('ferry_schema_migrations') IS NOT NULL",
             &[],
         )
@@ -389,7 +415,7 @@ pub async fn applied_schema_migrations(
         return Ok(Vec::new());
     }
     let rows = client
-        .query(
+        .query_typed(
             "SELECT migration_group, version, name, checksum, baselined
              FROM ferry_schema_migrations ORDER BY applied_at, migration_group, version",
             &[],

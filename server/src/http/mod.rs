@@ -340,7 +340,6 @@ mod tests {
             config,
             &db::PoolSettings {
                 size: 1,
-                statement_timeout: None,
                 connect_timeout: Duration::from_millis(200),
             },
         )
@@ -355,6 +354,7 @@ mod tests {
             pkg_dir: "/nonexistent/pkg".into(),
             rate_limit_per_second: 0.0,
             rate_limit_burst: 1,
+            db_statement_timeout: None,
         };
         let spec_text = include_str!("../../../specs/taskboard.json").to_owned();
         let spec = ferry_core::spec::Spec::parse(&spec_text).unwrap();

@@ -35,6 +35,8 @@ pub struct HttpSettings {
     pub rate_limit_per_second: f64,
     /// Burst per user.
     pub rate_limit_burst: u32,
+    /// `statement_timeout` of every transaction a request opens; `None` for none.
+    pub db_statement_timeout: Option<Duration>,
 }
 
 impl HttpSettings {
@@ -50,6 +52,7 @@ impl HttpSettings {
             pkg_dir: settings.pkg_dir(),
             rate_limit_per_second: settings.rate_limit_per_second,
             rate_limit_burst: settings.rate_limit_burst,
+            db_statement_timeout: settings.statement_timeout(),
         }
     }
 }

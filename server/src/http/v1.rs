@@ -94,6 +94,7 @@ async fn post_batch(
             &engine.cipher,
             user.user_id,
             &body,
+            state.http().db_statement_timeout,
             &mut times,
         )
         .await
@@ -254,7 +255,15 @@ async fn verify_migration(
         });
     }
     let mut client = connection(&state).await?;
-    match report::verify_migration(&mut client, user.user_id, migration_id, &sent).await? {
+    match report::verify_migration(
+        &mut client,
+        user.user_id,
+        migration_id,
+        &sent,
+        state.http().db_statement_timeout,
+    )
+    .await?
+    {
         None => Err(ApiError::NotFound),
         Some(report::Verification::Verified(report)) => Ok(Json(report)),
         Some(report::Verification::RolledBack) => Err(ApiError::refused(
@@ -284,6 +293,7 @@ async fn rollback_migration(
         state.engine().spec(),
         user.user_id,
         migration_id,
+        state.http().db_statement_timeout,
         |_, _, _| {},
     )
     .await?
@@ -336,6 +346,7 @@ async fn resolve_conflict(
         user.user_id,
         id,
         resolution,
+        state.http().db_statement_timeout,
     )
     .await
     {

@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Transaction;
 use ferry_core::spec::{ConflictPolicy, Field};
 use ferry_core::wire;
 use serde_json::Value;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::Transaction;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use crate::ingest::field_crypto::{FieldCipher, QuarantineContext};
@@ -39,11 +39,20 @@ pub async fn apply(
     plan: &IngestPlan,
     cipher: &FieldCipher,
     prepared: &PreparedBatch,
+    statement_timeout: Option<Duration>,
     times: &mut WriteTimes,
 ) -> Result<BatchResult, IngestError> {
-    match apply_once(client, plan, cipher, prepared, Writing::SetBased, times).await {
+    let first = Attempt {
+        writing: Writing::SetBased,
+        statement_timeout,
+    };
+    match apply_once(client, plan, cipher, prepared, first, times).await {
         Err(IngestError::Db { source, .. }) if refusal_reason(&source).is_some() => {
-            apply_once(client, plan, cipher, prepared, Writing::Bisecting, times).await
+            let again = Attempt {
+                writing: Writing::Bisecting,
+                ..first
+            };
+            apply_once(client, plan, cipher, prepared, again, times).await
         }
         other => other,
     }
@@ -64,6 +73,13 @@ enum Writing {
     Bisecting,
 }
 
+/// How one attempt at a batch runs.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    writing: Writing,
+    statement_timeout: Option<Duration>,
+}
+
 /// Lines the database refused to store: index in `lines` → the database's reason.
 type Refusals = BTreeMap<usize, String>;
 
@@ -72,11 +88,14 @@ async fn apply_once(
     plan: &IngestPlan,
     cipher: &FieldCipher,
     prepared: &PreparedBatch,
-    writing: Writing,
+    attempt: Attempt,
     times: &mut WriteTimes,
 ) -> Result<BatchResult, IngestError> {
-    let tx = client
-        .transaction()
+    let Attempt {
+        writing,
+        statement_timeout,
+    } = attempt;
+    let tx = crate::db::begin(client, statement_timeout)
         .await
         .map_err(db("starting the batch transaction"))?;
     crate::db::lock_user(&tx, prepared.user)
@@ -164,9 +183,14 @@ async fn claim_idempotency_key(
         ..
     } = *prepared;
     let claimed = tx
-        .execute(
-            &cached(tx, CLAIM, "claiming the batch in the ledger").await?,
-            &[&user, &migration_id, &i64::from(sequence), request_hash],
+        .execute_typed(
+            CLAIM,
+            &[
+                (&user, Type::UUID),
+                (&migration_id, Type::UUID),
+                (&i64::from(sequence), Type::INT8),
+                (request_hash, Type::BYTEA),
+            ],
         )
         .await
         .map_err(db("claiming the batch in the ledger"))?;
@@ -174,10 +198,14 @@ async fn claim_idempotency_key(
         return Ok(Claim::New);
     }
     let row = tx
-        .query_one(
+        .query_typed_one(
             "SELECT request_hash, response FROM ferry_ingest_ledger \
              WHERE user_id = $1 AND migration_id = $2 AND sequence = $3",
-            &[&user, &migration_id, &i64::from(sequence)],
+            &[
+                (&user, Type::UUID),
+                (&migration_id, Type::UUID),
+                (&i64::from(sequence), Type::INT8),
+            ],
         )
         .await
         .map_err(db("reading the ledger"))?;
@@ -200,9 +228,12 @@ async fn refuse_if_rolled_back(
     prepared: &PreparedBatch,
 ) -> Result<(), IngestError> {
     let status: Option<String> = tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
-            &[&prepared.user, &prepared.migration_id],
+            &[
+                (&prepared.user, Type::UUID),
+                (&prepared.migration_id, Type::UUID),
+            ],
         )
         .await
         .and_then(|row| row.map(|r| r.try_get(0)).transpose())
@@ -239,9 +270,13 @@ async fn lock_migration_run(
     const RUN: &str = "INSERT INTO ferry_migration_runs AS r (user_id, migration_id, device_id) VALUES ($1, $2, $3) \
                        ON CONFLICT (user_id, migration_id) DO UPDATE SET device_id = r.device_id RETURNING r.status";
     let run_status: String = tx
-        .query_one(
-            &cached(tx, RUN, "recording the migration run").await?,
-            &[&prepared.user, &prepared.migration_id, &prepared.device_id],
+        .query_typed_one(
+            RUN,
+            &[
+                (&prepared.user, Type::UUID),
+                (&prepared.migration_id, Type::UUID),
+                (&prepared.device_id, Type::TEXT),
+            ],
         )
         .await
         .and_then(|row| row.try_get(0))
@@ -325,13 +360,17 @@ async fn write_part(
         part_values = values.iter().map(|v| v.select(positions)).collect();
         (&part_ids, &part_values)
     };
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&prepared.user, &prepared.migration_id, ids];
-    params.extend(values.iter().map(ColumnValues::as_sql));
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&prepared.user, Type::UUID),
+        (&prepared.migration_id, Type::UUID),
+        (ids, Type::UUID_ARRAY),
+    ];
+    params.extend(values.iter().map(ColumnValues::as_typed_sql));
     let rows = tx
-        // Not a cached prepared statement: after a few runs PostgreSQL may switch a prepared
-        // statement to a generic plan, and for this one that was measured up to 8 times
-        // slower. Sent unnamed, it is planned for its actual arrays every time.
-        .query(sql, &params)
+        // Unnamed: planned for its actual arrays every time (after a few runs PostgreSQL may
+        // switch a named prepared statement to a generic plan, measured up to 8 times slower
+        // for this one), and nothing is left on the server connection.
+        .query_typed(sql, &params)
         .await
         .map_err(db("writing a kind's rows"))?;
     let mut written = Vec::with_capacity(rows.len());
@@ -457,10 +496,19 @@ async fn quarantine_rejected(
         reasons.push(Value::from(reasons_of(refusals, i, line)));
         outcomes[i] = Some(RecordOutcome::Quarantined);
     }
-    tx.execute(
+    tx.execute_typed(
         "INSERT INTO ferry_quarantine (user_id, migration_id, kind, key, locator, raw_value, reasons, raw_key_id) \
          SELECT $1, $2, k, y, l, r, e, i FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[]) AS u(k, y, l, r, e, i)",
-        &[&prepared.user, &prepared.migration_id, &kinds, &keys, &locators, &raws, &reasons, &raw_key_ids],
+        &[
+            (&prepared.user, Type::UUID),
+            (&prepared.migration_id, Type::UUID),
+            (&kinds, Type::TEXT_ARRAY),
+            (&keys, Type::TEXT_ARRAY),
+            (&locators, Type::TEXT_ARRAY),
+            (&raws, Type::TEXT_ARRAY),
+            (&reasons, Type::JSONB_ARRAY),
+            (&raw_key_ids, Type::TEXT_ARRAY),
+        ],
     )
     .await
     .map_err(db("quarantining rejected records"))?;
@@ -558,14 +606,14 @@ async fn record_received(
     const RECEIVED: &str = "INSERT INTO ferry_received (user_id, migration_id, kind, hash, outcome) \
                             SELECT $1, $2, k, h, o FROM unnest($3::text[], $4::bytea[], $5::text[]) AS u(k, h, o) \
                             ON CONFLICT DO NOTHING";
-    tx.execute(
-        &cached(tx, RECEIVED, "recording received records").await?,
+    tx.execute_typed(
+        RECEIVED,
         &[
-            &prepared.user,
-            &prepared.migration_id,
-            &r_kinds,
-            &r_hashes,
-            &r_outcomes,
+            (&prepared.user, Type::UUID),
+            (&prepared.migration_id, Type::UUID),
+            (&r_kinds, Type::TEXT_ARRAY),
+            (&r_hashes, Type::BYTEA_ARRAY),
+            (&r_outcomes, Type::TEXT_ARRAY),
         ],
     )
     .await
@@ -581,26 +629,16 @@ async fn save_answer(
 ) -> Result<(), IngestError> {
     let stored = serde_json::to_value(result).unwrap_or(Value::Null);
     const ANSWER: &str = "UPDATE ferry_ingest_ledger SET response = $4 WHERE user_id = $1 AND migration_id = $2 AND sequence = $3";
-    tx.execute(
-        &cached(tx, ANSWER, "storing the batch's answer").await?,
+    tx.execute_typed(
+        ANSWER,
         &[
-            &prepared.user,
-            &prepared.migration_id,
-            &i64::from(prepared.sequence),
-            &stored,
+            (&prepared.user, Type::UUID),
+            (&prepared.migration_id, Type::UUID),
+            (&i64::from(prepared.sequence), Type::INT8),
+            (&stored, Type::JSONB),
         ],
     )
     .await
     .map_err(db("storing the batch's answer"))?;
     Ok(())
-}
-
-/// The hot path's statements are prepared once per pooled connection, not parsed and planned
-/// again for every batch.
-async fn cached(
-    tx: &Transaction<'_>,
-    sql: &str,
-    context: &'static str,
-) -> Result<tokio_postgres::Statement, IngestError> {
-    tx.prepare_cached(sql).await.map_err(db(context))
 }

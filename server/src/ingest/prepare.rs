@@ -9,7 +9,7 @@ use ferry_core::spec::{ColumnType, Field, FieldType};
 use ferry_core::wire::{self, Batch};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use crate::ingest::IngestError;
@@ -74,13 +74,15 @@ impl ColumnValues {
         }
     }
 
-    pub(super) fn as_sql(&self) -> &(dyn ToSql + Sync) {
+    /// The column's array as a statement parameter, with its type (statements are sent
+    /// unnamed, with their parameter types: see [`crate::db`]).
+    pub(super) fn as_typed_sql(&self) -> (&(dyn ToSql + Sync), Type) {
         match self {
-            Self::Text(v) => v,
-            Self::Int(v) => v,
-            Self::Float(v) => v,
-            Self::Bool(v) => v,
-            Self::Json(v) => v,
+            Self::Text(v) => (v, Type::TEXT_ARRAY),
+            Self::Int(v) => (v, Type::INT8_ARRAY),
+            Self::Float(v) => (v, Type::FLOAT8_ARRAY),
+            Self::Bool(v) => (v, Type::BOOL_ARRAY),
+            Self::Json(v) => (v, Type::JSONB_ARRAY),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! is refused. Every query is scoped by the token's user.
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::db::sql::rfc3339_sql;
@@ -68,18 +69,27 @@ pub async fn store(
     }
     let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
     let inserted = client
-        .execute(
+        .execute_typed(
             "INSERT INTO ferry_backups (user_id, id, size_bytes, blob) VALUES ($1, $2, $3, $4)
              ON CONFLICT (user_id, id) DO NOTHING",
-            &[&user, &id, &size, &bytes],
+            &[
+                (&user, Type::UUID),
+                (&id, Type::TEXT),
+                (&size, Type::INT8),
+                (&bytes, Type::BYTEA),
+            ],
         )
         .await
         .map_err(query_error("store the backup"))?;
     if inserted == 0 {
         let same: bool = client
-            .query_one(
+            .query_typed_one(
                 "SELECT blob = $3 FROM ferry_backups WHERE user_id = $1 AND id = $2",
-                &[&user, &id, &bytes],
+                &[
+                    (&user, Type::UUID),
+                    (&id, Type::TEXT),
+                    (&bytes, Type::BYTEA),
+                ],
             )
             .await
             .and_then(|row| row.try_get(0))
@@ -106,14 +116,14 @@ pub async fn list(
     id: Option<&str>,
 ) -> Result<Vec<StoredBackup>, DbError> {
     let rows = client
-        .query(
+        .query_typed(
             &format!(
                 "SELECT id, size_bytes, {} FROM ferry_backups
                  WHERE user_id = $1 AND ($2::text IS NULL OR id = $2)
                  ORDER BY created_at DESC, id",
                 rfc3339_sql("created_at")
             ),
-            &[&user, &id],
+            &[(&user, Type::UUID), (&id, Type::TEXT)],
         )
         .await
         .map_err(|e| DbError::query("list the backups", &e))?;
@@ -134,9 +144,9 @@ pub async fn list(
 /// The bytes of `user`'s backup `id`, if there is one.
 pub async fn fetch(client: &Client, user: Uuid, id: &str) -> Result<Option<Vec<u8>>, DbError> {
     client
-        .query_opt(
+        .query_typed_opt(
             "SELECT blob FROM ferry_backups WHERE user_id = $1 AND id = $2",
-            &[&user, &id],
+            &[(&user, Type::UUID), (&id, Type::TEXT)],
         )
         .await
         .map_err(|e| DbError::query("read the backup", &e))?

@@ -212,6 +212,8 @@ pub async fn rollback(settings: &Settings, user: Uuid, migration: Uuid) -> Resul
         &spec,
         user,
         migration,
+        // An operator's rollback may take as long as it needs, as before.
+        None,
         |table, deleted, restored| {
             println!("  {table:<20} {deleted} added rows deleted, {restored} rows restored");
         },

@@ -24,6 +24,7 @@
 
 use ferry_core::spec::{FieldType, Kind, Spec};
 use serde_json::{Map, Value};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
@@ -73,14 +74,14 @@ fn invalid(message: impl Into<String>, column: Option<&str>) -> ResolveError {
 /// The open conflicts of `user` (every user's when `None`), oldest first.
 pub async fn open_conflicts(client: &Client, user: Option<Uuid>) -> Result<Vec<Conflict>, DbError> {
     let rows = client
-        .query(
+        .query_typed(
             &format!(
                 "SELECT id, user_id, kind, row_id, migration_id, stored, incoming, {}
                  FROM ferry_conflicts WHERE status = 'open' AND ($1::uuid IS NULL OR user_id = $1)
                  ORDER BY id",
                 rfc3339_sql("created_at")
             ),
-            &[&user],
+            &[(&user, Type::UUID)],
         )
         .await
         .map_err(|e| DbError::query("list the open conflicts", &e))?;
@@ -115,9 +116,9 @@ pub async fn resolve(
     user: Uuid,
     id: i64,
     resolution: Resolution,
+    statement_timeout: Option<std::time::Duration>,
 ) -> Result<(), ResolveError> {
-    let tx = client
-        .transaction()
+    let tx = crate::db::begin(client, statement_timeout)
         .await
         .map_err(query_error("start resolving"))?;
     // The user's lock first, as every batch takes it: the chosen row is written with no batch
@@ -167,10 +168,10 @@ async fn lock_open_conflict(
     id: i64,
 ) -> Result<LockedConflict, ResolveError> {
     let Some(row) = tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT kind, row_id, migration_id, incoming, status FROM ferry_conflicts
              WHERE id = $1 AND user_id = $2 FOR UPDATE",
-            &[&id, &user],
+            &[(&id, Type::INT8), (&user, Type::UUID)],
         )
         .await
         .map_err(query_error("lock the conflict"))?
@@ -246,11 +247,11 @@ async fn edited_row(
     let table = quote_ident(&kind.table);
     let id_column = quote_ident(&kind.id.column);
     let current = tx
-        .query_opt(
+        .query_typed_opt(
             &format!(
                 "SELECT to_jsonb(t) FROM {table} t WHERE t.user_id = $1 AND t.{id_column} = $2"
             ),
-            &[&user, &conflict.row_id],
+            &[(&user, Type::UUID), (&conflict.row_id, Type::UUID)],
         )
         .await
         .map_err(query_error("read the stored row"))?;
@@ -280,13 +281,18 @@ async fn keep_before_image(
 ) -> Result<(), ResolveError> {
     let table = quote_ident(&kind.table);
     let id_column = quote_ident(&kind.id.column);
-    tx.execute(
+    tx.execute_typed(
         &format!(
             "INSERT INTO ferry_before_images (user_id, migration_id, table_name, row_id, before)
              SELECT $1, $2, $3, $4, (SELECT to_jsonb(t) FROM {table} t WHERE t.user_id = $1 AND t.{id_column} = $4)
              ON CONFLICT DO NOTHING"
         ),
-        &[&user, &conflict.migration_id, &kind.table, &conflict.row_id],
+        &[
+            (&user, Type::UUID),
+            (&conflict.migration_id, Type::UUID),
+            (&kind.table, Type::TEXT),
+            (&conflict.row_id, Type::UUID),
+        ],
     )
     .await
     .map_err(query_error("keep the row's before-image"))?;
@@ -307,12 +313,12 @@ async fn write_row(
     row.insert("user_id".to_owned(), Value::String(user.to_string()));
     row.insert(kind.id.column.clone(), Value::String(row_id.to_string()));
     let set_all = set_every_column(kind);
-    tx.execute(
+    tx.execute_typed(
         &format!(
             "INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, $1::jsonb)).*
              ON CONFLICT (user_id, {id_column}) DO UPDATE SET {set_all}"
         ),
-        &[&Value::Object(row)],
+        &[(&Value::Object(row), Type::JSONB)],
     )
     .await
     .map_err(|e| {
@@ -342,10 +348,15 @@ async fn mark_resolved(
     status: &str,
     written: Option<Map<String, Value>>,
 ) -> Result<(), ResolveError> {
-    tx.execute(
+    tx.execute_typed(
         "UPDATE ferry_conflicts SET status = $3, resolved_at = now(), resolution = $4
          WHERE id = $1 AND user_id = $2",
-        &[&id, &user, &status, &written.map(Value::Object)],
+        &[
+            (&id, Type::INT8),
+            (&user, Type::UUID),
+            (&status, Type::TEXT),
+            (&written.map(Value::Object), Type::JSONB),
+        ],
     )
     .await
     .map_err(query_error("mark the conflict resolved"))?;

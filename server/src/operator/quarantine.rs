@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::db::sql::rfc3339_sql;
@@ -50,7 +51,7 @@ pub async fn quarantined_records(
     migration: Option<Uuid>,
 ) -> Result<Vec<QuarantinedRecord>, DbError> {
     let rows = client
-        .query(
+        .query_typed(
             &format!(
                 "SELECT id, user_id, migration_id, kind, key, locator, raw_value, raw_key_id, reasons, {}
                  FROM ferry_quarantine
@@ -58,7 +59,7 @@ pub async fn quarantined_records(
                  ORDER BY id",
                 rfc3339_sql("created_at")
             ),
-            &[&user, &migration],
+            &[(&user, Type::UUID), (&migration, Type::UUID)],
         )
         .await
         .map_err(query_error("list the quarantined records"))?;

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, GenericClient};
 use uuid::Uuid;
 
@@ -126,9 +127,9 @@ async fn report_of(
     migration_id: Uuid,
 ) -> Result<Option<MigrationReport>, DbError> {
     let Some(run) = client
-        .query_opt(
+        .query_typed_opt(
             "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
-            &[&user, &migration_id],
+            &[(&user, Type::UUID), (&migration_id, Type::UUID)],
         )
         .await
         .map_err(query_error("read the migration run"))?
@@ -142,22 +143,22 @@ async fn report_of(
         code: None,
     })?;
     let batches: i64 = client
-        .query_one(
+        .query_typed_one(
             "SELECT count(*) FROM ferry_ingest_ledger WHERE user_id = $1 AND migration_id = $2",
-            &[&user, &migration_id],
+            &[(&user, Type::UUID), (&migration_id, Type::UUID)],
         )
         .await
         .and_then(|row| row.try_get(0))
         .map_err(query_error("count the batches"))?;
     // The XOR of 128-bit hashes (16 bytes), as two 64-bit halves (bit_xor works on integers).
     let rows = client
-        .query(
+        .query_typed(
             "SELECT kind, outcome, count(*),
                     bit_xor(('x' || encode(substr(hash, 1, 8), 'hex'))::bit(64)::bigint),
                     bit_xor(('x' || encode(substr(hash, 9, 8), 'hex'))::bit(64)::bigint)
              FROM ferry_received WHERE user_id = $1 AND migration_id = $2
              GROUP BY kind, outcome ORDER BY kind, outcome",
-            &[&user, &migration_id],
+            &[(&user, Type::UUID), (&migration_id, Type::UUID)],
         )
         .await
         .map_err(query_error("summarise the received records"))?;
@@ -231,15 +232,15 @@ pub async fn verify_migration(
     user: Uuid,
     migration_id: Uuid,
     sent: &VerifyRequest,
+    statement_timeout: Option<std::time::Duration>,
 ) -> Result<Option<Verification>, DbError> {
-    let tx = client
-        .transaction()
+    let tx = crate::db::begin(client, statement_timeout)
         .await
         .map_err(query_error("begin a verification"))?;
     let locked = tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2 FOR UPDATE",
-            &[&user, &migration_id],
+            &[(&user, Type::UUID), (&migration_id, Type::UUID)],
         )
         .await
         .map_err(query_error("lock the migration run"))?;
@@ -279,12 +280,17 @@ async fn mark_verified(
     let records: u64 = report.kinds.values().map(|k| k.received).sum();
     let records = i64::try_from(records).unwrap_or(i64::MAX);
     let batches = i64::try_from(report.batches).unwrap_or(i64::MAX);
-    tx.execute(
+    tx.execute_typed(
         "UPDATE ferry_migration_runs
             SET status = 'verified', finished_at = now(), verified_at = now(),
                 verified_records = $3, verified_batches = $4
           WHERE user_id = $1 AND migration_id = $2 AND status = 'running'",
-        &[&user, &report.migration_id, &records, &batches],
+        &[
+            (&user, Type::UUID),
+            (&report.migration_id, Type::UUID),
+            (&records, Type::INT8),
+            (&batches, Type::INT8),
+        ],
     )
     .await
     .map_err(query_error("mark the migration run verified"))?;
@@ -301,7 +307,7 @@ pub async fn run_summaries(
     abandoned_after: std::time::Duration,
 ) -> Result<Vec<RunSummary>, DbError> {
     let rows = client
-        .query(
+        .query_typed(
             &format!(
                 "SELECT r.user_id, r.migration_id, r.device_id, {started},
                         (SELECT count(*) FROM ferry_conflicts c
@@ -320,7 +326,11 @@ pub async fn run_summaries(
                 finished = rfc3339_sql("r.finished_at"),
                 verified = rfc3339_sql("r.verified_at"),
             ),
-            &[&user, &migration, &abandoned_after.as_secs_f64()],
+            &[
+                (&user, Type::UUID),
+                (&migration, Type::UUID),
+                (&abandoned_after.as_secs_f64(), Type::FLOAT8),
+            ],
         )
         .await
         .map_err(query_error("list the migration runs"))?;

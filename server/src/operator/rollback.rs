@@ -18,6 +18,7 @@
 
 use ferry_core::spec::{Kind, Spec};
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::db::DbError;
@@ -43,10 +44,10 @@ pub async fn rollback(
     spec: &Spec,
     user: Uuid,
     migration_id: Uuid,
+    statement_timeout: Option<std::time::Duration>,
     mut progress: impl FnMut(&str, u64, u64),
 ) -> Result<Option<RollbackReport>, DbError> {
-    let tx = client
-        .transaction()
+    let tx = crate::db::begin(client, statement_timeout)
         .await
         .map_err(|e| DbError::query("start the rollback", &e))?;
     // The user's lock first, as every batch takes it: the rollback sees every row a batch of
@@ -56,9 +57,9 @@ pub async fn rollback(
         .map_err(|e| DbError::query("wait for the user's other writes", &e))?;
     // Locking the run serialises the rollback with batches of the same migration.
     let Some(run) = tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2 FOR UPDATE",
-            &[&user, &migration_id],
+            &[(&user, Type::UUID), (&migration_id, Type::UUID)],
         )
         .await
         .map_err(|e| DbError::query("lock the migration run", &e))?
@@ -77,13 +78,17 @@ pub async fn rollback(
         let table = quote_ident(&kind.table);
         let id = quote_ident(&kind.id.column);
         let deleted = tx
-            .execute(
+            .execute_typed(
                 &format!(
                     "DELETE FROM {table} t USING ferry_before_images bi
                      WHERE bi.user_id = $1 AND bi.migration_id = $2 AND bi.table_name = $3
                        AND bi.before IS NULL AND t.user_id = $1 AND t.{id} = bi.row_id"
                 ),
-                &[&user, &migration_id, &kind.table],
+                &[
+                    (&user, Type::UUID),
+                    (&migration_id, Type::UUID),
+                    (&kind.table, Type::TEXT),
+                ],
             )
             .await
             .map_err(|e| {
@@ -96,7 +101,7 @@ pub async fn rollback(
         // A row deleted since is inserted again; an existing one gets its columns back. The
         // image's user must be this user (it always is: images are taken per user).
         let restored = tx
-            .execute(
+            .execute_typed(
                 &format!(
                     "INSERT INTO {table}
                      SELECT (jsonb_populate_record(NULL::{table}, bi.before)).*
@@ -105,7 +110,11 @@ pub async fn rollback(
                        AND bi.before IS NOT NULL AND bi.before->>'user_id' = $1::text
                      ON CONFLICT (user_id, {id}) DO UPDATE SET {set_all}"
                 ),
-                &[&user, &migration_id, &kind.table],
+                &[
+                    (&user, Type::UUID),
+                    (&migration_id, Type::UUID),
+                    (&kind.table, Type::TEXT),
+                ],
             )
             .await
             .map_err(|e| DbError::query(format!("restore the rows of {}", kind.table), &e))?;
@@ -114,17 +123,17 @@ pub async fn rollback(
         report.tables.push((kind.table.clone(), deleted, restored));
     }
     report.dismissed_conflicts = tx
-        .execute(
+        .execute_typed(
             "UPDATE ferry_conflicts SET status = 'dismissed', resolved_at = now()
              WHERE user_id = $1 AND migration_id = $2 AND status = 'open'",
-            &[&user, &migration_id],
+            &[(&user, Type::UUID), (&migration_id, Type::UUID)],
         )
         .await
         .map_err(|e| DbError::query("dismiss the migration's conflicts", &e))?;
-    tx.execute(
+    tx.execute_typed(
         "UPDATE ferry_migration_runs SET status = 'rolled_back', finished_at = now()
          WHERE user_id = $1 AND migration_id = $2",
-        &[&user, &migration_id],
+        &[(&user, Type::UUID), (&migration_id, Type::UUID)],
     )
     .await
     .map_err(|e| DbError::query("mark the run rolled back", &e))?;

@@ -20,7 +20,7 @@ use crate::startup::telemetry::LogFormat;
 pub const DEFAULT_PORT: u16 = 8080;
 /// Default size of the PostgreSQL connection pool.
 pub const DEFAULT_POOL_SIZE: usize = 10;
-/// Default `statement_timeout` set on every pooled connection, in milliseconds.
+/// Default `statement_timeout` of every transaction the server opens, in milliseconds.
 pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 30_000;
 /// Default time allowed to open one database connection, in milliseconds.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -273,7 +273,7 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..=1000).map(|n| n as usize))]
     pub db_pool_size: usize,
 
-    /// `statement_timeout` of every pooled connection, in milliseconds (0: none).
+    /// `statement_timeout` of every transaction the server opens (`SET LOCAL`), in milliseconds (0: none).
     #[arg(long, env = "FERRY_DB_STATEMENT_TIMEOUT_MS", global = true, default_value_t = DEFAULT_STATEMENT_TIMEOUT_MS)]
     pub db_statement_timeout_ms: u64,
 

@@ -329,7 +329,6 @@ impl Application {
             database.config().clone(),
             &PoolSettings {
                 size: settings.db_pool_size,
-                statement_timeout: settings.statement_timeout(),
                 connect_timeout: settings.connect_timeout(),
             },
         )?;

@@ -49,7 +49,6 @@ async fn readyz_is_503_in_our_shape_when_the_database_is_unreachable() {
         config,
         &PoolSettings {
             size: 1,
-            statement_timeout: None,
             connect_timeout: Duration::from_millis(500),
         },
     )
@@ -176,28 +175,39 @@ async fn spawn_app_serves_a_fresh_migrated_database_of_its_own() {
 }
 
 #[tokio::test]
-async fn pooled_connections_carry_the_statement_timeout() {
+async fn transactions_carry_the_statement_timeout() {
     let database = crate::helpers::fresh_database().await;
     let pool = db::build_pool(
         database.config.clone(),
         &PoolSettings {
             size: 2,
-            statement_timeout: Some(Duration::from_millis(1500)),
             connect_timeout: Duration::from_secs(5),
         },
     )
     .unwrap();
-    let client = pool.get().await.unwrap();
-    let timeout: String = client
-        .query_one("SHOW statement_timeout", &[])
+    let mut client = pool.get().await.unwrap();
+    {
+        let tx = db::begin(&mut client, Some(Duration::from_millis(1500)))
+            .await
+            .unwrap();
+        let timeout: String = tx
+            .query_typed_one("SHOW statement_timeout", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(timeout, "1500ms");
+        // And it bites.
+        let error = tx.simple_query("SELECT pg_sleep(3)").await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+        );
+    }
+    // `SET LOCAL`: nothing is left on the connection for whoever uses it next.
+    let after: String = client
+        .query_typed_one("SHOW statement_timeout", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(timeout, "1500ms");
-    // And it bites.
-    let error = client.simple_query("SELECT pg_sleep(3)").await.unwrap_err();
-    assert_eq!(
-        error.code(),
-        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
-    );
+    assert_eq!(after, "0");
 }

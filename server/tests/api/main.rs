@@ -24,6 +24,7 @@ mod inputs;
 mod layouts;
 mod observability;
 mod operations;
+mod pgbouncer;
 mod races;
 mod refusals;
 mod run_status;
