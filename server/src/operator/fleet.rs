@@ -3,13 +3,14 @@
 //! head of the admin dashboard.
 //!
 //! Aggregates only, a handful of statements whatever the number of users: no per-user or
-//! per-run loop in Rust. A user's state is the state of their latest run (by start time), a
+//! per-run loop in Rust. Unnamed, typed statements, as everywhere (they work behind PgBouncer). A user's state is the state of their latest run (by start time), a
 //! running run with no batch for the threshold being stalled.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tokio_postgres::GenericClient;
+use tokio_postgres::types::Type;
 
 use crate::db::{DbError, query_error};
 
@@ -91,7 +92,7 @@ pub async fn summary(
     stalled_after: std::time::Duration,
 ) -> Result<FleetSummary, DbError> {
     let row = client
-        .query_one(
+        .query_typed_one(
             "WITH latest AS (
                  SELECT DISTINCT ON (r.user_id) r.user_id, r.migration_id, r.status, r.started_at
                    FROM ferry_migration_runs r
@@ -110,7 +111,7 @@ pub async fn summary(
                     count(*) FILTER (WHERE status = 'running' AND stalled),
                     count(*) FILTER (WHERE status = 'rolled_back')
                FROM placed",
-            &[&stalled_after.as_secs_f64()],
+            &[(&stalled_after.as_secs_f64(), Type::FLOAT8)],
         )
         .await
         .map_err(query_error("count the users by migration state"))?;
@@ -124,21 +125,21 @@ pub async fn summary(
 
     let mut kinds: BTreeMap<String, KindTotals> = BTreeMap::new();
     let received = client
-        .query(
+        .query_typed(
             "SELECT kind, outcome, count(*) FROM ferry_received GROUP BY kind, outcome",
             &[],
         )
         .await
         .map_err(query_error("count the records received per kind"))?;
     let quarantined = client
-        .query(
+        .query_typed(
             "SELECT kind, count(*) FROM ferry_quarantine GROUP BY kind",
             &[],
         )
         .await
         .map_err(query_error("count the quarantined records per kind"))?;
     let conflicts = client
-        .query(
+        .query_typed(
             "SELECT kind, count(*) FROM ferry_conflicts WHERE status = 'open' GROUP BY kind",
             &[],
         )
@@ -158,13 +159,13 @@ pub async fn summary(
     }
 
     let hours = client
-        .query(
+        .query_typed(
             "SELECT to_char(date_trunc('hour', received_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"'),
                     count(*), count(DISTINCT user_id)
                FROM ferry_received
               WHERE received_at >= now() - make_interval(hours => $1)
               GROUP BY 1 ORDER BY 1",
-            &[&i32::try_from(TREND_HOURS).unwrap_or(48)],
+            &[(&i32::try_from(TREND_HOURS).unwrap_or(48), Type::INT4)],
         )
         .await
         .map_err(query_error("count the records received per hour"))?
