@@ -31,7 +31,7 @@ use crate::http::auth::AuthUser;
 use crate::http::error::{ApiError, cut_chars, quote_input, shorten_body_strings, shorten_chars};
 use crate::http::extract::{Json, JsonBytes};
 use crate::http::metrics::UNKNOWN_KIND;
-use crate::http::state::AppState;
+use crate::http::state::{AppState, Engine, SpecLookupError};
 use crate::ingest::{self, BatchResult, IngestError};
 use crate::operator::backups::{self, BackupUploadError};
 use crate::operator::conflicts::{self, Resolution, ResolveError};
@@ -68,13 +68,67 @@ async fn connection(state: &AppState) -> Result<deadpool_postgres::Object, ApiEr
         .map_err(|e| ApiError::from(DbError::Pool(error_chain(&e))))
 }
 
-/// `GET /v1/spec`: the spec file the server runs, as it is.
-async fn spec(State(state): State<AppState>) -> Response {
-    (
+/// The query of `GET /v1/spec`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecQuery {
+    /// Which app (needed when the server serves several).
+    app: Option<String>,
+    /// Which version (default: the newest).
+    version: Option<String>,
+}
+
+/// `GET /v1/spec[?app=A][&version=V]`: a spec file the server serves, as it is: the newest
+/// version unless one is asked for. An unknown app or version is 404 naming what is served.
+async fn spec(State(state): State<AppState>, uri: axum::http::Uri) -> Result<Response, ApiError> {
+    let raw = uri.query().unwrap_or_default();
+    let query: SpecQuery = serde_urlencoded::from_str(raw).map_err(|e| {
+        ApiError::refused(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidQuery,
+            format!(
+                "the query {} does not fit (app=…&version=…): {}",
+                quote_input(raw),
+                shorten_body_strings(&e.to_string())
+            ),
+        )
+    })?;
+    let engine = state
+        .engines()
+        .find(query.app.as_deref(), query.version.as_deref())
+        .map_err(|e| match e {
+            SpecLookupError::AppRequired { .. } => ApiError::refused(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidQuery,
+                e.to_string(),
+            ),
+            SpecLookupError::Unknown { .. } => {
+                ApiError::refused(StatusCode::NOT_FOUND, ErrorCode::NotFound, e.to_string())
+            }
+        })?;
+    Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        state.engine().spec_text.clone(),
+        engine.spec_text.clone(),
     )
-        .into_response()
+        .into_response())
+}
+
+/// The engine of the spec a batch names; a spec the server does not serve is the 400
+/// `spec_mismatch` naming what it serves.
+fn batch_engine<'a>(state: &'a AppState, body: &[u8]) -> Result<&'a Engine, IngestError> {
+    let (app, version) = ferry_core::wire::batch_spec(body)?;
+    let engines = state.engines();
+    engines
+        .all()
+        .iter()
+        .find(|e| e.spec().app == app && e.spec().version == version)
+        .ok_or_else(|| {
+            IngestError::Wire(WireError::SpecMismatch {
+                app,
+                version,
+                served: engines.served(),
+            })
+        })
 }
 
 /// `POST /v1/batches`: one `ferry-batch/1` batch, applied exactly once.
@@ -83,8 +137,14 @@ async fn post_batch(
     user: AuthUser,
     JsonBytes(body): JsonBytes,
 ) -> Result<Json<BatchResult>, ApiError> {
-    let engine = state.engine();
     let metrics = state.metrics();
+    let engine = match batch_engine(&state, &body) {
+        Ok(engine) => engine,
+        Err(error) => {
+            metrics.count_batch("refused");
+            return Err(ingest_error(error));
+        }
+    };
     let mut client = connection(&state).await?;
     let mut times = ingest::WriteTimes::default();
     let mut ingest_once = async |client: &mut deadpool_postgres::Object| {
@@ -162,8 +222,7 @@ fn ingest_error(error: IngestError) -> ApiError {
         IngestError::Wire(WireError::SpecMismatch {
             app,
             version,
-            expected_app,
-            expected_version,
+            served,
         }) => {
             // The batch's app and version are the caller's input: cut, but to a length that
             // still shows a real version (they are short; a secret pasted there is not).
@@ -171,8 +230,7 @@ fn ingest_error(error: IngestError) -> ApiError {
             let e = WireError::SpecMismatch {
                 app: cut(&app),
                 version: cut(&version),
-                expected_app,
-                expected_version,
+                served,
             };
             ApiError::refused(
                 StatusCode::BAD_REQUEST,
@@ -462,8 +520,7 @@ mod tests {
             WireError::SpecMismatch {
                 app: "other".to_owned(),
                 version: "1".to_owned(),
-                expected_app: "taskboard".to_owned(),
-                expected_version: "2026.11".to_owned(),
+                served: "\"taskboard\" version \"2026.11\"".to_owned(),
             },
         ];
         for error in errors {

@@ -30,3 +30,4 @@ mod schema_migrations;
 mod security;
 mod spec_tools;
 mod static_files;
+mod versions;
