@@ -196,7 +196,14 @@ async fn post_batch(
             Ok(Json(answer))
         }
         Err(error) => {
-            let api = ingest_error(error);
+            let api = match error {
+                e @ IngestError::RetiredSpec { .. } => ApiError::refused(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::SpecMismatch,
+                    format!("{e}; this server serves {}", state.engines().served()),
+                ),
+                other => ingest_error(other),
+            };
             metrics.count_batch(if api.status().is_client_error() {
                 "refused"
             } else {
@@ -238,6 +245,12 @@ fn ingest_error(error: IngestError) -> ApiError {
                 e.to_string(),
             )
         }
+        // The version came from the batch but matched a served spec: it is the server's word.
+        e @ IngestError::RetiredSpec { .. } => ApiError::refused(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::SpecMismatch,
+            e.to_string(),
+        ),
         e @ IngestError::IdempotencyConflict { .. } => ApiError::refused(
             StatusCode::CONFLICT,
             ErrorCode::IdempotencyConflict,

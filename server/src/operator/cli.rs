@@ -188,6 +188,64 @@ pub fn render_status(summaries: &[report::RunSummary], query: &StatusQuery) -> S
     text
 }
 
+/// `ferry-server spec retire APP VERSION [--yes]`: says how many users still have a migration
+/// in flight on that version, then (with `yes`) records it as retired. Returns what it said.
+pub async fn retire_spec(
+    settings: &Settings,
+    app: &str,
+    version: &str,
+    yes: bool,
+) -> Result<(), CliError> {
+    let (database, client) = connect(settings).await?;
+    let result = retire_on(&client, app, version, yes).await;
+    database.stop().await?;
+    println!("{}", result?);
+    Ok(())
+}
+
+/// [`retire_spec`] on an open connection: the text said to the operator.
+pub async fn retire_on(
+    client: &tokio_postgres::Client,
+    app: &str,
+    version: &str,
+    yes: bool,
+) -> Result<String, CliError> {
+    let row = client
+        .query_one(
+            "SELECT count(DISTINCT user_id), count(*) FROM ferry_migration_runs \
+             WHERE spec_app = $1 AND spec_version = $2 AND status = 'running'",
+            &[&app, &version],
+        )
+        .await
+        .map_err(|e| DbError::query("count the migrations in flight", &e))?;
+    let users: i64 = row
+        .try_get(0)
+        .map_err(|e| DbError::query("count the migrations in flight", &e))?;
+    let runs: i64 = row
+        .try_get(1)
+        .map_err(|e| DbError::query("count the migrations in flight", &e))?;
+    let mut text = format!(
+        "spec {app:?} version {version:?}: {users} user(s) with {runs} migration(s) in flight (they may finish after it is retired)"
+    );
+    if yes {
+        let added = client
+            .execute(
+                "INSERT INTO ferry_retired_specs (app, version) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&app, &version],
+            )
+            .await
+            .map_err(|e| DbError::query("retire the spec version", &e))?;
+        text.push_str(if added == 1 {
+            "\nretired: no new migration starts under it"
+        } else {
+            "\nit was retired already"
+        });
+    } else {
+        text.push_str("\nnothing changed: run again with --yes to retire it");
+    }
+    Ok(text)
+}
+
 /// `ferry-server rollback --migration M --user U`.
 pub async fn rollback(settings: &Settings, user: Uuid, migration: Uuid) -> Result<(), CliError> {
     let (spec, _) = load_spec(settings)?;

@@ -146,6 +146,18 @@ pub enum SpecCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Retire a spec version: no new migration starts under it (400 spec_mismatch naming the
+    /// versions served); a migration in flight under it may finish. Says first how many users
+    /// still have a migration in flight on it; retires only with --yes.
+    Retire {
+        /// The spec's app.
+        app: String,
+        /// The version to retire.
+        version: String,
+        /// Retire it (without: only say who is still on it).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print CREATE TABLE statements for the specs' tables that pass the start-up schema check
     /// (the usual first migration of an app adopting Ferry).
     Ddl {

@@ -177,3 +177,110 @@ async fn every_problem_of_every_spec_file_is_listed_and_the_server_does_not_star
     assert!(error.contains("missing.json"), "{error}");
     let _ignored = std::fs::remove_dir_all(dir);
 }
+
+/// The batch of `pairs` under `spec` for `run`, numbered `sequence`.
+fn batch_under(
+    spec: &ferry_core::spec::Spec,
+    run: &Run,
+    pairs_: &[(&str, &str)],
+    sequence: u32,
+) -> Vec<u8> {
+    let header = ferry_core::wire::BatchHeader::new(spec, run.migration_id, &run.context());
+    let records = ferry_core::pipeline::process(spec, &pairs(pairs_), &run.context());
+    let mut batches = ferry_core::wire::build_batches(
+        spec,
+        &header,
+        &records,
+        0..records.len(),
+        sequence,
+        ferry_core::wire::BatchLimits::default(),
+    );
+    assert_eq!(batches.len(), 1);
+    batches.remove(0).body
+}
+
+#[tokio::test]
+async fn a_retired_version_lets_migrations_in_flight_finish_and_starts_no_new_one() {
+    let v2 = v2_text();
+    let dir = spec_folder(&[("v1.json", V1), ("v2.json", &v2)]);
+    let app = spawn_app_with(|s| s.spec = vec![dir.clone()]).await;
+    let spec1 = demo_spec();
+    let spec2 = ferry_core::spec::Spec::parse(&v2).unwrap();
+    let task = |n: u32| {
+        format!(
+            r#"[{{"id":"6f1c1a4e-0000-4000-8000-00000000000{n}","title":"t{n}","status":"todo","createdAt":"2026-01-01T00:00:00Z"}}]"#
+        )
+    };
+
+    // A user with a migration in flight under the old version (a first batch of it is in).
+    let early = app.user();
+    let run = Run::new();
+    app.send(
+        &early.token,
+        batch_under(spec1, &run, &[("tasks", &task(1))], 0),
+    )
+    .await;
+
+    // The operator asks first: one user is still on it; nothing changes without --yes.
+    let said = ferry_server::operator::cli::retire_on(&app.db, "taskboard", "2026.11", false)
+        .await
+        .unwrap();
+    assert!(
+        said.contains("1 user(s) with 1 migration(s) in flight") && said.contains("--yes"),
+        "{said}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM ferry_retired_specs", &[])
+            .await,
+        0
+    );
+    let said = ferry_server::operator::cli::retire_on(&app.db, "taskboard", "2026.11", true)
+        .await
+        .unwrap();
+    assert!(said.contains("retired:"), "{said}");
+
+    // The migration in flight finishes under the retired version.
+    app.send(
+        &early.token,
+        batch_under(spec1, &run, &[("tasks", &task(2))], 1),
+    )
+    .await;
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM tasks WHERE user_id = $1",
+            &[&early.id]
+        )
+        .await,
+        2
+    );
+
+    // A new migration under it is refused, naming the versions served; nothing is written.
+    let late = app.user();
+    let r = app
+        .post_batch(
+            &late.token,
+            batch_under(spec1, &Run::new(), &[("tasks", &task(3))], 0),
+        )
+        .await;
+    let body = expect_error(r, StatusCode::BAD_REQUEST, "spec_mismatch").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("retired") && message.contains(r#""2026.12""#),
+        "{message}"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM ferry_migration_runs WHERE user_id = $1",
+            &[&late.id]
+        )
+        .await,
+        0
+    );
+    // Under the newer version it is taken.
+    app.send(
+        &late.token,
+        batch_under(&spec2, &Run::new(), &[("tasks", &task(3))], 0),
+    )
+    .await;
+    let _ignored = std::fs::remove_dir_all(dir);
+}
