@@ -150,6 +150,17 @@ impl Engines {
             .unwrap_or(&self.engines[0])
     }
 
+    /// The engine of exactly this app and version, if served; else the default engine (a run
+    /// recorded before runs had a version, or a version no longer served).
+    pub fn of_run(&self, spec: Option<(String, String)>) -> &Engine {
+        spec.and_then(|(app, version)| {
+            self.engines
+                .iter()
+                .find(|e| e.spec().app == app && e.spec().version == version)
+        })
+        .unwrap_or_else(|| self.default_engine())
+    }
+
     /// The engine of `app` (needed when several apps are served) at `version` (the newest
     /// when `None`).
     pub fn find(

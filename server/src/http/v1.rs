@@ -350,9 +350,16 @@ async fn rollback_migration(
 ) -> Result<Json<RollbackAnswer>, ApiError> {
     let migration_id = parse_uuid("migration id", &migration_id)?;
     let mut client = connection(&state).await?;
+    // The run's own spec version: its kinds are the tables it wrote.
+    let spec = run_spec(
+        &client,
+        "SELECT spec_app, spec_version FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
+        &[&user.user_id, &migration_id],
+    )
+    .await?;
     let done = rollback::rollback(
         &mut client,
-        state.engine().spec(),
+        state.engines().of_run(spec).spec(),
         user.user_id,
         migration_id,
         |_, _, _| {},
@@ -362,6 +369,25 @@ async fn rollback_migration(
     Ok(Json(RollbackAnswer {
         restored: done.restored,
         already_rolled_back: done.already_rolled_back,
+    }))
+}
+
+/// The spec app and version a migration run of `user` was made with (`None`: no such run, or
+/// one recorded before runs had a version). `query` selects `spec_app, spec_version` with
+/// `$1` the user and `$2` the run's or the conflict's id.
+async fn run_spec(
+    client: &deadpool_postgres::Object,
+    query: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<(String, String)>, ApiError> {
+    let row = client
+        .query_opt(query, params)
+        .await
+        .map_err(|e| ApiError::from(DbError::query("read the run's spec version", &e)))?;
+    Ok(row.and_then(|r| {
+        let app: Option<String> = r.try_get(0).ok().flatten();
+        let version: Option<String> = r.try_get(1).ok().flatten();
+        app.zip(version)
     }))
 }
 
@@ -399,7 +425,16 @@ async fn resolve_conflict(
             details: None,
         })?;
     let mut client = connection(&state).await?;
-    let engine = state.engine();
+    // The field rules of the spec version the conflict's migration was made with.
+    let spec = run_spec(
+        &client,
+        "SELECT r.spec_app, r.spec_version FROM ferry_conflicts c \
+         JOIN ferry_migration_runs r ON r.user_id = c.user_id AND r.migration_id = c.migration_id \
+         WHERE c.user_id = $1 AND c.id = $2",
+        &[&user.user_id, &id],
+    )
+    .await?;
+    let engine = state.engines().of_run(spec);
     match conflicts::resolve(
         &mut client,
         engine.spec(),

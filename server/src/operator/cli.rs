@@ -14,9 +14,7 @@ use uuid::Uuid;
 use crate::db::{self, DbError};
 use crate::operator::{conflicts, quarantine, report, rollback};
 use crate::startup::config::Settings;
-use crate::startup::{
-    Database, StartupError, load_field_cipher, load_spec, open_existing_database,
-};
+use crate::startup::{Database, StartupError, load_field_cipher, open_existing_database};
 
 /// The environment variable holding a backup's passphrase for `backup open`.
 pub const PASSPHRASE_ENV: &str = "FERRY_BACKUP_PASSPHRASE";
@@ -248,8 +246,34 @@ pub async fn retire_on(
 
 /// `ferry-server rollback --migration M --user U`.
 pub async fn rollback(settings: &Settings, user: Uuid, migration: Uuid) -> Result<(), CliError> {
-    let (spec, _) = load_spec(settings)?;
+    let specs = crate::startup::load_specs(settings)?;
     let (database, mut client) = connect(settings).await?;
+    // The run's own spec version (its kinds are the tables it wrote); the newest one for a run
+    // recorded before runs had a version.
+    let recorded = client
+        .query_opt(
+            "SELECT spec_app, spec_version FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
+            &[&user, &migration],
+        )
+        .await
+        .map_err(|e| DbError::query("read the run's spec version", &e))?
+        .and_then(|r| {
+            let app: Option<String> = r.try_get(0).ok().flatten();
+            let version: Option<String> = r.try_get(1).ok().flatten();
+            app.zip(version)
+        });
+    let Some(spec) = recorded
+        .and_then(|(app, version)| {
+            specs
+                .iter()
+                .find(|l| l.spec.app == app && l.spec.version == version)
+        })
+        .or_else(|| specs.last())
+        .map(|l| l.spec.clone())
+    else {
+        database.stop().await?;
+        return Err(StartupError::Specs(Vec::new()).into());
+    };
     println!("rolling back migration {migration} of user {user}");
     let done = rollback::rollback(
         &mut client,

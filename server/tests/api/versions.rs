@@ -284,3 +284,38 @@ async fn a_retired_version_lets_migrations_in_flight_finish_and_starts_no_new_on
     .await;
     let _ignored = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_rollback_undoes_a_migration_with_the_kinds_of_its_own_version() {
+    // The newer version no longer has the `tasks` kind: rolling back a run made under the old
+    // one must still restore the tasks table.
+    let mut doc: serde_json::Value = serde_json::from_str(V1).unwrap();
+    doc["version"] = "2027.1".into();
+    doc["kinds"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["name"] != "tasks");
+    let v2 = serde_json::to_string_pretty(&doc).unwrap();
+    let dir = spec_folder(&[("v1.json", V1), ("v2.json", &v2)]);
+    let app = spawn_app_with(|s| s.spec = vec![dir.clone()]).await;
+    let user = app.user();
+    let run = Run::new();
+    let task = r#"[{"id":"6f1c1a4e-0000-4000-8000-000000000009","title":"t","status":"todo","createdAt":"2026-01-01T00:00:00Z"}]"#;
+    app.send(&user.token, run.batch(&[("tasks", task)])).await;
+    let tasks = "SELECT count(*) FROM tasks WHERE user_id = $1";
+    assert_eq!(app.count(tasks, &[&user.id]).await, 1);
+    let r = app
+        .post_json_authed(
+            &format!("/v1/migrations/{}/rollback", run.migration_id),
+            &user.token,
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    assert_eq!(
+        app.count(tasks, &[&user.id]).await,
+        0,
+        "the task the run added is gone"
+    );
+    let _ignored = std::fs::remove_dir_all(dir);
+}
