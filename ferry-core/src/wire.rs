@@ -263,10 +263,30 @@ pub fn batch_spec(bytes: &[u8]) -> Result<(String, String), WireError> {
         app: String,
         spec_version: String,
     }
-    let peek: Peek = serde_json::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
+    let peek: Peek = match serde_json::from_slice(bytes) {
+        Ok(peek) => peek,
+        // Not a batch: the whole decoder's word on it (its position and expectation).
+        Err(e) => {
+            return Err(WireError::Decode(
+                serde_json::from_slice::<Batch>(bytes)
+                    .err()
+                    .map_or_else(|| e.to_string(), |full| full.to_string()),
+            ));
+        }
+    };
     if peek.header.format != WIRE_FORMAT {
         return Err(WireError::Format {
             found: peek.header.format,
+        });
+    }
+    if peek.header.app.contains('\0') {
+        return Err(WireError::Nul {
+            field: "the header's app",
+        });
+    }
+    if peek.header.spec_version.contains('\0') {
+        return Err(WireError::Nul {
+            field: "the header's spec_version",
         });
     }
     Ok((peek.header.app, peek.header.spec_version))
