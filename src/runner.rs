@@ -628,6 +628,7 @@ impl Migrator {
         report.backup_id = Some(cp.backup_id.clone());
         let id = cp.migration_id;
         let outbox = cp.pending.clone();
+        let spec_version = cp.spec_version.clone();
         match self.finish(cp, options, on_progress, report).await {
             Ok(()) => {
                 report.status = RunStatus::Completed;
@@ -642,6 +643,21 @@ impl Migrator {
                 report.rolled_back_migration = Some(id);
                 report.warnings.push(format!(
                     "migration {id} was rolled back on the server before it was verified; its records are sent again under a new migration"
+                ));
+                Ok(())
+            }
+            // Made under an older spec version the server no longer serves (the app shipped a
+            // new one meanwhile): re-plan under this version rather than refuse forever. What
+            // the server already took is written under the same deterministic ids, so sending
+            // every record again doubles nothing.
+            Err(Error::SpecMismatch { message }) if spec_version != self.spec.version => {
+                self.drop_rolled_back(id, &outbox).await?;
+                report.resumed = false;
+                report.migration_id = None;
+                report.backup_id = None;
+                report.warnings.push(format!(
+                    "migration {id} was made with spec version {spec_version:?}, which the server no longer serves ({message}); its records are sent again under version {:?}",
+                    self.spec.version
                 ));
                 Ok(())
             }

@@ -210,20 +210,86 @@ pub enum WireError {
         /// The value sent.
         ms: i64,
     },
-    /// The batch was made with another spec.
+    /// The batch was made with a spec the server does not serve.
     #[error(
-        "the batch was made with spec {app:?} version {version:?}, but the server runs {expected_app:?} version {expected_version:?}: reload the app to get the current spec"
+        "the batch was made with spec {app:?} version {version:?}, which this server does not serve; it serves {served}: reload the app to get the current spec"
     )]
     SpecMismatch {
         /// App named in the batch.
         app: String,
         /// Version named in the batch.
         version: String,
-        /// App the server runs.
-        expected_app: String,
-        /// Version the server runs.
-        expected_version: String,
+        /// The apps and versions the server serves, said for a person
+        /// (`"taskboard" versions "1", "2"`).
+        served: String,
     },
+}
+
+/// Names the apps and versions of `specs` for a person: `"taskboard" versions "1", "2"`,
+/// apps separated by `; `, in the order given.
+pub fn describe_served<'a>(specs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut apps: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (app, version) in specs {
+        match apps.iter_mut().find(|(a, _)| *a == app) {
+            Some((_, versions)) => versions.push(version),
+            None => apps.push((app, vec![version])),
+        }
+    }
+    apps.iter()
+        .map(|(app, versions)| {
+            let list: Vec<String> = versions.iter().map(|v| format!("{v:?}")).collect();
+            let word = if versions.len() == 1 {
+                "version"
+            } else {
+                "versions"
+            };
+            format!("{app:?} {word} {}", list.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The app and spec version a batch names, read before the batch is decoded against a spec
+/// (a server serving several versions picks the spec with them). A body that is not a batch
+/// gets the error [`decode_batch`] would give.
+pub fn batch_spec(bytes: &[u8]) -> Result<(String, String), WireError> {
+    #[derive(Deserialize)]
+    struct Peek {
+        header: PeekHeader,
+    }
+    #[derive(Deserialize)]
+    struct PeekHeader {
+        format: String,
+        app: String,
+        spec_version: String,
+    }
+    let peek: Peek = match serde_json::from_slice(bytes) {
+        Ok(peek) => peek,
+        // Not a batch: the whole decoder's word on it (its position and expectation).
+        Err(e) => {
+            return Err(WireError::Decode(
+                serde_json::from_slice::<Batch>(bytes)
+                    .err()
+                    .map_or_else(|| e.to_string(), |full| full.to_string()),
+            ));
+        }
+    };
+    if peek.header.format != WIRE_FORMAT {
+        return Err(WireError::Format {
+            found: peek.header.format,
+        });
+    }
+    if peek.header.app.contains('\0') {
+        return Err(WireError::Nul {
+            field: "the header's app",
+        });
+    }
+    if peek.header.spec_version.contains('\0') {
+        return Err(WireError::Nul {
+            field: "the header's spec_version",
+        });
+    }
+    Ok((peek.header.app, peek.header.spec_version))
 }
 
 /// Decodes a batch and checks its header against the spec.
@@ -240,8 +306,7 @@ pub fn decode_batch(spec: &Spec, bytes: &[u8]) -> Result<Batch, WireError> {
         return Err(WireError::SpecMismatch {
             app: batch.header.app,
             version: batch.header.spec_version,
-            expected_app: spec.app.clone(),
-            expected_version: spec.version.clone(),
+            served: describe_served([(spec.app.as_str(), spec.version.as_str())]),
         });
     }
     Ok(batch)

@@ -902,3 +902,99 @@ fn a_verification_the_server_refuses_is_not_done() {
     assert!(matches!(e, Error::VerificationFailed { .. }), "{e}");
     assert!(checkpoint_of(&t).is_some());
 }
+
+/// The demo spec as the app's next version (issue 14 §5).
+fn next_version_spec() -> String {
+    SPEC.replacen(r#""version": "2026.11""#, r#""version": "2026.12""#, 1)
+}
+
+fn migrator_of(t: &Twins, spec: &str) -> Migrator {
+    let config = Config {
+        limits: small_batches(),
+        retry: RetryPolicy {
+            max_attempts: 4,
+            ..RetryPolicy::default()
+        },
+        origin: "https://app.test".to_owned(),
+        parallel_uploads: 1,
+    };
+    Migrator::new(spec, "https://api.test/", t.ports(), config).unwrap()
+}
+
+/// The spec version each batch the fake server stored was made with.
+fn stored_versions(t: &Twins) -> Vec<String> {
+    t.server
+        .batches
+        .borrow()
+        .values()
+        .map(|body| {
+            let batch: ferry_core::wire::Batch = serde_json::from_slice(body).unwrap();
+            batch.header.spec_version
+        })
+        .collect()
+}
+
+/// Issue 14 §5: the app ships version N+1 while a migration made under N is in flight, and
+/// the server still serves N: the batches made under N are finished under N (the server
+/// checks each against the version it names), none is sent twice, and no spec_mismatch.
+#[test]
+fn a_migration_in_flight_under_the_old_version_finishes_under_it() {
+    let t = seeded();
+    let old = migrator_of(&t, SPEC);
+    down_after_first_batch(&t);
+    run(&old, auto()).unwrap_err();
+    let cp = checkpoint_of(&t).unwrap();
+    assert_eq!(cp.spec_version, "2026.11");
+
+    let new = migrator_of(&t, &next_version_spec());
+    let r = run(&new, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert!(r.resumed, "{r:?}");
+    assert_eq!(r.migration_id, Some(cp.migration_id));
+    assert!(t.server.verified.borrow().contains_key(&cp.migration_id));
+    let versions = stored_versions(&t);
+    assert_eq!(versions.len(), 3, "three batches, each once: {versions:?}");
+    assert!(versions.iter().all(|v| v == "2026.11"), "{versions:?}");
+    assert!(checkpoint_of(&t).is_none());
+}
+
+/// Same, but the server no longer serves N (the version was retired): the browser re-plans
+/// under N+1 at once, instead of meeting `spec_mismatch` on every run.
+#[test]
+fn a_migration_in_flight_under_a_version_the_server_dropped_is_planned_again() {
+    let t = seeded();
+    let old = migrator_of(&t, SPEC);
+    down_after_first_batch(&t);
+    run(&old, auto()).unwrap_err();
+    let first = checkpoint_of(&t).unwrap().migration_id;
+
+    let new = migrator_of(&t, &next_version_spec());
+    t.server.inject([fault(400, ErrorCode::SpecMismatch)]);
+    let r = run(&new, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert!(!r.resumed, "{r:?}");
+    let second = r.migration_id.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(r.records_sent, 5, "every record is sent again: {r:?}");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("2026.11") && w.contains("2026.12")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(t.server.verified.borrow().contains_key(&second));
+    assert!(checkpoint_of(&t).is_none());
+    let leftovers: Vec<String> = t
+        .store
+        .keys_now()
+        .into_iter()
+        .filter(|k| k.contains("outbox"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A third run under the new version finds nothing to do: no loop.
+    let seen = t.server.seen.borrow().len();
+    let r = run(&new, auto()).unwrap();
+    assert_ne!(r.status, RunStatus::Completed, "{r:?}");
+    assert_eq!(t.server.seen.borrow().len(), seen);
+}

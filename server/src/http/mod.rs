@@ -363,7 +363,8 @@ mod tests {
             spec_text,
             crate::ingest::field_crypto::FieldCipher::new("k1", [1; 32]),
         );
-        AppState::new(pool, JwtKeys::generate().unwrap().into(), http, engine).unwrap()
+        let engines = crate::http::state::Engines::single(engine);
+        AppState::new(pool, JwtKeys::generate().unwrap().into(), http, engines).unwrap()
     }
 
     async fn slow() -> &'static str {

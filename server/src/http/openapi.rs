@@ -102,7 +102,7 @@ pub fn document(dev_mode: bool) -> Value {
     for (code, description) in [
         (
             "400",
-            "Malformed JSON (`malformed_json`), not a batch (`invalid_batch`), another spec (`spec_mismatch`), not a backup (`invalid_backup`)",
+            "Malformed JSON (`malformed_json`), not a batch (`invalid_batch`), a spec version the server does not serve (`spec_mismatch`, naming the versions it serves), not a backup (`invalid_backup`)",
         ),
         (
             "401",
@@ -194,9 +194,14 @@ fn v1_paths() -> serde_json::Map<String, Value> {
     let secured = json!([{ "bearer": [] }]);
     let mut paths = serde_json::Map::new();
     paths.insert("/v1/spec".into(), json!({ "get": {
-        "summary": "The migration spec the server runs (the browser runs the same one)",
+        "summary": "A migration spec the server serves (the browser runs the same one): the newest version, or the one asked for",
+        "description": "The server may serve several versions of an app (and several apps). Without ?version= the newest is returned (versions ordered part by part at dots, digits as numbers). 404 not_found: no such app or version; the message lists the ones served. 400 invalid_query: an unknown parameter, or several apps served and no ?app=.",
         "security": secured,
-        "responses": with_errors(json_ok("The spec file", json!({ "type": "object" })), &["401", "429"])
+        "parameters": [
+            { "name": "app", "in": "query", "required": false, "schema": { "type": "string" }, "description": "The app (needed when the server serves several)" },
+            { "name": "version", "in": "query", "required": false, "schema": { "type": "string" }, "description": "The spec version (default: the newest)" }
+        ],
+        "responses": with_errors(json_ok("The spec file", json!({ "type": "object" })), &["400", "401", "404", "429"])
     }}));
     paths.insert("/v1/batches".into(), json!({ "post": {
         "summary": "Apply one ferry-batch/1 batch exactly once",

@@ -85,6 +85,127 @@ impl Engine {
     }
 }
 
+/// Every spec the server serves, one [`Engine`] each: ordered by app (first configured
+/// first), then oldest version to newest ([`crate::startup::specs::compare_versions`]).
+#[derive(Debug)]
+pub struct Engines {
+    engines: Vec<Engine>,
+}
+
+/// Why [`Engines::find`] has no engine: the message names what the server serves.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecLookupError {
+    /// Several apps are served and none was named.
+    #[error("this server serves several apps; name one with ?app=: it serves {served}")]
+    AppRequired {
+        /// What the server serves.
+        served: String,
+    },
+    /// No spec with that app (and version).
+    #[error("this server does not serve {what}; it serves {served}")]
+    Unknown {
+        /// The app and version asked for, quoted (cut).
+        what: String,
+        /// What the server serves.
+        served: String,
+    },
+}
+
+impl Engines {
+    /// The engines of `specs` (ordered as [`crate::startup::specs::read_specs`] returns them),
+    /// all sharing `cipher`. `specs` must not be empty.
+    pub fn new(specs: Vec<crate::startup::specs::LoadedSpec>, cipher: FieldCipher) -> Self {
+        Self {
+            engines: specs
+                .into_iter()
+                .map(|l| Engine::new(l.spec, l.text, cipher.clone()))
+                .collect(),
+        }
+    }
+
+    /// One engine (for tests and embedding).
+    pub fn single(engine: Engine) -> Self {
+        Self {
+            engines: vec![engine],
+        }
+    }
+
+    /// The apps and versions served, for a person (`"taskboard" versions "1", "2"`).
+    pub fn served(&self) -> String {
+        ferry_core::wire::describe_served(
+            self.engines
+                .iter()
+                .map(|e| (e.spec().app.as_str(), e.spec().version.as_str())),
+        )
+    }
+
+    /// Every engine, by app then oldest version to newest.
+    pub fn all(&self) -> &[Engine] {
+        &self.engines
+    }
+
+    /// The newest version of the first app: what the endpoints that name no spec use.
+    pub fn default_engine(&self) -> &Engine {
+        let app = &self.engines[0].spec().app;
+        self.engines
+            .iter()
+            .rfind(|e| &e.spec().app == app)
+            .unwrap_or(&self.engines[0])
+    }
+
+    /// The engine of exactly this app and version, if served; else the default engine (a run
+    /// recorded before runs had a version, or a version no longer served).
+    pub fn of_run(&self, spec: Option<(String, String)>) -> &Engine {
+        spec.and_then(|(app, version)| {
+            self.engines
+                .iter()
+                .find(|e| e.spec().app == app && e.spec().version == version)
+        })
+        .unwrap_or_else(|| self.default_engine())
+    }
+
+    /// The engine of `app` (needed when several apps are served) at `version` (the newest
+    /// when `None`).
+    pub fn find(
+        &self,
+        app: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<&Engine, SpecLookupError> {
+        let app = match app {
+            Some(app) => app,
+            None => {
+                let first = &self.default_engine().spec().app;
+                if self.engines.iter().any(|e| &e.spec().app != first) {
+                    return Err(SpecLookupError::AppRequired {
+                        served: self.served(),
+                    });
+                }
+                first.as_str()
+            }
+        };
+        let found = self
+            .engines
+            .iter()
+            .filter(|e| e.spec().app == app)
+            .rfind(|e| version.is_none_or(|v| e.spec().version == v));
+        found.ok_or_else(|| {
+            let cut = |s: &str| {
+                crate::http::error::cut_chars(
+                    &s.escape_debug().to_string(),
+                    crate::http::v1::SPEC_NAME_CHARS,
+                )
+            };
+            SpecLookupError::Unknown {
+                what: match version {
+                    Some(v) => format!("app \"{}\" version \"{}\"", cut(app), cut(v)),
+                    None => format!("app \"{}\"", cut(app)),
+                },
+                served: self.served(),
+            }
+        })
+    }
+}
+
 /// Shared, cheaply cloned state of the server.
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Inner>);
@@ -96,7 +217,7 @@ struct Inner {
     metrics: Metrics,
     rate_limiter: Option<RateLimiter>,
     http: HttpSettings,
-    engine: Engine,
+    engines: Engines,
 }
 
 impl AppState {
@@ -105,7 +226,7 @@ impl AppState {
         pool: Pool,
         keys: Authenticator,
         http: HttpSettings,
-        engine: Engine,
+        engines: Engines,
     ) -> Result<Self, prometheus::Error> {
         Ok(Self(Arc::new(Inner {
             pool,
@@ -113,13 +234,19 @@ impl AppState {
             metrics: Metrics::new()?,
             rate_limiter: RateLimiter::new(http.rate_limit_per_second, http.rate_limit_burst),
             http,
-            engine,
+            engines,
         })))
     }
 
-    /// The spec, its ingest plan and the field cipher.
+    /// The newest spec of the first app, its ingest plan and the field cipher: what the
+    /// endpoints use that are not tied to one batch's spec.
     pub fn engine(&self) -> &Engine {
-        &self.0.engine
+        self.0.engines.default_engine()
+    }
+
+    /// Every spec served.
+    pub fn engines(&self) -> &Engines {
+        &self.0.engines
     }
 
     /// The connection pool.

@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use ferry_core::contract::{ErrorCode, ResolveAnswer, RollbackAnswer};
 use ferry_core::wire::{WIRE_FORMAT, WireError};
 use serde_json::json;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::db::DbError;
@@ -31,7 +32,7 @@ use crate::http::auth::AuthUser;
 use crate::http::error::{ApiError, cut_chars, quote_input, shorten_body_strings, shorten_chars};
 use crate::http::extract::{Json, JsonBytes};
 use crate::http::metrics::UNKNOWN_KIND;
-use crate::http::state::AppState;
+use crate::http::state::{AppState, Engine, SpecLookupError};
 use crate::ingest::{self, BatchResult, IngestError};
 use crate::operator::backups::{self, BackupUploadError};
 use crate::operator::conflicts::{self, Resolution, ResolveError};
@@ -68,13 +69,67 @@ async fn connection(state: &AppState) -> Result<deadpool_postgres::Object, ApiEr
         .map_err(|e| ApiError::from(DbError::Pool(error_chain(&e))))
 }
 
-/// `GET /v1/spec`: the spec file the server runs, as it is.
-async fn spec(State(state): State<AppState>) -> Response {
-    (
+/// The query of `GET /v1/spec`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecQuery {
+    /// Which app (needed when the server serves several).
+    app: Option<String>,
+    /// Which version (default: the newest).
+    version: Option<String>,
+}
+
+/// `GET /v1/spec[?app=A][&version=V]`: a spec file the server serves, as it is: the newest
+/// version unless one is asked for. An unknown app or version is 404 naming what is served.
+async fn spec(State(state): State<AppState>, uri: axum::http::Uri) -> Result<Response, ApiError> {
+    let raw = uri.query().unwrap_or_default();
+    let query: SpecQuery = serde_urlencoded::from_str(raw).map_err(|e| {
+        ApiError::refused(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidQuery,
+            format!(
+                "the query {} does not fit (app=…&version=…): {}",
+                quote_input(raw),
+                shorten_body_strings(&e.to_string())
+            ),
+        )
+    })?;
+    let engine = state
+        .engines()
+        .find(query.app.as_deref(), query.version.as_deref())
+        .map_err(|e| match e {
+            SpecLookupError::AppRequired { .. } => ApiError::refused(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidQuery,
+                e.to_string(),
+            ),
+            SpecLookupError::Unknown { .. } => {
+                ApiError::refused(StatusCode::NOT_FOUND, ErrorCode::NotFound, e.to_string())
+            }
+        })?;
+    Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        state.engine().spec_text.clone(),
+        engine.spec_text.clone(),
     )
-        .into_response()
+        .into_response())
+}
+
+/// The engine of the spec a batch names; a spec the server does not serve is the 400
+/// `spec_mismatch` naming what it serves.
+fn batch_engine<'a>(state: &'a AppState, body: &[u8]) -> Result<&'a Engine, IngestError> {
+    let (app, version) = ferry_core::wire::batch_spec(body)?;
+    let engines = state.engines();
+    engines
+        .all()
+        .iter()
+        .find(|e| e.spec().app == app && e.spec().version == version)
+        .ok_or_else(|| {
+            IngestError::Wire(WireError::SpecMismatch {
+                app,
+                version,
+                served: engines.served(),
+            })
+        })
 }
 
 /// `POST /v1/batches`: one `ferry-batch/1` batch, applied exactly once.
@@ -83,8 +138,14 @@ async fn post_batch(
     user: AuthUser,
     JsonBytes(body): JsonBytes,
 ) -> Result<Json<BatchResult>, ApiError> {
-    let engine = state.engine();
     let metrics = state.metrics();
+    let engine = match batch_engine(&state, &body) {
+        Ok(engine) => engine,
+        Err(error) => {
+            metrics.count_batch("refused");
+            return Err(ingest_error(error));
+        }
+    };
     let mut client = connection(&state).await?;
     let mut times = ingest::WriteTimes::default();
     let mut ingest_once = async |client: &mut deadpool_postgres::Object| {
@@ -137,7 +198,14 @@ async fn post_batch(
             Ok(Json(answer))
         }
         Err(error) => {
-            let api = ingest_error(error);
+            let api = match error {
+                e @ IngestError::RetiredSpec { .. } => ApiError::refused(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::SpecMismatch,
+                    format!("{e}; this server serves {}", state.engines().served()),
+                ),
+                other => ingest_error(other),
+            };
             metrics.count_batch(if api.status().is_client_error() {
                 "refused"
             } else {
@@ -163,8 +231,7 @@ fn ingest_error(error: IngestError) -> ApiError {
         IngestError::Wire(WireError::SpecMismatch {
             app,
             version,
-            expected_app,
-            expected_version,
+            served,
         }) => {
             // The batch's app and version are the caller's input: cut, but to a length that
             // still shows a real version (they are short; a secret pasted there is not).
@@ -172,8 +239,7 @@ fn ingest_error(error: IngestError) -> ApiError {
             let e = WireError::SpecMismatch {
                 app: cut(&app),
                 version: cut(&version),
-                expected_app,
-                expected_version,
+                served,
             };
             ApiError::refused(
                 StatusCode::BAD_REQUEST,
@@ -181,6 +247,12 @@ fn ingest_error(error: IngestError) -> ApiError {
                 e.to_string(),
             )
         }
+        // The version came from the batch but matched a served spec: it is the server's word.
+        e @ IngestError::RetiredSpec { .. } => ApiError::refused(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::SpecMismatch,
+            e.to_string(),
+        ),
         e @ IngestError::IdempotencyConflict { .. } => ApiError::refused(
             StatusCode::CONFLICT,
             ErrorCode::IdempotencyConflict,
@@ -288,9 +360,16 @@ async fn rollback_migration(
 ) -> Result<Json<RollbackAnswer>, ApiError> {
     let migration_id = parse_uuid("migration id", &migration_id)?;
     let mut client = connection(&state).await?;
+    // The run's own spec version: its kinds are the tables it wrote.
+    let spec = run_spec(
+        &client,
+        "SELECT spec_app, spec_version FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
+        &[(&user.user_id, Type::UUID), (&migration_id, Type::UUID)],
+    )
+    .await?;
     let done = rollback::rollback(
         &mut client,
-        state.engine().spec(),
+        state.engines().of_run(spec).spec(),
         user.user_id,
         migration_id,
         state.http().db_statement_timeout,
@@ -301,6 +380,25 @@ async fn rollback_migration(
     Ok(Json(RollbackAnswer {
         restored: done.restored,
         already_rolled_back: done.already_rolled_back,
+    }))
+}
+
+/// The spec app and version a migration run of `user` was made with (`None`: no such run, or
+/// one recorded before runs had a version). `query` selects `spec_app, spec_version` with
+/// `$1` the user and `$2` the run's or the conflict's id.
+async fn run_spec(
+    client: &deadpool_postgres::Object,
+    query: &str,
+    params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
+) -> Result<Option<(String, String)>, ApiError> {
+    let row = client
+        .query_typed_opt(query, params)
+        .await
+        .map_err(|e| ApiError::from(DbError::query("read the run's spec version", &e)))?;
+    Ok(row.and_then(|r| {
+        let app: Option<String> = r.try_get(0).ok().flatten();
+        let version: Option<String> = r.try_get(1).ok().flatten();
+        app.zip(version)
     }))
 }
 
@@ -338,7 +436,16 @@ async fn resolve_conflict(
             details: None,
         })?;
     let mut client = connection(&state).await?;
-    let engine = state.engine();
+    // The field rules of the spec version the conflict's migration was made with.
+    let spec = run_spec(
+        &client,
+        "SELECT r.spec_app, r.spec_version FROM ferry_conflicts c \
+         JOIN ferry_migration_runs r ON r.user_id = c.user_id AND r.migration_id = c.migration_id \
+         WHERE c.user_id = $1 AND c.id = $2",
+        &[(&user.user_id, Type::UUID), (&id, Type::INT8)],
+    )
+    .await?;
+    let engine = state.engines().of_run(spec);
     match conflicts::resolve(
         &mut client,
         engine.spec(),
@@ -473,8 +580,7 @@ mod tests {
             WireError::SpecMismatch {
                 app: "other".to_owned(),
                 version: "1".to_owned(),
-                expected_app: "taskboard".to_owned(),
-                expected_version: "2026.11".to_owned(),
+                served: "\"taskboard\" version \"2026.11\"".to_owned(),
             },
         ];
         for error in errors {

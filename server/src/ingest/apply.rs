@@ -106,7 +106,7 @@ async fn apply_once(
         tx.commit().await.map_err(db("closing a replay"))?;
         return replay_answer(prepared, stored);
     }
-    lock_migration_run(&tx, prepared).await?;
+    lock_migration_run(&tx, plan.spec(), prepared).await?;
     let mut refusals = Refusals::new();
     let mut outcomes = write_kinds(&tx, plan, prepared, writing, &mut refusals, times).await?;
     quarantine_rejected(&tx, plan, cipher, prepared, &refusals, &mut outcomes).await?;
@@ -260,27 +260,53 @@ fn replay_answer(prepared: &PreparedBatch, stored: Value) -> Result<BatchResult,
     }
 }
 
-/// Step 1, continued: the migration's run row, upserted and locked. A rollback of this
-/// migration waits for this batch, or this batch sees that the migration was rolled back and
-/// is refused.
+/// Step 1, continued: the migration's run row, upserted and locked, with the spec version its
+/// batches are made with. A rollback of this migration waits for this batch, or this batch sees
+/// that the migration was rolled back and is refused. A migration of a retired spec version
+/// may finish, but none starts under one.
 async fn lock_migration_run(
     tx: &Transaction<'_>,
+    spec: &ferry_core::spec::Spec,
     prepared: &PreparedBatch,
 ) -> Result<(), IngestError> {
-    const RUN: &str = "INSERT INTO ferry_migration_runs AS r (user_id, migration_id, device_id) VALUES ($1, $2, $3) \
+    // No row is inserted for a retired version; the conflict arm then does not run either, so
+    // nothing comes back and the run is looked up on its own.
+    const RUN: &str = "INSERT INTO ferry_migration_runs AS r (user_id, migration_id, device_id, spec_app, spec_version) \
+                       SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+                         (SELECT 1 FROM ferry_retired_specs WHERE app = $4 AND version = $5) \
                        ON CONFLICT (user_id, migration_id) DO UPDATE SET device_id = r.device_id RETURNING r.status";
-    let run_status: String = tx
-        .query_typed_one(
+    const IN_FLIGHT: &str = "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2 FOR UPDATE";
+    let row = tx
+        .query_typed_opt(
             RUN,
             &[
                 (&prepared.user, Type::UUID),
                 (&prepared.migration_id, Type::UUID),
                 (&prepared.device_id, Type::TEXT),
+                (&spec.app, Type::TEXT),
+                (&spec.version, Type::TEXT),
             ],
         )
         .await
-        .and_then(|row| row.try_get(0))
         .map_err(db("recording the migration run"))?;
+    let row = match row {
+        Some(row) => row,
+        None => tx
+            .query_typed_opt(
+                IN_FLIGHT,
+                &[
+                    (&prepared.user, Type::UUID),
+                    (&prepared.migration_id, Type::UUID),
+                ],
+            )
+            .await
+            .map_err(db("reading the migration run"))?
+            .ok_or_else(|| IngestError::RetiredSpec {
+                app: spec.app.clone(),
+                version: spec.version.clone(),
+            })?,
+    };
+    let run_status: String = row.try_get(0).map_err(db("recording the migration run"))?;
     if run_status == "rolled_back" {
         return Err(IngestError::RolledBack {
             migration_id: prepared.migration_id,

@@ -117,6 +117,16 @@ pub enum IngestError {
         /// The migration.
         migration_id: Uuid,
     },
+    /// A new migration under a spec version the operator retired.
+    #[error(
+        "spec {app:?} version {version:?} is retired on this server: a migration in flight under it may finish, but a new one must use a newer version"
+    )]
+    RetiredSpec {
+        /// The app.
+        app: String,
+        /// The retired version.
+        version: String,
+    },
     /// The database failed.
     #[error("database error while {context}: {source}")]
     Db {

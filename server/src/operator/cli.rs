@@ -6,6 +6,7 @@
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
+use tokio_postgres::types::Type;
 
 use ferry_core::backup::{self, BackupError, KeySource, OpeningKey};
 use serde_json::{Value, json};
@@ -14,9 +15,7 @@ use uuid::Uuid;
 use crate::db::{self, DbError};
 use crate::operator::{conflicts, fleet, quarantine, report, rollback};
 use crate::startup::config::Settings;
-use crate::startup::{
-    Database, StartupError, load_field_cipher, load_spec, open_existing_database,
-};
+use crate::startup::{Database, StartupError, load_field_cipher, open_existing_database};
 
 /// The environment variable holding a backup's passphrase for `backup open`.
 pub const PASSPHRASE_ENV: &str = "FERRY_BACKUP_PASSPHRASE";
@@ -202,10 +201,94 @@ pub fn render_status(summaries: &[report::RunSummary], query: &StatusQuery) -> S
     text
 }
 
+/// `ferry-server spec retire APP VERSION [--yes]`: says how many users still have a migration
+/// in flight on that version, then (with `yes`) records it as retired. Returns what it said.
+pub async fn retire_spec(
+    settings: &Settings,
+    app: &str,
+    version: &str,
+    yes: bool,
+) -> Result<(), CliError> {
+    let (database, client) = connect(settings).await?;
+    let result = retire_on(&client, app, version, yes).await;
+    database.stop().await?;
+    println!("{}", result?);
+    Ok(())
+}
+
+/// [`retire_spec`] on an open connection: the text said to the operator.
+pub async fn retire_on(
+    client: &tokio_postgres::Client,
+    app: &str,
+    version: &str,
+    yes: bool,
+) -> Result<String, CliError> {
+    let row = client
+        .query_typed_one(
+            "SELECT count(DISTINCT user_id), count(*) FROM ferry_migration_runs \
+             WHERE spec_app = $1 AND spec_version = $2 AND status = 'running'",
+            &[(&app, Type::TEXT), (&version, Type::TEXT)],
+        )
+        .await
+        .map_err(|e| DbError::query("count the migrations in flight", &e))?;
+    let users: i64 = row
+        .try_get(0)
+        .map_err(|e| DbError::query("count the migrations in flight", &e))?;
+    let runs: i64 = row
+        .try_get(1)
+        .map_err(|e| DbError::query("count the migrations in flight", &e))?;
+    let mut text = format!(
+        "spec {app:?} version {version:?}: {users} user(s) with {runs} migration(s) in flight (they may finish after it is retired)"
+    );
+    if yes {
+        let added = client
+            .execute_typed(
+                "INSERT INTO ferry_retired_specs (app, version) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[(&app, Type::TEXT), (&version, Type::TEXT)],
+            )
+            .await
+            .map_err(|e| DbError::query("retire the spec version", &e))?;
+        text.push_str(if added == 1 {
+            "\nretired: no new migration starts under it"
+        } else {
+            "\nit was retired already"
+        });
+    } else {
+        text.push_str("\nnothing changed: run again with --yes to retire it");
+    }
+    Ok(text)
+}
+
 /// `ferry-server rollback --migration M --user U`.
 pub async fn rollback(settings: &Settings, user: Uuid, migration: Uuid) -> Result<(), CliError> {
-    let (spec, _) = load_spec(settings)?;
+    let specs = crate::startup::load_specs(settings)?;
     let (database, mut client) = connect(settings).await?;
+    // The run's own spec version (its kinds are the tables it wrote); the newest one for a run
+    // recorded before runs had a version.
+    let recorded = client
+        .query_typed_opt(
+            "SELECT spec_app, spec_version FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
+            &[(&user, Type::UUID), (&migration, Type::UUID)],
+        )
+        .await
+        .map_err(|e| DbError::query("read the run's spec version", &e))?
+        .and_then(|r| {
+            let app: Option<String> = r.try_get(0).ok().flatten();
+            let version: Option<String> = r.try_get(1).ok().flatten();
+            app.zip(version)
+        });
+    let Some(spec) = recorded
+        .and_then(|(app, version)| {
+            specs
+                .iter()
+                .find(|l| l.spec.app == app && l.spec.version == version)
+        })
+        .or_else(|| specs.last())
+        .map(|l| l.spec.clone())
+    else {
+        database.stop().await?;
+        return Err(StartupError::Specs(Vec::new()).into());
+    };
     println!("rolling back migration {migration} of user {user}");
     let done = rollback::rollback(
         &mut client,

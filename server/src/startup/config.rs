@@ -151,6 +151,18 @@ pub enum SpecCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Retire a spec version: no new migration starts under it (400 spec_mismatch naming the
+    /// versions served); a migration in flight under it may finish. Says first how many users
+    /// still have a migration in flight on it; retires only with --yes.
+    Retire {
+        /// The spec's app.
+        app: String,
+        /// The version to retire.
+        version: String,
+        /// Retire it (without: only say who is still on it).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print CREATE TABLE statements for the specs' tables that pass the start-up schema check
     /// (the usual first migration of an app adopting Ferry).
     Ddl {
@@ -325,9 +337,11 @@ pub struct Settings {
     #[arg(long, env = "FERRY_APP_MIGRATIONS", global = true)]
     pub app_migrations: Option<PathBuf>,
 
-    /// The migration spec the server runs [default: <project>/specs/taskboard.json].
-    #[arg(long, env = "FERRY_SPEC", global = true)]
-    pub spec: Option<PathBuf>,
+    /// The migration spec(s) the server runs: files or folders (every `*.json` in a folder but
+    /// `README*`, dotfiles and `*.schema.json`), comma-separated; several versions of an app
+    /// are served at once [default: <project>/specs/taskboard.json].
+    #[arg(long, env = "FERRY_SPEC", global = true, value_delimiter = ',')]
+    pub spec: Vec<PathBuf>,
 
     /// AES-256 key (64 hex characters) encrypting sensitive fields at rest. Required unless in
     /// dev mode, where one is generated once and kept in <project>/.ferry/field.key.
@@ -392,7 +406,7 @@ impl Settings {
             www_dir: None,
             pkg_dir: None,
             dev_token_ttl_secs: DEFAULT_DEV_TOKEN_TTL_SECS,
-            spec: None,
+            spec: Vec::new(),
             app_migrations: None,
             field_key: None,
             field_key_id: DEFAULT_FIELD_KEY_ID.to_owned(),
@@ -400,11 +414,13 @@ impl Settings {
         }
     }
 
-    /// The migration spec file.
-    pub fn spec_path(&self) -> PathBuf {
-        self.spec
-            .clone()
-            .unwrap_or_else(|| self.project_dir.join("specs").join("taskboard.json"))
+    /// The migration spec files and folders.
+    pub fn spec_paths(&self) -> Vec<PathBuf> {
+        if self.spec.is_empty() {
+            vec![self.project_dir.join("specs").join("taskboard.json")]
+        } else {
+            self.spec.clone()
+        }
     }
 
     /// Where dev mode keeps its generated field encryption key.
@@ -635,8 +651,8 @@ mod tests {
         assert_eq!(settings.www_dir(), Path::new("/srv/app/www"));
         assert_eq!(settings.pkg_dir(), Path::new("/srv/app/pkg"));
         assert_eq!(
-            settings.spec_path(),
-            Path::new("/srv/app/specs/taskboard.json")
+            settings.spec_paths(),
+            vec![PathBuf::from("/srv/app/specs/taskboard.json")]
         );
         assert_eq!(
             settings.dev_field_key_path(),

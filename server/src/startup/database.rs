@@ -12,7 +12,7 @@ use crate::db::schema_migrations::{
     migrate_schema,
 };
 use crate::startup::config::{PgListen, Settings};
-use crate::startup::{StartupError, load_spec};
+use crate::startup::{StartupError, load_specs};
 
 /// The database the server creates and uses in the embedded cluster.
 pub const EMBEDDED_DATABASE: &str = "ferry";
@@ -226,11 +226,14 @@ pub async fn run_migrate_command(
     settings: &Settings,
     baseline: bool,
 ) -> Result<SchemaMigrationReport, StartupError> {
-    let (spec, _) = load_spec(settings)?;
+    let specs = load_specs(settings)?;
+    let expected: Vec<_> = specs
+        .iter()
+        .flat_map(|l| expected_tables(&l.spec))
+        .collect();
     let app = app_migrations(settings)?;
     let database = open_existing_database(settings).await?;
-    let result =
-        migrate_database_schema(database.config(), baseline, &app, &expected_tables(&spec)).await;
+    let result = migrate_database_schema(database.config(), baseline, &app, &expected).await;
     database.stop().await?;
     result
 }

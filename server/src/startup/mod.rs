@@ -21,6 +21,7 @@ pub mod faults;
 pub mod secret;
 mod serving;
 pub mod shutdown;
+pub mod specs;
 pub mod telemetry;
 
 use std::future::Future;
@@ -42,7 +43,7 @@ use crate::db::schema_migrations::{AppMigrationsError, SchemaMigration, SchemaMi
 use crate::db::{self, DbError, PoolSettings};
 use crate::http::auth::jwks::{Jwks, JwksError};
 use crate::http::auth::{Authenticator, JwtKeys, KeyError};
-use crate::http::state::{AppState, Engine, HttpSettings};
+use crate::http::state::{AppState, Engines, HttpSettings};
 use crate::http::{app, is_valid_origin};
 use crate::ingest::field_crypto::{self, FieldCipher, FieldKeyError};
 use crate::startup::config::Settings;
@@ -96,6 +97,23 @@ pub enum StartupError {
         /// Every problem.
         error: SpecError,
     },
+    /// Two spec files name the same app and version.
+    #[error(
+        "the migration specs {first} and {second} (FERRY_SPEC) both are app {app:?} version {version:?}: each version is served from one file"
+    )]
+    SpecDuplicate {
+        /// The app.
+        app: String,
+        /// The version.
+        version: String,
+        /// The first file.
+        first: std::path::PathBuf,
+        /// The second file.
+        second: std::path::PathBuf,
+    },
+    /// Several spec files were refused: every problem of every file.
+    #[error("{} problems with the migration specs (FERRY_SPEC):\n{}", .0.len(), .0.iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n"))]
+    Specs(Vec<StartupError>),
     /// No field key outside dev mode.
     #[error(
         "FERRY_FIELD_KEY is required unless the server runs in dev mode (FERRY_DEV=true or no DATABASE_URL): set it to 64 hex characters, e.g. `openssl rand -hex 32`, and keep it: without it the encrypted fields cannot be read"
@@ -152,9 +170,22 @@ fn schema_mismatch_advice(mismatches: &[SchemaMismatch]) -> &'static str {
     }
 }
 
-/// Reads and checks the spec named by the settings: the parsed spec and the file's text.
+/// Reads and checks the specs named by the settings (every version of every app), and returns
+/// the newest version (of the first app): the parsed spec and the file's text.
 pub fn load_spec(settings: &Settings) -> Result<(Spec, String), StartupError> {
-    read_spec(settings.spec_path())
+    let specs = load_specs(settings)?;
+    let app = specs.first().map(|l| l.spec.app.clone());
+    let newest = specs
+        .into_iter()
+        .rfind(|l| Some(&l.spec.app) == app.as_ref())
+        .ok_or_else(|| StartupError::Specs(Vec::new()))?;
+    Ok((newest.spec, newest.text))
+}
+
+/// Reads and checks every spec named by the settings, ordered by app, then oldest version to
+/// newest ([`specs::read_specs`]).
+pub fn load_specs(settings: &Settings) -> Result<Vec<specs::LoadedSpec>, StartupError> {
+    specs::read_specs(&settings.spec_paths())
 }
 
 /// Reads and checks the spec in this file, refused with the messages the server gives at start.
@@ -244,7 +275,7 @@ impl Application {
         tracing::info!(project_dir = %settings.project_dir.display(), "project dir (--project-dir / FERRY_PROJECT_DIR)");
         // A refused spec or folder stops the start before any database is opened or written
         // (the spec is read again, with the rest, once the database is there).
-        load_spec(settings)?;
+        load_specs(settings)?;
         let app = app_migrations(settings)?;
         let database = open_database(settings).await?;
         Self::build_over(settings, database, app).await
@@ -311,14 +342,19 @@ impl Application {
         let keys = build_authenticator(settings, dev_mode).await?;
         let auth_note = keys.describe();
 
-        let (spec, spec_text) = load_spec(settings)?;
+        let specs = load_specs(settings)?;
         let cipher = load_field_cipher(settings, dev_mode)?;
         if app_tables.is_empty() {
             tracing::info!(
                 "no app schema migrations folder (--app-migrations): the app's tables are left as they are"
             );
         }
-        let report = prepare_schema(database.config(), app_tables, &expected_tables(&spec)).await?;
+        // Every version's tables must pass: a batch of any served version is written.
+        let expected: Vec<_> = specs
+            .iter()
+            .flat_map(|l| expected_tables(&l.spec))
+            .collect();
+        let report = prepare_schema(database.config(), app_tables, &expected).await?;
         tracing::info!(
             applied = report.applied.len(),
             already_applied = report.already_applied.len(),
@@ -332,7 +368,10 @@ impl Application {
                 connect_timeout: settings.connect_timeout(),
             },
         )?;
-        let engine = Engine::new(spec, spec_text, cipher);
+        for l in &specs {
+            tracing::info!(app = %l.spec.app, version = %l.spec.version, path = %l.path.display(), "serving spec");
+        }
+        let engine = Engines::new(specs, cipher);
         let state = AppState::new(
             pool,
             keys,

@@ -816,7 +816,10 @@ async fn a_stale_set_is_refreshed_and_a_withdrawn_key_is_refused() {
     provider.publish(json!("unavailable"));
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     user_of(&app, &ec, "a failed refresh keeps the keys").await;
-    assert!(provider.fetches() > before, "the refresh was tried, and failed");
+    assert!(
+        provider.fetches() > before,
+        "the refresh was tried, and failed"
+    );
 }
 
 #[tokio::test]

@@ -57,11 +57,11 @@ async fn readyz_is_503_in_our_shape_when_the_database_is_unreachable() {
         pool,
         JwtKeys::generate().unwrap().into(),
         HttpSettings::from_settings(&test_settings(), false),
-        ferry_server::http::state::Engine::new(
+        ferry_server::http::state::Engines::single(ferry_server::http::state::Engine::new(
             crate::helpers::demo_spec().clone(),
             String::new(),
             ferry_server::ingest::field_crypto::FieldCipher::new("k1", [1; 32]),
-        ),
+        )),
     )
     .unwrap();
     let response = app(state)

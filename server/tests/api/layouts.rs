@@ -81,7 +81,7 @@ async fn spawn_layouts_app(spec: &Spec) -> TestApp {
     )
     .unwrap();
     spawn_app_with(|s| {
-        s.spec = Some(dir.join("spec.json"));
+        s.spec = vec![dir.join("spec.json")];
         s.app_migrations = Some(migrations);
     })
     .await

@@ -33,3 +33,4 @@ mod schema_migrations;
 mod security;
 mod spec_tools;
 mod static_files;
+mod versions;

@@ -194,7 +194,7 @@ async fn a_refused_spec_stops_the_start_with_every_problem_listed() {
         .replace(r#""table": "custom_data""#, r#""table": "Custom Data""#);
     std::fs::write(&path, bad).unwrap();
     let mut settings = test_settings();
-    settings.spec = Some(path.clone());
+    settings.spec = vec![path.clone()];
     let error = match Application::build_with_database(
         &settings,
         Database::external(database.config.clone()),
