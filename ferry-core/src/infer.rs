@@ -633,31 +633,7 @@ fn kind(name: String, f: Found, notes: &mut Vec<String>) -> Value {
     let description = guessed.join("; ");
     notes.push(format!("kind `{name}`: {description}"));
     kind["description"] = json!(description);
-    // Put `description` after `name` for readers.
-    reorder(kind)
-}
-
-fn reorder(kind: Value) -> Value {
-    let Value::Object(mut map) = kind else {
-        return kind;
-    };
-    let mut out = Map::new();
-    for key in [
-        "name",
-        "description",
-        "source",
-        "id",
-        "table",
-        "conflict",
-        "updated_at",
-        "fields",
-    ] {
-        if let Some(v) = map.remove(key) {
-            out.insert(key.to_owned(), v);
-        }
-    }
-    out.extend(map);
-    Value::Object(out)
+    kind
 }
 
 fn id_doc(from: &str, scope: &str) -> Value {

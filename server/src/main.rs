@@ -69,6 +69,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Spec(SpecCommand::Schema) => spec_tools::schema(),
         Command::Spec(SpecCommand::Check { files }) => spec_tools::check(&files),
         Command::Spec(SpecCommand::Ddl { files }) => spec_tools::ddl(&files),
+        Command::Spec(SpecCommand::Infer { export }) => spec_tools::infer(&export),
         Command::Migrate { baseline } => {
             if cli.settings.app_migrations.is_none() {
                 eprintln!(
