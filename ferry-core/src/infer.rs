@@ -97,8 +97,8 @@ const SEPARATORS: &[char] = &['.', ':', '/', '_', '-', '|'];
 pub fn infer(pairs: &[(String, Value)]) -> Draft {
     let mut notes = Vec::new();
     let mut found: Vec<Found> = Vec::new();
-    // Prefix families: at least two keys sharing everything up to their last separator, each
-    // holding one object.
+    // Prefix families: keys sharing everything up to their last separator, each holding one
+    // object of a common shape: at least two of them, or one whose suffix is an id.
     let mut families: BTreeMap<String, Vec<(String, Map<String, Value>)>> = BTreeMap::new();
     for (key, value) in pairs {
         if let (Value::Object(record), Some(pos)) = (value, key.rfind(SEPARATORS)) {
@@ -112,7 +112,10 @@ pub fn infer(pairs: &[(String, Value)]) -> Draft {
         }
     }
     families.retain(|_, members| {
-        members.len() >= 2 && similar_shapes(&members.iter().map(|(_, r)| r).collect::<Vec<_>>())
+        // One key is a family too when its suffix is an id (a number or a UUID).
+        let id_like = members.iter().all(|(suffix, _)| looks_like_id(suffix));
+        (members.len() >= 2 || id_like)
+            && similar_shapes(&members.iter().map(|(_, r)| r).collect::<Vec<_>>())
     });
     // Overlapping prefixes would claim the same keys: the longer (more specific) one stays.
     let longer: Vec<String> = families.keys().cloned().collect();
@@ -820,6 +823,22 @@ mod tests {
             d.notes.iter().any(|n| n.contains("/version")),
             "{:?}",
             d.notes
+        );
+    }
+
+    #[test]
+    fn one_key_with_an_id_suffix_is_a_prefix_family_a_named_one_is_not() {
+        let export =
+            json!({"app.draft.1700000000000": {"text": "t"}, "app.profile": {"name": "n"}})
+                .to_string();
+        let d = draft(&export);
+        assert_eq!(
+            kind(&d, "app_draft")["source"],
+            json!({"prefix": "app.draft."})
+        );
+        assert_eq!(
+            kind(&d, "app_profile")["source"],
+            json!({"object": "app.profile"})
         );
     }
 

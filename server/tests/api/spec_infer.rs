@@ -185,5 +185,8 @@ fn an_export_that_is_not_one_is_refused_with_its_reason() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("element 0 without a string `key`"), "{stderr}");
+    assert!(
+        stderr.contains("element 0 without a string `key`"),
+        "{stderr}"
+    );
 }
