@@ -91,6 +91,9 @@ enum IdGuess {
     Property,
 }
 
+/// A prefix family's members: each key's suffix and its record.
+type Members = Vec<(String, Map<String, Value>)>;
+
 const SEPARATORS: &[char] = &['.', ':', '/', '_', '-', '|'];
 
 /// Guesses a draft spec from an export's pairs.
@@ -99,7 +102,7 @@ pub fn infer(pairs: &[(String, Value)]) -> Draft {
     let mut found: Vec<Found> = Vec::new();
     // Prefix families: keys sharing everything up to their last separator, each holding one
     // object of a common shape: at least two of them, or one whose suffix is an id.
-    let mut families: BTreeMap<String, Vec<(String, Map<String, Value>)>> = BTreeMap::new();
+    let mut families: BTreeMap<String, Members> = BTreeMap::new();
     for (key, value) in pairs {
         if let (Value::Object(record), Some(pos)) = (value, key.rfind(SEPARATORS)) {
             let (prefix, suffix) = key.split_at(pos + 1);
