@@ -19,6 +19,7 @@
 
 pub mod backup;
 pub mod contract;
+pub mod infer;
 pub mod lossless;
 pub mod pipeline;
 pub mod spec;

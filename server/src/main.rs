@@ -74,6 +74,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Spec(SpecCommand::Retire { app, version, yes }) => {
             cli::retire_spec(&cli.settings, &app, &version, yes).await
         }
+        Command::Spec(SpecCommand::Infer { export }) => spec_tools::infer(&export),
         Command::Migrate { baseline } => {
             if cli.settings.app_migrations.is_none() {
                 eprintln!(

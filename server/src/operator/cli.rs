@@ -73,6 +73,14 @@ pub enum CliError {
     /// Printing failed.
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    /// `spec infer` could not read the export.
+    #[error("cannot read the export {path}: {reason}")]
+    Export {
+        /// The file (`-` for stdin).
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// `spec check` found problems (listed above the message).
     #[error("{refused} of {checked} spec file(s) refused: fix the problems listed above")]
     SpecsRefused {

@@ -5,9 +5,11 @@
 //! - `spec check SPEC…`: every problem of every file at once, in the words the server uses when
 //!   it refuses to start on that spec; exit status 1 if any file has one.
 //! - `spec ddl SPEC…`: `CREATE TABLE` statements that pass the server's start-up schema check.
+//! - `spec infer EXPORT`: a draft spec guessed from one user's localStorage
+//!   ([`ferry_core::infer`]), notes on stderr.
 
-use std::io::Write as _;
-use std::path::PathBuf;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
 
 use crate::db::ddl;
 use crate::operator::cli::CliError;
@@ -61,6 +63,30 @@ pub fn ddl(files: &[PathBuf]) -> Result<(), CliError> {
         out.push(ddl::create_tables(&spec));
     }
     print(out.join("\n").trim_end())
+}
+
+/// `ferry-server spec infer EXPORT`: the draft spec on stdout, the notes on stderr.
+pub fn infer(export: &Path) -> Result<(), CliError> {
+    let failed = |reason: String| CliError::Export {
+        path: export.to_owned(),
+        reason,
+    };
+    let text = if export == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| failed(e.to_string()))?;
+        text
+    } else {
+        std::fs::read_to_string(export).map_err(|e| failed(e.to_string()))?
+    };
+    let pairs = ferry_core::infer::read_export(&text).map_err(|e| failed(e.to_string()))?;
+    let draft = ferry_core::infer::infer(&pairs);
+    let mut stderr = std::io::stderr().lock();
+    for note in &draft.notes {
+        writeln!(stderr, "note: {note}").map_err(CliError::Output)?;
+    }
+    print(&serde_json::to_string_pretty(&draft.spec).unwrap_or_default())
 }
 
 fn print(text: &str) -> Result<(), CliError> {

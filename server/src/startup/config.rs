@@ -170,6 +170,13 @@ pub enum SpecCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Propose a draft spec from one user's localStorage: a JSON object of key → value copied
+    /// from the browser, or the output of `backup open` (`-` reads stdin). The draft goes to
+    /// stdout, the notes on what was guessed or skipped to stderr.
+    Infer {
+        /// The export file, or `-` for stdin.
+        export: PathBuf,
+    },
 }
 
 /// `ferry-server backup …`.

@@ -31,6 +31,7 @@ mod run_status;
 mod schema_check;
 mod schema_migrations;
 mod security;
+mod spec_infer;
 mod spec_tools;
 mod static_files;
 mod versions;
