@@ -36,6 +36,7 @@ export async function until(check, what, timeout = 120_000) {
     last = await check();
     if (last) return last;
     if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${JSON.stringify(last)?.slice(0, 200)})`);
+    if (process.env.E2E_LOG) console.error(`waiting for ${what}`);
     await sleep(200);
   }
 }

@@ -115,8 +115,9 @@ for (const kind of ['firefox', 'webkit']) {
         const b = await device.newTab(url('#tasks'));
         await signIn(a, session);
         await signIn(b, session);
-        await Promise.all([a.navigate(url('#tasks')), b.navigate(url('#tasks'))]);
-        const [ma, mb] = await Promise.all([notice(a, /now saved to your account/, 180_000), notice(b, /now saved to your account/, 180_000)]);
+        // A new query string: a change of the hash alone would not load the page again.
+        await Promise.all([a.navigate(url('?tab=a#tasks')), b.navigate(url('?tab=b#tasks'))]);
+        const [ma, mb] = await Promise.all([notice(a, /now saved to your account/, 120_000), notice(b, /now saved to your account/, 120_000)]);
         assert.equal(ma, mb, 'both tabs tell the same outcome');
         const uploads = async (tab) => (await tab.apiRequests()).filter((p) => p === '/v1/batches').length;
         const [ua, ub] = [await uploads(a), await uploads(b)];
