@@ -124,8 +124,19 @@ if [[ "$BROWSER" == "1" ]]; then
     [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] \
       || fail "installed, but /usr/bin/chromium or /usr/bin/chromedriver is missing"
   fi
+  # Firefox ESR and WebKitGTK (Safari's engine) for tests/e2e/cross-browser.test.mjs; WebKit's
+  # MiniBrowser runs under xvfb-run, which the test starts itself.
+  MINIBROWSER=/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser
+  if [[ -x /usr/bin/firefox-esr && -x /usr/bin/WebKitWebDriver && -x $MINIBROWSER && -x /usr/bin/xvfb-run ]]; then
+    step "firefox-esr, webkit2gtk-driver, xvfb" "present"
+  else
+    step "firefox-esr, webkit2gtk-driver, xvfb" "installing (apt-get install firefox-esr webkit2gtk-driver xvfb)"
+    apt_install firefox-esr webkit2gtk-driver xvfb
+    [[ -x /usr/bin/firefox-esr && -x /usr/bin/WebKitWebDriver && -x $MINIBROWSER && -x /usr/bin/xvfb-run ]] \
+      || fail "installed, but firefox-esr, WebKitWebDriver, $MINIBROWSER or xvfb-run is missing"
+  fi
 else
-  step "chromium, chromedriver" "skipped (pass --browser for browser tests)"
+  step "chromium, chromedriver, firefox-esr, webkit2gtk-driver" "skipped (pass --browser for browser tests)"
 fi
 
 # 5. npm packages, for every folder below that has a package.json. `npm ci` wipes and

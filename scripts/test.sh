@@ -158,7 +158,9 @@ track2() {
   # its own embedded PostgreSQL, and check every outcome by SQL as well as on the page. The
   # binary is the one track 1 built for the server's integration tests (a separate build would
   # compile every dependency again).
-  # The same `node --test` runs tests/e2e/package.test.mjs on the bundle built above: pkg/'s
+  # The same `node --test` runs tests/e2e/cross-browser.test.mjs: the core scenarios (auto-run,
+  # reload sends nothing, manual run, two tabs, restore) in Firefox ESR and WebKitGTK.
+  # It also runs tests/e2e/package.test.mjs on the bundle built above: pkg/'s
   # package.json names only files that exist, and tsc --strict compiles tests/adopter/adopter.ts.
   while [[ ! -e "$LOGS/.native-built" ]]; do sleep 1; done
   stage "tests e2e" e2e

@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { Server, launchBrowser, newDevice, openPage, shot, storageText, appStorage, notice, loadSampleData, fillTasks, userName, escaped, clearlyValidTask } from './harness.mjs';
+import { Server, launchBrowser, newDevice, openPage, shot, storageText, appStorage, notice, loadSampleData, fillTasks, userName, escaped, clearlyValidTask, tasksMigratedOnce } from './harness.mjs';
 
 const server = new Server();
 let browser;
@@ -47,27 +47,7 @@ async function localTasks(page) {
 }
 
 /** Every clearly valid local task is in PostgreSQL exactly once with its title; nothing else is. */
-function assertTasksMigratedOnce(user, local) {
-  const stored = server.sql(`SELECT legacy_id, title FROM tasks WHERE user_id = ${q(user)}`);
-  const byLegacy = new Map();
-  for (const r of stored) byLegacy.set(r.legacy_id, (byLegacy.get(r.legacy_id) ?? 0) + 1);
-  const ids = local.map((t) => t?.id);
-  const unique = local.filter((t) => clearlyValidTask(t) && ids.indexOf(t.id) === ids.lastIndexOf(t.id));
-  assert.ok(unique.length > 0, 'the sample has valid tasks');
-  for (const t of unique) {
-    assert.equal(byLegacy.get(t.id), 1, `task ${t.id} is stored exactly once`);
-  }
-  const titles = new Map(stored.map((r) => [r.legacy_id, r.title]));
-  for (const t of unique.slice(0, 2000)) assert.equal(titles.get(t.id), escaped(t.title), `title of ${t.id}`);
-  const localIds = new Set(local.filter((t) => t && typeof t === 'object').map((t) => String(t.id)));
-  for (const r of stored) assert.ok(localIds.has(r.legacy_id), `stored task ${r.legacy_id} comes from this browser`);
-  // Every local record is accounted for: stored, quarantined, or a repeat of an id.
-  const repeats = local.length - new Set(local.map((t) => (t && typeof t === 'object' ? JSON.stringify(t.id) : Math.random()))).size;
-  const accounted = stored.length + quarantined(user, 'tasks');
-  assert.ok(accounted <= local.length && accounted >= local.length - repeats,
-    `stored ${stored.length} + quarantined ${accounted - stored.length} vs ${local.length} local records (${repeats} repeated ids)`);
-  return { stored: stored.length, clearlyValid: unique.length };
-}
+const assertTasksMigratedOnce = (user, local) => tasksMigratedOnce(server, user, local);
 
 /** The numbers of the "Your 1,234 tasks … 2 records need your attention." message. */
 function parseSummary(text) {

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 
 export const ROOT = path.resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -271,3 +272,33 @@ export function clearlyValidTask(t) {
     && isTime(t.createdAt)
     && (t.updatedAt === undefined || t.updatedAt === null || isTime(t.updatedAt));
 }
+
+/** A SQL string literal. */
+export const sqlText = (s) => `'${String(s).replaceAll("'", "''")}'`;
+
+/**
+ * Every clearly valid local task is in PostgreSQL exactly once with its title; nothing else is;
+ * every local record is stored, quarantined or a repeat of an id.
+ */
+export function tasksMigratedOnce(server, user, local) {
+  const stored = server.sql(`SELECT legacy_id, title FROM tasks WHERE user_id = ${sqlText(user)}`);
+  const byLegacy = new Map();
+  for (const r of stored) byLegacy.set(r.legacy_id, (byLegacy.get(r.legacy_id) ?? 0) + 1);
+  const ids = local.map((t) => t?.id);
+  const unique = local.filter((t) => clearlyValidTask(t) && ids.indexOf(t.id) === ids.lastIndexOf(t.id));
+  assert.ok(unique.length > 0, 'the sample has valid tasks');
+  for (const t of unique) {
+    assert.equal(byLegacy.get(t.id), 1, `task ${t.id} is stored exactly once`);
+  }
+  const titles = new Map(stored.map((r) => [r.legacy_id, r.title]));
+  for (const t of unique.slice(0, 2000)) assert.equal(titles.get(t.id), escaped(t.title), `title of ${t.id}`);
+  const localIds = new Set(local.filter((t) => t && typeof t === 'object').map((t) => String(t.id)));
+  for (const r of stored) assert.ok(localIds.has(r.legacy_id), `stored task ${r.legacy_id} comes from this browser`);
+  // Every local record is accounted for: stored, quarantined, or a repeat of an id.
+  const repeats = local.length - new Set(local.map((t) => (t && typeof t === 'object' ? JSON.stringify(t.id) : Math.random()))).size;
+  const accounted = stored.length + server.count(`SELECT count(*) FROM ferry_quarantine WHERE user_id = ${sqlText(user)} AND kind = 'tasks'`);
+  assert.ok(accounted <= local.length && accounted >= local.length - repeats,
+    `stored ${stored.length} + quarantined ${accounted - stored.length} vs ${local.length} local records (${repeats} repeated ids)`);
+  return { stored: stored.length, clearlyValid: unique.length };
+}
+
