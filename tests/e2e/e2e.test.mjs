@@ -210,7 +210,11 @@ test('data loaded while the load-time run is still busy is migrated as soon as t
   await page.evaluate((tasks) => localStorage.setItem('tasks', JSON.stringify(tasks)), early);
   await page.goto(url('#data'));
   await page.waitForSelector('#auto-sync:not([hidden])');
-  await loadSampleData(page, '1048576');
+  // The sample loaded while that run is held (not through loadSampleData, which waits for it).
+  await page.click('a[data-view="data"]');
+  await page.selectOption('#sample-size', '1048576');
+  await page.click('#sample');
+  await notice(page, /^Loaded /, 60_000);
   release();
   await page.waitForFunction(() => /now saved to your account/.test(document.getElementById('notice')?.textContent ?? ''), null, { timeout: 60_000 });
   await page.waitForFunction(() => document.getElementById('auto-sync').hidden, null, { timeout: 60_000 });

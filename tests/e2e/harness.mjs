@@ -221,6 +221,8 @@ export const fillTasks = (page, targetBytes) => page.evaluate((target) => {
 
 /** Loads sample data through the UI ("Data & sync" → size → "Load sample data"). */
 export async function loadSampleData(page, size = '1048576') {
+  // After the load-time auto-run: sample data written while it runs gets a second run of its own.
+  await page.waitForFunction(() => !['pending', 'busy'].includes(document.documentElement.dataset.autoRun), null, { timeout: 60_000 });
   await page.click('a[data-view="data"]');
   await page.selectOption('#sample-size', size);
   await page.click('#sample');

@@ -95,6 +95,7 @@ async function autoRun() {
   // run of its own as soon as that one ends.
   if (busy) { rerun = true; return; }
   rerun = false;
+  document.documentElement.dataset.autoRun = 'busy'; // for tests and styles: a run is on
   autoRetries?.abort(); // a new auto-run replaces the background retries of the last one
   const retries = new AbortController();
   autoRetries = retries;
@@ -136,6 +137,7 @@ async function autoRun() {
     const ran = runText !== '';
     runText = '';
     if (ran || location.hash === '#data') refreshState();
+    document.documentElement.dataset.autoRun = 'idle';
     if (rerun && !retries.signal.aborted) autoRun();
   }
 }
@@ -343,7 +345,10 @@ export function startSync(context) {
     $('sample').disabled = false;
   });
   document.addEventListener('viewchange', (e) => { if (e.detail === 'data') { refreshLists(); refreshState(); } });
-  if (session()) listen().then(autoRun);
+  if (session()) {
+    document.documentElement.dataset.autoRun = 'pending';
+    listen().then(autoRun);
+  }
 }
 
 async function listen() {
