@@ -387,6 +387,9 @@ test('restoring a backup brings localStorage back exactly, and a backup download
   await page.evaluate(() => localStorage.setItem('onboarding', '{"step":3,"done":true}'));
   await loadSampleData(page, '1048576');
   await notice(page, /now saved to your account/);
+  // The page's run is over (its stamp written, its report drawn) before the data goes.
+  await page.waitForFunction(() => document.documentElement.dataset.autoRun === 'idle', null, { timeout: 60_000 });
+  assert.equal(runs(user).length, 1, `one migration for the sample data: ${JSON.stringify(runs(user))}`);
   const before = await appStorage(page);
   const storedBefore = rows('tasks', user);
   // The browser loses the site's data (the user cleared it, a cleaner tool ran).
@@ -426,7 +429,7 @@ test('restoring a backup brings localStorage back exactly, and a backup download
   await page.click('a[data-view="tasks"]');
   await page.locator('#task-list li').first().waitFor();
   assert.ok(await page.locator('#task-list li').count() > 10);
-  assert.equal(runs(user).length, 1, 'no second migration');
+  assert.equal(runs(user).length, 1, `no second migration after the restore: ${JSON.stringify(runs(user))}`);
   // Regression: concurrent first calls made two migrators and freed one in use ("null pointer passed to rust").
   assert.doesNotMatch(await page.textContent('#conflicts-empty'), /could not be loaded/);
   assert.equal(rows('tasks', user), storedBefore, 'a local restore does not touch the server');
