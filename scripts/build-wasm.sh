@@ -27,8 +27,9 @@ if [[ "${FERRY_SKIP_WASM_OPT:-}" != 1 ]]; then
     --enable-mutable-globals pkg/ferry_bg.wasm -o pkg/ferry_bg.wasm
 fi
 
-# The one-call auto-run (plain JavaScript, no build step) ships next to the glue.
-cp src/js/auto.js src/js/auto.d.ts src/js/stamp.js pkg/
+# The one-call auto-run and the <ferry-migrate> component (plain JavaScript, no build step) ship
+# next to the glue.
+cp src/js/auto.js src/js/auto.d.ts src/js/stamp.js src/js/ferry-migrate.js src/js/ferry-migrate.d.ts pkg/
 
 # pkg/ is an npm package: the version is the crate's; tests/package.test.mjs checks that every
 # path named here exists after a build.
@@ -46,11 +47,12 @@ cat >pkg/package.json <<EOF
   "exports": {
     ".": { "types": "./ferry.d.ts", "default": "./ferry.js" },
     "./auto": { "types": "./auto.d.ts", "default": "./auto.js" },
+    "./ferry-migrate": { "types": "./ferry-migrate.d.ts", "default": "./ferry-migrate.js" },
     "./ferry_bg.wasm": "./ferry_bg.wasm",
     "./package.json": "./package.json"
   },
-  "files": ["ferry.js", "ferry.d.ts", "ferry_bg.wasm", "ferry_bg.wasm.d.ts", "auto.js", "auto.d.ts", "stamp.js", "snippets/"],
-  "sideEffects": false
+  "files": ["ferry.js", "ferry.d.ts", "ferry_bg.wasm", "ferry_bg.wasm.d.ts", "auto.js", "auto.d.ts", "stamp.js", "ferry-migrate.js", "ferry-migrate.d.ts", "snippets/"],
+  "sideEffects": ["./ferry-migrate.js"]
 }
 EOF
 

@@ -1,10 +1,12 @@
 // The Recipes page: shows the app's own data, and runs Ferry the way an adopting app does —
-// `autoMigrate` at start-up once the user is signed in, plus a "Migrate my data" button.
+// `autoMigrate` at start-up once the user is signed in, plus Ferry's <ferry-migrate> component
+// for "Migrate my data" (progress, report, conflicts, backups).
 // The page and its copy of the Ferry package (`/pkg/`) are served by the app's own web server;
 // the Ferry server is elsewhere: `?server=URL` (its FERRY_CORS_ORIGINS lists this origin),
 // by default this page's origin.
 
 import { autoMigrate } from '/pkg/auto.js';
+import '/pkg/ferry-migrate.js';
 import { INDEX_KEY, ITEM_PREFIX, legacyStorage } from './legacy.js';
 
 const server = new URLSearchParams(location.search).get('server') ?? location.origin;
@@ -68,9 +70,15 @@ $('signin').addEventListener('submit', async (e) => {
   const { token } = await response.json();
   sessionStorage.setItem(SESSION, JSON.stringify({ user: $('user').value, token }));
   $('signin').hidden = true;
+  connect();
   migrate();
 });
-$('migrate').addEventListener('click', () => migrate());
+// The component shares the page's migrator with autoMigrate: same server, same getToken.
+const ferry = $('ferry');
+ferry.setAttribute('server', server);
+ferry.kindLabels = { recipes: 'Recipes', notes: 'Shopping notes', notes_v1: 'Shopping notes (old)' };
+ferry.addEventListener('ferry-restored', render);
+const connect = () => { if (session()) ferry.getToken = getToken; };
 $('sample').addEventListener('click', () => {
   for (const [key, value] of Object.entries(legacyStorage())) localStorage.setItem(key, value);
   render();
@@ -78,5 +86,6 @@ $('sample').addEventListener('click', () => {
 });
 
 render();
+connect();
 if (session()) migrate();
 else { $('signin').hidden = false; $('status').textContent = 'Sign in to save your recipes to your account.'; }

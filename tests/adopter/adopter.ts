@@ -5,6 +5,8 @@ import init, { Migrator } from "@ferry/migrator";
 import type { Choice, Conflict, FerryError, Outcome, Progress, RunReport } from "@ferry/migrator";
 import { autoMigrate, dropMigrators, getMigrator, isTransient } from "@ferry/migrator/auto";
 import type { AutoResult } from "@ferry/migrator/auto";
+import "@ferry/migrator/ferry-migrate";
+import type { FerryMigrate } from "@ferry/migrator/ferry-migrate";
 
 declare const spec: string;
 const getToken = async (refresh: boolean): Promise<string> => (refresh ? "fresh" : "cached");
@@ -55,3 +57,18 @@ try {
 }
 dropMigrators();
 m.free();
+
+// The <ferry-migrate> component: the full "Migrate my data" UI.
+const ui: FerryMigrate | null = document.querySelector("ferry-migrate");
+if (ui) {
+  ui.getToken = getToken;
+  ui.kindLabels = { tasks: "Tasks" };
+  ui.spec = spec;
+  ui.addEventListener("ferry-restored", (e) => console.log(e.detail.restored, e.detail.backupId));
+  ui.addEventListener("ferry-done", (e) => console.log(e.detail.recordsSent));
+  ui.addEventListener("ferry-resolved", (e) => console.log(e.detail.choice));
+  ui.addEventListener("ferry-error", (e) => console.log(e.detail.code));
+  const done: RunReport | null = await ui.migrate();
+  await ui.refresh();
+  console.log(done?.status);
+}

@@ -224,3 +224,63 @@ test('Recipes: only indexed per-record keys migrate, stale keys are reported, tw
   assert.deepEqual(page.errors, []);
   await context.close();
 });
+
+test('Recipes: the <ferry-migrate> component runs "Migrate my data" from the keyboard, reports, lists backups and restores a working app', async () => {
+  const origin = await appOrigin(path.join(ROOT, 'examples/recipes'));
+  const server = await appServer('recipes', { FERRY_CORS_ORIGINS: origin });
+  const { token, user } = await signIn(server, `recipes|${randomBytes(4).toString('hex')}`);
+  const storage = recipes.legacyStorage();
+  const { context, page } = await legacyBrowser(origin, `${origin}/?server=${encodeURIComponent(server.url)}`, storage, 'recipes-session', { user: 'grace', token });
+  assert.equal((await outcome(page)).status, 'migrated');
+  const ui = page.locator('ferry-migrate');
+  // The auto-run's backup shows in the component once that run ends (no reload).
+  await ui.locator('tr[data-backup]').first().waitFor({ timeout: 30_000 });
+  assert.equal(await ui.locator('tr[data-backup]').count(), 1);
+  assert.equal((await ui.locator('tr[data-backup] td').nth(2).textContent()).replaceAll(',', ''), String(Object.keys(storage).length), 'the backup holds every key of the origin');
+
+  // The user adds a recipe; "Migrate my data", pressed from the keyboard, sends it.
+  await page.evaluate(({ index, prefix }) => {
+    localStorage.setItem(index, JSON.stringify([...JSON.parse(localStorage.getItem(index)), 'tea']));
+    localStorage.setItem(`${prefix}tea`, JSON.stringify({ title: 'Mint tea <img src=x onerror=alert(1)>', serves: 1, minutes: 5, vegetarian: true, ingredients: ['mint'], created: 1767225600000 }));
+  }, { index: recipes.INDEX_KEY, prefix: recipes.ITEM_PREFIX });
+  const button = ui.getByRole('button', { name: 'Migrate my data' });
+  await button.focus();
+  await page.keyboard.press('Enter');
+  const status = ui.getByRole('status');
+  await status.filter({ hasText: /saved to your account/ }).waitFor({ timeout: 60_000 });
+  assert.match(await status.textContent(), /^1 record saved to your account\.$/);
+  assert.equal(await ui.locator('[role=progressbar]').getAttribute('aria-valuenow'), '100', 'the ARIA progress bar reached 100');
+  assert.equal(await ui.locator('tr[data-kind="recipes"] th').textContent(), 'Recipes', 'the kind label the page gave');
+  assert.equal(await ui.locator('tr[data-kind="recipes"] td[data-outcome="inserted"]').textContent(), '1');
+  assert.deepEqual(server.sql(`SELECT title FROM recipes WHERE user_id = ${q(user)} AND legacy_id = 'tea'`), [{ title: 'Mint tea <img src=x onerror=alert(1)>' }]);
+  assert.equal(server.count(`SELECT count(*) FROM recipes WHERE user_id = ${q(user)}`), 4, 'nothing doubled');
+  // The run took a backup of its own first: two now, newest first.
+  await ui.locator('tr[data-backup]').nth(1).waitFor();
+  await shot(page, 'component-report-desktop', { fullPage: true });
+
+  // A passphrase-protected download.
+  const oldest = ui.locator('tr[data-backup]').nth(1);
+  assert.equal((await oldest.locator('td').nth(2).textContent()).replaceAll(',', ''), String(Object.keys(storage).length));
+  await oldest.getByRole('button', { name: 'Download…' }).click();
+  await oldest.locator('input[type=password]').fill('correct horse battery');
+  const [download] = await Promise.all([page.waitForEvent('download'), oldest.getByRole('button', { name: 'Download', exact: true }).click()]);
+  const file = await readFile(await download.path());
+  assert.ok(file.length > 100 && !file.toString('latin1').includes('Phở'), 'the file has content and is not plain text');
+
+  // The browser loses its data; restoring the auto-run's backup gives back a working app.
+  await page.evaluate(() => localStorage.clear());
+  await page.reload();
+  await oldest.getByRole('button', { name: 'Restore' }).click();
+  await status.filter({ hasText: /Confirm restore/ }).waitFor();
+  await oldest.getByRole('button', { name: 'Confirm restore' }).click();
+  await status.filter({ hasText: /^Restored \d+ keys/ }).waitFor();
+  assert.deepEqual(await appStorage(page), storage, 'every key of the origin is back exactly');
+  assert.match(await page.locator('#recipes').textContent(), /Phở bò 🍜/, 'the page re-rendered from the restored data (ferry-restored)');
+  await page.setViewportSize({ width: 375, height: 812 });
+  await shot(page, 'component-restored-375', { fullPage: true });
+  // Strings from the user's data stay text inside the component.
+  assert.equal(await ui.locator('img').count(), 0);
+  assert.equal(server.count(`SELECT count(*) FROM recipes WHERE user_id = ${q(user)}`), 4, 'a local restore does not touch the server');
+  assert.deepEqual(page.errors, []);
+  await context.close();
+});
