@@ -14,7 +14,9 @@ export declare class FerryMigrate extends HTMLElement {
   kindLabels: Record<string, string>;
   /** Runs (or resumes) a migration, as the button does; resolves to null when it failed. */
   migrate(): Promise<RunReport | null>;
-  /** Re-reads the conflicts and backups. */
+  /** Shows a run report made elsewhere (e.g. `autoMigrate`'s result) as the button's would be. */
+  show(report: RunReport | null): void;
+  /** Re-reads the conflicts and backups (done by itself when it is shown and after every run). */
   refresh(): Promise<void>;
 }
 

@@ -31,7 +31,7 @@ const plural = (n, one, many = `${one}s`) => `${fmt(n)} ${n === 1 ? one : many}`
 const size = (b) => (b >= 1048576 ? `${(b / 1048576).toFixed(1)} MB` : `${Math.max(1, Math.round(b / 1024))} KB`);
 
 const STYLE = `
-:host { display: block; font: var(--ferry-font, inherit); color: inherit;
+:host { display: block; container: ferry / inline-size; font: var(--ferry-font, inherit); color: inherit;
   --_accent: var(--ferry-accent, #2458d6); --_accent-text: var(--ferry-accent-text, #fff);
   --_danger: var(--ferry-danger, #b42318); --_radius: var(--ferry-radius, 6px);
   --_border: var(--ferry-border, #d0d5dd); --_muted: var(--ferry-muted, #5d6470); --_gap: var(--ferry-gap, .75rem); }
@@ -59,6 +59,13 @@ ul { padding-left: 1.2rem; margin: .3rem 0; }
 pre { white-space: pre-wrap; word-break: break-word; margin: .2rem 0; font-size: .85em; }
 figure { margin: 0; } figcaption { font-weight: 600; }
 form { display: inline-flex; flex-wrap: wrap; gap: .4rem; }
+@container ferry (max-width: 30rem) {
+  table.backups thead { display: none; }
+  table.backups tr { display: grid; grid-template-columns: 1fr auto auto; }
+  table.backups td { border: 0; }
+  table.backups td.actions { grid-column: 1 / -1; }
+  table.backups tr { border-bottom: 1px solid var(--_border); }
+}
 input { border: 1px solid var(--_border); border-radius: var(--_radius); padding: .35rem .5rem; min-width: 0; }
 `;
 
@@ -75,6 +82,22 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** What a conflict's record is called: its title or name when it has one, else its id. */
+function titleOf(c) {
+  for (const side of [c.stored, c.incoming]) {
+    for (const field of ['title', 'name', 'form_name', 'label']) {
+      if (typeof side?.[field] === 'string' && side[field].trim()) return side[field];
+    }
+  }
+  return String(c.row_id);
+}
+
+/** The child of `parent` whose `attr` is `id`, if it is shown already. */
+function keep(parent, attr, id) {
+  for (const child of parent.children) if (child.getAttribute(attr) === String(id)) return child;
+  return null;
+}
+
 export class FerryMigrate extends HTMLElement {
   static observedAttributes = ['server', 'storage-name'];
 
@@ -82,6 +105,10 @@ export class FerryMigrate extends HTMLElement {
   #spec = undefined;
   #kindLabels = {};
   #busy = false;
+  #refreshing = null;
+  #again = false;
+  #shown = false;
+  #observer = null;
   #parts;
 
   constructor() {
@@ -98,15 +125,15 @@ export class FerryMigrate extends HTMLElement {
     const root = this.attachShadow({ mode: 'open' });
     const bar = h('div', { part: 'progress-bar' });
     this.#parts = {
-      button: h('button', { type: 'button', class: 'primary', part: 'button', onclick: () => this.migrate() }, 'Migrate my data'),
+      button: h('button', { type: 'button', id: 'migrate', class: 'primary', part: 'button', onclick: () => this.migrate() }, 'Migrate my data'),
       bar,
       progress: h('div', { class: 'bar', part: 'progress', role: 'progressbar', 'aria-label': 'Migration progress',
         'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': 0, hidden: true }, bar),
       status: h('p', { part: 'status', role: 'status', 'aria-live': 'polite' }),
-      report: h('div', { part: 'report', hidden: true }),
-      conflicts: h('ul', { part: 'conflicts' }),
+      report: h('div', { id: 'report', part: 'report', hidden: true }),
+      conflicts: h('ul', { id: 'conflicts', part: 'conflicts' }),
       conflictsBox: h('section', { hidden: true, 'aria-label': 'Records to review' }),
-      backups: h('tbody', {}),
+      backups: h('tbody', { id: 'backups' }),
     };
     const p = this.#parts;
     p.conflictsBox.append(h('h3', {}, 'Records to review'), h('p', { class: 'muted' }, 'Your account and this browser hold different versions of these records. Choose one.'), p.conflicts);
@@ -115,7 +142,7 @@ export class FerryMigrate extends HTMLElement {
       p.progress, p.status, p.report, p.conflictsBox,
       h('section', { part: 'backups', 'aria-label': 'Backups' }, h('h3', {}, 'Backups'),
         h('p', { class: 'muted' }, 'A copy of your data is sealed in this browser before anything is sent.'),
-        h('div', { class: 'scroll' }, h('table', { part: 'table' },
+        h('div', { class: 'scroll' }, h('table', { part: 'table', class: 'backups' },
           h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Made'), h('th', { scope: 'col', class: 'n' }, 'Size'), h('th', { scope: 'col', class: 'n' }, 'Keys'), h('th', { scope: 'col' }, h('span', { class: 'muted' }, 'Actions')))),
           p.backups))));
   }
@@ -124,7 +151,9 @@ export class FerryMigrate extends HTMLElement {
   get getToken() { return this.#getToken; }
   set getToken(fn) {
     this.#getToken = typeof fn === 'function' ? fn : null;
-    if (this.isConnected && this.#parts) { this.#sync(); if (this.#getToken) this.refresh(); }
+    if (!this.#parts) return; // an upgrade: connectedCallback follows
+    this.#sync();
+    if (this.#getToken && this.#shown) this.refresh();
   }
 
   /** The spec (text or object) when the page has it; default: fetched from the server. */
@@ -135,8 +164,19 @@ export class FerryMigrate extends HTMLElement {
   get kindLabels() { return this.#kindLabels; }
   set kindLabels(value) { this.#kindLabels = value && typeof value === 'object' ? value : {}; }
 
-  connectedCallback() { this.#sync(); if (this.#getToken) this.refresh(); }
-  attributeChangedCallback() { if (this.isConnected && this.#getToken) this.refresh(); }
+  // The migrator (the wasm bundle, the spec) is loaded only once the element is shown: a page
+  // that keeps it in a hidden view costs nothing until the user opens that view.
+  connectedCallback() {
+    this.#sync();
+    this.#observer ??= new IntersectionObserver((entries) => {
+      const shown = entries.some((e) => e.isIntersecting);
+      if (shown && !this.#shown && this.#getToken) this.refresh();
+      this.#shown = shown;
+    });
+    this.#observer.observe(this);
+  }
+  disconnectedCallback() { this.#observer?.disconnect(); this.#observer = null; this.#shown = false; }
+  attributeChangedCallback() { if (this.#shown && this.#getToken) this.refresh(); }
 
   #options() {
     const server = this.getAttribute('server') || location.origin;
@@ -215,11 +255,19 @@ export class FerryMigrate extends HTMLElement {
     return `${plural(report.recordsSent ?? 0, 'record')} saved to your account.${attention ? ` ${plural(attention, 'record')} ${attention === 1 ? 'needs' : 'need'} your attention.` : ''}`;
   }
 
+  /** Shows a run report made elsewhere (e.g. `autoMigrate`'s result) as the button's would be. */
+  show(report) {
+    if (report) this.#showReport(report);
+  }
+
   #showReport(report) {
     const kinds = Object.keys(report.outcomes ?? {});
     const quarantined = report.quarantined ?? [];
     this.#parts.report.replaceChildren(...[
       h('h3', {}, report.status === 'completed' ? 'Migration report' : 'Nothing new to send'),
+      h('p', { class: 'muted' }, `${plural(report.recordsSent ?? 0, 'record')} sent in ${plural(report.batchesSent ?? 0, 'batch', 'batches')}`,
+        report.resumed ? ' (resumed an interrupted migration)' : '', ` · ${((report.durationMs ?? 0) / 1000).toFixed(1)} s`,
+        report.retries ? ` · ${plural(report.retries, 'retry', 'retries')}` : ''),
       kinds.length ? h('div', { class: 'scroll' }, h('table', { part: 'table' },
         h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Kind'), OUTCOMES.map(([, head]) => h('th', { scope: 'col', class: 'n' }, head)))),
         h('tbody', {}, kinds.map((k) => h('tr', { 'data-kind': k }, h('th', { scope: 'row' }, this.#label(k)),
@@ -233,24 +281,42 @@ export class FerryMigrate extends HTMLElement {
 
   /** Re-reads the conflicts and backups (after a run elsewhere, a restore, a sign-in). */
   async refresh() {
+    if (!this.#getToken) return; // nothing to show before the page signs the user in
+    // Calls while one is in flight coalesce into one more read once it ends.
+    if (this.#refreshing) { this.#again = true; return this.#refreshing; }
+    this.#refreshing = (async () => {
+      do {
+        this.#again = false;
+        await this.#read();
+      } while (this.#again);
+    })();
+    try { await this.#refreshing; } finally { this.#refreshing = null; }
+  }
+
+  async #read() {
     let migrator;
     try { migrator = await this.#migrator(); } catch (e) { this.#fail('The migrator could not start', e); return; }
     this.#sync();
     if (!heard.has(migrator)) {
       // A run of any tab (the page's autoMigrate included) ends: its backup and conflicts show.
       heard.add(migrator);
-      migrator.onOutcome(() => { for (const el of document.querySelectorAll('ferry-migrate')) if (el.getToken) el.refresh(); });
+      migrator.onOutcome(() => { for (const el of document.querySelectorAll('ferry-migrate')) el.refresh(); });
     }
     const [conflicts, backups] = await Promise.allSettled([migrator.conflicts(), migrator.backups()]);
+    // Items already shown are kept as they are (an armed restore, a half-typed passphrase or an
+    // edit in progress survive a refresh); new ones are added, gone ones removed.
     if (conflicts.status === 'fulfilled') {
-      this.#parts.conflicts.replaceChildren(...conflicts.value.map((c) => this.#conflict(c)));
+      const list = this.#parts.conflicts;
+      list.replaceChildren(...conflicts.value.map((c) => keep(list, 'data-conflict', c.id) ?? this.#conflict(c)));
       this.#parts.conflictsBox.hidden = conflicts.value.length === 0;
     } else {
       this.#fail('Records to review could not be loaded', conflicts.reason);
     }
     if (backups.status === 'fulfilled') {
-      const rows = [...backups.value].sort((a, b) => b.createdAtMs - a.createdAtMs).map((b) => this.#backup(b)); // newest first
-      this.#parts.backups.replaceChildren(...(rows.length ? rows
+      const body = this.#parts.backups;
+      const rows = [...backups.value].sort((a, b) => b.createdAtMs - a.createdAtMs) // newest first
+        .map((b) => keep(body, 'data-backup', b.id) ?? this.#backup(b));
+      body.replaceChildren(...(rows.length ? rows
         : [h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No backups yet: one is made before your data is first sent.'))]));
     } else {
       this.#fail('Backups could not be listed', backups.reason);
@@ -266,7 +332,7 @@ export class FerryMigrate extends HTMLElement {
       choose('edited', value);
     } }, 'Save edited version')));
     const item = h('li', { class: 'conflict', part: 'conflict', 'data-conflict': c.id },
-      h('h3', {}, `${this.#label(c.kind)}: `, String(c.row_id)),
+      h('h3', {}, `${this.#label(c.kind)}: `, titleOf(c)),
       h('div', { class: 'sides' },
         h('figure', {}, h('figcaption', {}, 'Saved in your account'), h('pre', {}, JSON.stringify(c.stored, null, 2))),
         h('figure', {}, h('figcaption', {}, 'In this browser'), h('pre', {}, JSON.stringify(c.incoming, null, 2)))),
@@ -327,7 +393,7 @@ export class FerryMigrate extends HTMLElement {
     } }, 'Restore');
     return h('tr', { part: 'backup', 'data-backup': b.id },
       h('td', {}, when), h('td', { class: 'n' }, size(b.byteSize ?? b.fileSize ?? 0)), h('td', { class: 'n' }, fmt(b.keyCount)),
-      h('td', {}, h('div', { class: 'row' },
+      h('td', { class: 'actions' }, h('div', { class: 'row' },
         h('button', { type: 'button', 'aria-expanded': 'false', onclick: (e) => {
           download.hidden = !download.hidden;
           e.currentTarget.setAttribute('aria-expanded', String(!download.hidden));

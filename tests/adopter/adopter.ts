@@ -70,5 +70,6 @@ if (ui) {
   ui.addEventListener("ferry-error", (e) => console.log(e.detail.code));
   const done: RunReport | null = await ui.migrate();
   await ui.refresh();
+  ui.show(first.status === "migrated" ? first.report : null);
   console.log(done?.status);
 }

@@ -56,10 +56,14 @@ const freePort = () => new Promise((resolve, reject) => {
 /** Shared tab methods built on eval/clickOne/goto of a driver-specific tab. */
 function common(tab) {
   tab.waitFor = (fn, arg, what, timeout) => until(() => tab.eval(fn, arg), what ?? String(fn).slice(0, 120), timeout);
-  tab.waitForSelector = (selector, timeout) => tab.waitFor((s) => !!document.querySelector(s), selector, selector, timeout);
+  // Selectors look into the page and into the open shadow root of Ferry's <ferry-migrate>
+  // component (the demo's "Migrate my data", report, conflicts and backups live there).
+  tab.waitForSelector = (selector, timeout) => tab.waitFor((s) => !!(document.querySelector(s)
+    ?? document.querySelector('ferry-migrate')?.shadowRoot?.querySelector(s)), selector, selector, timeout);
   /** Clicks the button whose text is `text` inside `scope` (a selector) from the page itself. */
   tab.clickText = (scope, text) => tab.eval(([s, t]) => {
-    const b = [...document.querySelector(s).querySelectorAll('button')].find((x) => x.textContent.trim() === t);
+    const root = document.querySelector(s) ?? document.querySelector('ferry-migrate')?.shadowRoot?.querySelector(s);
+    const b = [...((root?.shadowRoot ?? root)?.querySelectorAll('button') ?? [])].find((x) => x.textContent.trim() === t);
     if (!b) return false;
     b.click();
     return true;

@@ -97,9 +97,12 @@ for (const kind of ['firefox', 'webkit']) {
         await tab.click('#new-task button');
         await tab.waitFor((t) => (localStorage.getItem('tasks') ?? '').includes(t), title, 'the new task in localStorage');
         await tab.click('a[data-view="data"]');
-        await tab.click('#migrate');
-        await tab.waitFor(() => !document.getElementById('report').hidden && !document.getElementById('migrate').disabled,
-          null, 'the manual run report', 120_000);
+        await tab.waitForSelector('#migrate:not([disabled])', 60_000);
+        assert.ok(await tab.clickText('ferry-migrate', 'Migrate my data'), 'a "Migrate my data" button');
+        await tab.waitFor(() => {
+          const ui = document.querySelector('ferry-migrate').shadowRoot;
+          return !ui.getElementById('report').hidden && !ui.getElementById('migrate').disabled;
+        }, null, 'the manual run report', 120_000);
         assert.equal(server.count(`SELECT count(*) FROM tasks WHERE user_id = ${q(user)} AND title = ${q(title)}`), 1, 'the new task is stored once');
         assert.equal(rows(user), stored + 1, 'nothing else was sent again');
         assert.deepEqual(tab.errors, [], 'no page errors');

@@ -434,7 +434,9 @@ test('restoring a backup brings localStorage back exactly, and a backup download
   await page.locator('#task-list li').first().waitFor();
   assert.ok(await page.locator('#task-list li').count() > 10);
   // Regression: concurrent first calls made two migrators and freed one in use ("null pointer passed to rust").
-  assert.doesNotMatch(await page.textContent('#conflicts-empty'), /could not be loaded/);
+  await page.click('a[data-view="data"]');
+  await page.locator('#backups tr[data-backup]').first().waitFor();
+  assert.doesNotMatch(await page.locator('ferry-migrate [role=status]').textContent(), /could not|null pointer/);
   assert.equal(rows('tasks', user), storedBefore, 'a local restore does not touch the server');
   await context.close();
 });

@@ -1,8 +1,11 @@
-// "Data & sync": demo sign-in, the automatic migration on load, the "Migrate my data" button
-// with its progress and report, conflicts and backups. Migrator calls go through migration.js.
+// "Data & sync": demo sign-in, the automatic migration on load and its messages. "Migrate my
+// data" with its progress and report, the conflicts and the backups are Ferry's own
+// <ferry-migrate> component (pkg/ferry-migrate.js), wired here to the demo's sign-in and
+// messages. Migrator calls go through migration.js.
 
-import { $, h, fmt, plural, bytes, duration, announce, setBar } from './dom.js';
+import { $, fmt, plural, bytes, announce, setBar } from './dom.js';
 import * as ferry from './migration.js';
+import '/pkg/ferry-migrate.js'; // defines <ferry-migrate>: a few KB, no wasm until it is shown
 import { loadSample } from './sample.js';
 
 const SESSION = 'taskboard-session'; // sessionStorage: the demo token lives as long as the tab
@@ -11,6 +14,7 @@ const STAGE = { inspect: 'Reading your data', validate: 'Checking records', back
 const KIND_LABEL = { tasks: ['task', 'tasks'], environments: ['environment', 'environments'],
   preferences: ['preferences', 'preferences'], form_drafts: ['form draft', 'form drafts'], custom: ['setting', 'settings'] };
 const SAVED = ['inserted', 'updated', 'unchanged', 'merged', 'kept_stored'];
+const KIND_NAMES = { tasks: 'Tasks', environments: 'Environments', preferences: 'Preferences', form_drafts: 'Form drafts', custom: 'Settings' };
 
 let ctx = null;
 let busy = false;
@@ -41,13 +45,24 @@ async function tokenProvider(refresh) {
   return refresh || expired ? requestToken(s.user) : s.token;
 }
 
+/**
+ * Ferry's <ferry-migrate>, given the token provider while a user is signed in (the same one as
+ * the auto-run's, so both share the page's migrator).
+ */
+function ferryUi() {
+  const el = $('ferry');
+  const want = session() ? tokenProvider : null;
+  if (el.getToken !== want) el.getToken = want;
+  return el;
+}
+
 function showAccount() {
   const s = session();
   $('signin').hidden = !!s;
   $('signed-in').hidden = !s;
   $('user-name').textContent = s?.user ?? '';
   document.querySelector('.avatar').textContent = (s?.user ?? '?').slice(0, 1).toUpperCase();
-  $('migrate').disabled = !s;
+  ferryUi();
   $('sync-state').textContent = s ? 'Checking…' : 'Sign in to save your data to your account.';
 }
 
@@ -81,7 +96,7 @@ function announceOutcome(report) {
   if (report?.status !== 'completed' || announced.has(report.migrationId)) return;
   announced.add(report.migrationId);
   announce(summary(report), attentionCount(report) ? 'warn' : 'ok');
-  refreshLists();
+  ferryUi().refresh(); // the run's backup and conflicts
   refreshState();
 }
 
@@ -124,7 +139,7 @@ async function autoRun() {
       announce(`Your data could not be saved to your account yet: ${result.error.message}. Use “Migrate my data” to try again.`, 'error');
     } else if (result.status === 'migrated') {
       announceOutcome(result.report);
-      showReport(result.report);
+      $('ferry').show(result.report);
     }
   };
   try {
@@ -140,69 +155,6 @@ async function autoRun() {
     document.documentElement.dataset.autoRun = 'idle';
     if (rerun && !retries.signal.aborted) autoRun();
   }
-}
-
-// ---- "Migrate my data" ---------------------------------------------------------------------
-
-async function manualRun() {
-  if (busy) { announce('A migration is already running in this tab.'); return; }
-  busy = true;
-  autoRetries?.abort();
-  $('auto-sync').hidden = true;
-  $('migrate').disabled = true;
-  $('run').hidden = false;
-  $('report').hidden = true;
-  const bar = $('run-bar');
-  const onProgress = (p) => {
-    const records = p.recordsTotal ? ` · ${fmt(p.recordsDone)} of ${plural(p.recordsTotal, 'record')}` : '';
-    const eta = p.stage === 'upload' ? ` · ${duration(p.etaMs)}` : '';
-    const text = `${STAGE[p.stage] ?? p.stage} — ${Math.round(p.percent)}%${records}${eta}`;
-    $('run-stage').textContent = text;
-    setBar(bar, p.percent, text);
-    showRun(p);
-  };
-  onProgress({ stage: 'inspect', percent: 0, recordsDone: 0, recordsTotal: 0 });
-  try {
-    const report = await ferry.run(tokenProvider, { mode: 'manual', onProgress });
-    onProgress({ stage: 'done', percent: 100, recordsDone: report.recordsSent, recordsTotal: report.recordsToSend });
-    showReport(report);
-    if (report.status === 'completed') announceOutcome(report);
-    else announce(report.status === 'up_to_date' ? 'Everything is already saved to your account.' : 'There is nothing to migrate in this browser.', 'ok');
-  } catch (e) {
-    $('run-stage').textContent = `Stopped: ${e.message ?? e}`;
-    announce('The migration stopped. Nothing is lost: your data is still in this browser. Try again when you are ready.', 'error');
-  } finally {
-    busy = false;
-    runText = '';
-    $('migrate').disabled = !session();
-    refreshState();
-  }
-}
-
-function showReport(report) {
-  const box = $('report');
-  const columns = ['inserted', 'updated', 'unchanged', 'merged', 'kept_stored', 'conflict_queued', 'quarantined'];
-  const heads = ['New', 'Updated', 'Unchanged', 'Merged', 'Kept yours', 'Conflicts', 'Quarantined'];
-  const order = Object.keys(KIND_LABEL);
-  const kinds = Object.keys(report.outcomes ?? {}).sort((a, b) => (order.indexOf(a) + 1 || 99) - (order.indexOf(b) + 1 || 99));
-  const rows = kinds.map((k) => h('tr', { 'data-kind': k }, h('th', { scope: 'row' }, KIND_LABEL[k]?.[1] ?? k),
-    columns.map((c) => h('td', { 'data-outcome': c }, fmt(report.outcomes[k][c] ?? 0)))));
-  const quarantined = report.quarantined ?? [];
-  // replaceChildren writes a null argument as the text "null": leave absent parts out.
-  box.replaceChildren(...[
-    h('h3', {}, report.status === 'completed' ? 'Migration report' : 'Nothing new to send'),
-    h('p', { class: 'muted' }, `${plural(report.recordsSent ?? 0, 'record')} sent in ${plural(report.batchesSent ?? 0, 'batch', 'batches')}`,
-      report.resumed ? ' (resumed an interrupted migration)' : '', ` · ${((report.durationMs ?? 0) / 1000).toFixed(1)} s`,
-      report.retries ? ` · ${plural(report.retries, 'retry', 'retries')}` : ''),
-    rows.length ? h('div', { class: 'scroll' }, h('table', { class: 'outcomes' },
-      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Kind'), heads.map((x) => h('th', { scope: 'col' }, x)))),
-      h('tbody', {}, rows))) : null,
-    report.backupId ? h('p', {}, 'Backup made before sending: ', h('code', {}, report.backupId), ' (see Backups below).') : null,
-    quarantined.length ? h('details', {}, h('summary', {}, `${plural(quarantined.length, 'record')} could not be migrated and ${quarantined.length === 1 ? 'was' : 'were'} kept aside`),
-      h('ul', { class: 'reasons' }, quarantined.slice(0, 200).map((q) => h('li', {}, h('strong', {}, KIND_LABEL[q.kind]?.[0] ?? q.kind), ': ', (q.reasons ?? []).join('; '))))) : null,
-    ...(report.warnings ?? []).map((w) => h('p', { class: 'alert' }, w)),
-  ].filter((part) => part !== null));
-  box.hidden = false;
 }
 
 function showState(inspection) {
@@ -233,90 +185,6 @@ async function refreshState() {
   if (!busy) showState(inspection);
 }
 
-// ---- conflicts -----------------------------------------------------------------------------
-
-async function refreshConflicts() {
-  let list = [];
-  try { list = await ferry.conflicts(tokenProvider); } catch (e) { $('conflicts-empty').textContent = `Conflicts could not be loaded: ${e.message}`; return; }
-  $('conflicts-empty').hidden = list.length > 0;
-  $('conflicts').replaceChildren(...list.map(conflictItem));
-}
-
-function conflictItem(c) {
-  const editor = h('textarea', { rows: 6, 'aria-label': 'Edited version (JSON)', spellcheck: false });
-  editor.value = JSON.stringify(c.incoming, null, 2);
-  const editBox = h('div', { class: 'edit', hidden: true }, editor,
-    h('button', { type: 'button', class: 'btn primary', onclick: () => {
-      let value;
-      try { value = JSON.parse(editor.value); } catch { announce('The edited version is not valid JSON.', 'error'); return; }
-      choose('edited', value);
-    } }, 'Save edited version'));
-  const item = h('li', { class: 'card conflict', 'data-conflict': c.id },
-    h('h3', {}, `${KIND_LABEL[c.kind]?.[0] ?? c.kind}: `, h('span', {}, String(c.stored?.form_name ?? c.stored?.name ?? c.row_id))),
-    h('div', { class: 'sides' },
-      h('figure', {}, h('figcaption', {}, 'Saved in your account'), h('pre', {}, JSON.stringify(c.stored, null, 2))),
-      h('figure', {}, h('figcaption', {}, 'In this browser'), h('pre', {}, JSON.stringify(c.incoming, null, 2)))),
-    h('div', { class: 'actions' },
-      h('button', { type: 'button', class: 'btn', onclick: () => choose('stored') }, 'Keep account version'),
-      h('button', { type: 'button', class: 'btn', onclick: () => choose('incoming') }, 'Use this browser’s version'),
-      h('button', { type: 'button', class: 'btn link', onclick: () => { editBox.hidden = false; editor.focus(); } }, 'Edit…')),
-    editBox);
-  async function choose(choice, value) {
-    try {
-      await ferry.resolve(tokenProvider, c.id, choice, value);
-      item.remove();
-      announce('Your choice is saved.', 'ok');
-      $('conflicts-empty').hidden = $('conflicts').children.length > 0;
-    } catch (e) { announce(`Could not save your choice: ${e.message}`, 'error'); }
-  }
-  return item;
-}
-
-// ---- backups -------------------------------------------------------------------------------
-
-async function refreshBackups() {
-  let list = [];
-  try { list = await ferry.backups(tokenProvider); } catch (e) { $('backups').replaceChildren(h('tr', {}, h('td', { colSpan: 4 }, `Backups could not be listed: ${e.message}`))); return; }
-  $('backups').replaceChildren(...list.map(backupRow));
-  if (!list.length) $('backups').append(h('tr', {}, h('td', { colSpan: 4, class: 'muted' }, 'No backups yet: one is made before your data is first sent.')));
-}
-
-function backupRow(b) {
-  const when = new Date(b.createdAtMs).toLocaleString('en-GB', { dateStyle: 'medium', timeStyle: 'short' });
-  const pass = h('input', { type: 'password', minLength: 8, placeholder: 'passphrase (8+ characters)', 'aria-label': `Passphrase for the backup of ${when}` });
-  const download = h('form', { class: 'inline-form', hidden: true, onsubmit: async (e) => {
-    e.preventDefault();
-    if (pass.value.length < 8) { announce('Use a passphrase of at least 8 characters.', 'error'); return; }
-    try {
-      const blob = await ferry.exportBackup(tokenProvider, b.id, pass.value);
-      const a = h('a', { href: URL.createObjectURL(blob), download: `taskboard-backup-${new Date(b.createdAtMs).toISOString().slice(0, 10)}.ferry` });
-      document.body.append(a); a.click(); a.remove();
-      setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
-      pass.value = ''; download.hidden = true;
-      announce('Backup downloaded. Keep the passphrase: it is the only way to open the file.', 'ok');
-    } catch (err) { announce(`Could not export the backup: ${err.message}`, 'error'); }
-  } }, pass, h('button', { class: 'btn primary' }, 'Download'));
-  let armed = false;
-  const restoreBtn = h('button', { type: 'button', class: 'btn', onclick: async (e) => {
-    if (!armed) { armed = true; e.target.textContent = 'Confirm restore'; e.target.classList.add('danger'); return; }
-    try {
-      const { restored } = await ferry.restore(tokenProvider, b.id);
-      ctx.renderAll();
-      announce(`Restored ${plural(restored, 'key')} from the backup of ${when}.`, 'ok');
-      refreshState();
-    } catch (err) { announce(`Could not restore: ${err.message}`, 'error'); }
-    armed = false; e.target.textContent = 'Restore'; e.target.classList.remove('danger');
-  } }, 'Restore');
-  return h('tr', { 'data-backup': b.id },
-    h('td', {}, when), h('td', {}, bytes(b.byteSize ?? b.fileSize ?? 0)), h('td', {}, fmt(b.keyCount)),
-    h('td', { class: 'row-actions' },
-      h('button', { type: 'button', class: 'btn', 'aria-expanded': 'false', onclick: (e) => {
-        download.hidden = !download.hidden; e.target.setAttribute('aria-expanded', String(!download.hidden)); if (!download.hidden) pass.focus();
-      } }, 'Download…'), restoreBtn, download));
-}
-
-function refreshLists() { if (session()) { refreshConflicts(); refreshBackups(); } }
-
 // ---- start ---------------------------------------------------------------------------------
 
 export function startSync(context) {
@@ -332,7 +200,21 @@ export function startSync(context) {
     autoRun();
   });
   $('signout').addEventListener('click', () => { sessionStorage.removeItem(SESSION); ferry.dropMigrator(); showAccount(); announce('Signed out.'); });
-  $('migrate').addEventListener('click', manualRun);
+  const ui = $('ferry');
+  ui.kindLabels = KIND_NAMES;
+  ui.addEventListener('ferry-done', (e) => {
+    const report = e.detail;
+    if (report.status === 'completed') announceOutcome(report);
+    else announce(report.status === 'up_to_date' ? 'Everything is already saved to your account.' : 'There is nothing to migrate in this browser.', 'ok');
+    refreshState();
+  });
+  ui.addEventListener('ferry-restored', (e) => {
+    ctx.renderAll();
+    announce(`Restored ${plural(e.detail.restored, 'key')} from the backup.`, 'ok');
+    refreshState();
+  });
+  ui.addEventListener('ferry-resolved', () => announce('Your choice is saved.', 'ok'));
+  ui.addEventListener('ferry-error', (e) => announce(e.detail?.message ?? String(e.detail), 'error'));
   $('sample').addEventListener('click', async () => {
     $('sample').disabled = true;
     const seed = Number(new URLSearchParams(location.search).get('seed') ?? Math.floor(Math.random() * 2 ** 31));
@@ -344,7 +226,7 @@ export function startSync(context) {
     } catch (err) { announce(err.message, 'error'); }
     $('sample').disabled = false;
   });
-  document.addEventListener('viewchange', (e) => { if (e.detail === 'data') { refreshLists(); refreshState(); } });
+  document.addEventListener('viewchange', (e) => { if (e.detail === 'data') { ferryUi().refresh(); refreshState(); } });
   if (session()) {
     document.documentElement.dataset.autoRun = 'pending';
     listen().then(autoRun);
