@@ -189,8 +189,10 @@ impl Fingerprint {
 /// One finished migration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub struct Finished {
     /// Its id.
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "string"))]
     pub migration_id: Uuid,
     /// When it was verified.
     pub finished_at_ms: i64,
@@ -212,6 +214,7 @@ pub struct History {
 /// A stored backup, as `backups()` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub struct BackupInfo {
     /// Its id.
     pub id: String,

@@ -18,9 +18,11 @@ use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::runner::{self, Config, RunOptions};
 
-// The facade's own types. The server's answers (`RecordResult`, `RecordOutcome`, `Conflict`,
-// `ResolveAnswer`, `RollbackAnswer`, `ErrorCode`, …) are declared from the Rust types of
-// `ferry_core::contract` (its `typescript` feature), not here.
+// The facade's own input types (options objects holding JavaScript callbacks) and error shape.
+// What the migrator returns (`RunReport`, `Progress`, `Inspection`, `BackupInfo`, …) is declared
+// from the Rust types by tsify (src/runner.rs, src/progress.rs, src/checkpoint.rs), and the
+// server's answers (`RecordResult`, `RecordOutcome`, `Conflict`, `ResolveAnswer`, `ErrorCode`, …)
+// from `ferry_core::contract` (its `typescript` feature), not here.
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
 export interface MigratorOptions {
@@ -37,35 +39,12 @@ export interface MigratorOptions {
   lock?: "best" | "lease";
 }
 export type TokenProvider = (refresh: boolean) => Promise<string>;
-export type Stage = "inspect" | "validate" | "backup" | "upload" | "verify" | "done";
-export interface Progress {
-  stage: Stage; recordsDone: number; recordsTotal: number; bytesDone: number; bytesTotal: number;
-  percent: number; etaMs: number | null;
-}
 export interface RunOptions {
   mode?: "auto" | "manual"; dryRun?: boolean; kinds?: string[]; cleanup?: boolean;
   uploadBackup?: boolean; onProgress?: (p: Progress) => void;
 }
-export interface KindSummary { kind: string; valid: number; repaired: number; rejected: number; duplicates: number }
-export interface RunReport {
-  status: "skipped" | "nothing_to_migrate" | "up_to_date" | "dry_run" | "completed";
-  migrationId: string | null; resumed: boolean; backupId: string | null; kinds: KindSummary[];
-  recordsToSend: number; batchesPlanned: number; bytesPlanned: number;
-  recordsSent: number; batchesSent: number; retries: number; splits: number;
-  offlineWaits: number; outcomes: Record<string, Partial<Record<RecordOutcome, number>>>; quarantined: RecordResult[];
-  cleanedKeys: string[]; rolledBackMigration: string | null; warnings: string[]; durationMs: number;
-}
 /** What kind of failure a `FerryError` is (its `failure` property). */
 export type Failure = "refused" | "server_fault" | "unreachable" | "browser";
-export interface Finished { migrationId: string; finishedAtMs: number; records: number; backupId: string }
-export interface Inspection {
-  kinds: { kind: string; keys: string[]; bytes: number; summary: KindSummary; toSend: number }[];
-  unknownKeys: { key: string; bytes: number }[]; knownBytes: number;
-  state: "not_started" | "in_progress" | "done" | "changed";
-  inFlight: { migrationId: string; pendingBatches: number; ackedBatches: number } | null;
-  lastFinished: Finished | null;
-}
-export interface BackupInfo { id: string; createdAtMs: number; keyCount: number; byteSize: number; fileSize: number; app: string }
 /** The `code` of a `FerryError` (`Error::code` in src/error.rs; tests/housekeeping.rs keeps them equal). */
 export type FerryErrorCode =
   | "spec_invalid" | "invalid_argument" | "quota_exceeded" | "storage" | "crypto" | "backup"

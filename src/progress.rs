@@ -7,6 +7,7 @@ use serde::Serialize;
 /// The stages of a run, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub enum Stage {
     /// Reading localStorage and sorting keys by kind.
     Inspect,
@@ -25,6 +26,7 @@ pub enum Stage {
 /// One progress event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub struct Progress {
     /// The current stage.
     pub stage: Stage,

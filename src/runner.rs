@@ -115,6 +115,7 @@ pub struct RunOptions {
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub enum RunStatus {
     /// Another tab holds the lock (auto mode): nothing was done.
     Skipped,
@@ -132,10 +133,12 @@ pub enum RunStatus {
 /// What a run did.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub struct RunReport {
     /// How it ended.
     pub status: RunStatus,
     /// The migration sent (or resumed), if any.
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "string | null"))]
     pub migration_id: Option<Uuid>,
     /// Whether a migration interrupted earlier was finished.
     pub resumed: bool,
@@ -160,6 +163,10 @@ pub struct RunReport {
     /// Times the run waited for the browser to come back online.
     pub offline_waits: u64,
     /// Server outcomes, per kind and outcome.
+    #[cfg_attr(
+        target_arch = "wasm32",
+        tsify(type = "Record<string, Partial<Record<RecordOutcome, number>>>")
+    )]
     pub outcomes: BTreeMap<String, BTreeMap<RecordOutcome, u64>>,
     /// Records the server quarantined, with its reasons.
     pub quarantined: Vec<RecordResult>,
@@ -167,6 +174,7 @@ pub struct RunReport {
     pub cleaned_keys: Vec<String>,
     /// A migration in flight that the server had rolled back: dropped, and its records
     /// planned again under `migration_id`.
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "string | null"))]
     pub rolled_back_migration: Option<Uuid>,
     /// Things that went wrong without stopping the run.
     pub warnings: Vec<String>,
@@ -177,6 +185,7 @@ pub struct RunReport {
 /// One kind in an [`Inspection`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub struct KindInspection {
     /// Kind name.
     pub kind: String,
@@ -192,6 +201,7 @@ pub struct KindInspection {
 
 /// An unknown key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub struct UnknownKey {
     /// The key (escaped form).
     pub key: String,
@@ -202,6 +212,7 @@ pub struct UnknownKey {
 /// Where this browser stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub enum MigrationState {
     /// Never migrated.
     NotStarted,
@@ -216,6 +227,7 @@ pub enum MigrationState {
 /// What [`Migrator::inspect`] found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub struct Inspection {
     /// The spec's kinds, in order.
     pub kinds: Vec<KindInspection>,
@@ -234,8 +246,10 @@ pub struct Inspection {
 /// A migration in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 pub struct InFlight {
     /// Its id.
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "string"))]
     pub migration_id: Uuid,
     /// Batches left to send.
     pub pending_batches: usize,

@@ -377,6 +377,7 @@ pub struct Record {
 
 /// Counts of outcomes for one kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 pub struct KindSummary {
     /// Kind name.
     pub kind: String,
