@@ -28,6 +28,7 @@ mod pgbouncer;
 mod races;
 mod refusals;
 mod run_status;
+mod scaling;
 mod schema_check;
 mod schema_migrations;
 mod security;

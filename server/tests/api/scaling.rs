@@ -1,0 +1,182 @@
+//! The claim of docs/scaling.md that matters for distributing by `user_id` (Citus): every
+//! statement the ingest path runs on Ferry's per-user tables and on the app's tables names
+//! `user_id`, so each one can be routed to the one shard holding that user. Checked from
+//! `pg_stat_statements` after a real migration through the HTTP API (batches, a replay,
+//! conflicts of every policy, a resolution, the report, verification, a rollback), not by
+//! reading the code.
+
+use std::collections::BTreeMap;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Run, pairs, spawn_app};
+use crate::run_status::{tallies, verify};
+
+/// Ferry's tables holding one row per user's something: distributed by `user_id`.
+const FERRY_PER_USER: [&str; 7] = [
+    "ferry_migration_runs",
+    "ferry_ingest_ledger",
+    "ferry_received",
+    "ferry_quarantine",
+    "ferry_conflicts",
+    "ferry_before_images",
+    "ferry_backups",
+];
+/// The demo app's tables (specs/taskboard.json): distributed by `user_id` too.
+const APP_TABLES: [&str; 5] = [
+    "tasks",
+    "environments",
+    "user_preferences",
+    "form_drafts",
+    "custom_data",
+];
+
+fn legacy(title: &str, updated: &str) -> (String, String, String) {
+    let tasks = json!([
+        {"id": "6f1c1d7e-0000-4000-8000-000000000001", "title": title, "status": "todo", "createdAt": "2024-01-01T00:00:00Z", "updatedAt": updated},
+        {"id": "6f1c1d7e-0000-4000-8000-000000000002", "title": "stays", "status": "todo", "createdAt": "2024-01-01T00:00:00Z"},
+        {"id": "6f1c1d7e-0000-4000-8000-000000000003", "status": "todo", "createdAt": "2024-01-01T00:00:00Z"},
+    ]);
+    let envs = json!([{"id": "prod", "name": title, "config": {"region": "eu"}, "createdAt": 1, "updatedAt": 2}]);
+    let draft = json!({"fields": {"title": title}, "savedAt": 1_700_000_000_000_u64});
+    (tasks.to_string(), envs.to_string(), draft.to_string())
+}
+
+#[tokio::test]
+async fn every_ingest_statement_on_per_user_tables_is_keyed_by_user_id() {
+    let app = spawn_app().await;
+    app.db
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .unwrap();
+    let user = app.user();
+    // What start-up ran (Ferry's and the app's schema migrations) is not the ingest path.
+    let at_start = executed(&app).await;
+
+    // A first migration: inserts of every kind, one record quarantined; its first batch replayed.
+    let (tasks, envs, draft) = legacy("first", "2024-02-01T00:00:00Z");
+    let first = Run::new();
+    let (records, batches) = first.batches(&pairs(&[
+        ("tasks", &tasks),
+        ("environments", &envs),
+        ("formData:newTask", &draft),
+        ("userPreferences", r#"{"theme":"dark"}"#),
+        ("taskboard:lastRoute", "/tasks"),
+    ]));
+    let replay = batches[0].body.clone();
+    for b in batches {
+        app.send(&user.token, b.body).await;
+    }
+    app.send(&user.token, replay).await;
+    let r = verify(&app, &user.token, &first, &tallies(&records)).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+
+    // A second migration from another device: every conflict policy meets a stored row.
+    let (tasks, envs, draft) = legacy("second", "2024-03-01T00:00:00Z");
+    let second = Run::new();
+    for b in second
+        .batches(&pairs(&[
+            ("tasks", &tasks),
+            ("environments", &envs),
+            ("formData:newTask", &draft),
+            ("userPreferences", r#"{"theme":"light"}"#),
+            ("taskboard:lastRoute", "/data"),
+        ]))
+        .1
+    {
+        app.send(&user.token, b.body).await;
+    }
+    let conflicts: Vec<Value> = app.get_json("/v1/conflicts", &user.token).await;
+    assert!(!conflicts.is_empty(), "the manual kind queued a conflict");
+    let r = app
+        .post_json_authed(
+            &format!("/v1/conflicts/{}/resolve", conflicts[0]["id"]),
+            &user.token,
+            &json!({"choice": "incoming"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let _: Value = app
+        .get_json(
+            &format!("/v1/migrations/{}", second.migration_id),
+            &user.token,
+        )
+        .await;
+    let _: Value = app.get_json("/v1/backups", &user.token).await;
+    let r = app
+        .post_json_authed(
+            &format!("/v1/migrations/{}/rollback", second.migration_id),
+            &user.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+
+    // Every statement the scenario ran (more calls than at start) that touches a per-user table.
+    let ran: Vec<String> = executed(&app)
+        .await
+        .into_iter()
+        .filter(|(query, calls)| at_start.get(query).is_none_or(|before| calls > before))
+        .map(|(query, _)| query)
+        .collect();
+    let per_user: Vec<String> = FERRY_PER_USER
+        .iter()
+        .chain(APP_TABLES.iter())
+        .map(|t| t.to_string())
+        .collect();
+    let touches = |q: &str| {
+        let words: Vec<&str> = q
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        per_user.iter().any(|t| words.contains(&t.as_str()))
+    };
+    let mut checked = 0;
+    let mut unkeyed = Vec::new();
+    for query in ran {
+        // The statement's first word, after the comments a migration file starts with.
+        let head = query
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("--"))
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        // Schema changes (Ferry's and the app's migrations at start-up) are not the ingest path.
+        if ["CREATE", "ALTER", "COMMENT", "DROP", "GRANT"]
+            .iter()
+            .any(|k| head.starts_with(k))
+            || !touches(&query)
+        {
+            continue;
+        }
+        checked += 1;
+        if !query.contains("user_id") {
+            unkeyed.push(query);
+        }
+    }
+    println!("{checked} distinct statements on per-user tables, all naming user_id");
+    assert!(
+        checked >= 15,
+        "the scenario ran the ingest path's statements ({checked})"
+    );
+    assert!(
+        unkeyed.is_empty(),
+        "statements not keyed by user_id:\n{}",
+        unkeyed.join("\n---\n")
+    );
+}
+
+/// Statements this test's database has run, with their calls, from pg_stat_statements.
+async fn executed(app: &crate::helpers::TestApp) -> BTreeMap<String, i64> {
+    app.db
+        .query(
+            "SELECT s.query, sum(s.calls)::bigint FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+              WHERE d.datname = current_database() AND s.query NOT ILIKE '%pg_stat_statements%' GROUP BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
