@@ -432,7 +432,7 @@ pub async fn require_user(
         tracing::debug!(code = error.code().as_str(), reason = ?error, "request not authenticated");
     })?;
     if let Some(limiter) = state.rate_limiter()
-        && let Err(wait) = limiter.check(user_id, std::time::Instant::now())
+        && let Err(wait) = limiter.check(state.pool(), user_id).await?
     {
         return Err(ApiError::RateLimited {
             retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,

@@ -354,6 +354,7 @@ mod tests {
             pkg_dir: "/nonexistent/pkg".into(),
             rate_limit_per_second: 0.0,
             rate_limit_burst: 1,
+            rate_limit_shared: false,
             db_statement_timeout: None,
         };
         let spec_text = include_str!("../../../specs/taskboard.json").to_owned();

@@ -9,7 +9,7 @@ use deadpool_postgres::Pool;
 
 use crate::http::auth::Authenticator;
 use crate::http::metrics::Metrics;
-use crate::http::rate_limit::RateLimiter;
+use crate::http::rate_limit::Limiter;
 use crate::ingest::IngestPlan;
 use crate::ingest::field_crypto::FieldCipher;
 use crate::startup::config::Settings;
@@ -35,6 +35,8 @@ pub struct HttpSettings {
     pub rate_limit_per_second: f64,
     /// Burst per user.
     pub rate_limit_burst: u32,
+    /// Buckets in PostgreSQL, shared by every process (`FERRY_RATE_LIMIT_SHARED`).
+    pub rate_limit_shared: bool,
     /// `statement_timeout` of every transaction a request opens; `None` for none.
     pub db_statement_timeout: Option<Duration>,
 }
@@ -52,6 +54,7 @@ impl HttpSettings {
             pkg_dir: settings.pkg_dir(),
             rate_limit_per_second: settings.rate_limit_per_second,
             rate_limit_burst: settings.rate_limit_burst,
+            rate_limit_shared: settings.rate_limit_shared,
             db_statement_timeout: settings.statement_timeout(),
         }
     }
@@ -215,7 +218,7 @@ struct Inner {
     pool: Pool,
     keys: Authenticator,
     metrics: Metrics,
-    rate_limiter: Option<RateLimiter>,
+    rate_limiter: Option<Limiter>,
     http: HttpSettings,
     engines: Engines,
 }
@@ -232,7 +235,11 @@ impl AppState {
             pool,
             keys,
             metrics: Metrics::new()?,
-            rate_limiter: RateLimiter::new(http.rate_limit_per_second, http.rate_limit_burst),
+            rate_limiter: Limiter::new(
+                http.rate_limit_per_second,
+                http.rate_limit_burst,
+                http.rate_limit_shared,
+            ),
             http,
             engines,
         })))
@@ -265,7 +272,7 @@ impl AppState {
     }
 
     /// The per-user rate limiter, if limiting is on.
-    pub fn rate_limiter(&self) -> Option<&RateLimiter> {
+    pub fn rate_limiter(&self) -> Option<&Limiter> {
         self.0.rate_limiter.as_ref()
     }
 

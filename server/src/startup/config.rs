@@ -327,6 +327,12 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
 
+    /// Keep the per-user rate limit buckets in PostgreSQL (`ferry_rate_buckets`), shared by
+    /// every server process over the database, instead of in this process's memory (one more
+    /// statement per authenticated request). Set it when several processes serve one database.
+    #[arg(long, env = "FERRY_RATE_LIMIT_SHARED", global = true, default_value_t = false)]
+    pub rate_limit_shared: bool,
+
     /// Origins allowed to call the API from a browser, comma-separated (none: no CORS headers).
     #[arg(long, env = "FERRY_CORS_ORIGINS", global = true, value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -409,6 +415,7 @@ impl Settings {
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             rate_limit_per_second: DEFAULT_RATE_LIMIT_PER_SECOND,
             rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
+            rate_limit_shared: false,
             cors_origins: Vec::new(),
             www_dir: None,
             pkg_dir: None,
