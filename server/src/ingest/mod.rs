@@ -117,6 +117,17 @@ pub enum IngestError {
         /// The migration.
         migration_id: Uuid,
     },
+    /// The migration's bookkeeping was purged after its verification (`ferry-server purge`):
+    /// a late batch (a stale tab re-sending) must not write its rows again.
+    #[error(
+        "migration {migration_id} was verified and its bookkeeping purged at {purged_at}; its batches are no longer accepted (its records are already in the database)"
+    )]
+    Purged {
+        /// The migration.
+        migration_id: Uuid,
+        /// When it was purged (RFC 3339, UTC).
+        purged_at: String,
+    },
     /// A new migration under a spec version the operator retired.
     #[error(
         "spec {app:?} version {version:?} is retired on this server: a migration in flight under it may finish, but a new one must use a newer version"
