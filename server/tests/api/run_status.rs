@@ -16,7 +16,7 @@ use crate::binary::ferry_server;
 use crate::helpers::{Run, TestApp, demo_spec, expect_error, pairs, spawn_app};
 
 /// What a browser sent of `records`: per kind, the distinct hashes' count and XOR.
-fn tallies(records: &[Record]) -> VerifyRequest {
+pub(crate) fn tallies(records: &[Record]) -> VerifyRequest {
     let mut seen = std::collections::BTreeSet::new();
     let mut kinds: BTreeMap<String, (u64, [u8; 16])> = BTreeMap::new();
     for r in records {
@@ -62,7 +62,12 @@ async fn migrate(app: &TestApp, token: &str) -> (Run, VerifyRequest, usize) {
     (run, tallies(&records), n)
 }
 
-async fn verify(app: &TestApp, token: &str, run: &Run, sent: &VerifyRequest) -> reqwest::Response {
+pub(crate) async fn verify(
+    app: &TestApp,
+    token: &str,
+    run: &Run,
+    sent: &VerifyRequest,
+) -> reqwest::Response {
     let body = serde_json::to_value(sent).unwrap();
     app.post_json_authed(
         &format!("/v1/migrations/{}/verify", run.migration_id),
