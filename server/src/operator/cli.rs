@@ -348,7 +348,10 @@ pub async fn purge(
     yes: bool,
 ) -> Result<(), CliError> {
     let (database, mut client) = connect(settings).await?;
-    let done = purge_on(&mut client, retention, dry_run, yes, |line| println!("{line}")).await;
+    let done = purge_on(&mut client, retention, dry_run, yes, |line| {
+        println!("{line}")
+    })
+    .await;
     drop(client);
     database.stop().await?;
     done

@@ -165,9 +165,11 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
     );
     assert_eq!(plan.verified_recently, 1, "the run verified 29 days ago");
     let mut said = Vec::new();
-    purge_on(&mut app.db, RETENTION, true, false, |l| said.push(l.to_owned()))
-        .await
-        .unwrap();
+    purge_on(&mut app.db, RETENTION, true, false, |l| {
+        said.push(l.to_owned())
+    })
+    .await
+    .unwrap();
     let said = said.join("\n");
     assert!(
         said.contains("1 user(s), 1 migration(s)")
@@ -181,7 +183,11 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
         matches!(refused, Err(CliError::PurgeNotConfirmed)),
         "{refused:?}"
     );
-    assert_eq!(bookkeeping(&app, old.id).await, old_before, "nothing deleted");
+    assert_eq!(
+        bookkeeping(&app, old.id).await,
+        old_before,
+        "nothing deleted"
+    );
 
     let mut said = Vec::new();
     purge_on(&mut app.db, RETENTION, false, true, |l| {
@@ -190,10 +196,7 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
     .await
     .unwrap();
     let said = said.join("\n");
-    assert!(
-        said.contains("purged: 1 user(s), 1 migration(s)"),
-        "{said}"
-    );
+    assert!(said.contains("purged: 1 user(s), 1 migration(s)"), "{said}");
     assert_eq!(bookkeeping(&app, old.id).await, [0, 0, 0]);
     for (user, before) in kept_users.iter().zip(&kept_before) {
         assert_eq!(
@@ -208,7 +211,10 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
             &[&old_run.run.migration_id],
         )
         .await;
-    assert!(purged_at.ends_with(" verified") && purged_at.len() > 10, "{purged_at}");
+    assert!(
+        purged_at.ends_with(" verified") && purged_at.len() > 10,
+        "{purged_at}"
+    );
 
     // The numbers are the same: the fleet summary and the run's report.
     assert_eq!(fleet::summary(&app.db, DAY).await.unwrap(), summary_before);
@@ -223,12 +229,19 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
         "{body}"
     );
     // A stale tab's late replay (first and last batch) is refused and writes nothing.
-    for body in [&old_run.batches[0], &old_run.batches[old_run.batches.len() - 1]] {
+    for body in [
+        &old_run.batches[0],
+        &old_run.batches[old_run.batches.len() - 1],
+    ] {
         let replay = app.post_batch(&old.token, body.clone()).await;
         expect_error(replay, StatusCode::CONFLICT, "migration_purged").await;
     }
     assert_eq!(tasks_of(&app, old.id).await, tasks_before);
-    assert_eq!(bookkeeping(&app, old.id).await, [0, 0, 0], "no ledger claim left");
+    assert_eq!(
+        bookkeeping(&app, old.id).await,
+        [0, 0, 0],
+        "no ledger claim left"
+    );
     assert_eq!(fleet::summary(&app.db, DAY).await.unwrap(), summary_before);
 
     // The run verified within the retention can still be rolled back; a second purge finds
@@ -237,7 +250,9 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
         rollback(&app, &recent, &recent_run.run).await.status(),
         StatusCode::OK
     );
-    let again = purge::purge(&mut app.db, RETENTION, None, |_| {}).await.unwrap();
+    let again = purge::purge(&mut app.db, RETENTION, None, |_| {})
+        .await
+        .unwrap();
     assert_eq!(again, purge::PurgeCounts::default());
 }
 
@@ -254,12 +269,22 @@ async fn a_purged_migration_verifies_again_with_the_same_tallies() {
         app.send(&user.token, b.body).await;
     }
     let sent = tallies(&records);
-    assert_eq!(verify(&app, &user.token, &run, &sent).await.status(), StatusCode::OK);
+    assert_eq!(
+        verify(&app, &user.token, &run, &sent).await.status(),
+        StatusCode::OK
+    );
     verified_days_ago(&app, &run, 31).await;
-    let done = purge::purge(&mut app.db, RETENTION, None, |_| {}).await.unwrap();
+    let done = purge::purge(&mut app.db, RETENTION, None, |_| {})
+        .await
+        .unwrap();
     assert_eq!(done.migrations, 1);
     let again = verify(&app, &user.token, &run, &sent).await;
-    assert_eq!(again.status(), StatusCode::OK, "{}", again.text().await.unwrap());
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "{}",
+        again.text().await.unwrap()
+    );
 }
 
 /// `pg_total_relation_size` of every bookkeeping table: (table, bytes).
@@ -296,13 +321,21 @@ async fn bookkeeping_bytes_per_record_fall_after_a_purge() {
     }
     const TABLES: &str =
         "ferry_ingest_ledger, ferry_received, ferry_before_images, ferry_received_rollup";
-    app.db.batch_execute(&format!("VACUUM {TABLES}")).await.unwrap();
+    app.db
+        .batch_execute(&format!("VACUUM {TABLES}"))
+        .await
+        .unwrap();
     let before = bookkeeping_bytes(&app).await;
-    let done = purge::purge(&mut app.db, RETENTION, None, |_| {}).await.unwrap();
+    let done = purge::purge(&mut app.db, RETENTION, None, |_| {})
+        .await
+        .unwrap();
     assert_eq!(done.users, 4);
     // Space freed by a DELETE is reused by later rows; a plain VACUUM returns the heap's
     // empty tail to the system, VACUUM FULL rewrites tables and indexes.
-    app.db.batch_execute(&format!("VACUUM {TABLES}")).await.unwrap();
+    app.db
+        .batch_execute(&format!("VACUUM {TABLES}"))
+        .await
+        .unwrap();
     let after = bookkeeping_bytes(&app).await;
     app.db
         .batch_execute(&format!("VACUUM FULL {TABLES}"))
