@@ -202,6 +202,12 @@ pub fn render_status(summaries: &[report::RunSummary], query: &StatusQuery) -> S
                 v.at, v.records, v.batches
             );
         }
+        if let Some(at) = &run.purged_at {
+            let _ = writeln!(
+                text,
+                "  purged {at}: bookkeeping removed, it can no longer be rolled back"
+            );
+        }
         for (kind, k) in &r.kinds {
             let outcomes: Vec<String> =
                 k.outcomes.iter().map(|(o, n)| format!("{o}={n}")).collect();

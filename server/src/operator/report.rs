@@ -103,6 +103,9 @@ pub struct RunSummary {
     pub state: RunState,
     /// What the browser's verification recorded, if it verified.
     pub verified: Option<VerifiedRun>,
+    /// When its bookkeeping was purged (RFC 3339, UTC), if it was: it can no longer be rolled
+    /// back (`ferry-server purge`).
+    pub purged_at: Option<String>,
     /// Conflicts of this run still waiting for the user.
     pub open_conflicts: u64,
     /// The report.
@@ -329,7 +332,7 @@ pub async fn run_summaries(
                         {last_batch}, {finished}, r.status,
                         r.status = 'running'
                           AND coalesce(l.last_batch_at, r.started_at) < now() - make_interval(secs => $3),
-                        {verified}, r.verified_records, r.verified_batches
+                        {verified}, r.verified_records, r.verified_batches, {purged}
                  FROM ferry_migration_runs r
                  LEFT JOIN LATERAL (SELECT max(created_at) AS last_batch_at FROM ferry_ingest_ledger g
                                      WHERE g.user_id = r.user_id AND g.migration_id = r.migration_id) l ON true
@@ -339,6 +342,7 @@ pub async fn run_summaries(
                 last_batch = rfc3339_sql("l.last_batch_at"),
                 finished = rfc3339_sql("r.finished_at"),
                 verified = rfc3339_sql("r.verified_at"),
+                purged = rfc3339_sql("r.purged_at"),
             ),
             &[
                 (&user, Type::UUID),
@@ -360,6 +364,7 @@ pub async fn run_summaries(
                 finished_at: run.finished_at,
                 state: run.state,
                 verified: run.verified,
+                purged_at: run.purged_at,
                 open_conflicts: count(run.open),
                 report,
             });
@@ -379,6 +384,7 @@ struct RunRow {
     finished_at: Option<String>,
     state: RunState,
     verified: Option<VerifiedRun>,
+    purged_at: Option<String>,
 }
 
 fn read_run(row: &tokio_postgres::Row) -> Result<Option<RunRow>, DbError> {
@@ -401,13 +407,14 @@ fn read_run(row: &tokio_postgres::Row) -> Result<Option<RunRow>, DbError> {
                 row.try_get::<_, Option<String>>(9)?,
                 row.try_get::<_, Option<i64>>(10)?,
                 row.try_get::<_, Option<i64>>(11)?,
+                row.try_get::<_, Option<String>>(12)?,
             ),
         ))
     };
     let (
         (user_id, migration_id, device_id, started_at, open),
         (last_batch_at, finished_at, status, abandoned),
-        (verified_at, verified_records, verified_batches),
+        (verified_at, verified_records, verified_batches, purged_at),
     ) = read(row).map_err(query_error("read a migration run"))?;
     let state = match (MigrationStatus::from_name(&status), abandoned) {
         (Some(MigrationStatus::Running), true) => RunState::Abandoned,
@@ -440,6 +447,7 @@ fn read_run(row: &tokio_postgres::Row) -> Result<Option<RunRow>, DbError> {
         finished_at,
         state,
         verified,
+        purged_at,
     }))
 }
 

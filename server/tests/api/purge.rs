@@ -410,4 +410,9 @@ async fn purge_and_a_refused_rollback_through_the_binary() {
         &[],
     );
     assert!(!ok && text.contains("purged at"), "{text}");
+    let (ok, text) = run(&["status", "--user", &user.id.to_string()], &[]);
+    assert!(
+        ok && text.contains("can no longer be rolled back") && text.contains("batches 1"),
+        "the run says it was purged and keeps its batch count: {text}"
+    );
 }
