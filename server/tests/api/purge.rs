@@ -23,15 +23,17 @@ struct Migrated {
     records: usize,
 }
 
-/// Sends `tasks` tasks and the preferences of `user`; verifies the migration when `verified`.
+/// Sends `tasks` tasks, one task without a title (quarantined) and the preferences of `user`;
+/// verifies the migration when `verified`.
 async fn migrate(app: &TestApp, user: &User, tasks: usize, verified: bool) -> Migrated {
     let run = Run::new();
-    let list: Vec<Value> = (0..tasks)
+    let mut list: Vec<Value> = (0..tasks)
         .map(|i| {
             json!({"id": Uuid::new_v4(), "title": format!("task {i} of a purge test"), "status": "todo",
                    "tags": ["a", "b"], "createdAt": "2024-01-01T00:00:00Z"})
         })
         .collect();
+    list.push(json!({"id": Uuid::new_v4(), "status": "todo", "createdAt": "2024-01-01T00:00:00Z"}));
     let (records, batches) = run.batches(&pairs(&[
         ("tasks", &Value::from(list).to_string()),
         ("userPreferences", r#"{"theme":"dark"}"#),
@@ -150,6 +152,9 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
     assert!(summary_before.hours.len() >= 2, "{summary_before:?}");
     let report_before = report(&app, &old, &old_run.run).await;
     let tasks_before = tasks_of(&app, old.id).await;
+    let quarantine = "SELECT count(*) FROM ferry_quarantine WHERE user_id = $1";
+    let quarantined_before = app.count(quarantine, &[&old.id]).await;
+    assert_eq!(quarantined_before, 1);
 
     // The dry run counts exactly the old run's bookkeeping and deletes nothing.
     let plan = purge::plan(&app.db, RETENTION).await.unwrap();
@@ -198,6 +203,16 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
     let said = said.join("\n");
     assert!(said.contains("purged: 1 user(s), 1 migration(s)"), "{said}");
     assert_eq!(bookkeeping(&app, old.id).await, [0, 0, 0]);
+    assert_eq!(
+        app.count(quarantine, &[&old.id]).await,
+        quarantined_before,
+        "the quarantine is kept"
+    );
+    assert_eq!(
+        tasks_of(&app, old.id).await,
+        tasks_before,
+        "the rows are kept"
+    );
     for (user, before) in kept_users.iter().zip(&kept_before) {
         assert_eq!(
             &bookkeeping(&app, *user).await,
