@@ -431,3 +431,57 @@ async fn purge_and_a_refused_rollback_through_the_binary() {
         "the run says it was purged and keeps its batch count: {text}"
     );
 }
+
+#[tokio::test]
+async fn a_conflict_of_a_purged_migration_is_still_resolved_and_leaves_no_before_image() {
+    let mut app = spawn_app().await;
+    let user = app.user();
+    app.send(
+        &user.token,
+        Run::new().batch(&[("formData:f", r#"{"v":1}"#)]),
+    )
+    .await;
+    // The second migration's draft differs from the stored one: a manual conflict, still open
+    // when the migration is verified and, a month later, purged.
+    let second = Run::new();
+    let (records, batches) = second.batches(&pairs(&[("formData:f", r#"{"v":2}"#)]));
+    for b in batches {
+        app.send(&user.token, b.body).await;
+    }
+    let r = verify(&app, &user.token, &second, &tallies(&records)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let open: Vec<Value> = app.get_json("/v1/conflicts", &user.token).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    verified_days_ago(&app, &second, 40).await;
+    let done = purge::purge(&mut app.db, RETENTION, None, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.migrations, 1);
+
+    let r = app
+        .post_json_authed(
+            &format!("/v1/conflicts/{}/resolve", open[0]["id"]),
+            &user.token,
+            &json!({"choice": "incoming"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert_eq!(
+        app.text(
+            "SELECT data::text FROM form_drafts WHERE user_id = $1",
+            &[&user.id]
+        )
+        .await,
+        r#"{"v": 2}"#,
+        "the user's choice is written"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM ferry_before_images WHERE user_id = $1 AND migration_id = $2",
+            &[&user.id, &second.migration_id],
+        )
+        .await,
+        0,
+        "no bookkeeping grows back for a purged migration"
+    );
+}
