@@ -485,3 +485,38 @@ async fn a_conflict_of_a_purged_migration_is_still_resolved_and_leaves_no_before
         "no bookkeeping grows back for a purged migration"
     );
 }
+
+#[tokio::test]
+async fn replays_racing_a_purge_are_answered_or_refused_and_nothing_is_written_twice() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let m = migrate(&app, &user, 200, true).await;
+    verified_days_ago(&app, &m.run, 40).await;
+    let summary_before = fleet::summary(&app.db, DAY).await.unwrap();
+    let tasks_before = tasks_of(&app, user.id).await;
+    let mut purger = ferry_server::db::connect(&app.db_config).await.unwrap();
+
+    let replays = async {
+        let mut answers = Vec::new();
+        for _ in 0..6 {
+            for body in &m.batches {
+                let r = app.post_batch(&user.token, body.clone()).await;
+                let status = r.status();
+                let body: Value = r.json().await.unwrap();
+                answers.push((status, body));
+            }
+        }
+        answers
+    };
+    let (purged, answers) =
+        tokio::join!(purge::purge(&mut purger, RETENTION, None, |_| {}), replays);
+    assert_eq!(purged.unwrap().migrations, 1);
+    for (status, body) in &answers {
+        let ok = (*status == StatusCode::OK && body["replay"] == true)
+            || (*status == StatusCode::CONFLICT && body["error"]["code"] == "migration_purged");
+        assert!(ok, "{status}: {body}");
+    }
+    assert_eq!(bookkeeping(&app, user.id).await, [0, 0, 0]);
+    assert_eq!(tasks_of(&app, user.id).await, tasks_before);
+    assert_eq!(fleet::summary(&app.db, DAY).await.unwrap(), summary_before);
+}
