@@ -520,3 +520,34 @@ async fn replays_racing_a_purge_are_answered_or_refused_and_nothing_is_written_t
     assert_eq!(tasks_of(&app, user.id).await, tasks_before);
     assert_eq!(fleet::summary(&app.db, DAY).await.unwrap(), summary_before);
 }
+
+#[tokio::test]
+async fn a_purge_works_through_pgbouncer_transaction_pooling() {
+    let (app, bouncer) = crate::pgbouncer::app_behind_bouncer(5_000).await;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let user = app.user();
+        let m = migrate(&app, &user, 20, true).await;
+        verified_days_ago(&app, &m.run, 40).await;
+        runs.push((user, m));
+    }
+    let summary_before = fleet::summary(&app.db, DAY).await.unwrap();
+    let mut through = ferry_server::db::connect(&bouncer.config()).await.unwrap();
+    let plan = purge::plan(&through, RETENTION).await.unwrap();
+    assert_eq!((plan.purgeable.users, plan.purgeable.migrations), (3, 3));
+    let done = purge::purge(
+        &mut through,
+        RETENTION,
+        Some(std::time::Duration::from_secs(5)),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, plan.purgeable);
+    for (user, m) in &runs {
+        assert_eq!(bookkeeping(&app, user.id).await, [0, 0, 0]);
+        let replay = app.post_batch(&user.token, m.batches[0].clone()).await;
+        expect_error(replay, StatusCode::CONFLICT, "migration_purged").await;
+    }
+    assert_eq!(fleet::summary(&app.db, DAY).await.unwrap(), summary_before);
+}
