@@ -413,6 +413,9 @@ error_codes! {
     IdempotencyConflict = "idempotency_conflict",
     /// 409: a batch of a migration that was rolled back, or its verification.
     MigrationRolledBack = "migration_rolled_back",
+    /// 409: a batch of a migration whose bookkeeping was purged after its verification
+    /// (`ferry-server purge`), or its rollback, which is no longer possible.
+    MigrationPurged = "migration_purged",
     /// 409: verifying a migration whose tallies on the server differ from the browser's.
     VerificationMismatch = "verification_mismatch",
     /// 409: resolving a conflict twice.

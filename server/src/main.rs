@@ -63,6 +63,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rollback { migration, user } => {
             cli::rollback(&cli.settings, user, migration).await
         }
+        Command::Purge {
+            older_than,
+            dry_run,
+            yes,
+        } => cli::purge(&cli.settings, older_than, dry_run, yes).await,
         Command::Conflicts { user, json } => cli::conflicts(&cli.settings, user, json).await,
         Command::Quarantine { user, migration } => {
             cli::quarantine(&cli.settings, user, migration).await

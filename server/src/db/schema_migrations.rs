@@ -118,7 +118,8 @@ pub const SCHEMA_MIGRATIONS: &[SchemaMigration] = &[
     schema_migration!(Ferry, 5, "0005_received_hash_bytes"),
     schema_migration!(Ferry, 6, "0006_migration_run_verification"),
     schema_migration!(Ferry, 7, "0007_spec_versions"),
-    schema_migration!(Ferry, 10, "0010_shared_rate_buckets"),
+    schema_migration!(Ferry, 8, "0008_purge"),
+    schema_migration!(Ferry, 9, "0009_shared_rate_buckets"),
 ];
 
 /// What to do with pending app-table schema migrations.

@@ -115,7 +115,7 @@ pub fn document(dev_mode: bool) -> Value {
         ),
         (
             "409",
-            "Refused because of earlier requests (`idempotency_conflict`, `migration_rolled_back`, `already_resolved`, `backup_exists`)",
+            "Refused because of earlier requests (`idempotency_conflict`, `migration_rolled_back`, `migration_purged`, `already_resolved`, `backup_exists`)",
         ),
         (
             "414",
@@ -232,11 +232,12 @@ fn v1_paths() -> serde_json::Map<String, Value> {
     }}));
     paths.insert("/v1/migrations/{migration_id}/rollback".into(), json!({ "post": {
         "summary": "Restore every row the migration touched as it was before it; later batches of it are refused",
+        "description": "409 migration_purged: the migration's before-images were purged after its verification (`ferry-server purge`); it can no longer be rolled back.",
         "security": secured,
         "parameters": id_param("migration_id", json!({ "type": "string", "format": "uuid" })),
         "responses": with_errors(
             json_ok("Rows restored or deleted", schema_ref("RollbackAnswer")),
-            &["401", "404", "429", "503"])
+            &["401", "404", "409", "429", "503"])
     }}));
     paths.insert("/v1/conflicts".into(), json!({ "get": {
         "summary": "The caller's open conflicts (policy manual); sensitive values stay ciphertext",

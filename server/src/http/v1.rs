@@ -263,6 +263,11 @@ fn ingest_error(error: IngestError) -> ApiError {
             ErrorCode::MigrationRolledBack,
             e.to_string(),
         ),
+        e @ IngestError::Purged { .. } => ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::MigrationPurged,
+            e.to_string(),
+        ),
         IngestError::Db { context, source } => ApiError::from_postgres(context, &source),
     }
 }
@@ -377,6 +382,13 @@ async fn rollback_migration(
     )
     .await?
     .ok_or(ApiError::NotFound)?;
+    if let Some(purged_at) = &done.purged_at {
+        return Err(ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::MigrationPurged,
+            rollback::purged_message(migration_id, purged_at),
+        ));
+    }
     Ok(Json(RollbackAnswer {
         restored: done.restored,
         already_rolled_back: done.already_rolled_back,

@@ -8,6 +8,7 @@
 //! 4. [`record_received`], then [`save_answer`] (the answer built by [`batch_result`]).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use ferry_core::spec::{ConflictPolicy, Field};
@@ -17,6 +18,7 @@ use tokio_postgres::Transaction;
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
+use crate::db::sql::rfc3339_sql;
 use crate::ingest::field_crypto::{FieldCipher, QuarantineContext};
 use crate::ingest::prepare::{ColumnValues, KindRows, Line, PreparedBatch, line_reasons};
 use crate::ingest::statement::IngestPlan;
@@ -271,14 +273,26 @@ async fn lock_migration_run(
 ) -> Result<(), IngestError> {
     // No row is inserted for a retired version; the conflict arm then does not run either, so
     // nothing comes back and the run is looked up on its own.
-    const RUN: &str = "INSERT INTO ferry_migration_runs AS r (user_id, migration_id, device_id, spec_app, spec_version) \
-                       SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
-                         (SELECT 1 FROM ferry_retired_specs WHERE app = $4 AND version = $5) \
-                       ON CONFLICT (user_id, migration_id) DO UPDATE SET device_id = r.device_id RETURNING r.status";
-    const IN_FLIGHT: &str = "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2 FOR UPDATE";
+    static RUN: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO ferry_migration_runs AS r (user_id, migration_id, device_id, spec_app, spec_version) \
+             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+               (SELECT 1 FROM ferry_retired_specs WHERE app = $4 AND version = $5) \
+             ON CONFLICT (user_id, migration_id) DO UPDATE SET device_id = r.device_id \
+             RETURNING r.status, {}",
+            rfc3339_sql("r.purged_at")
+        )
+    });
+    static IN_FLIGHT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT status, {} FROM ferry_migration_runs \
+             WHERE user_id = $1 AND migration_id = $2 FOR UPDATE",
+            rfc3339_sql("purged_at")
+        )
+    });
     let row = tx
         .query_typed_opt(
-            RUN,
+            &RUN,
             &[
                 (&prepared.user, Type::UUID),
                 (&prepared.migration_id, Type::UUID),
@@ -293,7 +307,7 @@ async fn lock_migration_run(
         Some(row) => row,
         None => tx
             .query_typed_opt(
-                IN_FLIGHT,
+                &IN_FLIGHT,
                 &[
                     (&prepared.user, Type::UUID),
                     (&prepared.migration_id, Type::UUID),
@@ -310,6 +324,15 @@ async fn lock_migration_run(
     if run_status == "rolled_back" {
         return Err(IngestError::RolledBack {
             migration_id: prepared.migration_id,
+        });
+    }
+    // A purged run's ledger is gone, so a late copy of one of its batches claimed its key as
+    // new: refused here, the transaction (and the claim) is rolled back.
+    let purged_at: Option<String> = row.try_get(1).map_err(db("recording the migration run"))?;
+    if let Some(purged_at) = purged_at {
+        return Err(IngestError::Purged {
+            migration_id: prepared.migration_id,
+            purged_at,
         });
     }
     Ok(())

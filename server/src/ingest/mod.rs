@@ -28,8 +28,10 @@
 //!    replays its answer.
 //!    Then the migration's run row is upserted and locked (`lock_migration_run`,
 //!    `ferry_migration_runs`): a batch of a rolled-back migration is refused
-//!    ([`IngestError::RolledBack`], 409), and a rollback of the same migration waits for the
-//!    batch (or the batch for the rollback).
+//!    ([`IngestError::RolledBack`], 409), and so is a batch of a migration whose bookkeeping
+//!    was purged (`ferry-server purge`; its ledger is gone, so even a replay claims its key
+//!    anew and is refused here: [`IngestError::Purged`], 409); a rollback or a purge of the
+//!    same migration waits for the batch (or the batch for them).
 //! 2. **Re-run the shared pipeline** on every record ([`ferry_core::wire::reprocess`], in
 //!    [`prepare()`]): the server trusts no id, hash or verdict from the browser. Records
 //!    rejected by the browser or the server go to `ferry_quarantine` with their raw value and
@@ -116,6 +118,17 @@ pub enum IngestError {
     RolledBack {
         /// The migration.
         migration_id: Uuid,
+    },
+    /// The migration's bookkeeping was purged after its verification (`ferry-server purge`):
+    /// a late batch (a stale tab re-sending) must not write its rows again.
+    #[error(
+        "migration {migration_id} was verified and its bookkeeping purged at {purged_at}; its batches are no longer accepted (its records are already in the database)"
+    )]
+    Purged {
+        /// The migration.
+        migration_id: Uuid,
+        /// When it was purged (RFC 3339, UTC).
+        purged_at: String,
     },
     /// A new migration under a spec version the operator retired.
     #[error(

@@ -1,4 +1,4 @@
-//! The operator's subcommands besides `serve` and `migrate`: `status`, `rollback`,
+//! The operator's subcommands besides `serve` and `migrate`: `status`, `rollback`, `purge`,
 //! `conflicts`, `quarantine` and `backup open`. Each opens the configured database (without
 //! `DATABASE_URL`, the embedded cluster only if it exists: joined while a server runs on it,
 //! else started and stopped; never created), runs the same code as the HTTP endpoints, and
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::db::{self, DbError};
-use crate::operator::{conflicts, fleet, quarantine, report, rollback};
+use crate::operator::{conflicts, fleet, purge, quarantine, report, rollback};
 use crate::startup::config::Settings;
 use crate::startup::{Database, StartupError, load_field_cipher, open_existing_database};
 
@@ -39,6 +39,14 @@ pub enum CliError {
         /// The migration.
         migration: Uuid,
     },
+    /// `rollback` of a migration whose before-images were purged.
+    #[error("{0}")]
+    Purged(String),
+    /// `purge` without `--yes` (nor `--dry-run`): nothing was deleted.
+    #[error(
+        "nothing was purged: run again with --yes to delete this bookkeeping, or with --dry-run to only count it"
+    )]
+    PurgeNotConfirmed,
     /// The backup file could not be read.
     #[error("cannot read the backup {path}: {source}")]
     Read {
@@ -194,6 +202,12 @@ pub fn render_status(summaries: &[report::RunSummary], query: &StatusQuery) -> S
                 v.at, v.records, v.batches
             );
         }
+        if let Some(at) = &run.purged_at {
+            let _ = writeln!(
+                text,
+                "  purged {at}: bookkeeping removed, it can no longer be rolled back"
+            );
+        }
         for (kind, k) in &r.kinds {
             let outcomes: Vec<String> =
                 k.outcomes.iter().map(|(o, n)| format!("{o}={n}")).collect();
@@ -314,6 +328,9 @@ pub async fn rollback(settings: &Settings, user: Uuid, migration: Uuid) -> Resul
     database.stop().await?;
     match done? {
         None => Err(CliError::NoSuchMigration { user, migration }),
+        Some(report) if report.purged_at.is_some() => Err(CliError::Purged(
+            rollback::purged_message(migration, report.purged_at.as_deref().unwrap_or("-")),
+        )),
         Some(report) if report.already_rolled_back => {
             println!("already rolled back: nothing to do");
             Ok(())
@@ -326,6 +343,59 @@ pub async fn rollback(settings: &Settings, user: Uuid, migration: Uuid) -> Resul
             Ok(())
         }
     }
+}
+
+/// `ferry-server purge [--older-than 30d] [--dry-run | --yes]`: says what it would remove,
+/// then (with `yes`) removes it, one user at a time.
+pub async fn purge(
+    settings: &Settings,
+    retention: std::time::Duration,
+    dry_run: bool,
+    yes: bool,
+) -> Result<(), CliError> {
+    let (database, mut client) = connect(settings).await?;
+    let done = purge_on(&mut client, retention, dry_run, yes, |line| {
+        println!("{line}")
+    })
+    .await;
+    drop(client);
+    database.stop().await?;
+    done
+}
+
+/// [`purge`] on an open connection, each line said through `say`.
+pub async fn purge_on(
+    client: &mut tokio_postgres::Client,
+    retention: std::time::Duration,
+    dry_run: bool,
+    yes: bool,
+    mut say: impl FnMut(&str),
+) -> Result<(), CliError> {
+    let plan = purge::plan(client, retention).await?;
+    say(&purge::render(&plan, retention));
+    if dry_run {
+        say("dry run: nothing deleted");
+        return Ok(());
+    }
+    if !yes {
+        return Err(CliError::PurgeNotConfirmed);
+    }
+    let mut reported = 0;
+    let done = purge::purge(client, retention, None, |so_far| {
+        if so_far.users >= reported + 1000 {
+            reported = so_far.users;
+            say(&format!(
+                "  {} user(s), {} migration(s) purged so far",
+                so_far.users, so_far.migrations
+            ));
+        }
+    })
+    .await?;
+    say(&format!(
+        "purged: {} user(s), {} migration(s): {} ledger answer(s), {} received hash(es), {} before-image(s) removed; these migrations can no longer be rolled back",
+        done.users, done.migrations, done.ledger_answers, done.received_hashes, done.before_images
+    ));
+    Ok(())
 }
 
 /// `ferry-server conflicts [--user U] [--json]`.

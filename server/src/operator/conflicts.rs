@@ -272,7 +272,8 @@ async fn edited_row(
 }
 
 /// Stores the row's before-image under the conflict's migration (unless that migration has
-/// one already), so a rollback of the migration undoes the choice too.
+/// one already), so a rollback of the migration undoes the choice too. Not for a migration
+/// whose bookkeeping was purged: it cannot be rolled back, the image would never be read.
 async fn keep_before_image(
     tx: &Transaction<'_>,
     kind: &Kind,
@@ -285,6 +286,8 @@ async fn keep_before_image(
         &format!(
             "INSERT INTO ferry_before_images (user_id, migration_id, table_name, row_id, before)
              SELECT $1, $2, $3, $4, (SELECT to_jsonb(t) FROM {table} t WHERE t.user_id = $1 AND t.{id_column} = $4)
+              WHERE NOT EXISTS (SELECT 1 FROM ferry_migration_runs r
+                                 WHERE r.user_id = $1 AND r.migration_id = $2 AND r.purged_at IS NOT NULL)
              ON CONFLICT DO NOTHING"
         ),
         &[

@@ -5,6 +5,11 @@
 //! Aggregates only, a handful of statements whatever the number of users: no per-user or
 //! per-run loop in Rust. Unnamed, typed statements, as everywhere (they work behind PgBouncer). A user's state is the state of their latest run (by start time), a
 //! running run with no batch for the threshold being stalled.
+//!
+//! Records are counted from `ferry_received` together with `ferry_received_rollup`, where
+//! `ferry-server purge` leaves the counts of the rows it removes (per run, kind, outcome and
+//! hour), so the summary is the same before and after a purge. The trend covers the last
+//! [`TREND_HOURS`] whole hours (UTC), the current one included.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +31,8 @@ pub struct FleetSummary {
     pub users: UserStates,
     /// Per kind, every kind that has received records, quarantined or conflicted.
     pub kinds: Vec<KindTotals>,
-    /// Records received and users sending them, per hour (UTC), the last [`TREND_HOURS`].
+    /// Records received and users sending them, per hour (UTC), the last [`TREND_HOURS`] hours
+    /// (the current one included).
     pub hours: Vec<HourTotals>,
 }
 
@@ -126,7 +132,11 @@ pub async fn summary(
     let mut kinds: BTreeMap<String, KindTotals> = BTreeMap::new();
     let received = client
         .query_typed(
-            "SELECT kind, outcome, count(*) FROM ferry_received GROUP BY kind, outcome",
+            "SELECT kind, outcome, sum(n)::bigint FROM (
+                 SELECT kind, outcome, count(*) AS n FROM ferry_received GROUP BY kind, outcome
+                 UNION ALL
+                 SELECT kind, outcome, sum(records) FROM ferry_received_rollup GROUP BY kind, outcome
+             ) received GROUP BY kind, outcome",
             &[],
         )
         .await
@@ -160,11 +170,22 @@ pub async fn summary(
 
     let hours = client
         .query_typed(
-            "SELECT to_char(date_trunc('hour', received_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"'),
-                    count(*), count(DISTINCT user_id)
-               FROM ferry_received
-              WHERE received_at >= now() - make_interval(hours => $1)
-              GROUP BY 1 ORDER BY 1",
+            "WITH since AS (
+                 SELECT date_trunc('hour', now() AT TIME ZONE 'UTC') - make_interval(hours => $1 - 1) AS hour
+             ), received AS (
+                 SELECT date_trunc('hour', received_at AT TIME ZONE 'UTC') AS hour, user_id, count(*) AS n
+                   FROM ferry_received, since
+                  WHERE received_at >= since.hour AT TIME ZONE 'UTC'
+                  GROUP BY 1, 2
+                 UNION ALL
+                 SELECT hour_utc, user_id, sum(records)
+                   FROM ferry_received_rollup, since
+                  WHERE hour_utc >= since.hour
+                  GROUP BY 1, 2
+             )
+             SELECT to_char(hour, 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"'), sum(n)::bigint, count(DISTINCT user_id)
+               FROM received
+              GROUP BY hour ORDER BY hour",
             &[(&i32::try_from(TREND_HOURS).unwrap_or(48), Type::INT4)],
         )
         .await

@@ -4,6 +4,7 @@
 //!   and the operator's `status`).
 //! - [`fleet`]: every user at a glance (users by state, totals per kind, the trend per hour).
 //! - [`rollback`]: every row a migration touched put back as it was before.
+//! - [`purge`]: the bookkeeping of migrations verified long ago removed (`ferry-server purge`).
 //! - [`conflicts`]: the `manual` policy's queue, listed and resolved.
 //! - [`backups`]: the browser's sealed backups, stored opaque per user.
 //! - [`quarantine`]: the records that were not migrated, read back for the operator.
@@ -14,6 +15,7 @@ pub mod backups;
 pub mod cli;
 pub mod conflicts;
 pub mod fleet;
+pub mod purge;
 pub mod quarantine;
 pub mod report;
 pub mod rollback;

@@ -4,7 +4,9 @@
 //!
 //! Both are computed from `ferry_received` (one row per record and migration, however often
 //! its batch was sent) and the idempotency ledger, never from the app tables: they describe
-//! what arrived, whatever the conflict policies then did with it.
+//! what arrived, whatever the conflict policies then did with it. For a purged run
+//! ([`crate::operator::purge`]) the same numbers come from `ferry_received_rollup` and the
+//! run's `purged_batches`.
 //!
 //! A run's status is the truth about it: `running` until the browser's verification
 //! ([`verify_migration`], `POST /v1/migrations/{id}/verify`) marks it `verified` (once, with
@@ -101,6 +103,9 @@ pub struct RunSummary {
     pub state: RunState,
     /// What the browser's verification recorded, if it verified.
     pub verified: Option<VerifiedRun>,
+    /// When its bookkeeping was purged (RFC 3339, UTC), if it was: it can no longer be rolled
+    /// back (`ferry-server purge`).
+    pub purged_at: Option<String>,
     /// Conflicts of this run still waiting for the user.
     pub open_conflicts: u64,
     /// The report.
@@ -128,7 +133,7 @@ async fn report_of(
 ) -> Result<Option<MigrationReport>, DbError> {
     let Some(run) = client
         .query_typed_opt(
-            "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
+            "SELECT status, purged_batches FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
             &[(&user, Type::UUID), (&migration_id, Type::UUID)],
         )
         .await
@@ -142,6 +147,10 @@ async fn report_of(
         reason: format!("migration {migration_id} has the unknown status {status:?}"),
         code: None,
     })?;
+    // A purged run's ledger is gone; the run kept how many batches it held.
+    let purged_batches: Option<i64> = run
+        .try_get(1)
+        .map_err(query_error("read the run's purged batches"))?;
     let batches: i64 = client
         .query_typed_one(
             "SELECT count(*) FROM ferry_ingest_ledger WHERE user_id = $1 AND migration_id = $2",
@@ -151,12 +160,20 @@ async fn report_of(
         .and_then(|row| row.try_get(0))
         .map_err(query_error("count the batches"))?;
     // The XOR of 128-bit hashes (16 bytes), as two 64-bit halves (bit_xor works on integers).
+    // A purged run's records are counted in `ferry_received_rollup` (the purge wrote the same
+    // counts and XORs there), read together with what is still in `ferry_received`.
     let rows = client
         .query_typed(
-            "SELECT kind, outcome, count(*),
-                    bit_xor(('x' || encode(substr(hash, 1, 8), 'hex'))::bit(64)::bigint),
-                    bit_xor(('x' || encode(substr(hash, 9, 8), 'hex'))::bit(64)::bigint)
-             FROM ferry_received WHERE user_id = $1 AND migration_id = $2
+            "SELECT kind, outcome, sum(n)::bigint, bit_xor(hi), bit_xor(lo) FROM (
+                 SELECT kind, outcome, count(*) AS n,
+                        bit_xor(('x' || encode(substr(hash, 1, 8), 'hex'))::bit(64)::bigint) AS hi,
+                        bit_xor(('x' || encode(substr(hash, 9, 8), 'hex'))::bit(64)::bigint) AS lo
+                   FROM ferry_received WHERE user_id = $1 AND migration_id = $2
+                  GROUP BY kind, outcome
+                 UNION ALL
+                 SELECT kind, outcome, records, hash_xor_hi, hash_xor_lo
+                   FROM ferry_received_rollup WHERE user_id = $1 AND migration_id = $2
+             ) received
              GROUP BY kind, outcome ORDER BY kind, outcome",
             &[(&user, Type::UUID), (&migration_id, Type::UUID)],
         )
@@ -199,7 +216,7 @@ async fn report_of(
     Ok(Some(MigrationReport {
         migration_id,
         status,
-        batches: count(batches),
+        batches: count(batches) + count(purged_batches.unwrap_or(0)),
         kinds: kinds
             .into_iter()
             .map(|(kind, (mut report, hi, lo))| {
@@ -315,7 +332,7 @@ pub async fn run_summaries(
                         {last_batch}, {finished}, r.status,
                         r.status = 'running'
                           AND coalesce(l.last_batch_at, r.started_at) < now() - make_interval(secs => $3),
-                        {verified}, r.verified_records, r.verified_batches
+                        {verified}, r.verified_records, r.verified_batches, {purged}
                  FROM ferry_migration_runs r
                  LEFT JOIN LATERAL (SELECT max(created_at) AS last_batch_at FROM ferry_ingest_ledger g
                                      WHERE g.user_id = r.user_id AND g.migration_id = r.migration_id) l ON true
@@ -325,6 +342,7 @@ pub async fn run_summaries(
                 last_batch = rfc3339_sql("l.last_batch_at"),
                 finished = rfc3339_sql("r.finished_at"),
                 verified = rfc3339_sql("r.verified_at"),
+                purged = rfc3339_sql("r.purged_at"),
             ),
             &[
                 (&user, Type::UUID),
@@ -346,6 +364,7 @@ pub async fn run_summaries(
                 finished_at: run.finished_at,
                 state: run.state,
                 verified: run.verified,
+                purged_at: run.purged_at,
                 open_conflicts: count(run.open),
                 report,
             });
@@ -365,6 +384,7 @@ struct RunRow {
     finished_at: Option<String>,
     state: RunState,
     verified: Option<VerifiedRun>,
+    purged_at: Option<String>,
 }
 
 fn read_run(row: &tokio_postgres::Row) -> Result<Option<RunRow>, DbError> {
@@ -387,13 +407,14 @@ fn read_run(row: &tokio_postgres::Row) -> Result<Option<RunRow>, DbError> {
                 row.try_get::<_, Option<String>>(9)?,
                 row.try_get::<_, Option<i64>>(10)?,
                 row.try_get::<_, Option<i64>>(11)?,
+                row.try_get::<_, Option<String>>(12)?,
             ),
         ))
     };
     let (
         (user_id, migration_id, device_id, started_at, open),
         (last_batch_at, finished_at, status, abandoned),
-        (verified_at, verified_records, verified_batches),
+        (verified_at, verified_records, verified_batches, purged_at),
     ) = read(row).map_err(query_error("read a migration run"))?;
     let state = match (MigrationStatus::from_name(&status), abandoned) {
         (Some(MigrationStatus::Running), true) => RunState::Abandoned,
@@ -426,6 +447,7 @@ fn read_run(row: &tokio_postgres::Row) -> Result<Option<RunRow>, DbError> {
         finished_at,
         state,
         verified,
+        purged_at,
     }))
 }
 

@@ -15,6 +15,10 @@
 //! back puts the older version back and that later change is lost for the row (a later
 //! migration's own before-image then holds this migration's version). Roll migrations back
 //! newest first. The rollback is scoped to one user: rows of other users are never read.
+//!
+//! **A purged migration cannot be rolled back.** `ferry-server purge` removes a verified
+//! migration's before-images once its retention has passed ([`crate::operator::purge`]); its
+//! rollback is then refused (409 `migration_purged`, the CLI says when it was purged).
 
 use ferry_core::spec::{Kind, Spec};
 use tokio_postgres::Client;
@@ -22,7 +26,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::db::DbError;
-use crate::db::sql::quote_ident;
+use crate::db::sql::{quote_ident, rfc3339_sql};
 
 /// What a rollback did, per table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -35,6 +39,9 @@ pub struct RollbackReport {
     pub already_rolled_back: bool,
     /// Open conflicts of the migration that were dismissed.
     pub dismissed_conflicts: u64,
+    /// When the migration's bookkeeping was purged (RFC 3339, UTC), if it was: its
+    /// before-images are gone, so nothing was done (`ferry-server purge`).
+    pub purged_at: Option<String>,
 }
 
 /// Rolls `user`'s migration `migration_id` back; `None` when the user has no such run.
@@ -58,7 +65,10 @@ pub async fn rollback(
     // Locking the run serialises the rollback with batches of the same migration.
     let Some(run) = tx
         .query_typed_opt(
-            "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2 FOR UPDATE",
+            &format!(
+                "SELECT status, {} FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2 FOR UPDATE",
+                rfc3339_sql("purged_at")
+            ),
             &[(&user, Type::UUID), (&migration_id, Type::UUID)],
         )
         .await
@@ -72,6 +82,14 @@ pub async fn rollback(
     let mut report = RollbackReport::default();
     if status == "rolled_back" {
         report.already_rolled_back = true;
+        return Ok(Some(report));
+    }
+    // Without its before-images, a rollback would delete the rows the migration added and
+    // restore nothing it changed: refused as a whole.
+    report.purged_at = run
+        .try_get(1)
+        .map_err(|e| DbError::query("read when the run was purged", &e))?;
+    if report.purged_at.is_some() {
         return Ok(Some(report));
     }
     for kind in &spec.kinds {
@@ -141,6 +159,13 @@ pub async fn rollback(
         .await
         .map_err(|e| DbError::query("commit the rollback", &e))?;
     Ok(Some(report))
+}
+
+/// Why a purged migration is not rolled back, said the same way by the HTTP answer and the CLI.
+pub fn purged_message(migration_id: Uuid, purged_at: &str) -> String {
+    format!(
+        "migration {migration_id} cannot be rolled back: its before-images were purged at {purged_at}, after its verification (`ferry-server purge`; a longer --older-than or FERRY_PURGE_AFTER keeps migrations that can be rolled back longer); its rows stay as they are"
+    )
 }
 
 /// `(a, b, …) = ROW(excluded.a, excluded.b, …)` over every column of the kind's table but

@@ -112,6 +112,24 @@ pub enum Command {
         #[arg(long)]
         user: uuid::Uuid,
     },
+    /// Remove the bookkeeping of migrations verified longer ago than the retention: their
+    /// ledger answers, received hashes and before-images (their counts stay in the reports and
+    /// the fleet summary). Those migrations can no longer be rolled back. Running, stalled and
+    /// rolled-back migrations are never touched. Says first what it would remove; deletes only
+    /// with --yes (without --yes nor --dry-run: nothing deleted, exit status 1).
+    Purge {
+        /// Purge migrations verified longer ago than this: a whole number and a unit, s, m,
+        /// h, d or w (`30d`, `12h`).
+        #[arg(long, env = "FERRY_PURGE_AFTER", default_value = crate::operator::purge::DEFAULT_RETENTION,
+              value_parser = crate::operator::purge::parse_retention)]
+        older_than: std::time::Duration,
+        /// Only count what would be removed (exit status 0).
+        #[arg(long, conflicts_with = "yes")]
+        dry_run: bool,
+        /// Delete (without: only say what would be removed).
+        #[arg(long)]
+        yes: bool,
+    },
     /// List open conflicts (policy `manual`) waiting for a user's decision.
     Conflicts {
         /// Only this user (UUID); every user when omitted.

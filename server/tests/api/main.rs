@@ -25,6 +25,7 @@ mod layouts;
 mod observability;
 mod operations;
 mod pgbouncer;
+mod purge;
 mod races;
 mod refusals;
 mod run_status;

@@ -23,7 +23,7 @@ use crate::helpers::{
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 
 /// A PgBouncer process in transaction pooling mode in front of one database; killed on drop.
-struct Bouncer {
+pub(crate) struct Bouncer {
     child: Child,
     port: u16,
     dir: PathBuf,
@@ -105,7 +105,7 @@ impl Bouncer {
     }
 
     /// How to reach the database through PgBouncer.
-    fn config(&self) -> tokio_postgres::Config {
+    pub(crate) fn config(&self) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
             .host("127.0.0.1")
@@ -130,7 +130,7 @@ impl Drop for Bouncer {
 
 /// A server over a fresh database, reached only through PgBouncer (2 server connections for a
 /// pool of 8), with `statement_timeout_ms`.
-async fn app_behind_bouncer(statement_timeout_ms: u64) -> (TestApp, Bouncer) {
+pub(crate) async fn app_behind_bouncer(statement_timeout_ms: u64) -> (TestApp, Bouncer) {
     let database = fresh_database().await;
     let bouncer = Bouncer::start(&database, 2).await;
     let mut settings = test_settings();
