@@ -348,7 +348,12 @@ pub struct Settings {
     /// Keep the per-user rate limit buckets in PostgreSQL (`ferry_rate_buckets`), shared by
     /// every server process over the database, instead of in this process's memory (one more
     /// statement per authenticated request). Set it when several processes serve one database.
-    #[arg(long, env = "FERRY_RATE_LIMIT_SHARED", global = true, default_value_t = false)]
+    #[arg(
+        long,
+        env = "FERRY_RATE_LIMIT_SHARED",
+        global = true,
+        default_value_t = false
+    )]
     pub rate_limit_shared: bool,
 
     /// Origins allowed to call the API from a browser, comma-separated (none: no CORS headers).

@@ -3,14 +3,15 @@
 //! `user_id`, so each one can be routed to the one shard holding that user. Checked from
 //! `pg_stat_statements` after a real migration through the HTTP API (batches, a replay,
 //! conflicts of every policy, a resolution, the report, verification, a rollback), not by
-//! reading the code.
+//! reading the code. And several processes over one database apply one per-user rate limit
+//! when their buckets are shared (`FERRY_RATE_LIMIT_SHARED`).
 
 use std::collections::BTreeMap;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Run, pairs, spawn_app};
+use crate::helpers::{Run, ServerProcess, app_at, fresh_database, pairs, spawn_app};
 use crate::run_status::{tallies, verify};
 
 /// Ferry's tables holding one row per user's something: distributed by `user_id`.
@@ -179,4 +180,80 @@ async fn executed(app: &crate::helpers::TestApp) -> BTreeMap<String, i64> {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect()
+}
+
+/// `/v1/me` as `token` on each server in turn, `n` times: the status codes.
+async fn statuses(servers: &[&str], token: &str, n: usize) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let r = client
+            .get(format!("{}/v1/me", servers[i % servers.len()]))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        out.push(r.status().as_u16());
+    }
+    out
+}
+
+#[tokio::test]
+async fn with_shared_buckets_two_processes_apply_one_rate_limit_per_user() {
+    let database = fresh_database().await;
+    let Some(conninfo) = database.conninfo.clone() else {
+        return; // An external DATABASE_URL: no connection string for this database.
+    };
+    // A burst of 4, then one request per 100 s: the test never sees a refill.
+    let limit = [
+        ("FERRY_RATE_LIMIT_PER_SECOND", "0.01"),
+        ("FERRY_RATE_LIMIT_BURST", "4"),
+    ];
+    let shared: Vec<(&str, &str)> = limit
+        .iter()
+        .copied()
+        .chain([("FERRY_RATE_LIMIT_SHARED", "true")])
+        .collect();
+    let a = ServerProcess::start(&conninfo, &shared).await;
+    let b = ServerProcess::start(&conninfo, &shared).await;
+    let app = app_at(&a.url, database);
+    let user = app.user();
+    let seen = statuses(&[&a.url, &b.url], &user.token, 8).await;
+    assert_eq!(
+        seen,
+        [200, 200, 200, 200, 429, 429, 429, 429],
+        "one bucket for both processes"
+    );
+    // The refusal is the error shape, with when to try again.
+    let refused = reqwest::Client::new()
+        .get(format!("{}/v1/me", b.url))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=100).contains(&retry), "Retry-After {retry}");
+    crate::helpers::expect_error(refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // Another user has a bucket of their own.
+    let other = app.user();
+    assert_eq!(statuses(&[&b.url], &other.token, 1).await, [200]);
+
+    // What the default (per-process buckets) allows the same user behind the same two
+    // processes: the limit times the number of processes.
+    let database = fresh_database().await;
+    let Some(conninfo) = database.conninfo.clone() else {
+        return;
+    };
+    let c = ServerProcess::start(&conninfo, &limit).await;
+    let d = ServerProcess::start(&conninfo, &limit).await;
+    let seen = statuses(&[&c.url, &d.url], &user.token, 10).await;
+    let allowed = seen.iter().filter(|s| **s == 200).count();
+    println!(
+        "per-process buckets: {allowed} of 10 allowed behind 2 processes (burst 4); shared: 4"
+    );
+    assert_eq!(allowed, 8, "{seen:?}");
 }
