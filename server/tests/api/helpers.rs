@@ -511,6 +511,21 @@ impl Run {
         Vec<ferry_core::pipeline::Record>,
         Vec<ferry_core::wire::EncodedBatch>,
     ) {
+        self.batches_of(pairs, ferry_core::wire::BatchLimits::default().max_records)
+    }
+
+    /// [`Run::batches`] in batches of at most `max_records` records.
+    pub fn batches_of(
+        &self,
+        pairs: &[(
+            ferry_core::lossless::LosslessString,
+            ferry_core::lossless::LosslessString,
+        )],
+        max_records: usize,
+    ) -> (
+        Vec<ferry_core::pipeline::Record>,
+        Vec<ferry_core::wire::EncodedBatch>,
+    ) {
         let records = ferry_core::pipeline::process(demo_spec(), pairs, &self.context());
         let batches = ferry_core::wire::build_batches(
             demo_spec(),
@@ -518,7 +533,10 @@ impl Run {
             &records,
             0..records.len(),
             0,
-            ferry_core::wire::BatchLimits::default(),
+            ferry_core::wire::BatchLimits {
+                max_records,
+                ..ferry_core::wire::BatchLimits::default()
+            },
         );
         (records, batches)
     }

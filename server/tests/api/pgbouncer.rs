@@ -17,7 +17,7 @@ use tokio_postgres::config::Host;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Run, TestApp, TestDatabase, demo_spec, expect_error, fresh_database, pairs, test_settings,
+    Run, TestApp, TestDatabase, expect_error, fresh_database, pairs, test_settings,
 };
 
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
@@ -169,17 +169,9 @@ fn tasks(n: usize, per_batch: usize) -> (Run, Vec<Uuid>, Vec<Vec<u8>>) {
                    "createdAt": "2024-01-01T00:00:00Z", "updatedAt": "2024-02-01T00:00:00Z"})
         })
         .collect();
-    let (records, _) = run.batches(&pairs(&[("tasks", &Value::Array(list).to_string())]));
-    let batches = ferry_core::wire::build_batches(
-        demo_spec(),
-        &run.header(),
-        &records,
-        0..records.len(),
-        0,
-        ferry_core::wire::BatchLimits {
-            max_records: per_batch,
-            max_bytes: 1 << 20,
-        },
+    let (records, batches) = run.batches_of(
+        &pairs(&[("tasks", &Value::Array(list).to_string())]),
+        per_batch,
     );
     let ids = records.iter().filter_map(|r| r.id).collect();
     (run, ids, batches.into_iter().map(|b| b.body).collect())

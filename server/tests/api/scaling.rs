@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::helpers::{Run, ServerProcess, app_at, fresh_database, pairs, spawn_app};
 use crate::run_status::{tallies, verify};
@@ -256,4 +257,80 @@ async fn with_shared_buckets_two_processes_apply_one_rate_limit_per_user() {
         "per-process buckets: {allowed} of 10 allowed behind 2 processes (burst 4); shared: 4"
     );
     assert_eq!(allowed, 8, "{seen:?}");
+}
+
+#[tokio::test]
+async fn three_processes_behind_a_round_robin_apply_every_record_exactly_once() {
+    let database = fresh_database().await;
+    let Some(conninfo) = database.conninfo.clone() else {
+        return; // An external DATABASE_URL: no connection string for this database.
+    };
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(ServerProcess::start(&conninfo, &[]).await);
+    }
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let app = app_at(&urls[0], database);
+    const USERS: usize = 60;
+    const TASKS: usize = 30;
+    // Each user's migration in small batches; every batch goes to two processes at once (a
+    // balancer's retry of a request it thought lost), and the users run concurrently.
+    let client = reqwest::Client::new();
+    let mut work = Vec::new();
+    for u in 0..USERS {
+        let user = app.user();
+        let list: Vec<Value> = (0..TASKS)
+            .map(|i| json!({"id": Uuid::new_v4(), "title": format!("u{u} t{i}"), "status": "todo", "createdAt": "2024-01-01T00:00:00Z"}))
+            .collect();
+        let run = Run::new();
+        let (_, batches) = run.batches_of(&pairs(&[("tasks", &Value::Array(list).to_string())]), 8);
+        let (client, urls) = (client.clone(), urls.clone());
+        work.push(tokio::spawn(async move {
+            for (i, b) in batches.into_iter().enumerate() {
+                let send = |url: String| {
+                    let client = client.clone();
+                    let (token, body) = (user.token.clone(), b.body.clone());
+                    async move {
+                        client
+                            .post(format!("{url}/v1/batches"))
+                            .bearer_auth(token)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .map(|r| r.status().as_u16())
+                    }
+                };
+                let (x, y) = tokio::join!(
+                    send(urls[(u + i) % 3].clone()),
+                    send(urls[(u + i + 1) % 3].clone())
+                );
+                // Each copy is applied or answered from the ledger (200), or told the other
+                // copy holds the user's lock right now (409, retried by a browser): never lost.
+                for s in [x, y] {
+                    let s = s.unwrap();
+                    assert!(s == 200 || s == 409, "status {s}");
+                }
+            }
+            user.id
+        }));
+    }
+    let mut ids = Vec::new();
+    for w in work {
+        ids.push(w.await.unwrap());
+    }
+    let rows = app
+        .count(
+            "SELECT count(*) FROM tasks WHERE user_id = ANY($1)",
+            &[&ids],
+        )
+        .await;
+    let distinct = app
+        .count(
+            "SELECT count(DISTINCT (user_id, legacy_id)) FROM tasks WHERE user_id = ANY($1)",
+            &[&ids],
+        )
+        .await;
+    assert_eq!(rows, (USERS * TASKS) as i64, "every record once");
+    assert_eq!(distinct, rows, "no record twice");
 }
