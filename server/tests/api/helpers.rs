@@ -567,6 +567,28 @@ impl TestApp {
         }
     }
 
+    /// The statements this test's database has run, with their calls, from
+    /// `pg_stat_statements` (the test cluster preloads it; the extension is created here).
+    pub async fn executed_statements(&self) -> std::collections::BTreeMap<String, i64> {
+        self.db
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+            .unwrap();
+        self.db
+            .query(
+                "SELECT s.query, sum(s.calls)::bigint FROM pg_stat_statements s
+                   JOIN pg_database d ON d.oid = s.dbid
+                  WHERE d.datname = current_database() AND s.query NOT ILIKE '%pg_stat_statements%'
+                  GROUP BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
     /// `POST /v1/batches` with `body`.
     pub async fn post_batch(&self, token: &str, body: Vec<u8>) -> reqwest::Response {
         self.client

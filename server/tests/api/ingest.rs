@@ -661,22 +661,12 @@ async fn a_user_cannot_touch_another_users_rows_whatever_the_batch_says() {
 
 /// Statements executed in the test's database, from pg_stat_statements (minus our own reads).
 async fn statements(app: &crate::helpers::TestApp) -> i64 {
-    app.count(
-        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s
-         JOIN pg_database d ON d.oid = s.dbid
-         WHERE d.datname = current_database() AND s.query NOT ILIKE '%pg_stat_statements%'",
-        &[],
-    )
-    .await
+    app.executed_statements().await.values().sum()
 }
 
 #[tokio::test]
 async fn a_batch_runs_the_same_number_of_statements_for_20_and_2000_records() {
     let app = spawn_app().await;
-    app.db
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .await
-        .unwrap();
     let user = app.user();
     let mut measured = Vec::new();
     for n in [20usize, 2000] {

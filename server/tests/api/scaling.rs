@@ -6,8 +6,6 @@
 //! reading the code. And several processes over one database apply one per-user rate limit
 //! when their buckets are shared (`FERRY_RATE_LIMIT_SHARED`).
 
-use std::collections::BTreeMap;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -48,13 +46,9 @@ fn legacy(title: &str, updated: &str) -> (String, String, String) {
 #[tokio::test]
 async fn every_ingest_statement_on_per_user_tables_is_keyed_by_user_id() {
     let app = spawn_app().await;
-    app.db
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .await
-        .unwrap();
     let user = app.user();
     // What start-up ran (Ferry's and the app's schema migrations) is not the ingest path.
-    let at_start = executed(&app).await;
+    let at_start = app.executed_statements().await;
 
     // A first migration: inserts of every kind, one record quarantined; its first batch replayed.
     let (tasks, envs, draft) = legacy("first", "2024-02-01T00:00:00Z");
@@ -116,7 +110,8 @@ async fn every_ingest_statement_on_per_user_tables_is_keyed_by_user_id() {
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
 
     // Every statement the scenario ran (more calls than at start) that touches a per-user table.
-    let ran: Vec<String> = executed(&app)
+    let ran: Vec<String> = app
+        .executed_statements()
         .await
         .into_iter()
         .filter(|(query, calls)| at_start.get(query).is_none_or(|before| calls > before))
@@ -166,21 +161,6 @@ async fn every_ingest_statement_on_per_user_tables_is_keyed_by_user_id() {
         "statements not keyed by user_id:\n{}",
         unkeyed.join("\n---\n")
     );
-}
-
-/// Statements this test's database has run, with their calls, from pg_stat_statements.
-async fn executed(app: &crate::helpers::TestApp) -> BTreeMap<String, i64> {
-    app.db
-        .query(
-            "SELECT s.query, sum(s.calls)::bigint FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-              WHERE d.datname = current_database() AND s.query NOT ILIKE '%pg_stat_statements%' GROUP BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
 }
 
 /// `/v1/me` as `token` on each server in turn, `n` times: the status codes.
