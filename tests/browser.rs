@@ -14,7 +14,9 @@ use ferry::browser::crypto::{DEVICE_CRYPTO_KEY, decrypt, subtle};
 use ferry::browser::idb::IdbStore;
 use ferry::browser::local::LocalStorage;
 use ferry::browser::{self, LockKind, storage_error};
-use ferry::ports::{AppStorage, HttpRequest, LocalFuture, Ports, Store, StoreOp, Transport};
+use ferry::ports::{
+    AppStorage, HttpRequest, LocalFuture, Ports, Store, StoreOp, Transport, TransportError,
+};
 use ferry::retry::RetryPolicy;
 use ferry::runner::{Config, Migrator, Mode, RunOptions, RunStatus};
 use ferry_core::backup;
@@ -99,7 +101,7 @@ fn migrator_with_attempts(ports: Ports, run: &str, mode: &str, attempts: u32) ->
 }
 
 async fn server_log(run: &str) -> Vec<serde_json::Value> {
-    let r = browser::net::FetchTransport
+    let r = browser::net::HttpTransport::new()
         .send(HttpRequest {
             method: "GET",
             url: format!("{SERVER}/t/{run}/log"),
@@ -541,4 +543,46 @@ async fn a_migration_rolled_back_in_flight_is_sent_again_under_a_new_id() {
 /// The ports of a "reloaded" page: the same IndexedDB, kept.
 fn fresh_ports_kept(db: &str) -> Ports {
     browser::ports(db, token(), LockKind::Best).unwrap()
+}
+
+/// reqwest's timeout aborts a request whose answer is late and, since its abort timer lives as
+/// long as the response, one whose body trickles in; the transport reports both as a timeout.
+#[wasm_bindgen_test]
+async fn the_transport_timeout_bounds_a_late_answer_and_a_trickling_body() {
+    for mode in ["stall", "trickle"] {
+        let started = js_sys::Date::now();
+        let r = browser::net::HttpTransport::new()
+            .send(HttpRequest {
+                method: "GET",
+                url: format!("{SERVER}/t/timeouts/{mode}/v1/conflicts"),
+                token: "x".to_owned(),
+                body: None,
+                headers: vec![],
+                timeout_ms: 500,
+            })
+            .await;
+        let took = js_sys::Date::now() - started;
+        assert_eq!(r, Err(TransportError::Timeout), "{mode}");
+        assert!(
+            took < 2_000.0,
+            "{mode}: gave up only after {took} ms (the server takes 3 s)"
+        );
+    }
+    // The same request with time enough gets the whole body.
+    let r = browser::net::HttpTransport::new()
+        .send(HttpRequest {
+            method: "GET",
+            url: format!("{SERVER}/t/timeouts/trickle/v1/conflicts"),
+            token: "x".to_owned(),
+            body: None,
+            headers: vec![],
+            timeout_ms: 10_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(),
+        serde_json::json!([])
+    );
 }

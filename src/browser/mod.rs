@@ -108,7 +108,7 @@ pub fn ports(db_name: &str, token_provider: Function, lock: LockKind) -> Result<
         store,
         clock: Rc::new(net::BrowserClock),
         entropy,
-        transport: Rc::new(net::FetchTransport),
+        transport: Rc::new(net::HttpTransport::new()),
         tokens: Rc::new(net::JsTokens::new(token_provider)),
         net: Rc::new(net::BrowserNet),
         locks,

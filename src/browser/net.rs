@@ -1,16 +1,18 @@
-//! The network edge: `fetch` with a timeout that really aborts the request
-//! (`AbortController`), access tokens from the app's callback, `navigator.onLine` and the
-//! `online` event, and the clock (`Date.now`, `setTimeout`). Batch bodies are gzip-compressed
-//! by the browser's `CompressionStream` on the way out (the server bounds what they expand to).
+//! The network edge: HTTP through reqwest (its wasm client is the browser's `fetch`), access
+//! tokens from the app's callback, `navigator.onLine` and the `online` event, and the clock
+//! (`Date.now`, `setTimeout`). Batch bodies are gzip-compressed by the browser's
+//! `CompressionStream` on the way out (the server bounds what they expand to).
 //!
-//! Plain web-sys `fetch` rather than reqwest: the migrator needs exactly one request shape,
-//! a per-request timeout that aborts the in-flight request and its body read, and the
-//! `Retry-After` header; with fetch all three are direct, and the bundle carries no HTTP
-//! client abstraction it does not use.
+//! reqwest's `RequestBuilder::timeout` aborts the request through an `AbortController` whose
+//! timer lives as long as the response, so it also bounds the body read (the faults e2e "a
+//! very slow network" has answers trickle in past the timeout). What reqwest does not do is
+//! say so: a body read cut by that timer fails as a decode error carrying the abort reason,
+//! not as a timeout. [`send`] tells them apart by the clock (a failure at or after the
+//! deadline is the timeout) — the only wrapper kept around it.
 
 use js_sys::{Function, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
-use web_sys::{AbortController, Headers, RequestInit, Response};
+use web_sys::Response;
 
 use super::{deferred, describe, wait, window};
 use crate::error::Error;
@@ -106,8 +108,26 @@ impl Tokens for JsTokens {
     }
 }
 
-/// `fetch` with an abort timeout; JSON bodies of [`GZIP_FROM_BYTES`] or more go gzip-compressed.
-pub struct FetchTransport;
+/// reqwest over the browser's `fetch`, with an abort timeout; JSON bodies of
+/// [`GZIP_FROM_BYTES`] or more go gzip-compressed.
+pub struct HttpTransport {
+    client: reqwest::Client,
+}
+
+impl HttpTransport {
+    /// A transport with its own reqwest client.
+    pub fn new() -> Self {
+        Self {
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Default for HttpTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// JSON bodies this long or longer are sent gzip-compressed (`Content-Encoding: gzip`) where
 /// the browser has `CompressionStream`; shorter ones gain less than the header costs.
@@ -141,79 +161,60 @@ async fn gzip(body: &[u8]) -> Option<Vec<u8>> {
     Some(Uint8Array::new(&buffer).to_vec())
 }
 
-async fn fetch(request: HttpRequest) -> Result<HttpResponse, TransportError> {
-    let net = |e: &JsValue| TransportError::Network(describe(e));
-    let w = window().map_err(|e| TransportError::Network(e.to_string()))?;
-    let controller = AbortController::new().map_err(|e| net(&e))?;
-    let headers = Headers::new().map_err(|e| net(&e))?;
-    headers
-        .set("Authorization", &format!("Bearer {}", request.token))
-        .map_err(|e| net(&e))?;
+async fn send(
+    client: &reqwest::Client,
+    request: HttpRequest,
+) -> Result<HttpResponse, TransportError> {
+    let method = if request.method == "POST" {
+        reqwest::Method::POST
+    } else {
+        reqwest::Method::GET
+    };
+    let timeout = std::time::Duration::from_millis(request.timeout_ms);
+    let mut builder = client
+        .request(method, &request.url)
+        .bearer_auth(&request.token)
+        .timeout(timeout);
     for (k, v) in &request.headers {
-        headers.set(k, v).map_err(|e| net(&e))?;
+        builder = builder.header(k.as_str(), v.as_str());
     }
-    let init = RequestInit::new();
-    init.set_method(request.method);
-    if let Some((body, content_type)) = &request.body {
-        headers
-            .set("Content-Type", content_type)
-            .map_err(|e| net(&e))?;
+    if let Some((body, content_type)) = request.body {
+        builder = builder.header("Content-Type", content_type);
         let compressed = if content_type.ends_with("json") && body.len() >= GZIP_FROM_BYTES {
-            gzip(body).await
+            gzip(&body).await
         } else {
             None
         };
-        match compressed {
-            Some(gz) => {
-                headers
-                    .set("Content-Encoding", "gzip")
-                    .map_err(|e| net(&e))?;
-                init.set_body(&Uint8Array::from(gz.as_slice()));
-            }
-            None => init.set_body(&Uint8Array::from(body.as_slice())),
+        builder = match compressed {
+            Some(gz) => builder.header("Content-Encoding", "gzip").body(gz),
+            None => builder.body(body),
+        };
+    }
+    let deadline = js_sys::Date::now() + request.timeout_ms as f64;
+    let failed = |e: reqwest::Error| {
+        if e.is_timeout() || js_sys::Date::now() >= deadline {
+            TransportError::Timeout
+        } else {
+            TransportError::Network(e.to_string())
         }
-    }
-    init.set_headers(&headers);
-    init.set_signal(Some(&controller.signal()));
-    let abort = {
-        let c = controller.clone();
-        Closure::once_into_js(move || c.abort())
     };
-    let timer = w
-        .set_timeout_with_callback_and_timeout_and_arguments_0(
-            abort.unchecked_ref(),
-            i32::try_from(request.timeout_ms).unwrap_or(i32::MAX),
-        )
-        .ok();
-    let result = async {
-        let response: Response = wait(w.fetch_with_str_and_init(&request.url, &init))
-            .await
-            .map_err(|e| net(&e))?
-            .dyn_into()
-            .map_err(|e| net(&e))?;
-        let retry_after = response.headers().get("Retry-After").ok().flatten();
-        let status = response.status();
-        let body = wait(response.array_buffer().map_err(|e| net(&e))?)
-            .await
-            .map_err(|e| net(&e))?;
-        Ok(HttpResponse {
-            status,
-            retry_after,
-            body: Uint8Array::new(&body).to_vec(),
-        })
-    }
-    .await;
-    if let Some(t) = timer {
-        w.clear_timeout_with_handle(t);
-    }
-    match result {
-        Err(_) if controller.signal().aborted() => Err(TransportError::Timeout),
-        other => other,
-    }
+    let response = builder.send().await.map_err(failed)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.bytes().await.map_err(failed)?;
+    Ok(HttpResponse {
+        status,
+        retry_after,
+        body: body.to_vec(),
+    })
 }
 
-impl Transport for FetchTransport {
+impl Transport for HttpTransport {
     fn send(&self, request: HttpRequest) -> LocalFuture<'_, Result<HttpResponse, TransportError>> {
-        Box::pin(fetch(request))
+        Box::pin(send(&self.client, request))
     }
 }

@@ -123,6 +123,24 @@ const server = http.createServer((req, res) => {
     }
     if (req.method === 'POST' && path === '/v1/backups')
       return reply(200, { id: req.headers['x-ferry-backup-id'], size: body.length });
+    // A server that answers late (`stall`: headers after 3 s) or whose body trickles in
+    // (`trickle`: headers at once, then a byte every 100 ms for 3 s): a client timeout must
+    // bound both.
+    if (req.method === 'GET' && path === '/v1/conflicts' && mode === 'stall') {
+      setTimeout(() => { if (!res.destroyed) reply(200, []); }, 3000);
+      return;
+    }
+    if (req.method === 'GET' && path === '/v1/conflicts' && mode === 'trickle') {
+      entry.status = 200;
+      res.writeHead(200, { ...cors, 'Content-Type': 'application/json' });
+      res.write('[');
+      let sent = 0;
+      const timer = setInterval(() => {
+        if (res.destroyed || ++sent >= 30) { clearInterval(timer); if (!res.destroyed) res.end(']'); return; }
+        res.write(' ');
+      }, 100);
+      return;
+    }
     if (req.method === 'GET' && path === '/v1/conflicts') return reply(200, []);
     return refuse(404, 'not_found');
   });
