@@ -118,6 +118,8 @@ pub const SCHEMA_MIGRATIONS: &[SchemaMigration] = &[
     schema_migration!(Ferry, 5, "0005_received_hash_bytes"),
     schema_migration!(Ferry, 6, "0006_migration_run_verification"),
     schema_migration!(Ferry, 7, "0007_spec_versions"),
+    // 0008 is another branch's; this list has a gap until it is merged.
+    schema_migration!(Ferry, 9, "0009_operator_audit"),
 ];
 
 /// What to do with pending app-table schema migrations.
