@@ -1,0 +1,136 @@
+// End-to-end tests of the operator's fleet dashboard (issue 16 §1): several users migrate
+// through the demo in headless Chromium, then the operator opens /admin with the operator
+// token, reads the counts (checked against PostgreSQL), drills into one user whose quarantine
+// holds a hostile title (shown as text), and rolls that user's migration back through the UI
+// (checked by SQL, with its audit row). Screenshots at desktop width and 375 px.
+//
+//   cd tests/e2e && FERRY_SERVER_BIN=… node --test admin.test.mjs
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Server, launchBrowser, newDevice, openPage, shot, notice, userName } from './harness.mjs';
+
+const server = new Server();
+let browser;
+
+before(async () => {
+  await server.start();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server.dispose();
+});
+
+const q = (s) => `'${String(s).replaceAll("'", "''")}'`;
+const HOSTILE = '<img src=x onerror=alert(1)>';
+
+/** One user migrates `tasks` through the demo; returns the user id. */
+async function migrateThroughDemo(label, tasks) {
+  const session = await server.token(userName(label));
+  const context = await newDevice(browser, { session });
+  const page = await openPage(context, `${server.url}/#tasks`);
+  await page.waitForFunction(() => !['pending', 'busy'].includes(document.documentElement.dataset.autoRun), null, { timeout: 60_000 });
+  await page.evaluate((t) => localStorage.setItem('tasks', JSON.stringify(t)), tasks);
+  await page.reload();
+  await notice(page, /now saved to your account/, 120_000);
+  await context.close();
+  return session.user_id;
+}
+
+const task = (title, status = 'todo', i = 0) => ({
+  id: crypto.randomUUID(), title, status, createdAt: new Date(Date.UTC(2025, 0, 1) + i * 60_000).toISOString(),
+});
+
+/** The dashboard, signed in with `token`, at `width`. */
+async function openDashboard(token, width = 1280) {
+  const context = await newDevice(browser, { width });
+  const page = await openPage(context, `${server.url}/admin`);
+  await page.fill('#token', token);
+  await page.click('#signin button[type=submit]');
+  return { context, page };
+}
+
+const cell = (page, selector) => page.locator(selector).first().textContent().then((t) => Number(t.replaceAll(',', '')));
+
+test('the dashboard after real migrations: counts, drill-down, hostile text, and a rollback checked by SQL', async () => {
+  const alice = await migrateThroughDemo('admin-a', [task('Plan the launch', 'todo', 1), task('Write the post', 'done', 2)]);
+  const bob = await migrateThroughDemo('admin-b', [task('Call the bank', 'in-progress', 3)]);
+  // Carol's hostile title comes with a status the spec does not know: quarantined, with reasons.
+  const carol = await migrateThroughDemo('admin-c', [task('Fine task', 'todo', 4), task(HOSTILE, 'bogus', 5)]);
+  assert.equal(server.count(`SELECT count(*) FROM ferry_quarantine WHERE user_id = ${q(carol)} AND raw_value LIKE '%onerror%'`), 1, 'the hostile record is quarantined');
+
+  // A wrong token: refused, nothing rendered.
+  {
+    const { context, page } = await openDashboard('not-the-operator-token-0123456789abcdef');
+    await page.waitForFunction(() => document.getElementById('status').dataset.kind === 'error');
+    assert.equal(await page.locator('#dashboard').isHidden(), true);
+    assert.match(await page.locator('#status').textContent(), /request /);
+    assert.equal(await page.locator('#users tbody tr').count(), 0);
+    await context.close();
+  }
+
+  const { context, page } = await openDashboard(server.env.FERRY_OPERATOR_TOKEN);
+  await page.waitForSelector('body[data-loaded=yes]');
+  const users = server.count('SELECT count(DISTINCT user_id) FROM ferry_migration_runs');
+  assert.equal(users, 3);
+  assert.equal(await cell(page, '#states [data-state=started]'), users);
+  const verified = server.count("SELECT count(*) FROM ferry_migration_runs WHERE status = 'verified'");
+  assert.equal(await cell(page, '#states [data-state=verified]'), verified);
+  assert.equal(await cell(page, '#kinds tr[data-kind=tasks] [data-col=received]'), server.count("SELECT count(*) FROM ferry_received WHERE kind = 'tasks'"));
+  assert.equal(await cell(page, '#kinds tr[data-kind=tasks] [data-col=quarantined]'), server.count("SELECT count(*) FROM ferry_quarantine WHERE kind = 'tasks'"));
+  assert.equal(await page.locator('#trend svg rect.bar').count() >= 1, true, 'the hour of these migrations has a bar');
+  for (const u of [alice, bob, carol]) assert.equal(await page.locator(`#users tr[data-user="${u}"]`).count(), 1, `user ${u} is listed`);
+  await shot(page, 'admin-desktop', { fullPage: true });
+
+  // Carol's drill-down: the hostile title is text, no element made from it, no script ran.
+  await page.click(`#users tr[data-user="${carol}"] button`);
+  await page.waitForSelector('#detail:not([hidden])');
+  assert.equal(await page.locator('#detail-user').textContent(), carol);
+  const raw = await page.locator('#quarantine pre.raw').allTextContents();
+  assert.ok(raw.some((t) => t.includes(HOSTILE)), `the hostile title is shown as text: ${raw.join(' | ')}`);
+  assert.equal(await page.locator('#detail img, main img').count(), 0, 'no element was made from data');
+  assert.ok((await page.locator('#quarantine .reasons li').count()) >= 1, 'the reasons are listed');
+  assert.deepEqual(page.dialogs, [], 'no script ran');
+  assert.deepEqual(page.errors, []);
+  await shot(page, 'admin-drilldown', { fullPage: true });
+
+  // Roll Carol's migration back through the UI, behind the typed confirmation.
+  const [run] = server.sql(`SELECT migration_id FROM ferry_migration_runs WHERE user_id = ${q(carol)}`);
+  assert.ok(server.count(`SELECT count(*) FROM tasks WHERE user_id = ${q(carol)}`) >= 1);
+  await page.click(`#runs tr[data-migration="${run.migration_id}"] button[data-rollback]`);
+  await page.waitForSelector('#confirm[open]');
+  assert.equal(await page.locator('#confirm-ok').isDisabled(), true, 'nothing happens before the confirmation is typed');
+  await page.fill('#confirm-input', 'wrong');
+  assert.equal(await page.locator('#confirm-ok').isDisabled(), true);
+  await page.fill('#confirm-input', run.migration_id.slice(0, 8));
+  await shot(page, 'admin-confirm');
+  await page.click('#confirm-ok');
+  await page.waitForFunction(() => /^Rolled back migration/.test(document.getElementById('status').textContent), null, { timeout: 30_000 });
+  assert.equal(server.sql(`SELECT status FROM ferry_migration_runs WHERE user_id = ${q(carol)}`)[0].status, 'rolled_back');
+  assert.equal(server.count(`SELECT count(*) FROM tasks WHERE user_id = ${q(carol)}`), 0, "Carol's migrated rows are gone");
+  assert.equal(server.count(`SELECT count(*) FROM tasks WHERE user_id IN (${q(alice)}, ${q(bob)})`), 3, "the others' rows stay");
+  const audit = server.sql(`SELECT operator, action, result, migration_id FROM ferry_operator_audit WHERE user_id = ${q(carol)}`);
+  assert.equal(audit.length, 1);
+  assert.equal(audit[0].action, 'rollback');
+  assert.equal(audit[0].result, 'rolled_back');
+  assert.equal(audit[0].migration_id, run.migration_id);
+  assert.ok(!audit[0].operator.includes(server.env.FERRY_OPERATOR_TOKEN), 'the audit names the credential, not the secret');
+  await page.waitForFunction(() => document.querySelectorAll('#audit li[data-audit]').length === 1);
+  assert.equal(await cell(page, '#states [data-state=rolled_back]'), 1);
+  assert.equal(await page.locator('#runs button[data-rollback]').count(), 0, 'a rolled-back migration offers no rollback');
+  await shot(page, 'admin-after-rollback', { fullPage: true });
+  await context.close();
+
+  // 375 px: everything fits the width, nothing scrolls sideways but the tables' own boxes.
+  const narrow = await openDashboard(server.env.FERRY_OPERATOR_TOKEN, 375);
+  await narrow.page.waitForSelector('body[data-loaded=yes]');
+  assert.ok(await narrow.page.evaluate(() => document.documentElement.scrollWidth <= 375), 'no sideways scroll at 375 px');
+  await shot(narrow.page, 'admin-375', { fullPage: true });
+  await narrow.page.click(`#users tr[data-user="${carol}"] button`);
+  await narrow.page.waitForSelector('#detail:not([hidden])');
+  assert.ok(await narrow.page.evaluate(() => document.documentElement.scrollWidth <= 375), 'the drill-down fits 375 px');
+  await shot(narrow.page, 'admin-375-drilldown', { fullPage: true });
+  await narrow.context.close();
+});
