@@ -18,6 +18,15 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** Gives every body cell of `table` its column's name (`data-label`), which narrow screens show. */
+function labelCells(table) {
+  const names = [...table.tHead.rows[0].cells].map((c) => c.textContent);
+  for (const row of table.tBodies[0].rows) {
+    if (row.cells.length !== names.length) continue;
+    [...row.cells].forEach((c, i) => { c.dataset.label = names[i]; });
+  }
+}
+
 const fmt = (n) => Number(n ?? 0).toLocaleString('en');
 const when = (t) => (t ? t.replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC') : '—');
 const STATES = [
@@ -69,6 +78,15 @@ function showSignedIn(on) {
 
 // ---- The summary -------------------------------------------------------------------------
 
+let lastHours = [];
+
+/** The chart at the width of its box, so its text stays legible from 375 px up. */
+function drawTrend() {
+  const box = $('trend');
+  const width = Math.max(300, Math.min(1100, Math.round(box.clientWidth || 720)));
+  box.replaceChildren(trendChart(fillHours(lastHours), { width, height: width < 600 ? 200 : 240 }));
+}
+
 function renderSummary(s) {
   const states = $('states');
   states.replaceChildren();
@@ -78,7 +96,8 @@ function renderSummary(s) {
   const hours = Math.round(s.stalled_after_secs / 3600);
   $('stalled-note').textContent = `Stalled: a running migration with no batch for ${hours} h. A user's state is their latest migration's.`;
 
-  $('trend').replaceChildren(trendChart(fillHours(s.hours)));
+  lastHours = s.hours;
+  drawTrend();
 
   const kinds = $('kinds').tBodies[0];
   kinds.replaceChildren();
@@ -93,6 +112,7 @@ function renderSummary(s) {
       el('td', { dataset: { col: 'conflicts' }, class: 'num' }, fmt(k.conflicts_open))));
   }
 
+  labelCells($('kinds'));
   const versions = $('versions').tBodies[0];
   versions.replaceChildren();
   if (!s.spec_versions.length) versions.append(el('tr', {}, el('td', { colspan: 4 }, 'No migrations yet.')));
@@ -116,7 +136,8 @@ async function loadUsers(append = false) {
   const body = $('users').tBodies[0];
   if (!append) body.replaceChildren();
   for (const u of page.users) {
-    const open = el('button', { type: 'button', class: 'link', 'aria-label': `Open user ${u.user_id}` }, el('code', {}, u.user_id));
+    const open = el('button', { type: 'button', class: 'link', title: u.user_id, 'aria-label': `Open user ${u.user_id}` },
+      el('code', { class: 'id-full' }, u.user_id), el('code', { class: 'id-short', 'aria-hidden': 'true' }, `${u.user_id.slice(0, 8)}…`));
     open.addEventListener('click', () => openUser(u.user_id).catch(failed));
     body.append(el('tr', { dataset: { user: u.user_id } },
       el('td', {}, open),
@@ -127,6 +148,7 @@ async function loadUsers(append = false) {
       el('td', {}, when(u.last_batch_at))));
   }
   if (!body.rows.length) body.append(el('tr', {}, el('td', { colspan: 6 }, 'No user in this state.')));
+  labelCells($('users'));
   nextAfter = page.next_after;
   $('more').hidden = !nextAfter;
 }
@@ -161,6 +183,7 @@ async function openUser(userId) {
       el('td', {}, action)));
   }
 
+  labelCells($('runs'));
   const q = $('quarantine');
   q.replaceChildren();
   if (!d.quarantine.length) q.append(el('li', { class: 'hint' }, 'Nothing quarantined.'));
@@ -258,6 +281,8 @@ function start() {
     say('Token forgotten.');
   });
   $('refresh').addEventListener('click', () => loadAll().catch(failed));
+  let resize = null;
+  window.addEventListener('resize', () => { clearTimeout(resize); resize = setTimeout(drawTrend, 150); });
   $('state').addEventListener('change', () => loadUsers().catch(failed));
   $('more').addEventListener('click', () => loadUsers(true).catch(failed));
   $('close-detail').addEventListener('click', () => { shownUser = null; $('detail').hidden = true; });

@@ -37,7 +37,7 @@ export function fillHours(hours, now = new Date(), span = 48) {
 
 /** The chart as an <svg> element, with a text summary for screen readers. */
 export function trendChart(hours, { width = 720, height = 220 } = {}) {
-  const pad = { left: 48, right: 44, top: 12, bottom: 28 };
+  const pad = { left: 44, right: 36, top: 12, bottom: 28 };
   const w = width - pad.left - pad.right;
   const h = height - pad.top - pad.bottom;
   const maxRecords = niceMax(Math.max(0, ...hours.map((x) => x.records)));
@@ -54,8 +54,11 @@ export function trendChart(hours, { width = 720, height = 220 } = {}) {
   for (const f of [0, 0.5, 1]) {
     const yy = pad.top + h - f * h;
     root.append(svg('line', { x1: pad.left, x2: pad.left + w, y1: yy, y2: yy, class: 'grid' }));
-    root.append(svg('text', { x: pad.left - 6, y: yy + 4, 'text-anchor': 'end', class: 'axis records' }, (f * maxRecords).toLocaleString('en')));
-    root.append(svg('text', { x: pad.left + w + 6, y: yy + 4, 'text-anchor': 'start', class: 'axis users' }, String(f * maxUsers)));
+    // Counts are whole: a half-way mark that is not is left unlabelled.
+    const records = f * maxRecords;
+    const users = f * maxUsers;
+    if (Number.isInteger(records)) root.append(svg('text', { x: pad.left - 6, y: yy + 4, 'text-anchor': 'end', class: 'axis records' }, records.toLocaleString('en')));
+    if (Number.isInteger(users)) root.append(svg('text', { x: pad.left + w + 6, y: yy + 4, 'text-anchor': 'start', class: 'axis users' }, users.toLocaleString('en')));
   }
   // Bars: records.
   hours.forEach((x, i) => {
@@ -68,9 +71,10 @@ export function trendChart(hours, { width = 720, height = 220 } = {}) {
   // Line: users.
   const points = hours.map((x, i) => `${(pad.left + (i + 0.5) * step).toFixed(1)},${y(x.users, maxUsers).toFixed(1)}`).join(' ');
   root.append(svg('polyline', { points, class: 'line', fill: 'none' }));
-  // Hour labels: every 12 hours.
+  // Hour labels: about one per 110 px, on whole multiples of 6 hours.
+  const every = Math.max(6, Math.ceil((hours.length * 110) / w / 6) * 6);
   hours.forEach((x, i) => {
-    if (i % 12 !== 0 && i !== hours.length - 1) return;
+    if ((hours.length - 1 - i) % every !== 0) return;
     root.append(svg('text', { x: pad.left + (i + 0.5) * step, y: height - 8, 'text-anchor': 'middle', class: 'axis' }, `${x.hour.slice(5, 10)} ${x.hour.slice(11, 13)}h`));
   });
   return root;
