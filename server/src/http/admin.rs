@@ -195,7 +195,10 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
             ),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
         ],
         body,
     )
@@ -635,7 +638,10 @@ mod tests {
         let raw = r#"{"id":"1","name":"<b>x</b>","config":{"githubToken":"ghp_secret"}}"#;
         let shown = masked_raw(&[environments], raw).unwrap();
         assert!(!shown.contains("ghp_secret"), "{shown}");
-        assert!(shown.contains(MASK) && shown.contains("<b>x</b>"), "{shown}");
+        assert!(
+            shown.contains(MASK) && shown.contains("<b>x</b>"),
+            "{shown}"
+        );
         assert!(masked_raw(&[environments], "not json").is_err());
         assert!(masked_raw(&[], "{}").is_err());
         let tasks = spec.kind("tasks").unwrap();

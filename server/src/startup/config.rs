@@ -367,8 +367,13 @@ pub struct Settings {
     /// The operator's token for the dashboard at `/admin` (sent as `Authorization: Bearer
     /// <token>`), at least 32 characters. Unset (and no `--operator-token-file`): the dashboard
     /// is off and `/admin` answers 403 saying how to turn it on.
-    #[arg(long, env = "FERRY_OPERATOR_TOKEN", global = true, hide_env_values = true,
-          conflicts_with = "operator_token_file")]
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_TOKEN",
+        global = true,
+        hide_env_values = true,
+        conflicts_with = "operator_token_file"
+    )]
     pub operator_token: Option<Secret<String>>,
 
     /// A file holding the operator's token (its first line), instead of `FERRY_OPERATOR_TOKEN`.

@@ -378,7 +378,9 @@ impl Application {
         let mut http = HttpSettings::from_settings(settings, dev_mode);
         http.operator_token = operator_token(settings)?;
         if http.operator_token.is_none() {
-            tracing::info!("no operator token (FERRY_OPERATOR_TOKEN): the dashboard at /admin is off");
+            tracing::info!(
+                "no operator token (FERRY_OPERATOR_TOKEN): the dashboard at /admin is off"
+            );
         }
         let state = AppState::new(pool, keys, http, engine)?;
         let address = SocketAddr::new(settings.host, settings.port);
@@ -474,7 +476,9 @@ pub fn operator_token(
     let text = match (&settings.operator_token, &settings.operator_token_file) {
         (Some(token), _) => token.expose().clone(),
         (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| StartupError::OperatorToken(format!("cannot read {}: {e}", path.display())))?
+            .map_err(|e| {
+                StartupError::OperatorToken(format!("cannot read {}: {e}", path.display()))
+            })?
             .lines()
             .next()
             .unwrap_or_default()

@@ -167,8 +167,11 @@ async fn the_dashboard_counts_users_and_drills_down_with_secrets_masked_and_text
     // Bob also has an environment whose config holds a token: quarantined (no name), masked.
     let run = Run::new();
     let envs = json!([{"id": Uuid::new_v4(), "config": {"githubToken": "ghp_topsecret"}}]);
-    app.send(&bob.token, run.batch(&[("environments", &envs.to_string())]))
-        .await;
+    app.send(
+        &bob.token,
+        run.batch(&[("environments", &envs.to_string())]),
+    )
+    .await;
 
     let summary = admin_json(&app, "/admin/api/summary").await;
     assert_eq!(summary["users"]["started"], 2, "{summary}");
@@ -180,12 +183,18 @@ async fn the_dashboard_counts_users_and_drills_down_with_secrets_masked_and_text
         .find(|k| k["kind"] == "tasks")
         .unwrap();
     let received = app
-        .count("SELECT count(*) FROM ferry_received WHERE kind = 'tasks'", &[])
+        .count(
+            "SELECT count(*) FROM ferry_received WHERE kind = 'tasks'",
+            &[],
+        )
         .await;
     assert_eq!(tasks["received"], received, "{summary}");
     assert_eq!(tasks["quarantined"], 2, "{summary}");
     let versions = summary["spec_versions"].as_array().unwrap();
-    assert_eq!(versions.iter().map(|v| &v["users"]).collect::<Vec<_>>(), [2]);
+    assert_eq!(
+        versions.iter().map(|v| &v["users"]).collect::<Vec<_>>(),
+        [2]
+    );
 
     // The list, by state and a page at a time.
     let all = admin_json(&app, "/admin/api/users").await;
@@ -226,10 +235,8 @@ async fn the_dashboard_counts_users_and_drills_down_with_secrets_masked_and_text
         "{detail}"
     );
     assert!(
-        quarantine
-            .iter()
-            .any(|q| q["kind"] == "environments"
-                && q["raw_value"].as_str().is_some_and(|r| r.contains("•••"))),
+        quarantine.iter().any(|q| q["kind"] == "environments"
+            && q["raw_value"].as_str().is_some_and(|r| r.contains("•••"))),
         "{detail}"
     );
 
@@ -268,20 +275,42 @@ async fn an_operator_rollback_is_the_clis_with_one_audit_row_per_action() {
 
     // A migration the user does not have, and a user who does not exist: 404, audited.
     let confirm = |m: Uuid| json!({"migration_id": m, "confirm": true});
-    let r = rollback(&app, &alice.id.to_string(), &confirm(Uuid::new_v4()), OPERATOR_TOKEN).await;
+    let r = rollback(
+        &app,
+        &alice.id.to_string(),
+        &confirm(Uuid::new_v4()),
+        OPERATOR_TOKEN,
+    )
+    .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
-    let r = rollback(&app, &Uuid::new_v4().to_string(), &confirm(run.migration_id), OPERATOR_TOKEN).await;
+    let r = rollback(
+        &app,
+        &Uuid::new_v4().to_string(),
+        &confirm(run.migration_id),
+        OPERATOR_TOKEN,
+    )
+    .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = rollback(&app, "nobody", &confirm(run.migration_id), OPERATOR_TOKEN).await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
 
-    let r = rollback(&app, &alice.id.to_string(), &confirm(run.migration_id), OPERATOR_TOKEN).await;
+    let r = rollback(
+        &app,
+        &alice.id.to_string(),
+        &confirm(run.migration_id),
+        OPERATOR_TOKEN,
+    )
+    .await;
     let status = r.status();
     let done: Value = r.json().await.unwrap();
     assert_eq!(status, StatusCode::OK, "{done}");
     assert_eq!(done["rollback"]["already_rolled_back"], false, "{done}");
     assert_eq!(tasks_of(&app, alice.id).await, 0);
-    assert_eq!(tasks_of(&app, bob.id).await, 2, "another user's rows are untouched");
+    assert_eq!(
+        tasks_of(&app, bob.id).await,
+        2,
+        "another user's rows are untouched"
+    );
     assert_eq!(
         app.text(
             "SELECT status FROM ferry_migration_runs WHERE user_id = $1 AND migration_id = $2",
@@ -309,7 +338,13 @@ async fn an_operator_rollback_is_the_clis_with_one_audit_row_per_action() {
     assert!(row.get::<_, Option<i64>>(5).unwrap() > 0);
 
     // Again: nothing more to do, and said so.
-    let r = rollback(&app, &alice.id.to_string(), &confirm(run.migration_id), OPERATOR_TOKEN).await;
+    let r = rollback(
+        &app,
+        &alice.id.to_string(),
+        &confirm(run.migration_id),
+        OPERATOR_TOKEN,
+    )
+    .await;
     let again: Value = r.json().await.unwrap();
     assert_eq!(again["rollback"]["already_rolled_back"], true, "{again}");
 
@@ -323,7 +358,12 @@ async fn an_operator_rollback_is_the_clis_with_one_audit_row_per_action() {
         .collect();
     assert_eq!(
         results,
-        ["not_found", "not_found", "rolled_back", "already_rolled_back"],
+        [
+            "not_found",
+            "not_found",
+            "rolled_back",
+            "already_rolled_back"
+        ],
         "the non-UUID user never reached an action"
     );
     // The summary and the drill-down show it.
