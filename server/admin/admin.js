@@ -113,6 +113,17 @@ function renderSummary(s) {
   }
 
   labelCells($('kinds'));
+
+  const rejections = $('rejections').tBodies[0];
+  rejections.replaceChildren();
+  if (!s.rejections.length) rejections.append(el('tr', {}, el('td', { colspan: 3 }, 'Nothing quarantined.')));
+  for (const r of s.rejections) {
+    rejections.append(el('tr', { dataset: { kind: r.kind, field: r.field ?? '' } },
+      el('th', { scope: 'row' }, `${r.kind} · ${r.field ?? '(record)'}`),
+      el('td', { class: 'num', dataset: { col: 'records' } }, fmt(r.records)),
+      el('td', { class: 'example' }, r.example)));
+  }
+  labelCells($('rejections'));
   const versions = $('versions').tBodies[0];
   versions.replaceChildren();
   if (!s.spec_versions.length) versions.append(el('tr', {}, el('td', { colspan: 4 }, 'No migrations yet.')));

@@ -81,6 +81,9 @@ test('the dashboard after real migrations: counts, drill-down, hostile text, and
   assert.equal(await cell(page, '#kinds tr[data-kind=tasks] [data-col=received]'), server.count("SELECT count(*) FROM ferry_received WHERE kind = 'tasks'"));
   assert.equal(await cell(page, '#kinds tr[data-kind=tasks] [data-col=quarantined]'), server.count("SELECT count(*) FROM ferry_quarantine WHERE kind = 'tasks'"));
   assert.equal(await page.locator('#trend svg rect.bar').count() >= 1, true, 'the hour of these migrations has a bar');
+  const rejected = page.locator('#rejections tr[data-kind=tasks][data-field=status]');
+  assert.equal(await rejected.locator('[data-col=records]').textContent(), '1');
+  assert.ok((await rejected.locator('.example').textContent()).includes('bogus'), 'an example reason is shown');
   for (const u of [alice, bob, carol]) assert.equal(await page.locator(`#users tr[data-user="${u}"]`).count(), 1, `user ${u} is listed`);
   await shot(page, 'admin-desktop', { fullPage: true });
 

@@ -34,6 +34,28 @@ pub struct FleetSummary {
     pub hours: Vec<HourTotals>,
     /// Users per spec app and version of their latest migration, most users first.
     pub spec_versions: Vec<SpecVersionUsers>,
+    /// Why records were quarantined: by kind and field, most frequent first, the first
+    /// [`TOP_REJECTIONS`].
+    pub rejections: Vec<RejectionReason>,
+}
+
+/// How many rejection groups the summary lists.
+pub const TOP_REJECTIONS: i64 = 20;
+
+/// One group of quarantine reasons: a kind and the field the reasons name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectionReason {
+    /// The kind.
+    pub kind: String,
+    /// The field the reasons name (`None`: the record as a whole, e.g. not an object).
+    pub field: Option<String>,
+    /// Reasons in the group (a record may give several).
+    pub count: u64,
+    /// Records in the group.
+    pub records: u64,
+    /// One reason, as the pipeline wrote it: values of sensitive fields are already redacted
+    /// there (ferry-core never quotes them).
+    pub example: String,
 }
 
 /// How many users' latest migration was made with one spec version.
@@ -218,12 +240,36 @@ pub async fn summary(
         })
         .collect();
 
+    let rejections = client
+        .query_typed(
+            "SELECT q.kind, substring(r.reason from 'field `([^`]*)`') AS field,
+                    count(*), count(DISTINCT q.id), min(r.reason)
+               FROM ferry_quarantine q,
+                    LATERAL jsonb_array_elements_text(
+                        CASE WHEN jsonb_typeof(q.reasons) = 'array' THEN q.reasons
+                             ELSE jsonb_build_array(q.reasons #>> '{}') END) AS r(reason)
+              GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $1",
+            &[(&TOP_REJECTIONS, Type::INT8)],
+        )
+        .await
+        .map_err(query_error("group the quarantine reasons"))?
+        .into_iter()
+        .map(|row| RejectionReason {
+            kind: row.get(0),
+            field: row.get(1),
+            count: count(row.get(2)),
+            records: count(row.get(3)),
+            example: row.get(4),
+        })
+        .collect();
+
     Ok(FleetSummary {
         stalled_after_secs: stalled_after.as_secs(),
         users,
         kinds: kinds.into_values().collect(),
         hours,
         spec_versions,
+        rejections,
     })
 }
 
@@ -261,6 +307,16 @@ pub fn render(summary: &FleetSummary) -> String {
             v.version.as_deref().unwrap_or("-"),
             v.users,
             v.running
+        );
+    }
+    for r in &summary.rejections {
+        let _ = writeln!(
+            text,
+            "rejected {} field {}: {} records, e.g. {}",
+            r.kind,
+            r.field.as_deref().unwrap_or("(record)"),
+            r.records,
+            crate::http::error::shorten_chars(&r.example)
         );
     }
     if !summary.hours.is_empty() {

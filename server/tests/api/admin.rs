@@ -190,6 +190,19 @@ async fn the_dashboard_counts_users_and_drills_down_with_secrets_masked_and_text
         .await;
     assert_eq!(tasks["received"], received, "{summary}");
     assert_eq!(tasks["quarantined"], 2, "{summary}");
+    // Top rejection reasons: by kind and field, counted, an example each, no secret in clear.
+    let rejections = summary["rejections"].as_array().unwrap();
+    let status = rejections
+        .iter()
+        .find(|r| r["kind"] == "tasks" && r["field"] == "status")
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert_eq!(status["records"], 2, "{summary}");
+    assert!(status["example"].as_str().unwrap().contains("bogus"), "{summary}");
+    assert!(
+        rejections.iter().any(|r| r["kind"] == "environments"),
+        "{summary}"
+    );
+    assert!(!summary.to_string().contains("ghp_topsecret"), "{summary}");
     let versions = summary["spec_versions"].as_array().unwrap();
     assert_eq!(
         versions.iter().map(|v| &v["users"]).collect::<Vec<_>>(),
