@@ -197,7 +197,10 @@ async fn the_dashboard_counts_users_and_drills_down_with_secrets_masked_and_text
         .find(|r| r["kind"] == "tasks" && r["field"] == "status")
         .unwrap_or_else(|| panic!("{summary}"));
     assert_eq!(status["records"], 2, "{summary}");
-    assert!(status["example"].as_str().unwrap().contains("bogus"), "{summary}");
+    assert!(
+        status["example"].as_str().unwrap().contains("bogus"),
+        "{summary}"
+    );
     assert!(
         rejections.iter().any(|r| r["kind"] == "environments"),
         "{summary}"
@@ -386,4 +389,31 @@ async fn an_operator_rollback_is_the_clis_with_one_audit_row_per_action() {
     assert_eq!(detail["audit"].as_array().unwrap().len(), 3, "{detail}");
     let list = admin_json(&app, "/admin/api/users?state=rolled_back").await;
     assert_eq!(list["users"][0]["user_id"], alice.id.to_string());
+}
+
+#[test]
+fn the_operator_token_comes_from_the_environment_or_a_file_and_must_be_long() {
+    use ferry_server::startup::config::Settings;
+    use ferry_server::startup::operator_token;
+    let mut settings = Settings::defaults();
+    assert!(operator_token(&settings).unwrap().is_none(), "none: off");
+
+    let dir = std::env::temp_dir().join(format!("ferry-op-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{OPERATOR_TOKEN}\nsecond line ignored\n")).unwrap();
+    settings.operator_token_file = Some(file.clone());
+    let token = operator_token(&settings).unwrap().unwrap();
+    assert!(token.matches(OPERATOR_TOKEN));
+
+    std::fs::write(&file, "short\n").unwrap();
+    let error = operator_token(&settings).unwrap_err().to_string();
+    assert!(error.contains("at least 32"), "{error}");
+    settings.operator_token_file = Some(dir.join("missing"));
+    let error = operator_token(&settings).unwrap_err().to_string();
+    assert!(
+        error.contains("cannot read") && error.contains("missing"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
