@@ -198,6 +198,9 @@ async function openUser(userId) {
   const q = $('quarantine');
   q.replaceChildren();
   if (!d.quarantine.length) q.append(el('li', { class: 'hint' }, 'Nothing quarantined.'));
+  $('quarantine-count').textContent = d.quarantine_total > d.quarantine.length
+    ? `(the oldest ${fmt(d.quarantine.length)} of ${fmt(d.quarantine_total)}; \`ferry-server quarantine\` lists them all)`
+    : `(${fmt(d.quarantine_total)})`;
   for (const r of d.quarantine) {
     const reasons = el('ul', { class: 'reasons' });
     for (const reason of Array.isArray(r.reasons) ? r.reasons : [r.reasons]) reasons.append(el('li', {}, typeof reason === 'string' ? reason : JSON.stringify(reason)));

@@ -403,12 +403,18 @@ pub fn masked_raw(kinds: &[&ferry_core::spec::Kind], raw: &str) -> Result<String
     serde_json::to_string(&object).map_err(|e| e.to_string())
 }
 
+/// Most quarantined records one drill-down shows (`quarantine_total` says how many there are).
+pub const MAX_QUARANTINE_SHOWN: usize = 200;
+
 /// Everything about one user.
 #[derive(Debug, Serialize)]
 struct UserDetail {
     user_id: Uuid,
     runs: Vec<report::RunSummary>,
+    /// The oldest [`MAX_QUARANTINE_SHOWN`] quarantined records.
     quarantine: Vec<QuarantineView>,
+    /// Every quarantined record of the user.
+    quarantine_total: usize,
     conflicts: Vec<conflicts::Conflict>,
     backups: Vec<backups::StoredBackup>,
     audit: Vec<audit::AuditRow>,
@@ -445,9 +451,11 @@ async fn user_detail(
         )));
     }
     let cipher = &state.engine().cipher;
-    let quarantine = quarantine::quarantined_records(&client, cipher, Some(user), None)
-        .await?
+    let records = quarantine::quarantined_records(&client, cipher, Some(user), None).await?;
+    let quarantine_total = records.len();
+    let quarantine = records
         .into_iter()
+        .take(MAX_QUARANTINE_SHOWN)
         .map(|r| {
             let kinds: Vec<&ferry_core::spec::Kind> = state
                 .engines()
@@ -488,6 +496,7 @@ async fn user_detail(
         user_id: user,
         runs,
         quarantine,
+        quarantine_total,
         conflicts,
         backups,
         audit,

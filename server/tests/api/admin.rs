@@ -244,6 +244,7 @@ async fn the_dashboard_counts_users_and_drills_down_with_secrets_masked_and_text
     let text = detail.to_string();
     assert!(!text.contains("ghp_topsecret"), "{text}");
     let quarantine = detail["quarantine"].as_array().unwrap();
+    assert_eq!(detail["quarantine_total"], 2, "{detail}");
     assert!(
         quarantine
             .iter()
