@@ -108,7 +108,7 @@ pub struct HourTotals {
     pub hour: String,
     /// Records received in it.
     pub records: u64,
-    /// Users whose records arrived in it.
+    /// Users who sent a batch in it.
     pub users: u64,
 }
 
@@ -199,24 +199,57 @@ pub async fn summary(
         totals(&mut kinds, row.get(0)).conflicts_open = count(row.get(1));
     }
 
-    let hours = client
+    // Records per hour from the received records (a hash aggregate, no sort); users per hour
+    // from the ledger (one row per batch, far fewer): the users who sent a batch that hour.
+    // One `count(DISTINCT user_id)` over the records instead took three times as long.
+    let hour_sql = |table: &str, column: &str, what: &str| {
+        format!(
+            "SELECT to_char(h, 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"'), n FROM (
+                 SELECT date_trunc('hour', {column} AT TIME ZONE 'UTC') AS h, {what} AS n
+                   FROM {table} WHERE {column} >= now() - make_interval(hours => $1)
+                  GROUP BY 1) t ORDER BY h"
+        )
+    };
+    let span = i32::try_from(TREND_HOURS).unwrap_or(48);
+    let records = client
         .query_typed(
-            "SELECT to_char(date_trunc('hour', received_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"'),
-                    count(*), count(DISTINCT user_id)
-               FROM ferry_received
-              WHERE received_at >= now() - make_interval(hours => $1)
-              GROUP BY 1 ORDER BY 1",
-            &[(&i32::try_from(TREND_HOURS).unwrap_or(48), Type::INT4)],
+            &hour_sql("ferry_received", "received_at", "count(*)"),
+            &[(&span, Type::INT4)],
         )
         .await
-        .map_err(query_error("count the records received per hour"))?
-        .into_iter()
-        .map(|row| HourTotals {
-            hour: row.get(0),
-            records: count(row.get(1)),
-            users: count(row.get(2)),
-        })
-        .collect();
+        .map_err(query_error("count the records received per hour"))?;
+    let senders = client
+        .query_typed(
+            &hour_sql(
+                "ferry_ingest_ledger",
+                "created_at",
+                "count(DISTINCT user_id)",
+            ),
+            &[(&span, Type::INT4)],
+        )
+        .await
+        .map_err(query_error("count the users sending per hour"))?;
+    let mut by_hour: BTreeMap<String, HourTotals> = BTreeMap::new();
+    let hour = |key: String| HourTotals {
+        hour: key,
+        records: 0,
+        users: 0,
+    };
+    for row in records {
+        let key: String = row.get(0);
+        by_hour
+            .entry(key.clone())
+            .or_insert_with(|| hour(key))
+            .records = count(row.get(1));
+    }
+    for row in senders {
+        let key: String = row.get(0);
+        by_hour
+            .entry(key.clone())
+            .or_insert_with(|| hour(key))
+            .users = count(row.get(1));
+    }
+    let hours: Vec<HourTotals> = by_hour.into_values().collect();
 
     let spec_versions = client
         .query_typed(
