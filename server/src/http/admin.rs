@@ -12,8 +12,9 @@
 //! - **Reads** reuse the operator room: [`fleet`] (summary, users), [`report`] (runs),
 //!   [`quarantine`], [`conflicts`], [`backups`]; sensitive values are never sent in clear
 //!   (quarantined raw values of kinds with secrets are masked, see [`masked_raw`]).
-//! - **Actions** (a rollback today) run the same code as the CLI ([`rollback`]) and write one
-//!   [`audit`] row each, whatever the result.
+//! - **Actions** (a rollback; resolving a conflict on the user's behalf, keeping the stored or
+//!   taking the incoming version) run the same code as the CLI and `/v1` ([`rollback`],
+//!   [`conflicts::resolve`]) and write one [`audit`] row each, whatever the result.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
@@ -104,6 +105,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/admin/api/users", get(users))
         .route("/admin/api/users/{user_id}", get(user_detail))
         .route("/admin/api/users/{user_id}/rollback", post(rollback_user))
+        .route(
+            "/admin/api/users/{user_id}/conflicts/{conflict_id}/resolve",
+            post(resolve_for_user),
+        )
         .route("/admin/api/audit", get(audit_log))
         .route_layer(from_fn_with_state(state.clone(), require_operator));
     let page = Router::new()
@@ -597,6 +602,141 @@ async fn rollback_user(
         None => Err(not_found(format!(
             "user {user} has no migration {migration_id}"
         ))),
+    }
+}
+
+/// The body of a resolution on the user's behalf: the version to keep (`stored` or
+/// `incoming`: an operator does not edit a user's data) and the operator's confirmation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveRequest {
+    choice: String,
+    confirm: bool,
+}
+
+/// What a resolution answers.
+#[derive(Debug, Serialize)]
+struct ResolveDone {
+    user_id: Uuid,
+    conflict_id: i64,
+    choice: conflicts::Choice,
+    audit_id: i64,
+}
+
+/// `POST /admin/api/users/{user_id}/conflicts/{conflict_id}/resolve {"choice": "stored" |
+/// "incoming", "confirm": true}`: resolves the user's conflict as the user would
+/// ([`conflicts::resolve`]), with one audit row whatever the result. 404 for a user or
+/// conflict that does not exist (or is another user's), 409 when already resolved.
+async fn resolve_for_user(
+    State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
+    Path((user, conflict)): Path<(String, String)>,
+    Json(body): Json<ResolveRequest>,
+) -> Result<Json<ResolveDone>, ApiError> {
+    let user = user_id(&user)?;
+    let conflict_id: i64 = conflict.parse().map_err(|_| {
+        not_found(format!(
+            "there is no conflict {}: conflict ids are numbers",
+            crate::http::error::quote_input(&conflict)
+        ))
+    })?;
+    let choice = match body.choice.as_str() {
+        "stored" => conflicts::Choice::Stored,
+        "incoming" => conflicts::Choice::Incoming,
+        other => {
+            return Err(invalid_query(
+                format!(
+                    "`choice` {} is not `stored` or `incoming` (an operator keeps one version; editing is the user's)",
+                    crate::http::error::quote_input(other)
+                ),
+                Some("choice"),
+            ));
+        }
+    };
+    if !body.confirm {
+        return Err(invalid_query(
+            "resolving on the user's behalf needs `\"confirm\": true`".to_owned(),
+            Some("confirm"),
+        ));
+    }
+    let mut client = connection(&state).await?;
+    let run = client
+        .query_typed_opt(
+            "SELECT c.migration_id, r.spec_app, r.spec_version FROM ferry_conflicts c
+               LEFT JOIN ferry_migration_runs r ON r.user_id = c.user_id AND r.migration_id = c.migration_id
+              WHERE c.user_id = $1 AND c.id = $2",
+            &[
+                (&user, tokio_postgres::types::Type::UUID),
+                (&conflict_id, tokio_postgres::types::Type::INT8),
+            ],
+        )
+        .await
+        .map_err(|e| ApiError::from(crate::db::DbError::query("read the conflict's run", &e)))?;
+    let migration_id: Option<Uuid> = run.as_ref().and_then(|r| r.try_get(0).ok());
+    let spec = run.as_ref().and_then(|r| {
+        let app: Option<String> = r.try_get(1).ok().flatten();
+        let version: Option<String> = r.try_get(2).ok().flatten();
+        app.zip(version)
+    });
+    let engine = state.engines().of_run(spec);
+    let done = conflicts::resolve(
+        &mut client,
+        engine.spec(),
+        &engine.cipher,
+        user,
+        conflict_id,
+        conflicts::Resolution {
+            choice,
+            value: None,
+        },
+        state.http().db_statement_timeout,
+    )
+    .await;
+    let result = match &done {
+        Ok(()) => "resolved",
+        Err(conflicts::ResolveError::NotFound(_)) => "not_found",
+        Err(conflicts::ResolveError::AlreadyResolved { .. }) => "already_resolved",
+        Err(_) => "failed",
+    };
+    let details = match &done {
+        Err(e @ (conflicts::ResolveError::Invalid { .. } | conflicts::ResolveError::Db(_))) => {
+            json!({ "conflict_id": conflict_id, "choice": choice, "error": e.to_string() })
+        }
+        _ => json!({ "conflict_id": conflict_id, "choice": choice }),
+    };
+    let audit_id = audit::record(
+        &**client,
+        &audit::Action {
+            operator: &operator.label,
+            action: "resolve_conflict",
+            user_id: user,
+            migration_id,
+            result,
+            details,
+        },
+    )
+    .await?;
+    tracing::info!(operator = %operator.label, %user, conflict_id, result, "operator resolved a conflict");
+    match done {
+        Ok(()) => Ok(Json(ResolveDone {
+            user_id: user,
+            conflict_id,
+            choice,
+            audit_id,
+        })),
+        Err(conflicts::ResolveError::NotFound(_)) => Err(not_found(format!(
+            "user {user} has no conflict {conflict_id}"
+        ))),
+        Err(e @ conflicts::ResolveError::AlreadyResolved { .. }) => Err(ApiError::refused(
+            StatusCode::CONFLICT,
+            ErrorCode::AlreadyResolved,
+            e.to_string(),
+        )),
+        Err(conflicts::ResolveError::Invalid { message, column }) => Err(ApiError::InvalidBody {
+            message,
+            details: column.map(|c| json!({ "column": c })),
+        }),
+        Err(conflicts::ResolveError::Db(e)) => Err(e.into()),
     }
 }
 

@@ -418,3 +418,127 @@ fn the_operator_token_comes_from_the_environment_or_a_file_and_must_be_long() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn an_operator_resolves_a_conflict_on_the_users_behalf_with_an_audit_row() {
+    let app = spawn_with_operator().await;
+    let (user, other) = (app.user(), app.user());
+    let draft = |v: &str| format!(r#"{{"name":"{v}","savedAt":1700000000000}}"#);
+    app.send(
+        &user.token,
+        Run::new().batch(&[("formData:contact", &draft("stored"))]),
+    )
+    .await;
+    app.send(
+        &user.token,
+        Run::new().batch(&[("formData:contact", &draft("incoming"))]),
+    )
+    .await;
+    let detail = admin_json(&app, &format!("/admin/api/users/{}", user.id)).await;
+    let conflict = detail["conflicts"][0]["id"].as_i64().unwrap();
+    let path = |u: &str, c: &str| format!("/admin/api/users/{u}/conflicts/{c}/resolve");
+    let post = |p: String, body: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url(&p))
+                .bearer_auth(OPERATOR_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let uid = user.id.to_string();
+    let cid = conflict.to_string();
+
+    // Refusals: editing is the user's, a confirmation is needed, another user's conflict is
+    // not found, a user token cannot act.
+    let r = post(
+        path(&uid, &cid),
+        json!({"choice": "edited", "confirm": true}),
+    )
+    .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    let r = post(
+        path(&uid, &cid),
+        json!({"choice": "incoming", "confirm": false}),
+    )
+    .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    let r = post(
+        path(&other.id.to_string(), &cid),
+        json!({"choice": "incoming", "confirm": true}),
+    )
+    .await;
+    expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r = post(
+        path(&uid, "x"),
+        json!({"choice": "incoming", "confirm": true}),
+    )
+    .await;
+    expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r = app
+        .client
+        .post(app.url(&path(&uid, &cid)))
+        .bearer_auth(&user.token)
+        .json(&json!({"choice": "incoming", "confirm": true}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
+
+    let r = post(
+        path(&uid, &cid),
+        json!({"choice": "incoming", "confirm": true}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let name = app
+        .text(
+            "SELECT data->>'name' FROM form_drafts WHERE user_id = $1",
+            &[&user.id],
+        )
+        .await;
+    assert_eq!(name, "incoming");
+    assert_eq!(
+        app.text(
+            "SELECT status FROM ferry_conflicts WHERE id = $1",
+            &[&conflict]
+        )
+        .await,
+        "took_incoming"
+    );
+    let r = post(
+        path(&uid, &cid),
+        json!({"choice": "stored", "confirm": true}),
+    )
+    .await;
+    expect_error(r, StatusCode::CONFLICT, "already_resolved").await;
+
+    let rows: Vec<(String, String, Uuid, Option<Uuid>)> = app
+        .db
+        .query(
+            "SELECT action, result, user_id, migration_id FROM ferry_operator_audit ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let results: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(a, r, _, _)| (a.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("resolve_conflict", "not_found"),
+            ("resolve_conflict", "resolved"),
+            ("resolve_conflict", "already_resolved")
+        ]
+    );
+    assert_eq!(rows[1].2, user.id);
+    assert!(rows[1].3.is_some(), "the conflict's migration is recorded");
+}
