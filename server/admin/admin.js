@@ -185,7 +185,7 @@ async function openUser(userId) {
     const action = r.state === 'rolled_back'
       ? el('span', { class: 'hint' }, 'rolled back')
       : el('button', { type: 'button', class: 'danger', dataset: { rollback: m }, 'aria-label': `Roll back migration ${m}` }, 'Roll back…');
-    if (action.tagName === 'BUTTON') action.addEventListener('click', () => confirmRollback(d.user_id, m));
+    if (action.tagName === 'BUTTON') action.addEventListener('click', () => confirmAction(rollbackAction(d.user_id, m)));
     runs.append(el('tr', { dataset: { migration: m } },
       el('td', {}, el('code', {}, m)),
       el('td', { dataset: { col: 'state' } }, RUN_STATE[r.state] ?? r.state),
@@ -214,10 +214,17 @@ async function openUser(userId) {
   c.replaceChildren();
   if (!d.conflicts.length) c.append(el('li', { class: 'hint' }, 'No open conflict.'));
   for (const x of d.conflicts) {
+    const buttons = el('p', { class: 'actions start' });
+    for (const [choice, label] of [['stored', 'Keep stored…'], ['incoming', 'Take incoming…']]) {
+      const b = el('button', { type: 'button', dataset: { resolve: choice }, 'aria-label': `${label.slice(0, -1)} version of conflict ${x.id}` }, label);
+      b.addEventListener('click', () => confirmAction(resolveAction(d.user_id, x.id, choice)));
+      buttons.append(b);
+    }
     c.append(el('li', { dataset: { conflict: String(x.id) } },
       el('p', {}, el('strong', {}, x.kind), ' · row ', el('code', {}, x.row_id), ` · ${when(x.created_at)}`),
       el('p', { class: 'hint' }, 'Stored'), textBlock(JSON.stringify(x.stored, null, 1)),
-      el('p', { class: 'hint' }, 'Incoming'), textBlock(JSON.stringify(x.incoming, null, 1))));
+      el('p', { class: 'hint' }, 'Incoming'), textBlock(JSON.stringify(x.incoming, null, 1)),
+      buttons));
   }
 
   const b = $('backups');
@@ -229,39 +236,73 @@ async function openUser(userId) {
   a.replaceChildren();
   if (!d.audit.length) a.append(el('li', { class: 'hint' }, 'No operator action yet.'));
   for (const x of d.audit) {
-    a.append(el('li', { dataset: { audit: String(x.id) } }, `${when(x.at)} · ${x.action} of `, el('code', {}, x.migration_id ?? '—'), ` · ${x.result.replaceAll('_', ' ')} · by ${x.operator}`));
+    const what = x.action === 'resolve_conflict' ? `conflict ${x.details?.conflict_id ?? '?'} resolved as ${x.details?.choice ?? '?'}, migration ` : `${x.action.replaceAll('_', ' ')} of `;
+    a.append(el('li', { dataset: { audit: String(x.id) } }, `${when(x.at)} · ${what}`, el('code', {}, x.migration_id ?? '—'), ` · ${x.result.replaceAll('_', ' ')} · by ${x.operator}`));
   }
 
   $('detail').hidden = false;
   $('detail').focus();
 }
 
-// ---- Rollback with confirmation ------------------------------------------------------------
+// ---- Actions behind a typed confirmation ----------------------------------------------------
 
 let pending = null;
 
-function confirmRollback(userId, migrationId) {
-  pending = { userId, migrationId };
-  const code = migrationId.slice(0, 8);
-  $('confirm-text').textContent = `Migration ${migrationId} of user ${userId}.`;
-  $('confirm-code').textContent = code;
+function rollbackAction(userId, migrationId) {
+  return {
+    title: 'Roll back this migration?',
+    text: `Migration ${migrationId} of user ${userId}.`,
+    warning: "Every row it wrote goes back to how it was before it; later changes to those rows are lost. The user's browser will migrate the records again on its next run.",
+    code: migrationId.slice(0, 8),
+    button: 'Roll back',
+    async run() {
+      say('Rolling back…');
+      const done = await api(`/admin/api/users/${encodeURIComponent(userId)}/rollback`, {
+        method: 'POST', body: JSON.stringify({ migration_id: migrationId, confirm: true }),
+      });
+      const r = done.rollback;
+      say(r.already_rolled_back
+        ? `Migration ${migrationId} was already rolled back; nothing changed.`
+        : `Rolled back migration ${migrationId}: ${fmt(r.restored)} rows put back, ${fmt(r.dismissed_conflicts)} conflicts dismissed (audit #${done.audit_id}).`, 'done');
+      return userId;
+    },
+  };
+}
+
+function resolveAction(userId, conflictId, choice) {
+  const keep = choice === 'stored' ? 'keep the stored version (the incoming one is dropped)' : 'write the incoming version over the stored one';
+  return {
+    title: 'Resolve this conflict for the user?',
+    text: `Conflict ${conflictId} of user ${userId}: ${keep}.`,
+    warning: 'The user will not be asked about it again. A rollback of its migration undoes the choice.',
+    code: String(conflictId),
+    button: choice === 'stored' ? 'Keep stored' : 'Take incoming',
+    async run() {
+      say('Resolving…');
+      const done = await api(`/admin/api/users/${encodeURIComponent(userId)}/conflicts/${encodeURIComponent(conflictId)}/resolve`, {
+        method: 'POST', body: JSON.stringify({ choice, confirm: true }),
+      });
+      say(`Resolved conflict ${conflictId}: ${choice === 'stored' ? 'kept the stored version' : 'took the incoming version'} (audit #${done.audit_id}).`, 'done');
+      return userId;
+    },
+  };
+}
+
+function confirmAction(action) {
+  pending = action;
+  $('confirm-title').textContent = action.title;
+  $('confirm-text').textContent = action.text;
+  $('confirm-warning').textContent = action.warning;
+  $('confirm-code').textContent = action.code;
+  $('confirm-ok').textContent = action.button;
   $('confirm-input').value = '';
   $('confirm-ok').disabled = true;
   $('confirm').showModal();
   $('confirm-input').focus();
 }
 
-async function doRollback() {
-  const { userId, migrationId } = pending;
-  pending = null;
-  say('Rolling back…');
-  const done = await api(`/admin/api/users/${encodeURIComponent(userId)}/rollback`, {
-    method: 'POST', body: JSON.stringify({ migration_id: migrationId, confirm: true }),
-  });
-  const r = done.rollback;
-  say(r.already_rolled_back
-    ? `Migration ${migrationId} was already rolled back; nothing changed.`
-    : `Rolled back migration ${migrationId}: ${fmt(r.restored)} rows put back, ${fmt(r.dismissed_conflicts)} conflicts dismissed (audit #${done.audit_id}).`, 'done');
+async function runAction(action) {
+  const userId = await action.run();
   await Promise.all([loadSummary(), loadUsers(), openUser(userId)]);
 }
 
@@ -301,14 +342,16 @@ function start() {
   $('more').addEventListener('click', () => loadUsers(true).catch(failed));
   $('close-detail').addEventListener('click', () => { shownUser = null; $('detail').hidden = true; });
   $('confirm-input').addEventListener('input', () => {
-    $('confirm-ok').disabled = !pending || $('confirm-input').value.trim() !== pending.migrationId.slice(0, 8);
+    $('confirm-ok').disabled = !pending || $('confirm-input').value.trim() !== pending.code;
   });
   $('confirm-cancel').addEventListener('click', () => { pending = null; $('confirm').close(); });
   $('confirm-form').addEventListener('submit', (e) => {
     e.preventDefault();
-    if (!pending || $('confirm-input').value.trim() !== pending.migrationId.slice(0, 8)) return;
+    const action = pending;
+    if (!action || $('confirm-input').value.trim() !== action.code) return;
+    pending = null;
     $('confirm').close();
-    doRollback().catch(failed);
+    runAction(action).catch(failed);
   });
   const signedIn = Boolean(sessionStorage.getItem(TOKEN_KEY));
   showSignedIn(signedIn);

@@ -30,22 +30,29 @@ const HOSTILE = '<img src=x onerror=alert(1)>';
 /** One user migrates `tasks` through the demo; returns the user id. */
 async function migrateThroughDemo(label, tasks) {
   const session = await server.token(userName(label));
+  await migrateStorage(session, label, { tasks: JSON.stringify(tasks) });
+  return session.user_id;
+}
+
+/** `session`'s user migrates the localStorage `pairs` from a new browser profile (a device). */
+async function migrateStorage(session, label, pairs) {
+  const user = session.user_id;
+  const verified = () => server.count(`SELECT count(*) FROM ferry_migration_runs WHERE user_id = ${q(user)} AND status = 'verified'`);
+  const before = verified();
   const context = await newDevice(browser, { session });
   const page = await openPage(context, `${server.url}/#tasks`);
   await page.waitForFunction(() => !['pending', 'busy'].includes(document.documentElement.dataset.autoRun), null, { timeout: 60_000 });
-  await page.evaluate((t) => localStorage.setItem('tasks', JSON.stringify(t)), tasks);
+  await page.evaluate((p) => { for (const [k, v] of Object.entries(p)) localStorage.setItem(k, v); }, pairs);
   await page.reload();
   // Done when the browser has verified its migration with the server (the page's message
   // differs when every record needs attention).
-  const user = session.user_id;
   for (let i = 0; ; i++) {
-    if (server.count(`SELECT count(*) FROM ferry_migration_runs WHERE user_id = ${q(user)} AND status = 'verified'`) === 1) break;
+    if (verified() > before) break;
     assert.ok(i < 600, `the migration of ${label} is verified within a minute; the page says: ${await page.locator('#notice-text').textContent()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
   await page.waitForFunction(() => document.documentElement.dataset.autoRun === 'idle', null, { timeout: 60_000 });
   await context.close();
-  return user;
 }
 
 const task = (title, status = 'todo', i = 0) => ({
@@ -177,5 +184,40 @@ test('every SQL and HTML string of the hostile corpus stays text in the drill-do
   assert.deepEqual(page.dialogs, [], 'no script ran');
   assert.deepEqual(page.errors, []);
   await shot(page, 'admin-hostile-corpus', { fullPage: true });
+  await context.close();
+});
+
+test("a conflict resolved on the user's behalf through the UI, its hostile text shown as text", async () => {
+  // Two devices of one user with different drafts of one form: the manual policy queues a conflict.
+  const session = await server.token(userName('admin-conflict'));
+  const user = session.user_id;
+  await migrateStorage(session, 'conflict-a', { 'formData:contact': JSON.stringify({ name: 'first device', savedAt: 1_700_000_000_000 }) });
+  await migrateStorage(session, 'conflict-b', { 'formData:contact': JSON.stringify({ name: HOSTILE, savedAt: 1_700_000_000_000 }) });
+  const [conflict] = server.sql(`SELECT id FROM ferry_conflicts WHERE user_id = ${q(user)} AND status = 'open'`);
+  assert.ok(conflict, 'a conflict is open');
+
+  const { context, page } = await openDashboard(server.env.FERRY_OPERATOR_TOKEN);
+  await page.waitForSelector('body[data-loaded=yes]');
+  await page.click(`#users tr[data-user="${user}"] button`);
+  await page.waitForSelector('#detail:not([hidden])');
+  const item = page.locator(`#conflicts li[data-conflict="${conflict.id}"]`);
+  const shown = (await item.locator('pre.raw').allTextContents()).join('\n');
+  assert.ok(shown.includes(HOSTILE) && shown.includes('first device'), `both versions are shown as text: ${shown}`);
+  await shot(page, 'admin-conflict', { fullPage: true });
+  assert.equal(await page.locator('main img').count(), 0, 'no element was made from data');
+  await item.locator('button[data-resolve=incoming]').click();
+  await page.waitForSelector('#confirm[open]');
+  assert.match(await page.locator('#confirm-text').textContent(), /incoming version/);
+  await page.fill('#confirm-input', String(conflict.id));
+  await page.click('#confirm-ok');
+  await page.waitForFunction(() => /^Resolved conflict/.test(document.getElementById('status').textContent), null, { timeout: 30_000 });
+  assert.equal(server.sql(`SELECT status FROM ferry_conflicts WHERE id = ${conflict.id}`)[0].status, 'took_incoming');
+  assert.equal(server.sql(`SELECT data->>'name' AS name FROM form_drafts WHERE user_id = ${q(user)}`)[0].name, HOSTILE);
+  const audit = server.sql(`SELECT action, result FROM ferry_operator_audit WHERE user_id = ${q(user)}`);
+  assert.deepEqual(audit, [{ action: 'resolve_conflict', result: 'resolved' }]);
+  await page.waitForFunction(() => document.querySelectorAll('#conflicts li[data-conflict]').length === 0);
+  assert.deepEqual(page.dialogs, [], 'no script ran');
+  assert.deepEqual(page.errors, []);
+  await shot(page, 'admin-conflict-resolved', { fullPage: true });
   await context.close();
 });
