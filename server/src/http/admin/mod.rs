@@ -9,16 +9,16 @@
 //! - **The page** (`server/admin/`: HTML, CSS and ES modules, no build step) is compiled in
 //!   with `include_str!`, so a copied binary serves it; it holds no data and asks for the
 //!   token, which it keeps in `sessionStorage`. Every data endpoint needs the token.
-//! - **Reads** reuse the operator room: [`fleet`] (summary, users), [`report`] (runs),
-//!   [`quarantine`], [`conflicts`], [`backups`]; sensitive values are never sent in clear
-//!   (quarantined raw values of kinds with secrets are masked, see [`masked_raw`]).
+//! - **Reads** reuse the operator room ([`crate::operator`]): `fleet` (summary, users),
+//!   `report` (runs), `quarantine`, `conflicts`, `backups`; sensitive values are never sent
+//!   in clear (quarantined raw values of kinds with secrets are masked, see [`masked_raw`]).
 //! - **Actions** (a rollback; resolving a conflict on the user's behalf, keeping the stored or
-//!   taking the incoming version) run the same code as the CLI and `/v1` ([`rollback`],
-//!   [`conflicts::resolve`]) and write one [`audit`] row each, whatever the result.
-
+//!   taking the incoming version) run the same code as the CLI and `/v1`
+//!   ([`crate::operator::rollback`], [`crate::operator::conflicts::resolve`]) and write one
+//!   [`crate::operator::audit`] row each, whatever the result.
 //!
-//! The room: this module (the credential, the routes, the shared helpers), [`page`] (the
-//! compiled-in page), [`reads`] (the JSON reads), [`actions`] (the operator actions).
+//! The room: this module (the credential, the routes, the shared helpers), `page` (the
+//! compiled-in page), `reads` (the JSON reads), `actions` (the operator actions).
 
 mod actions;
 mod page;
