@@ -349,7 +349,17 @@ pub fn render(summary: &FleetSummary) -> String {
             r.kind,
             r.field.as_deref().unwrap_or("(record)"),
             r.records,
-            crate::http::error::shorten_chars(&r.example)
+            // Control characters escaped: a record's text must not drive the terminal.
+            crate::http::error::shorten_chars(
+                &r.example
+                    .chars()
+                    .map(|c| if c.is_control() {
+                        c.escape_debug().to_string()
+                    } else {
+                        c.to_string()
+                    })
+                    .collect::<String>()
+            )
         );
     }
     if !summary.hours.is_empty() {
