@@ -228,6 +228,26 @@ async fn the_dashboard_counts_users_and_drills_down_with_secrets_masked_and_text
     let after = first["next_after"].as_str().unwrap();
     let second = admin_json(&app, &format!("/admin/api/users?limit=1&after={after}")).await;
     assert_eq!(second["users"][0]["user_id"], expected[1]);
+    // Any threshold: a huge one is capped, not a database error; a negative one is refused.
+    let capped = admin_json(
+        &app,
+        "/admin/api/summary?stalled_after_secs=18446744073709551615",
+    )
+    .await;
+    assert_eq!(capped["users"]["in_progress"], 2, "{capped}");
+    expect_error(
+        admin_get(
+            &app,
+            "/admin/api/summary?stalled_after_secs=-1",
+            Some(OPERATOR_TOKEN),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    let stalled = admin_json(&app, "/admin/api/users?state=stalled&stalled_after_secs=0").await;
+    assert_eq!(stalled["users"].as_array().unwrap().len(), 2, "{stalled}");
     let none = admin_json(&app, "/admin/api/users?state=verified").await;
     assert_eq!(none["users"], json!([]));
     let body = expect_error(

@@ -197,8 +197,13 @@ fn parse_query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, ApiError>
     })
 }
 
+/// Longest accepted `stalled_after_secs`: a year (PostgreSQL's intervals have limits too).
+pub const MAX_STALLED_AFTER_SECS: u64 = 366 * 86_400;
+
+/// The stalled threshold asked for (the default when not), capped at a year.
 fn stalled_after(secs: Option<u64>) -> std::time::Duration {
-    std::time::Duration::from_secs(secs.unwrap_or(fleet::DEFAULT_STALLED_AFTER_SECS))
+    let secs = secs.unwrap_or(fleet::DEFAULT_STALLED_AFTER_SECS);
+    std::time::Duration::from_secs(secs.min(MAX_STALLED_AFTER_SECS))
 }
 
 /// 404 in the error shape, saying what was not found.
