@@ -314,9 +314,8 @@ async function loadSummary() {
 
 async function loadAll() {
   say('Loading…');
-  await loadSummary();
-  await loadUsers();
-  if (shownUser) await openUser(shownUser);
+  // The summary scans the most; the list and the drill-down do not wait for it.
+  await Promise.all([loadSummary(), loadUsers(), shownUser ? openUser(shownUser) : null]);
   say(`Updated ${new Date().toISOString().slice(11, 19)} UTC.`);
   document.body.dataset.loaded = 'yes';
 }
