@@ -28,6 +28,7 @@ function labelCells(table) {
 }
 
 const fmt = (n) => Number(n ?? 0).toLocaleString('en');
+const plural = (n, word) => `${fmt(n)} ${word}${Number(n) === 1 ? '' : 's'}`;
 const when = (t) => (t ? t.replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC') : '—');
 const STATES = [
   ['started', 'Started'], ['verified', 'Verified'], ['in_progress', 'In progress'], ['stalled', 'Stalled'], ['rolled_back', 'Rolled back'],
@@ -263,7 +264,7 @@ function rollbackAction(userId, migrationId) {
       const r = done.rollback;
       say(r.already_rolled_back
         ? `Migration ${migrationId} was already rolled back; nothing changed.`
-        : `Rolled back migration ${migrationId}: ${fmt(r.restored)} rows put back, ${fmt(r.dismissed_conflicts)} conflicts dismissed (audit #${done.audit_id}).`, 'done');
+        : `Rolled back migration ${migrationId}: ${plural(r.restored, 'row')} put back, ${plural(r.dismissed_conflicts, 'conflict')} dismissed (audit #${done.audit_id}).`, 'done');
       return userId;
     },
   };
