@@ -62,6 +62,8 @@ export class Server {
       FERRY_JWT_SECRET: randomBytes(32).toString('hex'),
       FERRY_FIELD_KEY: randomBytes(32).toString('hex'),
       FERRY_RATE_LIMIT_PER_SECOND: '0',
+      // Opens the operator dashboard at /admin (tests/e2e/admin.test.mjs).
+      FERRY_OPERATOR_TOKEN: randomBytes(32).toString('hex'),
       RUST_LOG: process.env.RUST_LOG ?? 'info',
       NO_COLOR: '1',
     };

@@ -120,6 +120,7 @@ pub const SCHEMA_MIGRATIONS: &[SchemaMigration] = &[
     schema_migration!(Ferry, 7, "0007_spec_versions"),
     schema_migration!(Ferry, 8, "0008_purge"),
     schema_migration!(Ferry, 9, "0009_shared_rate_buckets"),
+    schema_migration!(Ferry, 10, "0010_operator_audit"),
 ];
 
 /// What to do with pending app-table schema migrations.

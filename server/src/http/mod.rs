@@ -13,12 +13,14 @@
 //! - this module: the router, its layers, CORS, and the routes outside `/v1` (health,
 //!   readiness, metrics, the OpenAPI document, `/v1/me`, dev tokens, static files).
 //! - [`v1`]: the `/v1` handlers over the ingest and operator rooms.
+//! - [`admin`]: the operator's dashboard at `/admin`, behind the operator token.
 //! - [`auth`]: bearer tokens and the [`auth::AuthUser`] extractor; [`rate_limit`]: per-user
 //!   limits.
 //! - [`error`]: the one error type and JSON error shape; [`extract`]: our `Json` extractor.
 //! - [`state`]: what handlers share; [`metrics`]: Prometheus; [`openapi`]: the API description;
 //!   [`request_id`]: the id of each request, in its answer, error body and log lines.
 
+pub mod admin;
 pub mod auth;
 pub mod dev_sample;
 pub mod error;
@@ -80,7 +82,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
-        .merge(authenticated);
+        .merge(authenticated)
+        .merge(crate::http::admin::routes(state.clone()));
     if http.dev_mode {
         router = router.route("/dev/token", post(dev_token));
         router = router.route("/dev/sample", get(crate::http::dev_sample::sample));
@@ -356,6 +359,7 @@ mod tests {
             rate_limit_burst: 1,
             rate_limit_shared: false,
             db_statement_timeout: None,
+            operator_token: None,
         };
         let spec_text = include_str!("../../../specs/taskboard.json").to_owned();
         let spec = ferry_core::spec::Spec::parse(&spec_text).unwrap();

@@ -39,6 +39,8 @@ pub struct HttpSettings {
     pub rate_limit_shared: bool,
     /// `statement_timeout` of every transaction a request opens; `None` for none.
     pub db_statement_timeout: Option<Duration>,
+    /// The operator's credential for `/admin`; `None`: the dashboard is off.
+    pub operator_token: Option<crate::http::admin::OperatorToken>,
 }
 
 impl HttpSettings {
@@ -56,6 +58,8 @@ impl HttpSettings {
             rate_limit_burst: settings.rate_limit_burst,
             rate_limit_shared: settings.rate_limit_shared,
             db_statement_timeout: settings.statement_timeout(),
+            // Read (and checked) by the startup, which can fail: see `startup::operator_token`.
+            operator_token: None,
         }
     }
 }

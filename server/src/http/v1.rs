@@ -61,7 +61,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/backups/{id}", get(download_backup))
 }
 
-async fn connection(state: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
+pub(crate) async fn connection(state: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
     state
         .pool()
         .get()
@@ -289,7 +289,7 @@ pub fn invalid_batch_message(error: &WireError) -> String {
     }
 }
 
-fn parse_uuid(what: &str, text: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_uuid(what: &str, text: &str) -> Result<Uuid, ApiError> {
     // Not a UUID: it cannot name anything of this user, so "not found" (same as another's id).
     Uuid::parse_str(text).map_err(|_| {
         tracing::debug!(what, text, "not a UUID in the path");
@@ -398,7 +398,7 @@ async fn rollback_migration(
 /// The spec app and version a migration run of `user` was made with (`None`: no such run, or
 /// one recorded before runs had a version). `query` selects `spec_app, spec_version` with
 /// `$1` the user and `$2` the run's or the conflict's id.
-async fn run_spec(
+pub(crate) async fn run_spec(
     client: &deadpool_postgres::Object,
     query: &str,
     params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],

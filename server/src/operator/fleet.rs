@@ -19,6 +19,10 @@ use tokio_postgres::types::Type;
 
 use crate::db::{DbError, query_error};
 
+/// A running migration with no batch for this long is stalled, unless asked otherwise (the
+/// default of `ferry-server status --abandoned-after`).
+pub const DEFAULT_STALLED_AFTER_SECS: u64 = 86_400;
+
 /// How many hours the per-hour trend covers.
 pub const TREND_HOURS: u32 = 48;
 
@@ -34,6 +38,43 @@ pub struct FleetSummary {
     /// Records received and users sending them, per hour (UTC), the last [`TREND_HOURS`] hours
     /// (the current one included).
     pub hours: Vec<HourTotals>,
+    /// Users per spec app and version of their latest migration, most users first.
+    pub spec_versions: Vec<SpecVersionUsers>,
+    /// Why records were quarantined: by kind and field, most frequent first, the first
+    /// [`TOP_REJECTIONS`].
+    pub rejections: Vec<RejectionReason>,
+}
+
+/// How many rejection groups the summary lists.
+pub const TOP_REJECTIONS: i64 = 20;
+
+/// One group of quarantine reasons: a kind and the field the reasons name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectionReason {
+    /// The kind.
+    pub kind: String,
+    /// The field the reasons name (`None`: the record as a whole, e.g. not an object).
+    pub field: Option<String>,
+    /// Reasons in the group (a record may give several).
+    pub count: u64,
+    /// Records in the group.
+    pub records: u64,
+    /// One reason, as the pipeline wrote it: values of sensitive fields are already redacted
+    /// there (ferry-core never quotes them).
+    pub example: String,
+}
+
+/// How many users' latest migration was made with one spec version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpecVersionUsers {
+    /// The spec's app (`None`: runs recorded before runs had a version).
+    pub app: Option<String>,
+    /// The spec's version.
+    pub version: Option<String>,
+    /// Users whose latest migration used it.
+    pub users: u64,
+    /// Of those, users whose latest migration is still running.
+    pub running: u64,
 }
 
 /// Users by the state of their latest migration.
@@ -73,7 +114,7 @@ pub struct HourTotals {
     pub hour: String,
     /// Records received in it.
     pub records: u64,
-    /// Users whose records arrived in it.
+    /// Users who sent a batch in it.
     pub users: u64,
 }
 
@@ -168,6 +209,8 @@ pub async fn summary(
         totals(&mut kinds, row.get(0)).conflicts_open = count(row.get(1));
     }
 
+    // Records and users per hour, from the received records and what a purge rolled up of
+    // them (so the trend is the same before and after `ferry-server purge`).
     let hours = client
         .query_typed(
             "WITH since AS (
@@ -198,11 +241,58 @@ pub async fn summary(
         })
         .collect();
 
+    let spec_versions = client
+        .query_typed(
+            "WITH latest AS (
+                 SELECT DISTINCT ON (r.user_id) r.spec_app, r.spec_version, r.status
+                   FROM ferry_migration_runs r
+                  ORDER BY r.user_id, r.started_at DESC, r.migration_id DESC
+             )
+             SELECT spec_app, spec_version, count(*), count(*) FILTER (WHERE status = 'running')
+               FROM latest GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+            &[],
+        )
+        .await
+        .map_err(query_error("count the users per spec version"))?
+        .into_iter()
+        .map(|row| SpecVersionUsers {
+            app: row.get(0),
+            version: row.get(1),
+            users: count(row.get(2)),
+            running: count(row.get(3)),
+        })
+        .collect();
+
+    let rejections = client
+        .query_typed(
+            "SELECT q.kind, substring(r.reason from 'field `([^`]*)`') AS field,
+                    count(*), count(DISTINCT q.id), min(r.reason)
+               FROM ferry_quarantine q,
+                    LATERAL jsonb_array_elements_text(
+                        CASE WHEN jsonb_typeof(q.reasons) = 'array' THEN q.reasons
+                             ELSE jsonb_build_array(q.reasons #>> '{}') END) AS r(reason)
+              GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $1",
+            &[(&TOP_REJECTIONS, Type::INT8)],
+        )
+        .await
+        .map_err(query_error("group the quarantine reasons"))?
+        .into_iter()
+        .map(|row| RejectionReason {
+            kind: row.get(0),
+            field: row.get(1),
+            count: count(row.get(2)),
+            records: count(row.get(3)),
+            example: row.get(4),
+        })
+        .collect();
+
     Ok(FleetSummary {
         stalled_after_secs: stalled_after.as_secs(),
         users,
         kinds: kinds.into_values().collect(),
         hours,
+        spec_versions,
+        rejections,
     })
 }
 
@@ -232,6 +322,36 @@ pub fn render(summary: &FleetSummary) -> String {
             k.conflicts_open
         );
     }
+    for v in &summary.spec_versions {
+        let _ = writeln!(
+            text,
+            "spec {} version {}: {} users ({} running)",
+            v.app.as_deref().unwrap_or("(unrecorded)"),
+            v.version.as_deref().unwrap_or("-"),
+            v.users,
+            v.running
+        );
+    }
+    for r in &summary.rejections {
+        let _ = writeln!(
+            text,
+            "rejected {} field {}: {} records, e.g. {}",
+            r.kind,
+            r.field.as_deref().unwrap_or("(record)"),
+            r.records,
+            // Control characters escaped: a record's text must not drive the terminal.
+            crate::http::error::shorten_chars(
+                &r.example
+                    .chars()
+                    .map(|c| if c.is_control() {
+                        c.escape_debug().to_string()
+                    } else {
+                        c.to_string()
+                    })
+                    .collect::<String>()
+            )
+        );
+    }
     if !summary.hours.is_empty() {
         let _ = writeln!(text, "per hour (UTC, last {TREND_HOURS} h):");
         for h in &summary.hours {
@@ -243,4 +363,172 @@ pub fn render(summary: &FleetSummary) -> String {
         }
     }
     text
+}
+
+/// The state of a user's latest migration, as the dashboard filters users by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserState {
+    /// Verified by the browser.
+    Verified,
+    /// Running, a batch within the threshold.
+    InProgress,
+    /// Running, no batch for longer than the threshold.
+    Stalled,
+    /// Rolled back.
+    RolledBack,
+}
+
+impl UserState {
+    /// Every state, in the order the dashboard lists them.
+    pub const ALL: [Self; 4] = [
+        Self::Verified,
+        Self::InProgress,
+        Self::Stalled,
+        Self::RolledBack,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::InProgress => "in_progress",
+            Self::Stalled => "stalled",
+            Self::RolledBack => "rolled_back",
+        }
+    }
+
+    /// The state named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// One user in the dashboard's list: their latest migration and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRow {
+    /// The user.
+    pub user_id: uuid::Uuid,
+    /// The state of their latest migration.
+    pub state: UserState,
+    /// Their latest migration.
+    pub migration_id: uuid::Uuid,
+    /// Its spec app and version, when recorded.
+    pub spec_app: Option<String>,
+    /// Its spec version, when recorded.
+    pub spec_version: Option<String>,
+    /// When it started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When its last batch arrived (RFC 3339, UTC), if any.
+    pub last_batch_at: Option<String>,
+    /// Migration runs of the user, every one.
+    pub runs: u64,
+    /// Records received in the latest migration.
+    pub received: u64,
+    /// Records of the user in the quarantine (every migration).
+    pub quarantined: u64,
+    /// Conflicts of the user waiting for them.
+    pub conflicts_open: u64,
+}
+
+/// Most users one page of [`users`] holds.
+pub const MAX_USERS_PAGE: i64 = 200;
+
+/// One page of users by id, after `after` (keyset: the last id of the previous page), of
+/// `state` only when given, at most `limit` (capped at [`MAX_USERS_PAGE`]). The scan walks
+/// the runs' primary key in user order and stops at the page's end; the counts are read for
+/// the page's users only, each through an index keyed by the user.
+pub async fn users(
+    client: &impl GenericClient,
+    stalled_after: std::time::Duration,
+    state: Option<UserState>,
+    after: Option<uuid::Uuid>,
+    limit: i64,
+) -> Result<Vec<UserRow>, DbError> {
+    let rows = client
+        .query_typed(
+            &format!(
+                "WITH latest AS (
+                     SELECT DISTINCT ON (r.user_id) r.user_id, r.migration_id, r.status, r.started_at,
+                            r.spec_app, r.spec_version
+                       FROM ferry_migration_runs r
+                      WHERE $2::uuid IS NULL OR r.user_id > $2
+                      ORDER BY r.user_id, r.started_at DESC, r.migration_id DESC
+                 ), placed AS (
+                     SELECT latest.*, l.last_batch_at,
+                            CASE WHEN latest.status = 'verified' THEN 'verified'
+                                 WHEN latest.status = 'rolled_back' THEN 'rolled_back'
+                                 WHEN coalesce(l.last_batch_at, latest.started_at)
+                                        < now() - make_interval(secs => $1) THEN 'stalled'
+                                 ELSE 'in_progress' END AS state
+                       FROM latest
+                       LEFT JOIN LATERAL (SELECT max(created_at) AS last_batch_at FROM ferry_ingest_ledger g
+                                           WHERE g.user_id = latest.user_id
+                                             AND g.migration_id = latest.migration_id) l ON true
+                 ), page AS (
+                     SELECT * FROM placed WHERE $3::text IS NULL OR state = $3
+                      ORDER BY user_id LIMIT $4
+                 )
+                 SELECT p.user_id, p.state, p.migration_id, p.spec_app, p.spec_version, {started},
+                        {last_batch},
+                        (SELECT count(*) FROM ferry_migration_runs r WHERE r.user_id = p.user_id),
+                        (SELECT count(*) FROM ferry_received v
+                          WHERE v.user_id = p.user_id AND v.migration_id = p.migration_id),
+                        (SELECT count(*) FROM ferry_quarantine q WHERE q.user_id = p.user_id),
+                        (SELECT count(*) FROM ferry_conflicts c
+                          WHERE c.user_id = p.user_id AND c.status = 'open')
+                   FROM page p ORDER BY p.user_id",
+                started = crate::db::sql::rfc3339_sql("p.started_at"),
+                last_batch = crate::db::sql::rfc3339_sql("p.last_batch_at"),
+            ),
+            &[
+                (&stalled_after.as_secs_f64(), Type::FLOAT8),
+                (&after, Type::UUID),
+                (&state.map(UserState::as_str), Type::TEXT),
+                (&limit.clamp(1, MAX_USERS_PAGE), Type::INT8),
+            ],
+        )
+        .await
+        .map_err(query_error("list the users"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let read = |row: &tokio_postgres::Row| -> Result<_, tokio_postgres::Error> {
+            Ok((
+                row.try_get::<_, uuid::Uuid>(0)?,
+                row.try_get::<_, String>(1)?,
+                row.try_get::<_, uuid::Uuid>(2)?,
+                row.try_get::<_, Option<String>>(3)?,
+                row.try_get::<_, Option<String>>(4)?,
+                row.try_get::<_, String>(5)?,
+                row.try_get::<_, Option<String>>(6)?,
+                [
+                    row.try_get::<_, i64>(7)?,
+                    row.try_get::<_, i64>(8)?,
+                    row.try_get::<_, i64>(9)?,
+                    row.try_get::<_, i64>(10)?,
+                ],
+            ))
+        };
+        let (user_id, state, migration_id, spec_app, spec_version, started_at, last_batch_at, n) =
+            read(&row).map_err(query_error("read a user"))?;
+        let state = UserState::from_name(&state).ok_or_else(|| DbError::Query {
+            context: "read a user".to_owned(),
+            reason: format!("user {user_id} has the unknown state {state:?}"),
+            code: None,
+        })?;
+        out.push(UserRow {
+            user_id,
+            state,
+            migration_id,
+            spec_app,
+            spec_version,
+            started_at,
+            last_batch_at,
+            runs: count(n[0]),
+            received: count(n[1]),
+            quarantined: count(n[2]),
+            conflicts_open: count(n[3]),
+        });
+    }
+    Ok(out)
 }

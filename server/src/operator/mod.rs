@@ -8,9 +8,11 @@
 //! - [`conflicts`]: the `manual` policy's queue, listed and resolved.
 //! - [`backups`]: the browser's sealed backups, stored opaque per user.
 //! - [`quarantine`]: the records that were not migrated, read back for the operator.
+//! - [`audit`]: the operator dashboard's log of actions taken.
 //! - [`cli`]: the operator's subcommands over the same code.
 //! - [`spec_tools`]: `spec schema`, `spec check`, `spec ddl`: writing a spec, no database.
 
+pub mod audit;
 pub mod backups;
 pub mod cli;
 pub mod conflicts;

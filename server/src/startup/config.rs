@@ -393,6 +393,22 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub dev_token_ttl_secs: u64,
 
+    /// The operator's token for the dashboard at `/admin` (sent as `Authorization: Bearer
+    /// <token>`), at least 32 characters. Unset (and no `--operator-token-file`): the dashboard
+    /// is off and `/admin` answers 403 saying how to turn it on.
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_TOKEN",
+        global = true,
+        hide_env_values = true,
+        conflicts_with = "operator_token_file"
+    )]
+    pub operator_token: Option<Secret<String>>,
+
+    /// A file holding the operator's token (its first line), instead of `FERRY_OPERATOR_TOKEN`.
+    #[arg(long, env = "FERRY_OPERATOR_TOKEN_FILE", global = true)]
+    pub operator_token_file: Option<PathBuf>,
+
     /// How log lines are written to stderr: `text` for a person, `json` (one object per line,
     /// with the request id of every line logged while handling a request) for a log pipeline.
     #[arg(long, env = "FERRY_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -448,6 +464,8 @@ impl Settings {
             field_key: None,
             field_key_id: DEFAULT_FIELD_KEY_ID.to_owned(),
             log_format: LogFormat::Text,
+            operator_token: None,
+            operator_token_file: None,
         }
     }
 

@@ -69,6 +69,9 @@ pub enum StartupError {
         /// What is missing.
         reason: String,
     },
+    /// The operator token could not be read or is too weak.
+    #[error("the operator token (FERRY_OPERATOR_TOKEN / --operator-token-file): {0}")]
+    OperatorToken(String),
     /// The app schema migrations folder was refused; every problem is listed.
     #[error(transparent)]
     AppMigrations(#[from] AppMigrationsError),
@@ -372,12 +375,14 @@ impl Application {
             tracing::info!(app = %l.spec.app, version = %l.spec.version, path = %l.path.display(), "serving spec");
         }
         let engine = Engines::new(specs, cipher);
-        let state = AppState::new(
-            pool,
-            keys,
-            HttpSettings::from_settings(settings, dev_mode),
-            engine,
-        )?;
+        let mut http = HttpSettings::from_settings(settings, dev_mode);
+        http.operator_token = operator_token(settings)?;
+        if http.operator_token.is_none() {
+            tracing::info!(
+                "no operator token (FERRY_OPERATOR_TOKEN): the dashboard at /admin is off"
+            );
+        }
+        let state = AppState::new(pool, keys, http, engine)?;
         let address = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(address)
             .await
@@ -461,4 +466,26 @@ impl Application {
         tracing::info!("ferry-server stopped");
         Ok(())
     }
+}
+
+/// The operator's credential for `/admin`: `--operator-token` / `FERRY_OPERATOR_TOKEN`, or
+/// the first line of `--operator-token-file`; `None` when neither is set.
+pub fn operator_token(
+    settings: &Settings,
+) -> Result<Option<crate::http::admin::OperatorToken>, StartupError> {
+    let text = match (&settings.operator_token, &settings.operator_token_file) {
+        (Some(token), _) => token.expose().clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                StartupError::OperatorToken(format!("cannot read {}: {e}", path.display()))
+            })?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    crate::http::admin::OperatorToken::new(&text)
+        .map(Some)
+        .map_err(StartupError::OperatorToken)
 }

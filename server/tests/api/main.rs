@@ -6,6 +6,7 @@
     reason = "tests fail by panicking, with the value in the message"
 )]
 
+mod admin;
 mod auth;
 mod binary;
 mod compression;
