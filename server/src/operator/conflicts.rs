@@ -73,11 +73,18 @@ fn invalid(message: impl Into<String>, column: Option<&str>) -> ResolveError {
 
 /// The open conflicts of `user` (every user's when `None`), oldest first.
 pub async fn open_conflicts(client: &Client, user: Option<Uuid>) -> Result<Vec<Conflict>, DbError> {
+    // One user's list pins `user_id` (a single-shard statement if the tables are distributed
+    // by it, docs/scaling.md); the operator's fleet-wide one reads them all.
+    let filter = if user.is_some() {
+        "user_id = $1"
+    } else {
+        "$1::uuid IS NULL"
+    };
     let rows = client
         .query_typed(
             &format!(
                 "SELECT id, user_id, kind, row_id, migration_id, stored, incoming, {}
-                 FROM ferry_conflicts WHERE status = 'open' AND ($1::uuid IS NULL OR user_id = $1)
+                 FROM ferry_conflicts WHERE status = 'open' AND {filter}
                  ORDER BY id",
                 rfc3339_sql("created_at")
             ),

@@ -50,12 +50,18 @@ pub async fn quarantined_records(
     user: Option<Uuid>,
     migration: Option<Uuid>,
 ) -> Result<Vec<QuarantinedRecord>, DbError> {
+    // One user's records pin `user_id` (single-shard if distributed by it, docs/scaling.md).
+    let by_user = if user.is_some() {
+        "user_id = $1"
+    } else {
+        "$1::uuid IS NULL"
+    };
     let rows = client
         .query_typed(
             &format!(
                 "SELECT id, user_id, migration_id, kind, key, locator, raw_value, raw_key_id, reasons, {}
                  FROM ferry_quarantine
-                 WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::uuid IS NULL OR migration_id = $2)
+                 WHERE {by_user} AND ($2::uuid IS NULL OR migration_id = $2)
                  ORDER BY id",
                 rfc3339_sql("created_at")
             ),
