@@ -258,7 +258,10 @@ async fn sigkill_after_commit_before_the_answer_then_the_resend_gets_the_stored_
     };
     let mut server = ServerProcess::start(&conninfo, &[("FERRY_FAULT", "exit_after_commit")]).await;
     assert!(
-        server.log().contains("fault injection armed"),
+        crate::helpers::eventually(Duration::from_secs(10), || server
+            .log()
+            .contains("fault injection armed"))
+        .await,
         "{}",
         server.log()
     );
@@ -315,8 +318,13 @@ async fn the_fault_variable_is_ignored_outside_dev_mode() {
         &[("FERRY_FAULT", "exit_after_commit"), ("FERRY_DEV", "false")],
     )
     .await;
+    // The warning and the "listening" line come on two streams, read by two threads: wait
+    // for the warning rather than expect it first.
     assert!(
-        server.log().contains("ignored outside dev mode"),
+        crate::helpers::eventually(Duration::from_secs(10), || server
+            .log()
+            .contains("ignored outside dev mode"))
+        .await,
         "{}",
         server.log()
     );
