@@ -164,7 +164,16 @@ async function launchWebKit() {
           tab.click = async (selector) => {
             await tab.waitForSelector(selector, 60_000);
             const { By } = await import('selenium-webdriver');
-            return on(handle, async () => (await d.findElement(By.css(selector))).click());
+            // WebKitWebDriver refuses a click on an element still being laid out (page load
+            // under load: ElementNotInteractableError); the page's own click is the same event.
+            return on(handle, async () => {
+              try {
+                await (await d.findElement(By.css(selector))).click();
+              } catch (e) {
+                if (e?.name !== 'ElementNotInteractableError') throw e;
+                await d.executeScript('document.querySelector(arguments[0]).click()', selector);
+              }
+            });
           };
           tab.select = (selector, value) => tab.eval(([s, v]) => {
             const el = document.querySelector(s);
