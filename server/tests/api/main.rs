@@ -8,6 +8,8 @@
 
 mod admin;
 mod auth;
+#[path = "../support/balancer.rs"]
+mod balancer;
 mod binary;
 mod compression;
 mod cors;
