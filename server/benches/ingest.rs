@@ -14,8 +14,9 @@
 //!    table, and the naive migrator, one `INSERT` per record per transaction (timed on a
 //!    subset, with one connection and with as many connections as the HTTP clients).
 //! 2. **Load**: many simulated users (each its own token, migration and a few batches) at once
-//!    against fresh server processes (1, then 2 on the same database, users split between
-//!    them), the generator's requests in flight bounded, with a hard time limit: throughput,
+//!    against fresh server processes (1; 2 on the same database, users split between them; 3
+//!    behind an nginx load balancer, round robin, with per-process then shared rate-limit
+//!    buckets, as docs/scaling.md describes), the generator's requests in flight bounded, with a hard time limit: throughput,
 //!    p50/p99/max batch latency, errors, SQL checks that every record is stored exactly once,
 //!    and each server's peak RSS (`VmHWM`).
 //!
@@ -48,6 +49,10 @@ use serde_json::{Value, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
+
+#[path = "../tests/support/balancer.rs"]
+mod balancer;
+use balancer::Balancer;
 
 type Res<T> = Result<T, String>;
 
@@ -115,7 +120,7 @@ impl Params {
                 clients: 8,
                 runs: 3,
                 naive: 10_000,
-                load_runs: 5,
+                load_runs: 3,
                 users: 1_000,
                 per_user: 200,
                 load_batch: 50,
@@ -252,14 +257,46 @@ struct Server {
     url: String,
 }
 
+/// How the load run's server processes are deployed.
+#[derive(Clone, Copy)]
+struct Deployment {
+    /// `ferry-server` processes on the one database.
+    processes: usize,
+    /// Clients talk to an nginx in front of them (round robin) rather than to each directly.
+    nginx: bool,
+    /// The processes share their per-user rate-limit buckets in PostgreSQL
+    /// (`FERRY_RATE_LIMIT_SHARED=true`) instead of each holding its own.
+    shared_limits: bool,
+}
+
+impl Deployment {
+    fn describe(self) -> String {
+        let mut d = format!("{} server process(es)", self.processes);
+        if self.nginx {
+            d.push_str(" behind nginx");
+        }
+        if self.shared_limits {
+            d.push_str(", rate-limit buckets shared in PostgreSQL");
+        }
+        d
+    }
+}
+
 impl Server {
-    fn start(binary: &Path, database_url: &str, work: &Path, name: &str) -> Res<Self> {
+    fn start(
+        binary: &Path,
+        database_url: &str,
+        work: &Path,
+        name: &str,
+        shared_limits: bool,
+    ) -> Res<Self> {
         let log_path = work.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).ctx(format!("create {}", log_path.display()))?;
         let mut child = Command::new(binary)
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("FERRY_RATE_LIMIT_SHARED", shared_limits.to_string())
             .env("DATABASE_URL", database_url)
             .env("FERRY_SPEC", repo_root().join("specs/taskboard.json"))
             .env(
@@ -1083,14 +1120,60 @@ async fn bench(
         &meter,
     )
     .await?;
-    let load1 = load_bench(p, binary, spec, cluster, db_name, &database_url, work, 1).await?;
-    let load2 = load_bench(p, binary, spec, cluster, db_name, &database_url, work, 2).await?;
+    let mut loads = serde_json::Map::new();
+    for (key, deployment) in [
+        (
+            "one_server",
+            Deployment {
+                processes: 1,
+                nginx: false,
+                shared_limits: false,
+            },
+        ),
+        (
+            "two_servers",
+            Deployment {
+                processes: 2,
+                nginx: false,
+                shared_limits: false,
+            },
+        ),
+        (
+            "three_behind_nginx",
+            Deployment {
+                processes: 3,
+                nginx: true,
+                shared_limits: false,
+            },
+        ),
+        (
+            "three_behind_nginx_shared_limits",
+            Deployment {
+                processes: 3,
+                nginx: true,
+                shared_limits: true,
+            },
+        ),
+    ] {
+        let out = load_bench(
+            p,
+            binary,
+            spec,
+            cluster,
+            db_name,
+            &database_url,
+            work,
+            deployment,
+        )
+        .await?;
+        loads.insert(key.to_owned(), out);
+    }
 
     let report = json!({
         "params": p.to_json(),
         "machine": machine,
         "ingest": ingest,
-        "load": { "one_server": load1, "two_servers": load2 },
+        "load": loads,
         "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     });
     if let Some(path) = &p.json {
@@ -1158,7 +1241,7 @@ async fn ingest_bench(
         kept
     });
 
-    let server = Server::start(binary, database_url, work, "ingest")?;
+    let server = Server::start(binary, database_url, work, "ingest", false)?;
     let pids = [server.pid()];
     let urls = vec![server.url.clone()];
     let db = connect(cluster, db_name).await?;
@@ -1382,14 +1465,21 @@ async fn load_bench(
     db_name: &str,
     database_url: &str,
     work: &Path,
-    processes: usize,
+    deployment: Deployment,
 ) -> Res<Value> {
     if p.load_runs == 0 {
         return Ok(Value::Null);
     }
+    let processes = deployment.processes;
     println!(
-        "\n== Load: {} users x {} records ({}-record batches), {} server process(es), at most {} requests in flight, limit {} s, {} run(s) ==",
-        p.users, p.per_user, p.load_batch, processes, p.inflight, p.load_limit_secs, p.load_runs
+        "\n== Load: {} users x {} records ({}-record batches), {}, at most {} requests in flight, limit {} s, {} run(s) ==",
+        p.users,
+        p.per_user,
+        p.load_batch,
+        deployment.describe(),
+        p.inflight,
+        p.load_limit_secs,
+        p.load_runs
     );
     let limits = BatchLimits {
         max_records: p.load_batch,
@@ -1406,7 +1496,10 @@ async fn load_bench(
     let mut error_samples: Vec<String> = Vec::new();
     for run in 1..=p.load_runs {
         let users: Vec<Uuid> = (0..p.users).map(|_| Uuid::new_v4()).collect();
-        let seed = 10_000_000 * run as u64 + 1_000_000_000 * processes as u64;
+        let seed = 10_000_000 * run as u64
+            + 1_000_000_000 * processes as u64
+            + 100_000_000 * u64::from(deployment.nginx)
+            + 200_000_000 * u64::from(deployment.shared_limits);
         let migrations = Arc::new(migrations(
             spec,
             &users,
@@ -1424,9 +1517,19 @@ async fn load_bench(
                 database_url,
                 work,
                 &format!("load-{processes}-{i}"),
+                deployment.shared_limits,
             )?);
         }
-        let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+        let direct: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+        let nginx = if deployment.nginx {
+            Some(Balancer::start(&direct)?)
+        } else {
+            None
+        };
+        let urls = match &nginx {
+            Some(n) => vec![n.url.clone()],
+            None => direct,
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(p.inflight)
@@ -1496,8 +1599,18 @@ async fn load_bench(
         for s in &servers {
             peaks.push(peak_rss_mib(s.pid())?);
         }
+        let spread = nginx
+            .as_ref()
+            .map(|n| (n.requests_per_upstream(), n.errors()));
+        drop(nginx);
         for s in servers {
             s.stop();
+        }
+        if let Some((per, nginx_errors)) = &spread {
+            println!("  nginx passed {per:?} requests to the processes");
+            if !nginx_errors.is_empty() {
+                return Err(format!("nginx logged errors: {nginx_errors:#?}"));
+            }
         }
         let errs = errors.load(Ordering::Relaxed);
         errors_total += errs;
@@ -1536,6 +1649,8 @@ async fn load_bench(
     reset(&db).await?;
     let out = json!({
         "processes": processes,
+        "behind_nginx": deployment.nginx,
+        "shared_rate_limits": deployment.shared_limits,
         "records_per_s": summary(&throughput),
         "batch_latency_p50_ms": summary(&p50),
         "batch_latency_p99_ms": summary(&p99),
