@@ -114,6 +114,16 @@ else
   step "pgbouncer" "installed"
 fi
 
+# 3c. nginx: a server test and the ingest bench run three server processes behind it.
+if [[ -x /usr/sbin/nginx ]]; then
+  step "nginx" "present"
+else
+  step "nginx" "installing (apt-get install nginx-light)"
+  apt_install nginx-light
+  [[ -x /usr/sbin/nginx ]] || fail "nginx-light installed, but /usr/sbin/nginx is missing"
+  step "nginx" "installed"
+fi
+
 # 4. Chromium and ChromeDriver: browser tests only, so the demo does not pay for them.
 if [[ "$BROWSER" == "1" ]]; then
   if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then
