@@ -84,7 +84,9 @@ async function launchFirefox() {
       const context = await browser.createBrowserContext();
       return {
         async newTab(url) {
-          const page = await context.newPage();
+          // Each tab in a window of its own, in the foreground: Firefox loads a background tab
+          // of one window only later (two tabs "opened at once" would then not run at once).
+          const page = await context.newPage({ type: 'window' });
           await page.setViewport({ width: 1280, height: 900 });
           const tab = common({ errors: [] });
           page.on('pageerror', (e) => tab.errors.push(String(e)));
