@@ -165,6 +165,25 @@ async fn every_ingest_statement_on_per_user_tables_is_keyed_by_user_id() {
     );
 }
 
+/// The users' tasks number `expected` in PostgreSQL, none of them twice.
+async fn assert_stored_once(app: &crate::helpers::TestApp, ids: &[Uuid], expected: usize) {
+    let ids = ids.to_vec();
+    let rows = app
+        .count(
+            "SELECT count(*) FROM tasks WHERE user_id = ANY($1)",
+            &[&ids],
+        )
+        .await;
+    let distinct = app
+        .count(
+            "SELECT count(DISTINCT (user_id, legacy_id)) FROM tasks WHERE user_id = ANY($1)",
+            &[&ids],
+        )
+        .await;
+    assert_eq!(rows, expected as i64, "every record once");
+    assert_eq!(distinct, rows, "no record twice");
+}
+
 /// `/v1/me` as `token` on each server in turn, `n` times: the status codes.
 async fn statuses(servers: &[&str], token: &str, n: usize) -> Vec<u16> {
     let client = reqwest::Client::new();
@@ -301,20 +320,7 @@ async fn three_processes_behind_a_round_robin_apply_every_record_exactly_once() 
     for w in work {
         ids.push(w.await.unwrap());
     }
-    let rows = app
-        .count(
-            "SELECT count(*) FROM tasks WHERE user_id = ANY($1)",
-            &[&ids],
-        )
-        .await;
-    let distinct = app
-        .count(
-            "SELECT count(DISTINCT (user_id, legacy_id)) FROM tasks WHERE user_id = ANY($1)",
-            &[&ids],
-        )
-        .await;
-    assert_eq!(rows, (USERS * TASKS) as i64, "every record once");
-    assert_eq!(distinct, rows, "no record twice");
+    assert_stored_once(&app, &ids, USERS * TASKS).await;
 }
 
 #[tokio::test]
@@ -360,20 +366,7 @@ async fn three_processes_behind_nginx_store_every_record_once_and_share_the_load
     for w in work {
         ids.push(w.await.unwrap());
     }
-    let rows = app
-        .count(
-            "SELECT count(*) FROM tasks WHERE user_id = ANY($1)",
-            &[&ids],
-        )
-        .await;
-    let distinct = app
-        .count(
-            "SELECT count(DISTINCT (user_id, legacy_id)) FROM tasks WHERE user_id = ANY($1)",
-            &[&ids],
-        )
-        .await;
-    assert_eq!(rows, (USERS * TASKS) as i64, "every record once");
-    assert_eq!(distinct, rows, "no record twice");
+    assert_stored_once(&app, &ids, USERS * TASKS).await;
     // The balancer spread the requests: each process served at least a sixth of them.
     let per = nginx.requests_per_upstream();
     let total: usize = per.iter().sum();
