@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::balancer::Balancer;
-use crate::helpers::{Run, ServerProcess, app_at, fresh_database, pairs, spawn_app};
+use crate::helpers::{Run, ServerProcess, TestDatabase, app_at, fresh_database, pairs, spawn_app};
 use crate::run_status::{tallies, verify};
 
 /// Ferry's tables holding one row per user's something: distributed by `user_id`.
@@ -165,6 +165,27 @@ async fn every_ingest_statement_on_per_user_tables_is_keyed_by_user_id() {
     );
 }
 
+/// A fresh database and three server processes over it, with their URLs; `None` when the tests
+/// use an external `DATABASE_URL` (no connection string to hand the processes).
+async fn three_servers() -> Option<(TestDatabase, Vec<ServerProcess>, Vec<String>)> {
+    let database = fresh_database().await;
+    let conninfo = database.conninfo.clone()?;
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(ServerProcess::start(&conninfo, &[]).await);
+    }
+    let urls = servers.iter().map(|s| s.url.clone()).collect();
+    Some((database, servers, urls))
+}
+
+/// User `u`'s legacy `tasks` value: `n` tasks with fresh ids.
+fn tasks_of(u: usize, n: usize) -> String {
+    let list: Vec<Value> = (0..n)
+        .map(|i| json!({"id": Uuid::new_v4(), "title": format!("u{u} t{i}"), "status": "todo", "createdAt": "2024-01-01T00:00:00Z"}))
+        .collect();
+    Value::Array(list).to_string()
+}
+
 /// The users' tasks number `expected` in PostgreSQL, none of them twice.
 async fn assert_stored_once(app: &crate::helpers::TestApp, ids: &[Uuid], expected: usize) {
     let ids = ids.to_vec();
@@ -262,15 +283,9 @@ async fn with_shared_buckets_two_processes_apply_one_rate_limit_per_user() {
 
 #[tokio::test]
 async fn three_processes_behind_a_round_robin_apply_every_record_exactly_once() {
-    let database = fresh_database().await;
-    let Some(conninfo) = database.conninfo.clone() else {
+    let Some((database, _servers, urls)) = three_servers().await else {
         return; // An external DATABASE_URL: no connection string for this database.
     };
-    let mut servers = Vec::new();
-    for _ in 0..3 {
-        servers.push(ServerProcess::start(&conninfo, &[]).await);
-    }
-    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     let app = app_at(&urls[0], database);
     const USERS: usize = 60;
     const TASKS: usize = 30;
@@ -280,11 +295,7 @@ async fn three_processes_behind_a_round_robin_apply_every_record_exactly_once() 
     let mut work = Vec::new();
     for u in 0..USERS {
         let user = app.user();
-        let list: Vec<Value> = (0..TASKS)
-            .map(|i| json!({"id": Uuid::new_v4(), "title": format!("u{u} t{i}"), "status": "todo", "createdAt": "2024-01-01T00:00:00Z"}))
-            .collect();
-        let run = Run::new();
-        let (_, batches) = run.batches_of(&pairs(&[("tasks", &Value::Array(list).to_string())]), 8);
+        let (_, batches) = Run::new().batches_of(&pairs(&[("tasks", &tasks_of(u, TASKS))]), 8);
         let (client, urls) = (client.clone(), urls.clone());
         work.push(tokio::spawn(async move {
             for (i, b) in batches.into_iter().enumerate() {
@@ -325,15 +336,9 @@ async fn three_processes_behind_a_round_robin_apply_every_record_exactly_once() 
 
 #[tokio::test]
 async fn three_processes_behind_nginx_store_every_record_once_and_share_the_load() {
-    let database = fresh_database().await;
-    let Some(conninfo) = database.conninfo.clone() else {
+    let Some((database, _servers, urls)) = three_servers().await else {
         return; // An external DATABASE_URL: no connection string for this database.
     };
-    let mut servers = Vec::new();
-    for _ in 0..3 {
-        servers.push(ServerProcess::start(&conninfo, &[]).await);
-    }
-    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     let nginx = Balancer::start(&urls).unwrap_or_else(|e| panic!("{e}"));
     // Every request of the test goes through nginx, as a browser's would.
     let app = std::sync::Arc::new(app_at(&nginx.url, database));
@@ -344,12 +349,7 @@ async fn three_processes_behind_nginx_store_every_record_once_and_share_the_load
         let app = std::sync::Arc::clone(&app);
         work.push(tokio::spawn(async move {
             let user = app.user();
-            let list: Vec<Value> = (0..TASKS)
-                .map(|i| json!({"id": Uuid::new_v4(), "title": format!("u{u} t{i}"), "status": "todo", "createdAt": "2024-01-01T00:00:00Z"}))
-                .collect();
-            let run = Run::new();
-            let (_, batches) =
-                run.batches_of(&pairs(&[("tasks", &Value::Array(list).to_string())]), 6);
+            let (_, batches) = Run::new().batches_of(&pairs(&[("tasks", &tasks_of(u, TASKS))]), 6);
             let first = batches[0].body.clone();
             for b in batches {
                 let answer = app.send(&user.token, b.body).await;
