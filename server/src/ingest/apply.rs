@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use ferry_core::spec::{ConflictPolicy, Field};
 use ferry_core::wire;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::Transaction;
 use tokio_postgres::types::{ToSql, Type};
@@ -112,7 +113,15 @@ async fn apply_once(
     let mut refusals = Refusals::new();
     let mut outcomes = write_kinds(&tx, plan, prepared, writing, &mut refusals, times).await?;
     quarantine_rejected(&tx, plan, cipher, prepared, &refusals, &mut outcomes).await?;
-    let result = batch_result(prepared, &refusals, &outcomes);
+    let result = batch_result(prepared, |i, line| {
+        let outcome = outcomes[i].unwrap_or(RecordOutcome::Quarantined);
+        let reasons = if outcome == RecordOutcome::Quarantined {
+            reasons_of(&refusals, i, line)
+        } else {
+            Vec::new()
+        };
+        (outcome, reasons)
+    });
     record_received(&tx, prepared, &result).await?;
     save_answer(&tx, prepared, &result).await?;
     tx.commit().await.map_err(db("committing the batch"))?;
@@ -248,18 +257,65 @@ async fn refuse_if_rolled_back(
     Ok(())
 }
 
-/// The stored answer of a batch applied before, marked `replay`.
-fn replay_answer(prepared: &PreparedBatch, stored: Value) -> Result<BatchResult, IngestError> {
-    match serde_json::from_value::<BatchResult>(stored) {
-        Ok(mut result) => {
-            result.replay = true;
-            Ok(result)
-        }
-        Err(_) => Err(IngestError::IdempotencyConflict {
-            migration_id: prepared.migration_id,
-            sequence: prepared.sequence,
-        }),
+/// What the ledger keeps of a batch's answer, for replays: the lines whose outcome is not
+/// `inserted`, by position, with their reasons. The rest of the answer (ids, hashes, kinds,
+/// counts) is rebuilt from the replayed batch itself, which is the same body (its hash was
+/// checked against the claim): an answer of 2,000 inserted records is a few bytes, not 300 KB
+/// of JSON written in the hot path.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredAnswer {
+    /// The non-`inserted` lines.
+    others: Vec<StoredLine>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredLine {
+    line: usize,
+    outcome: RecordOutcome,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    reasons: Vec<String>,
+}
+
+impl StoredAnswer {
+    fn of(result: &BatchResult) -> Self {
+        let others = result
+            .outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.outcome != RecordOutcome::Inserted)
+            .map(|(line, r)| StoredLine {
+                line,
+                outcome: r.outcome,
+                reasons: r.reasons.clone(),
+            })
+            .collect();
+        Self { others }
     }
+}
+
+/// The stored answer of a batch applied before, marked `replay`. Answers stored whole (before
+/// [`StoredAnswer`]) are read as they are.
+fn replay_answer(prepared: &PreparedBatch, stored: Value) -> Result<BatchResult, IngestError> {
+    let refused = || IngestError::IdempotencyConflict {
+        migration_id: prepared.migration_id,
+        sequence: prepared.sequence,
+    };
+    let mut result = match serde_json::from_value::<StoredAnswer>(stored.clone()) {
+        Ok(answer) => {
+            let mut others: BTreeMap<usize, StoredLine> =
+                answer.others.into_iter().map(|l| (l.line, l)).collect();
+            if others.keys().any(|&line| line >= prepared.lines.len()) {
+                return Err(refused());
+            }
+            batch_result(prepared, |i, _| match others.remove(&i) {
+                Some(l) => (l.outcome, l.reasons),
+                None => (RecordOutcome::Inserted, Vec::new()),
+            })
+        }
+        Err(_) => serde_json::from_value::<BatchResult>(stored).map_err(|_| refused())?,
+    };
+    result.replay = true;
+    Ok(result)
 }
 
 /// Step 1, continued: the migration's run row, upserted and locked, with the spec version its
@@ -600,17 +656,16 @@ fn quarantined_raw<'a>(
     }
 }
 
-/// The answer: every line's outcome (reasons for the quarantined ones) and the counts per
-/// kind and outcome.
+/// The answer: every line's outcome and reasons, as `outcome_of(index, line)` says, and the
+/// counts per kind and outcome.
 fn batch_result(
     prepared: &PreparedBatch,
-    refusals: &Refusals,
-    outcomes: &[Option<RecordOutcome>],
+    mut outcome_of: impl FnMut(usize, &Line) -> (RecordOutcome, Vec<String>),
 ) -> BatchResult {
     let mut results = Vec::with_capacity(prepared.lines.len());
     let mut counts: BTreeMap<String, BTreeMap<RecordOutcome, u64>> = BTreeMap::new();
-    for (i, (line, outcome)) in prepared.lines.iter().zip(outcomes).enumerate() {
-        let outcome = outcome.unwrap_or(RecordOutcome::Quarantined);
+    for (i, line) in prepared.lines.iter().enumerate() {
+        let (outcome, reasons) = outcome_of(i, line);
         *counts
             .entry(line.kind_name.clone())
             .or_default()
@@ -621,11 +676,7 @@ fn batch_result(
             hash: line.hash.to_hex(),
             kind: line.kind_name.clone(),
             outcome,
-            reasons: if outcome == RecordOutcome::Quarantined {
-                reasons_of(refusals, i, line)
-            } else {
-                Vec::new()
-            },
+            reasons,
         });
     }
     BatchResult {
@@ -670,13 +721,13 @@ async fn record_received(
     Ok(())
 }
 
-/// Step 4, last: the answer stored in the ledger, for replays.
+/// Step 4, last: the answer stored in the ledger, for replays ([`StoredAnswer`]).
 async fn save_answer(
     tx: &Transaction<'_>,
     prepared: &PreparedBatch,
     result: &BatchResult,
 ) -> Result<(), IngestError> {
-    let stored = serde_json::to_value(result).unwrap_or(Value::Null);
+    let stored = serde_json::to_value(StoredAnswer::of(result)).unwrap_or(Value::Null);
     const ANSWER: &str = "UPDATE ferry_ingest_ledger SET response = $4 WHERE user_id = $1 AND migration_id = $2 AND sequence = $3";
     tx.execute_typed(
         ANSWER,

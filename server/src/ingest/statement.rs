@@ -3,9 +3,10 @@
 //!
 //! The batch's rows travel as one array per column, `unnest`ed into an `incoming` set; the
 //! statement locks and snapshots the stored rows (`before`), upserts with `ON CONFLICT
-//! (user_id, id) DO UPDATE … WHERE <policy>` (`written`), writes the before-image of every row
-//! it changes (`images`), queues manual conflicts (`queued`), and returns one line per
-//! incoming row from which the per-record outcome is read.
+//! (user_id, id) DO UPDATE … WHERE <policy>` (`written`), writes the before-image of every
+//! stored row it changes (`images`) and the ids of the rows it creates as one array
+//! (`created`), queues manual conflicts (`queued`), and returns one line per incoming row from
+//! which the per-record outcome is read.
 
 use std::fmt::Write as _;
 
@@ -105,7 +106,8 @@ impl KindPlan {
 
 /// The statement of one kind, CTE by CTE: `incoming` (the batch's rows), `before` (the stored
 /// rows it touches, locked), `written` (the upsert with the policy), `images` (before-images),
-/// `queued` (manual conflicts, policy `manual` only), then one answer line per incoming row.
+/// `created` (the ids of new rows), `queued` (manual conflicts, policy `manual` only), then one
+/// answer line per incoming row.
 fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
     let table = quote_ident(&kind.table);
     let id = quote_ident(&kind.id.column);
@@ -117,12 +119,18 @@ fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
         "before AS (SELECT t.* FROM {table} t WHERE t.user_id = $1 AND t.{id} IN (SELECT {id} FROM incoming) FOR UPDATE), "
     );
     sql.push_str(&written_cte(kind, columns, &table, &id, &names));
+    // What a rollback needs: the rows that existed as they were (a before-image each, the
+    // first per migration and row wins), and the ids of the rows created, one array per
+    // statement (an empty table costs one bookkeeping row per batch, not one per record).
+    let table_lit = quote_literal(&kind.table);
     let _ = write!(
         sql,
         "images AS (INSERT INTO ferry_before_images (user_id, migration_id, table_name, row_id, before) \
-         SELECT $1, $2, {}, w.{id}, to_jsonb(b) FROM written w LEFT JOIN before b ON b.{id} = w.{id} \
-         ON CONFLICT DO NOTHING), ",
-        quote_literal(&kind.table)
+         SELECT $1, $2, {table_lit}, w.{id}, to_jsonb(b) FROM written w JOIN before b ON b.{id} = w.{id} \
+         ON CONFLICT DO NOTHING), \
+         created AS (INSERT INTO ferry_created_rows (user_id, migration_id, table_name, row_ids) \
+         SELECT $1, $2, {table_lit}, array_agg(w.{id}) FROM written w \
+         WHERE NOT EXISTS (SELECT 1 FROM before b WHERE b.{id} = w.{id}) HAVING count(*) > 0), "
     );
     let differs_ib = format!(
         "({}) IS DISTINCT FROM ({})",

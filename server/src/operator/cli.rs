@@ -392,8 +392,13 @@ pub async fn purge_on(
     })
     .await?;
     say(&format!(
-        "purged: {} user(s), {} migration(s): {} ledger answer(s), {} received hash(es), {} before-image(s) removed; these migrations can no longer be rolled back",
-        done.users, done.migrations, done.ledger_answers, done.received_hashes, done.before_images
+        "purged: {} user(s), {} migration(s): {} ledger answer(s), {} received hash(es), {} before-image(s), {} created-row record(s) removed; these migrations can no longer be rolled back",
+        done.users,
+        done.migrations,
+        done.ledger_answers,
+        done.received_hashes,
+        done.before_images,
+        done.created_rows
     ));
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `ferry-server purge`: bookkeeping does not grow forever (issue 16 §3).
 //!
 //! A migration run needs its ledger answers (`ferry_ingest_ledger`), received hashes
-//! (`ferry_received`) and before-images (`ferry_before_images`) only to answer replays, to
+//! (`ferry_received`), before-images (`ferry_before_images`) and created-row records
+//! (`ferry_created_rows`) only to answer replays, to
 //! verify and to roll back. Once a run is **verified** and its `verified_at` is older than the
 //! retention, the purge removes them; runs that are running, stalled or rolled back are never
 //! touched, nor is anything of the app's tables, the quarantine, the conflicts or the backups.
@@ -100,6 +101,9 @@ pub struct PurgeCounts {
     pub received_hashes: u64,
     /// Before-images removed (`ferry_before_images`).
     pub before_images: u64,
+    /// Created rows whose record was removed (`ferry_created_rows`, counted by row: the
+    /// table holds one array of ids per batch and table).
+    pub created_rows: u64,
 }
 
 /// What a purge would do, counted without deleting anything.
@@ -132,7 +136,9 @@ pub async fn plan(client: &Client, retention: Duration) -> Result<PurgePlan, DbE
                         (SELECT count(*) FROM ferry_before_images x JOIN c USING (user_id, migration_id)),
                         (SELECT count(*) FROM ferry_migration_runs
                           WHERE status = 'verified' AND purged_at IS NULL
-                            AND verified_at >= now() - make_interval(secs => $1))"
+                            AND verified_at >= now() - make_interval(secs => $1)),
+                        (SELECT coalesce(sum(cardinality(x.row_ids)), 0)::int8
+                           FROM ferry_created_rows x JOIN c USING (user_id, migration_id))"
             ),
             &[(&retention.as_secs_f64(), Type::FLOAT8)],
         )
@@ -150,6 +156,7 @@ pub async fn plan(client: &Client, retention: Duration) -> Result<PurgePlan, DbE
             ledger_answers: read(2)?,
             received_hashes: read(3)?,
             before_images: read(4)?,
+            created_rows: read(6)?,
         },
         verified_recently: read(5)?,
     })
@@ -196,6 +203,7 @@ pub async fn purge(
                 totals.ledger_answers += done.ledger_answers;
                 totals.received_hashes += done.received_hashes;
                 totals.before_images += done.before_images;
+                totals.created_rows += done.created_rows;
                 progress(&totals);
             }
         }
@@ -294,6 +302,17 @@ async fn purge_user(
         )
         .await
         .map_err(query_error("delete the before-images"))?;
+    let created: i64 = tx
+        .query_typed_one(
+            "WITH gone AS (DELETE FROM ferry_created_rows WHERE user_id = $1 AND migration_id = ANY($2)
+                           RETURNING cardinality(row_ids) AS n)
+             SELECT coalesce(sum(n), 0)::int8 FROM gone",
+            &params,
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(query_error("delete the created-row records"))?;
+    done.created_rows = count(created);
     tx.commit()
         .await
         .map_err(query_error("commit a user's purge"))?;
@@ -306,7 +325,7 @@ pub fn render(plan: &PurgePlan, retention: Duration) -> String {
     let p = &plan.purgeable;
     let r = render_retention(retention);
     format!(
-        "migrations verified more than {r} ago: {} user(s), {} migration(s): {} ledger answer(s), {} received hash(es), {} before-image(s)\n\
+        "migrations verified more than {r} ago: {} user(s), {} migration(s): {} ledger answer(s), {} received hash(es), {} before-image(s), {} created-row record(s)\n\
          {} verified migration(s) verified within {r} are kept; running, stalled and rolled-back migrations are never touched\n\
          once purged, these {} migration(s) can no longer be rolled back (their batches are refused too; their reports and the fleet summary keep their counts); to keep rollback possible longer, use a longer retention (--older-than or FERRY_PURGE_AFTER)",
         p.users,
@@ -314,6 +333,7 @@ pub fn render(plan: &PurgePlan, retention: Duration) -> String {
         p.ledger_answers,
         p.received_hashes,
         p.before_images,
+        p.created_rows,
         plan.verified_recently,
         p.migrations,
     )

@@ -1,13 +1,15 @@
 //! Rolling a migration back: every row the migration touched is put back exactly as it was
 //! before the migration first touched it.
 //!
-//! The ingest statement stores a *before-image* of every row it writes (`ferry_before_images`,
-//! the first image per migration and row wins): `NULL` when the row did not exist, else the
-//! row as `to_jsonb`. Resolving a conflict (`incoming` or `edited`) stores one too, under the
-//! conflict's migration. Rolling back, in one transaction: rows that did not exist are
-//! deleted, the others are restored from their image with `jsonb_populate_record`, the
-//! migration's open conflicts are dismissed and the run is marked `rolled_back`. Batches of a
-//! rolled-back migration are refused from then on (409 `migration_rolled_back`); a replay of a
+//! The ingest statement stores a *before-image* of every stored row it changes
+//! (`ferry_before_images`, the row as `to_jsonb`; the first image per migration and row wins)
+//! and the ids of the rows it creates, one array per statement (`ferry_created_rows`). Resolving
+//! a conflict (`incoming` or `edited`) stores an image too (`NULL` when the row did not exist),
+//! under the conflict's migration. Both carry an `ord` from one sequence, so the first thing
+//! the migration did to a row is known. Rolling back, in one transaction: rows the migration
+//! first created are deleted, the others are restored from their image with
+//! `jsonb_populate_record`, the migration's open conflicts are dismissed and the run is marked
+//! `rolled_back`. Batches of a rolled-back migration are refused from then on (409 `migration_rolled_back`); a replay of a
 //! batch applied before still gets its stored answer and changes nothing.
 //!
 //! **Later changes to the same rows are overwritten.** The image is the row as it was before
@@ -95,12 +97,12 @@ pub async fn rollback(
     for kind in &spec.kinds {
         let table = quote_ident(&kind.table);
         let id = quote_ident(&kind.id.column);
+        let first = first_change_sql();
         let deleted = tx
             .execute_typed(
                 &format!(
-                    "DELETE FROM {table} t USING ferry_before_images bi
-                     WHERE bi.user_id = $1 AND bi.migration_id = $2 AND bi.table_name = $3
-                       AND bi.before IS NULL AND t.user_id = $1 AND t.{id} = bi.row_id"
+                    "{first} DELETE FROM {table} t USING first f
+                     WHERE f.before IS NULL AND t.user_id = $1 AND t.{id} = f.row_id"
                 ),
                 &[
                     (&user, Type::UUID),
@@ -121,11 +123,10 @@ pub async fn rollback(
         let restored = tx
             .execute_typed(
                 &format!(
-                    "INSERT INTO {table}
-                     SELECT (jsonb_populate_record(NULL::{table}, bi.before)).*
-                     FROM ferry_before_images bi
-                     WHERE bi.user_id = $1 AND bi.migration_id = $2 AND bi.table_name = $3
-                       AND bi.before IS NOT NULL AND bi.before->>'user_id' = $1::text
+                    "{first} INSERT INTO {table}
+                     SELECT (jsonb_populate_record(NULL::{table}, f.before)).*
+                     FROM first f
+                     WHERE f.before IS NOT NULL AND f.before->>'user_id' = $1::text
                      ON CONFLICT (user_id, {id}) DO UPDATE SET {set_all}"
                 ),
                 &[
@@ -159,6 +160,24 @@ pub async fn rollback(
         .await
         .map_err(|e| DbError::query("commit the rollback", &e))?;
     Ok(Some(report))
+}
+
+/// `WITH … first AS (row_id, before)`: for each row migration `$2` of user `$1` touched in
+/// table `$3`, the first thing the migration did to it. A creation (`ferry_created_rows`) or a
+/// `NULL` image gives `before` NULL: the row is deleted. An image of a stored row gives that
+/// row: it is put back. Images older than the `ord` column count as first.
+fn first_change_sql() -> &'static str {
+    "WITH created AS (SELECT r.row_id, min(c.ord) AS ord
+                        FROM ferry_created_rows c CROSS JOIN LATERAL unnest(c.row_ids) AS r(row_id)
+                       WHERE c.user_id = $1 AND c.migration_id = $2 AND c.table_name = $3
+                       GROUP BY r.row_id),
+          images AS (SELECT bi.row_id, bi.before, coalesce(bi.ord, 0) AS ord
+                       FROM ferry_before_images bi
+                      WHERE bi.user_id = $1 AND bi.migration_id = $2 AND bi.table_name = $3),
+          first AS (SELECT coalesce(i.row_id, c.row_id) AS row_id,
+                           CASE WHEN i.row_id IS NOT NULL AND (c.row_id IS NULL OR i.ord < c.ord)
+                                THEN i.before END AS before
+                      FROM images i FULL JOIN created c ON c.row_id = i.row_id)"
 }
 
 /// Why a purged migration is not rolled back, said the same way by the HTTP answer and the CLI.

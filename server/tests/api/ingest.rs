@@ -427,6 +427,33 @@ async fn the_same_batch_three_times_and_ten_concurrent_copies_apply_once() {
         assert_eq!(again.outcomes, first.outcomes);
         assert_eq!(again.counts, first.counts);
     }
+    // The ledger keeps only the lines that were not inserted (the quarantined one); an answer
+    // stored whole, as older servers did, is replayed as it was.
+    let stored: Value = serde_json::from_str(
+        &app.text(
+            "SELECT response::text FROM ferry_ingest_ledger WHERE migration_id = $1",
+            &[&run.migration_id],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        stored["others"].as_array().map(Vec::len),
+        Some(1),
+        "{stored}"
+    );
+    assert_eq!(stored["others"][0]["outcome"], "quarantined", "{stored}");
+    let whole = serde_json::to_value(&first).unwrap();
+    app.db
+        .execute(
+            "UPDATE ferry_ingest_ledger SET response = $2 WHERE migration_id = $1",
+            &[&run.migration_id, &whole],
+        )
+        .await
+        .unwrap();
+    let again = app.send(&user.token, body.clone()).await;
+    assert!(again.replay);
+    assert_eq!(again.outcomes, first.outcomes);
     assert_eq!(
         app.count("SELECT count(*) FROM tasks WHERE user_id = $1", &[&user.id])
             .await,

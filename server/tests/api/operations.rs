@@ -154,6 +154,110 @@ async fn a_rollback_restores_exactly_the_rows_before_the_migration() {
     assert_eq!(snapshot(&app, user.id).await, before);
 }
 
+/// The batch of `run` with sequence `sequence` holding `tasks` as the legacy `tasks` value.
+fn tasks_batch(run: &Run, sequence: u32, tasks: &Value) -> Vec<u8> {
+    let records = ferry_core::pipeline::process(
+        crate::helpers::demo_spec(),
+        &crate::helpers::pairs(&[("tasks", &tasks.to_string())]),
+        &run.context(),
+    );
+    let mut batches = ferry_core::wire::build_batches(
+        crate::helpers::demo_spec(),
+        &run.header(),
+        &records,
+        0..records.len(),
+        sequence,
+        ferry_core::wire::BatchLimits::default(),
+    );
+    assert_eq!(batches.len(), 1);
+    batches.remove(0).body
+}
+
+/// Rows created by a batch are recorded once per batch, images only for rows that existed, and
+/// rollback follows the first thing the migration did to each row, across its batches: a row it
+/// created and a later batch changed is deleted; a stored row it changed, that the app then
+/// deleted and a later batch created again, gets its first image back.
+#[tokio::test]
+async fn a_rollback_follows_the_first_change_of_each_row_across_batches() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let earlier = Run::new();
+    app.send(
+        &user.token,
+        tasks_batch(&earlier, 0, &json!([task(b, "b0", "2024-01-01T00:00:00Z")])),
+    )
+    .await;
+    let before = snapshot(&app, user.id).await;
+
+    let run = Run::new();
+    let first = app
+        .send(
+            &user.token,
+            tasks_batch(
+                &run,
+                0,
+                &json!([
+                    task(a, "a1", "2024-02-01T00:00:00Z"),
+                    task(b, "b1", "2024-02-01T00:00:00Z")
+                ]),
+            ),
+        )
+        .await;
+    let outcomes = |r: &ferry_server::ingest::BatchResult| -> Vec<String> {
+        r.outcomes
+            .iter()
+            .map(|o| o.outcome.as_str().to_owned())
+            .collect()
+    };
+    assert_eq!(outcomes(&first), ["inserted", "updated"]);
+    let deleted = app
+        .db
+        .execute(
+            "DELETE FROM tasks WHERE user_id = $1 AND title = 'b1'",
+            &[&user.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "the app deletes b");
+    let second = app
+        .send(
+            &user.token,
+            tasks_batch(
+                &run,
+                1,
+                &json!([
+                    task(a, "a2", "2024-03-01T00:00:00Z"),
+                    task(b, "b2", "2024-03-01T00:00:00Z")
+                ]),
+            ),
+        )
+        .await;
+    assert_eq!(outcomes(&second), ["updated", "inserted"]);
+    let bookkeeping = app
+        .text(
+            "SELECT (SELECT count(*) FROM ferry_created_rows WHERE migration_id = $1) || ' arrays, ' ||
+                    (SELECT count(*) FROM ferry_before_images WHERE migration_id = $1) || ' images'",
+            &[&run.migration_id],
+        )
+        .await;
+    assert_eq!(bookkeeping, "2 arrays, 2 images", "one array per batch");
+
+    let r = app
+        .post_json_authed(
+            &format!("/v1/migrations/{}/rollback", run.migration_id),
+            &user.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        snapshot(&app, user.id).await,
+        before,
+        "a is gone and b is back as b0"
+    );
+}
+
 fn sealed(id: &str, pairs: &[(LosslessString, LosslessString)]) -> Vec<u8> {
     ferry_core::backup::seal(
         pairs,

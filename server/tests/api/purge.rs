@@ -69,20 +69,17 @@ async fn verified_days_ago(app: &TestApp, run: &Run, days: i32) {
     assert_eq!(changed, 1, "the run {} is verified", run.migration_id);
 }
 
-/// The user's rows in the ledger, `ferry_received` and `ferry_before_images`.
-async fn bookkeeping(app: &TestApp, user: Uuid) -> [i64; 3] {
-    let mut counts = [0; 3];
-    for (n, table) in counts.iter_mut().zip([
-        "ferry_ingest_ledger",
-        "ferry_received",
-        "ferry_before_images",
+/// The user's rows in the ledger, `ferry_received` and `ferry_before_images`, and the rows
+/// recorded as created in `ferry_created_rows` (one array per batch and table).
+async fn bookkeeping(app: &TestApp, user: Uuid) -> [i64; 4] {
+    let mut counts = [0; 4];
+    for (n, sql) in counts.iter_mut().zip([
+        "SELECT count(*) FROM ferry_ingest_ledger WHERE user_id = $1",
+        "SELECT count(*) FROM ferry_received WHERE user_id = $1",
+        "SELECT count(*) FROM ferry_before_images WHERE user_id = $1",
+        "SELECT coalesce(sum(cardinality(row_ids)), 0)::int8 FROM ferry_created_rows WHERE user_id = $1",
     ]) {
-        *n = app
-            .count(
-                &format!("SELECT count(*) FROM {table} WHERE user_id = $1"),
-                &[&user],
-            )
-            .await;
+        *n = app.count(sql, &[&user]).await;
     }
     counts
 }
@@ -147,7 +144,11 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
         kept_before.push(bookkeeping(&app, user).await);
     }
     let old_before = bookkeeping(&app, old.id).await;
-    assert!(old_before.iter().all(|n| *n > 0), "{old_before:?}");
+    // Into an empty table: every row is recorded as created, none has a before-image.
+    assert!(
+        old_before[0] > 0 && old_before[1] > 0 && old_before[2] == 0 && old_before[3] > 0,
+        "{old_before:?}"
+    );
     let summary_before = fleet::summary(&app.db, DAY).await.unwrap();
     assert!(summary_before.hours.len() >= 2, "{summary_before:?}");
     let report_before = report(&app, &old, &old_run.run).await;
@@ -166,6 +167,7 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
             ledger_answers: u64::try_from(old_before[0]).unwrap(),
             received_hashes: u64::try_from(old_before[1]).unwrap(),
             before_images: u64::try_from(old_before[2]).unwrap(),
+            created_rows: u64::try_from(old_before[3]).unwrap(),
         }
     );
     assert_eq!(plan.verified_recently, 1, "the run verified 29 days ago");
@@ -202,7 +204,7 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
     .unwrap();
     let said = said.join("\n");
     assert!(said.contains("purged: 1 user(s), 1 migration(s)"), "{said}");
-    assert_eq!(bookkeeping(&app, old.id).await, [0, 0, 0]);
+    assert_eq!(bookkeeping(&app, old.id).await, [0, 0, 0, 0]);
     assert_eq!(
         app.count(quarantine, &[&old.id]).await,
         quarantined_before,
@@ -254,7 +256,7 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
     assert_eq!(tasks_of(&app, old.id).await, tasks_before);
     assert_eq!(
         bookkeeping(&app, old.id).await,
-        [0, 0, 0],
+        [0, 0, 0, 0],
         "no ledger claim left"
     );
     assert_eq!(fleet::summary(&app.db, DAY).await.unwrap(), summary_before);
@@ -309,6 +311,7 @@ async fn bookkeeping_bytes(app: &TestApp) -> Vec<(&'static str, i64)> {
         "ferry_ingest_ledger",
         "ferry_received",
         "ferry_before_images",
+        "ferry_created_rows",
         "ferry_received_rollup",
     ] {
         let bytes = app
@@ -334,8 +337,7 @@ async fn bookkeeping_bytes_per_record_fall_after_a_purge() {
         verified_days_ago(&app, &m.run, 31).await;
         records += m.records;
     }
-    const TABLES: &str =
-        "ferry_ingest_ledger, ferry_received, ferry_before_images, ferry_received_rollup";
+    const TABLES: &str = "ferry_ingest_ledger, ferry_received, ferry_before_images, ferry_created_rows, ferry_received_rollup";
     app.db
         .batch_execute(&format!("VACUUM {TABLES}"))
         .await
@@ -516,7 +518,7 @@ async fn replays_racing_a_purge_are_answered_or_refused_and_nothing_is_written_t
             || (*status == StatusCode::CONFLICT && body["error"]["code"] == "migration_purged");
         assert!(ok, "{status}: {body}");
     }
-    assert_eq!(bookkeeping(&app, user.id).await, [0, 0, 0]);
+    assert_eq!(bookkeeping(&app, user.id).await, [0, 0, 0, 0]);
     assert_eq!(tasks_of(&app, user.id).await, tasks_before);
     assert_eq!(fleet::summary(&app.db, DAY).await.unwrap(), summary_before);
 }
@@ -545,7 +547,7 @@ async fn a_purge_works_through_pgbouncer_transaction_pooling() {
     .unwrap();
     assert_eq!(done, plan.purgeable);
     for (user, m) in &runs {
-        assert_eq!(bookkeeping(&app, user.id).await, [0, 0, 0]);
+        assert_eq!(bookkeeping(&app, user.id).await, [0, 0, 0, 0]);
         let replay = app.post_batch(&user.token, m.batches[0].clone()).await;
         expect_error(replay, StatusCode::CONFLICT, "migration_purged").await;
     }

@@ -15,13 +15,14 @@ use crate::helpers::{Run, ServerProcess, TestDatabase, app_at, fresh_database, p
 use crate::run_status::{tallies, verify};
 
 /// Ferry's tables holding one row per user's something: distributed by `user_id`.
-const FERRY_PER_USER: [&str; 7] = [
+const FERRY_PER_USER: [&str; 8] = [
     "ferry_migration_runs",
     "ferry_ingest_ledger",
     "ferry_received",
     "ferry_quarantine",
     "ferry_conflicts",
     "ferry_before_images",
+    "ferry_created_rows",
     "ferry_backups",
 ];
 /// The demo app's tables (specs/taskboard.json): distributed by `user_id` too.

@@ -33,6 +33,7 @@ async fn snapshot(app: &TestApp) -> String {
         "ferry_quarantine",
         "ferry_conflicts",
         "ferry_before_images",
+        "ferry_created_rows",
         "ferry_backups",
         "ferry_received",
     ] {
