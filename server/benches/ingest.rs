@@ -72,7 +72,11 @@ const JWT_SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 const FIELD_KEY: &str = "be7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7c";
 /// Tables the server writes, emptied between runs.
 const TABLES: &str = "tasks, ferry_ingest_ledger, ferry_migration_runs, ferry_before_images, \
-                      ferry_received, ferry_quarantine, ferry_conflicts";
+                      ferry_created_rows, ferry_received, ferry_quarantine, ferry_conflicts";
+/// Rows a rollback knows how to undo: recorded as created (one array of ids per statement) and
+/// before-images (one per stored row changed).
+const ROLLBACK_ROWS: &str = "SELECT (SELECT coalesce(sum(cardinality(row_ids)), 0) FROM ferry_created_rows)::int8, \
+                             (SELECT count(*) FROM ferry_before_images)";
 
 #[derive(Debug, Clone)]
 struct Params {
@@ -793,6 +797,14 @@ async fn count(db: &tokio_postgres::Client, sql: &str) -> Res<i64> {
         .ctx(sql)
 }
 
+/// (rows recorded as created, before-images): [`ROLLBACK_ROWS`].
+async fn rollback_rows(db: &tokio_postgres::Client) -> Res<(i64, i64)> {
+    db.query_one(ROLLBACK_ROWS, &[])
+        .await
+        .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .ctx(ROLLBACK_ROWS)
+}
+
 /// Every sent (user, id) is in `tasks` exactly once, and nothing else is; `edited` checks
 /// which version won; `ledger` is the number of answered batches the ledger must hold.
 async fn check_stored(
@@ -1272,10 +1284,10 @@ async fn ingest_bench(
         let (secs, lat) = send_all(&http, &urls, &first, "inserted").await?;
         let cpu_empty = meter.since(&pids, before);
         check_stored(&db, &first, Some(false), batches).await?;
-        let images = count(&db, "SELECT count(*) FROM ferry_before_images").await?;
-        if images != p.records as i64 {
+        let undo = rollback_rows(&db).await?;
+        if undo != (p.records as i64, 0) {
             return Err(format!(
-                "{images} before-images for {} inserted rows",
+                "{undo:?} (created, before-images) recorded for {} inserted rows",
                 p.records
             ));
         }
@@ -1297,11 +1309,11 @@ async fn ingest_bench(
         let (secs2, lat) = send_all(&http, &urls, &second, "updated").await?;
         let cpu_conflict = meter.since(&pids, before);
         check_stored(&db, &second, Some(true), 2 * batches).await?;
-        let images = count(&db, "SELECT count(*) FROM ferry_before_images").await?;
-        if images != 2 * p.records as i64 {
+        let undo = rollback_rows(&db).await?;
+        if undo != (p.records as i64, p.records as i64) {
             return Err(format!(
-                "{images} before-images after the conflicting pass, expected {}",
-                2 * p.records
+                "{undo:?} (created, before-images) recorded after the conflicting pass, expected {} of each",
+                p.records
             ));
         }
         if p.profile && run == 1 {

@@ -39,8 +39,10 @@
 //! 3. **One statement per kind** (`write_kinds`, [`KindPlan`]): the batch's rows travel as one
 //!    array per column, `unnest`ed into an `incoming` set; the statement locks and snapshots
 //!    the stored rows (`before`), upserts with `ON CONFLICT (user_id, id) DO UPDATE … WHERE
-//!    <policy>`, writes the before-image of every row it changes (first image per migration
-//!    wins, so a rollback restores the state before the migration), queues manual conflicts,
+//!    <policy>`, writes the before-image of every stored row it changes (first image per
+//!    migration wins, so a rollback restores the state before the migration) and the ids of
+//!    the rows it creates as one array (`ferry_created_rows`: one row per statement, not one
+//!    per record), queues manual conflicts,
 //!    and returns one line per incoming row from which the per-record outcome is read
 //!    (`row_outcome`).
 //!    When the database refuses a kind's statement (a column, CHECK, trigger or foreign key
@@ -50,7 +52,9 @@
 //!    database's reason (message, table, column, constraint; never the row's values) and the
 //!    rest lands. The normal case keeps one statement per kind.
 //! 4. Record every received record's hash in `ferry_received` (`record_received`; its 16
-//!    bytes, for the verification report), and store the answer in the ledger (`save_answer`).
+//!    bytes, for the verification report), and store the answer in the ledger (`save_answer`):
+//!    only the lines whose outcome is not `inserted`, since a replay carries the same body and
+//!    the rest of its answer is rebuilt from it.
 //!
 //! Every statement is sent unnamed with its parameter types (`execute_typed` / `query_typed`:
 //! one round trip, no server-side prepared statement), so a batch works the same directly and
