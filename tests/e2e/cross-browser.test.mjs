@@ -33,8 +33,23 @@ const localTasks = async (tab) => {
 const notice = (tab, re, timeout = 120_000) => tab.waitFor((src) => {
   const box = document.getElementById('notice');
   const text = document.getElementById('notice-text')?.textContent ?? '';
-  return box && !box.hidden && new RegExp(src).test(text) ? text : false;
+  if (box && !box.hidden && new RegExp(src).test(text)) return text;
+  return (window.__notices ?? []).find((t) => new RegExp(src).test(t)) ?? false;
 }, re.source, `the message /${re.source}/`, timeout);
+
+/**
+ * Records every text the notice shows from now on, for `notice`: a message the next one
+ * replaces within a second (signed in, a restore is followed at once by the migration it
+ * starts) is missed by a WebDriver poll that takes seconds under load.
+ */
+const watchNotices = (tab) => tab.eval(() => {
+  const el = document.getElementById('notice-text');
+  window.__notices = [];
+  window.__noticeWatch?.disconnect();
+  window.__noticeWatch = new MutationObserver(() => window.__notices.push(el.textContent));
+  window.__noticeWatch.observe(el, { childList: true, characterData: true, subtree: true });
+  return true;
+});
 
 /** Signs the tab in as `session` (the demo keeps its token in sessionStorage, per tab). */
 const signIn = (tab, session) => tab.eval((s) => sessionStorage.setItem('taskboard-session', s),
@@ -173,6 +188,7 @@ for (const kind of ['firefox', 'webkit']) {
         const row = '#backups tr[data-backup]';
         await tab.waitForSelector(row, 60_000);
         assert.ok(await tab.clickText(row, 'Restore'), 'a Restore button');
+        await watchNotices(tab);
         assert.ok(await tab.clickText(row, 'Confirm restore'), 'a Confirm restore button');
         await notice(tab, /^Restored /);
         const expected = JSON.parse(before);
