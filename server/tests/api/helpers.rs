@@ -549,6 +549,27 @@ impl Run {
     }
 }
 
+/// The batch of `pairs` under `spec` for `run`, numbered `sequence`.
+pub fn batch_under(
+    spec: &ferry_core::spec::Spec,
+    run: &Run,
+    pairs_: &[(&str, &str)],
+    sequence: u32,
+) -> Vec<u8> {
+    let header = ferry_core::wire::BatchHeader::new(spec, run.migration_id, &run.context());
+    let records = ferry_core::pipeline::process(spec, &pairs(pairs_), &run.context());
+    let mut batches = ferry_core::wire::build_batches(
+        spec,
+        &header,
+        &records,
+        0..records.len(),
+        sequence,
+        ferry_core::wire::BatchLimits::default(),
+    );
+    assert_eq!(batches.len(), 1);
+    batches.remove(0).body
+}
+
 /// A user id and its token.
 pub struct User {
     /// The id.
@@ -608,6 +629,16 @@ impl TestApp {
         let text = response.text().await.unwrap_or_default();
         assert_eq!(status, StatusCode::OK, "{text}");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// `POST /v1/migrations/{migration_id}/rollback` as the holder of `token`.
+    pub async fn rollback(&self, token: &str, migration_id: Uuid) -> reqwest::Response {
+        self.post_json_authed(
+            &format!("/v1/migrations/{migration_id}/rollback"),
+            token,
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     /// `POST path` with a JSON body and a token.

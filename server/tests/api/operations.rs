@@ -156,21 +156,12 @@ async fn a_rollback_restores_exactly_the_rows_before_the_migration() {
 
 /// The batch of `run` with sequence `sequence` holding `tasks` as the legacy `tasks` value.
 fn tasks_batch(run: &Run, sequence: u32, tasks: &Value) -> Vec<u8> {
-    let records = ferry_core::pipeline::process(
+    crate::helpers::batch_under(
         crate::helpers::demo_spec(),
-        &crate::helpers::pairs(&[("tasks", &tasks.to_string())]),
-        &run.context(),
-    );
-    let mut batches = ferry_core::wire::build_batches(
-        crate::helpers::demo_spec(),
-        &run.header(),
-        &records,
-        0..records.len(),
+        run,
+        &[("tasks", &tasks.to_string())],
         sequence,
-        ferry_core::wire::BatchLimits::default(),
-    );
-    assert_eq!(batches.len(), 1);
-    batches.remove(0).body
+    )
 }
 
 /// Rows created by a batch are recorded once per batch, images only for rows that existed, and
@@ -243,13 +234,7 @@ async fn a_rollback_follows_the_first_change_of_each_row_across_batches() {
         .await;
     assert_eq!(bookkeeping, "2 arrays, 2 images", "one array per batch");
 
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", run.migration_id),
-            &user.token,
-            &json!({}),
-        )
-        .await;
+    let r = app.rollback(&user.token, run.migration_id).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         snapshot(&app, user.id).await,

@@ -178,27 +178,6 @@ async fn every_problem_of_every_spec_file_is_listed_and_the_server_does_not_star
     let _ignored = std::fs::remove_dir_all(dir);
 }
 
-/// The batch of `pairs` under `spec` for `run`, numbered `sequence`.
-fn batch_under(
-    spec: &ferry_core::spec::Spec,
-    run: &Run,
-    pairs_: &[(&str, &str)],
-    sequence: u32,
-) -> Vec<u8> {
-    let header = ferry_core::wire::BatchHeader::new(spec, run.migration_id, &run.context());
-    let records = ferry_core::pipeline::process(spec, &pairs(pairs_), &run.context());
-    let mut batches = ferry_core::wire::build_batches(
-        spec,
-        &header,
-        &records,
-        0..records.len(),
-        sequence,
-        ferry_core::wire::BatchLimits::default(),
-    );
-    assert_eq!(batches.len(), 1);
-    batches.remove(0).body
-}
-
 #[tokio::test]
 async fn a_retired_version_lets_migrations_in_flight_finish_and_starts_no_new_one() {
     let v2 = v2_text();
