@@ -1121,17 +1121,16 @@ async fn bench(
         machine["loadavg_at_start"].as_str().unwrap_or("?")
     );
 
-    let ingest = ingest_bench(
+    let env = BenchEnv {
         p,
         binary,
         spec,
         cluster,
         db_name,
-        &database_url,
+        database_url: &database_url,
         work,
-        &meter,
-    )
-    .await?;
+    };
+    let ingest = ingest_bench(&env, &meter).await?;
     let mut loads = serde_json::Map::new();
     for (key, deployment) in [
         (
@@ -1167,17 +1166,7 @@ async fn bench(
             },
         ),
     ] {
-        let out = load_bench(
-            p,
-            binary,
-            spec,
-            cluster,
-            db_name,
-            &database_url,
-            work,
-            deployment,
-        )
-        .await?;
+        let out = load_bench(&env, deployment).await?;
         loads.insert(key.to_owned(), out);
     }
 
@@ -1196,17 +1185,29 @@ async fn bench(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn ingest_bench(
-    p: &Params,
-    binary: &Path,
-    spec: &Spec,
-    cluster: &EmbeddedPg,
-    db_name: &str,
-    database_url: &str,
-    work: &Path,
-    meter: &CpuMeter,
-) -> Res<Value> {
+/// What both parts of the benchmark run against: the parameters, the server binary and its
+/// spec, the one PostgreSQL cluster and database, and the scratch folder.
+#[derive(Clone, Copy)]
+struct BenchEnv<'a> {
+    p: &'a Params,
+    binary: &'a Path,
+    spec: &'a Spec,
+    cluster: &'a EmbeddedPg,
+    db_name: &'a str,
+    database_url: &'a str,
+    work: &'a Path,
+}
+
+async fn ingest_bench(env: &BenchEnv<'_>, meter: &CpuMeter) -> Res<Value> {
+    let BenchEnv {
+        p,
+        binary,
+        spec,
+        cluster,
+        db_name,
+        database_url,
+        work,
+    } = *env;
     println!(
         "\n== Ingest: {} task records, {} concurrent clients (one user each), {} run(s) ==",
         p.records, p.clients, p.runs
@@ -1468,17 +1469,16 @@ async fn print_statements(db: &tokio_postgres::Client, label: &str) -> Res<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn load_bench(
-    p: &Params,
-    binary: &Path,
-    spec: &Spec,
-    cluster: &EmbeddedPg,
-    db_name: &str,
-    database_url: &str,
-    work: &Path,
-    deployment: Deployment,
-) -> Res<Value> {
+async fn load_bench(env: &BenchEnv<'_>, deployment: Deployment) -> Res<Value> {
+    let BenchEnv {
+        p,
+        binary,
+        spec,
+        cluster,
+        db_name,
+        database_url,
+        work,
+    } = *env;
     if p.load_runs == 0 {
         return Ok(Value::Null);
     }
