@@ -203,8 +203,11 @@ for (const kind of ['firefox', 'webkit']) {
           return 'clicked';
         }, row), 'clicked');
         await notice(tab, /^Restored /);
-        const expected = JSON.parse(before);
-        const actual = JSON.parse(await storageText(tab));
+        // The app's keys: Ferry's own (the light loader's stamp, leases) are not backed up, and
+        // the stamp written when the sample's migration ends may land after `before` was read.
+        const app = (text) => Object.fromEntries(Object.entries(JSON.parse(text)).filter(([k]) => !/^ferry-(stamp|lease):/.test(k)));
+        const expected = app(before);
+        const actual = app(await storageText(tab));
         assert.deepEqual(Object.keys(actual).sort(), Object.keys(expected).sort(), 'the same keys');
         for (const [k, v] of Object.entries(expected)) assert.equal(actual[k], v, `value of ${k}`);
         assert.equal(rows(session.user_id), storedBefore, 'a local restore does not touch the server');
