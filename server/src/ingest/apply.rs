@@ -300,7 +300,7 @@ fn replay_answer(prepared: &PreparedBatch, stored: Value) -> Result<BatchResult,
         migration_id: prepared.migration_id,
         sequence: prepared.sequence,
     };
-    let mut result = match serde_json::from_value::<StoredAnswer>(stored.clone()) {
+    let mut result = match StoredAnswer::deserialize(&stored) {
         Ok(answer) => {
             let mut others: BTreeMap<usize, StoredLine> =
                 answer.others.into_iter().map(|l| (l.line, l)).collect();
@@ -312,7 +312,7 @@ fn replay_answer(prepared: &PreparedBatch, stored: Value) -> Result<BatchResult,
                 None => (RecordOutcome::Inserted, Vec::new()),
             })
         }
-        Err(_) => serde_json::from_value::<BatchResult>(stored).map_err(|_| refused())?,
+        Err(_) => BatchResult::deserialize(&stored).map_err(|_| refused())?,
     };
     result.replay = true;
     Ok(result)

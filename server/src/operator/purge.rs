@@ -134,11 +134,11 @@ pub async fn plan(client: &Client, retention: Duration) -> Result<PurgePlan, DbE
                         (SELECT count(*) FROM ferry_ingest_ledger x JOIN c USING (user_id, migration_id)),
                         (SELECT count(*) FROM ferry_received x JOIN c USING (user_id, migration_id)),
                         (SELECT count(*) FROM ferry_before_images x JOIN c USING (user_id, migration_id)),
+                        (SELECT coalesce(sum(cardinality(x.row_ids)), 0)::int8
+                           FROM ferry_created_rows x JOIN c USING (user_id, migration_id)),
                         (SELECT count(*) FROM ferry_migration_runs
                           WHERE status = 'verified' AND purged_at IS NULL
-                            AND verified_at >= now() - make_interval(secs => $1)),
-                        (SELECT coalesce(sum(cardinality(x.row_ids)), 0)::int8
-                           FROM ferry_created_rows x JOIN c USING (user_id, migration_id))"
+                            AND verified_at >= now() - make_interval(secs => $1))"
             ),
             &[(&retention.as_secs_f64(), Type::FLOAT8)],
         )
@@ -156,9 +156,9 @@ pub async fn plan(client: &Client, retention: Duration) -> Result<PurgePlan, DbE
             ledger_answers: read(2)?,
             received_hashes: read(3)?,
             before_images: read(4)?,
-            created_rows: read(6)?,
+            created_rows: read(5)?,
         },
-        verified_recently: read(5)?,
+        verified_recently: read(6)?,
     })
 }
 

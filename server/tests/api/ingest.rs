@@ -627,13 +627,7 @@ async fn a_user_cannot_touch_another_users_rows_whatever_the_batch_says() {
             &[],
         )
         .await;
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", other_run.migration_id),
-            &alice.token,
-            &json!({}),
-        )
-        .await;
+    let r = app.rollback(&alice.token, other_run.migration_id).await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     assert_eq!(
         app.text(
@@ -652,13 +646,7 @@ async fn a_user_cannot_touch_another_users_rows_whatever_the_batch_says() {
         "running"
     );
     // The shared migration id: Alice's rollback restores only her rows.
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", bob_run.migration_id),
-            &alice.token,
-            &json!({}),
-        )
-        .await;
+    let r = app.rollback(&alice.token, bob_run.migration_id).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         app.count(

@@ -107,13 +107,7 @@ async fn a_rollback_restores_exactly_the_rows_before_the_migration() {
     let open: Vec<Value> = app.get_json("/v1/conflicts", &user.token).await;
     assert_eq!(open.len(), 1, "the draft conflicts: {open:?}");
 
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", run.migration_id),
-            &user.token,
-            &json!({}),
-        )
-        .await;
+    let r = app.rollback(&user.token, run.migration_id).await;
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     assert!(body["restored"].as_u64().unwrap() >= 6, "{body}");
@@ -141,11 +135,7 @@ async fn a_rollback_restores_exactly_the_rows_before_the_migration() {
     let refused = app.post_batch(&user.token, batches[1].clone()).await;
     expect_error(refused, StatusCode::CONFLICT, "migration_rolled_back").await;
     let again: Value = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", run.migration_id),
-            &user.token,
-            &json!({}),
-        )
+        .rollback(&user.token, run.migration_id)
         .await
         .json()
         .await
@@ -154,14 +144,27 @@ async fn a_rollback_restores_exactly_the_rows_before_the_migration() {
     assert_eq!(snapshot(&app, user.id).await, before);
 }
 
-/// The batch of `run` with sequence `sequence` holding `tasks` as the legacy `tasks` value.
-fn tasks_batch(run: &Run, sequence: u32, tasks: &Value) -> Vec<u8> {
-    crate::helpers::batch_under(
+/// Sends `run`'s batch number `sequence` holding `tasks` as the legacy `tasks` value; the
+/// outcome of each record.
+async fn send_tasks(
+    app: &TestApp,
+    token: &str,
+    run: &Run,
+    sequence: u32,
+    tasks: Value,
+) -> Vec<String> {
+    let body = crate::helpers::batch_under(
         crate::helpers::demo_spec(),
         run,
         &[("tasks", &tasks.to_string())],
         sequence,
-    )
+    );
+    app.send(token, body)
+        .await
+        .outcomes
+        .iter()
+        .map(|o| o.outcome.as_str().to_owned())
+        .collect()
 }
 
 /// Rows created by a batch are recorded once per batch, images only for rows that existed, and
@@ -173,35 +176,19 @@ async fn a_rollback_follows_the_first_change_of_each_row_across_batches() {
     let app = spawn_app().await;
     let user = app.user();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let earlier = Run::new();
-    app.send(
-        &user.token,
-        tasks_batch(&earlier, 0, &json!([task(b, "b0", "2024-01-01T00:00:00Z")])),
-    )
-    .await;
+    let both = |a_title: &str, b_title: &str, at: &str| {
+        json!([task(a, a_title, at), task(b, b_title, at)])
+    };
+    let earlier = [task(b, "b0", "2024-01-01T00:00:00Z")];
+    send_tasks(&app, &user.token, &Run::new(), 0, json!(earlier)).await;
     let before = snapshot(&app, user.id).await;
 
     let run = Run::new();
-    let first = app
-        .send(
-            &user.token,
-            tasks_batch(
-                &run,
-                0,
-                &json!([
-                    task(a, "a1", "2024-02-01T00:00:00Z"),
-                    task(b, "b1", "2024-02-01T00:00:00Z")
-                ]),
-            ),
-        )
-        .await;
-    let outcomes = |r: &ferry_server::ingest::BatchResult| -> Vec<String> {
-        r.outcomes
-            .iter()
-            .map(|o| o.outcome.as_str().to_owned())
-            .collect()
-    };
-    assert_eq!(outcomes(&first), ["inserted", "updated"]);
+    let first = both("a1", "b1", "2024-02-01T00:00:00Z");
+    assert_eq!(
+        send_tasks(&app, &user.token, &run, 0, first).await,
+        ["inserted", "updated"]
+    );
     let deleted = app
         .db
         .execute(
@@ -211,20 +198,11 @@ async fn a_rollback_follows_the_first_change_of_each_row_across_batches() {
         .await
         .unwrap();
     assert_eq!(deleted, 1, "the app deletes b");
-    let second = app
-        .send(
-            &user.token,
-            tasks_batch(
-                &run,
-                1,
-                &json!([
-                    task(a, "a2", "2024-03-01T00:00:00Z"),
-                    task(b, "b2", "2024-03-01T00:00:00Z")
-                ]),
-            ),
-        )
-        .await;
-    assert_eq!(outcomes(&second), ["updated", "inserted"]);
+    let second = both("a2", "b2", "2024-03-01T00:00:00Z");
+    assert_eq!(
+        send_tasks(&app, &user.token, &run, 1, second).await,
+        ["updated", "inserted"]
+    );
     let bookkeeping = app
         .text(
             "SELECT (SELECT count(*) FROM ferry_created_rows WHERE migration_id = $1) || ' arrays, ' ||

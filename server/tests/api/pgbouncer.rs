@@ -250,13 +250,7 @@ async fn concurrent_users_replays_and_retries_land_once_through_pgbouncer_transa
         assert_eq!(report["batches"], json!(batches.len()), "{report}");
     }
     let (first, (run, _, _)) = (&users[0], &runs[0]);
-    let rolled = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", run.migration_id),
-            &first.token,
-            &json!({}),
-        )
-        .await;
+    let rolled = app.rollback(&first.token, run.migration_id).await;
     assert_eq!(rolled.status(), StatusCode::OK);
     assert_eq!(
         app.count(

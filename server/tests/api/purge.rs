@@ -98,12 +98,7 @@ async fn report(app: &TestApp, user: &User, run: &Run) -> Value {
 }
 
 async fn rollback(app: &TestApp, user: &User, run: &Run) -> reqwest::Response {
-    app.post_json_authed(
-        &format!("/v1/migrations/{}/rollback", run.migration_id),
-        &user.token,
-        &json!({}),
-    )
-    .await
+    app.rollback(&user.token, run.migration_id).await
 }
 
 #[tokio::test]

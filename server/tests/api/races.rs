@@ -72,13 +72,7 @@ fn inserted(answer: &Value) -> usize {
 }
 
 async fn roll_back(app: &TestApp, user: &User, migration: Uuid) {
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{migration}/rollback"),
-            &user.token,
-            &json!({}),
-        )
-        .await;
+    let r = app.rollback(&user.token, migration).await;
     assert_eq!(
         r.status(),
         StatusCode::OK,

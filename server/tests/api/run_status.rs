@@ -135,13 +135,7 @@ async fn verification_marks_the_run_verified_once_with_its_time_and_counts() {
     assert_eq!(report["status"], "verified");
 
     // Rolled back later: the run says so, and keeps what was verified.
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", run.migration_id),
-            &user.token,
-            &json!({}),
-        )
-        .await;
+    let r = app.rollback(&user.token, run.migration_id).await;
     assert_eq!(r.status(), StatusCode::OK);
     let (status, _, kept_at, kept_records, _) = run_row(&app, user.id, &run).await;
     assert_eq!(status, "rolled_back");
@@ -210,13 +204,7 @@ async fn a_rolled_back_migration_cannot_be_verified_and_another_users_is_not_fou
     let app = spawn_app().await;
     let user = app.user();
     let (run, sent, _) = migrate(&app, &user.token).await;
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", run.migration_id),
-            &user.token,
-            &json!({}),
-        )
-        .await;
+    let r = app.rollback(&user.token, run.migration_id).await;
     assert_eq!(r.status(), StatusCode::OK);
     expect_error(
         verify(&app, &user.token, &run, &sent).await,
@@ -253,13 +241,7 @@ async fn status_counts_runs_by_state_with_abandonment_computed_at_read_time() {
         StatusCode::OK
     );
     let (rolled, _, _) = migrate(&app, &alice.token).await;
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", rolled.migration_id),
-            &alice.token,
-            &json!({}),
-        )
-        .await;
+    let r = app.rollback(&alice.token, rolled.migration_id).await;
     assert_eq!(r.status(), StatusCode::OK);
     let (quiet, _, _) = migrate(&app, &bob.token).await;
     let (_busy, _, _) = migrate(&app, &bob.token).await;
@@ -404,13 +386,7 @@ async fn the_fleet_summary_counts_users_by_their_latest_run_and_records_per_kind
             .unwrap();
     }
     let (rolled, _, _) = migrate(&app, &undone.token).await;
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", rolled.migration_id),
-            &undone.token,
-            &json!({}),
-        )
-        .await;
+    let r = app.rollback(&undone.token, rolled.migration_id).await;
     assert_eq!(r.status(), StatusCode::OK);
 
     let day = Duration::from_secs(86_400);

@@ -102,13 +102,7 @@ async fn every_ingest_statement_on_per_user_tables_is_keyed_by_user_id() {
         )
         .await;
     let _: Value = app.get_json("/v1/backups", &user.token).await;
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", second.migration_id),
-            &user.token,
-            &json!({}),
-        )
-        .await;
+    let r = app.rollback(&user.token, second.migration_id).await;
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
 
     // Every statement the scenario ran (more calls than at start) that touches a per-user table.

@@ -283,13 +283,7 @@ async fn a_rollback_undoes_a_migration_with_the_kinds_of_its_own_version() {
     app.send(&user.token, run.batch(&[("tasks", task)])).await;
     let tasks = "SELECT count(*) FROM tasks WHERE user_id = $1";
     assert_eq!(app.count(tasks, &[&user.id]).await, 1);
-    let r = app
-        .post_json_authed(
-            &format!("/v1/migrations/{}/rollback", run.migration_id),
-            &user.token,
-            &serde_json::json!({}),
-        )
-        .await;
+    let r = app.rollback(&user.token, run.migration_id).await;
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
     assert_eq!(
         app.count(tasks, &[&user.id]).await,
