@@ -2,7 +2,8 @@
 // its embedded PostgreSQL (tests/e2e/harness.mjs), a fleet written straight into Ferry's
 // bookkeeping tables by SQL (runs in every state over 72 hours, one ledger row per run,
 // `--records` received records per user, every 50th quarantined, a fifth of the users with a
-// quarantined record), then each `/admin/api` read timed over HTTP, best of `--runs`.
+// quarantined record, and the per-user counts ingest keeps with them), then each `/admin/api`
+// read timed over HTTP, best of `--runs`.
 //
 //   node bench/fleet.mjs [--users 100000] [--records 20] [--runs 3]
 //
@@ -27,11 +28,12 @@ try {
   let t = performance.now();
   psql(`
     CREATE TEMP TABLE u AS SELECT gen_random_uuid() AS user_id, gen_random_uuid() AS migration_id, i FROM generate_series(1, ${USERS}) i;
-    INSERT INTO ferry_migration_runs (user_id, migration_id, started_at, status, finished_at, spec_app, spec_version, verified_at, verified_records, verified_batches)
+    INSERT INTO ferry_migration_runs (user_id, migration_id, started_at, status, finished_at, spec_app, spec_version, verified_at, verified_records, verified_batches, last_batch_at)
       SELECT user_id, migration_id, now() - (i % 72) * interval '1 hour',
              CASE WHEN i % 10 < 7 THEN 'verified' WHEN i % 10 = 9 THEN 'rolled_back' ELSE 'running' END,
              CASE WHEN i % 10 < 7 OR i % 10 = 9 THEN now() END, 'taskboard', '2026.11',
-             CASE WHEN i % 10 < 7 THEN now() END, CASE WHEN i % 10 < 7 THEN ${PER} END, CASE WHEN i % 10 < 7 THEN 1 END FROM u;
+             CASE WHEN i % 10 < 7 THEN now() END, CASE WHEN i % 10 < 7 THEN ${PER} END, CASE WHEN i % 10 < 7 THEN 1 END,
+             now() - (i % 72) * interval '1 hour' FROM u;
     INSERT INTO ferry_ingest_ledger (user_id, migration_id, sequence, request_hash, response, created_at)
       SELECT user_id, migration_id, 0, sha256(user_id::text::bytea), '{}'::jsonb, now() - (i % 72) * interval '1 hour' FROM u;
     INSERT INTO ferry_received (user_id, migration_id, kind, hash, outcome, received_at)
@@ -41,6 +43,16 @@ try {
     INSERT INTO ferry_quarantine (user_id, migration_id, kind, key, locator, raw_value, reasons)
       SELECT user_id, migration_id, 'tasks', 'tasks', '1', '{"title":"x","status":"bogus"}',
              jsonb_build_array('record "tasks"[1]: field ' || chr(96) || 'status' || chr(96) || ' is "bogus"') FROM u WHERE i % 5 = 0;
+    -- What ingest keeps with those rows for the summary (schema migration 0012).
+    INSERT INTO ferry_received_counts (user_id, migration_id, kind, outcome, hour_utc, records)
+      SELECT user_id, migration_id, kind, outcome, date_trunc('hour', received_at AT TIME ZONE 'UTC'), count(*)
+        FROM ferry_received GROUP BY 1, 2, 3, 4, 5;
+    INSERT INTO ferry_quarantine_counts (user_id, kind, records)
+      SELECT user_id, kind, count(*) FROM ferry_quarantine GROUP BY 1, 2;
+    INSERT INTO ferry_rejection_counts (user_id, kind, field, reasons, records, example)
+      SELECT q.user_id, q.kind, substring(r.reason from 'field ' || chr(96) || '([^' || chr(96) || ']*)' || chr(96)),
+             count(*), count(DISTINCT q.id), min(r.reason)
+        FROM ferry_quarantine q, LATERAL jsonb_array_elements_text(q.reasons) AS r(reason) GROUP BY 1, 2, 3;
     ANALYZE;`);
   console.log(`fleet: ${USERS.toLocaleString('en')} users, ${(USERS * PER).toLocaleString('en')} records, generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 

@@ -319,7 +319,7 @@ fn replay_answer(prepared: &PreparedBatch, stored: Value) -> Result<BatchResult,
 }
 
 /// Step 1, continued: the migration's run row, upserted and locked, with the spec version its
-/// batches are made with. A rollback of this migration waits for this batch, or this batch sees
+/// batches are made with and the time of its latest batch (`last_batch_at`). A rollback of this migration waits for this batch, or this batch sees
 /// that the migration was rolled back and is refused. A migration of a retired spec version
 /// may finish, but none starts under one.
 async fn lock_migration_run(
@@ -328,22 +328,23 @@ async fn lock_migration_run(
     prepared: &PreparedBatch,
 ) -> Result<(), IngestError> {
     // No row is inserted for a retired version; the conflict arm then does not run either, so
-    // nothing comes back and the run is looked up on its own.
+    // nothing comes back and the run is updated on its own.
     static RUN: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "INSERT INTO ferry_migration_runs AS r (user_id, migration_id, device_id, spec_app, spec_version) \
-             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+            "INSERT INTO ferry_migration_runs AS r (user_id, migration_id, device_id, spec_app, spec_version, last_batch_at) \
+             SELECT $1, $2, $3, $4, $5, now() WHERE NOT EXISTS \
                (SELECT 1 FROM ferry_retired_specs WHERE app = $4 AND version = $5) \
-             ON CONFLICT (user_id, migration_id) DO UPDATE SET device_id = r.device_id \
+             ON CONFLICT (user_id, migration_id) DO UPDATE SET last_batch_at = now() \
              RETURNING r.status, {}",
             rfc3339_sql("r.purged_at")
         )
     });
     static IN_FLIGHT: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "SELECT status, {} FROM ferry_migration_runs \
-             WHERE user_id = $1 AND migration_id = $2 FOR UPDATE",
-            rfc3339_sql("purged_at")
+            "UPDATE ferry_migration_runs r SET last_batch_at = now() \
+             WHERE user_id = $1 AND migration_id = $2 \
+             RETURNING r.status, {}",
+            rfc3339_sql("r.purged_at")
         )
     });
     let row = tx
@@ -601,9 +602,25 @@ async fn quarantine_rejected(
         reasons.push(Value::from(reasons_of(refusals, i, line)));
         outcomes[i] = Some(RecordOutcome::Quarantined);
     }
+    // With the rows, the fleet summary's counts of them (schema migration 0012): per kind, and
+    // per kind and the field each reason names (the same grouping as that migration's backfill).
     tx.execute_typed(
-        "INSERT INTO ferry_quarantine (user_id, migration_id, kind, key, locator, raw_value, reasons, raw_key_id) \
-         SELECT $1, $2, k, y, l, r, e, i FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[]) AS u(k, y, l, r, e, i)",
+        "WITH q AS ( \
+           INSERT INTO ferry_quarantine (user_id, migration_id, kind, key, locator, raw_value, reasons, raw_key_id) \
+           SELECT $1, $2, k, y, l, r, e, i FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[]) AS u(k, y, l, r, e, i) \
+           RETURNING id, kind, reasons \
+         ), per_kind AS ( \
+           INSERT INTO ferry_quarantine_counts AS c (user_id, kind, records) \
+           SELECT $1, kind, count(*) FROM q GROUP BY kind \
+           ON CONFLICT (user_id, kind) DO UPDATE SET records = c.records + excluded.records \
+         ) \
+         INSERT INTO ferry_rejection_counts AS c (user_id, kind, field, reasons, records, example) \
+         SELECT $1, q.kind, substring(r.reason from 'field `([^`]*)`'), count(*), count(DISTINCT q.id), coalesce(min(r.reason), '') \
+           FROM q, LATERAL jsonb_array_elements_text(q.reasons) AS r(reason) \
+          GROUP BY 2, 3 \
+         ON CONFLICT (user_id, kind, field) DO UPDATE \
+            SET reasons = c.reasons + excluded.reasons, records = c.records + excluded.records, \
+                example = least(c.example, excluded.example)",
         &[
             (&prepared.user, Type::UUID),
             (&prepared.migration_id, Type::UUID),
@@ -703,9 +720,18 @@ async fn record_received(
         r_hashes.push(&line.hash.0);
         r_outcomes.push(r.outcome.as_str());
     }
-    const RECEIVED: &str = "INSERT INTO ferry_received (user_id, migration_id, kind, hash, outcome) \
-                            SELECT $1, $2, k, h, o FROM unnest($3::text[], $4::bytea[], $5::text[]) AS u(k, h, o) \
-                            ON CONFLICT DO NOTHING";
+    // With the rows, the fleet summary's counts of the new ones (schema migration 0012), in the
+    // hour `received_at` takes.
+    const RECEIVED: &str = "WITH r AS ( \
+                              INSERT INTO ferry_received (user_id, migration_id, kind, hash, outcome) \
+                              SELECT $1, $2, k, h, o FROM unnest($3::text[], $4::bytea[], $5::text[]) AS u(k, h, o) \
+                              ON CONFLICT DO NOTHING RETURNING kind, outcome, received_at \
+                            ) \
+                            INSERT INTO ferry_received_counts AS c (user_id, migration_id, kind, outcome, hour_utc, records) \
+                            SELECT $1, $2, kind, outcome, date_trunc('hour', received_at AT TIME ZONE 'UTC'), count(*) \
+                              FROM r GROUP BY 3, 4, 5 \
+                            ON CONFLICT (user_id, migration_id, kind, outcome, hour_utc) \
+                            DO UPDATE SET records = c.records + excluded.records";
     tx.execute_typed(
         RECEIVED,
         &[

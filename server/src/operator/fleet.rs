@@ -6,10 +6,13 @@
 //! per-run loop in Rust. Unnamed, typed statements, as everywhere (they work behind PgBouncer). A user's state is the state of their latest run (by start time), a
 //! running run with no batch for the threshold being stalled.
 //!
-//! Records are counted from `ferry_received` together with `ferry_received_rollup`, where
-//! `ferry-server purge` leaves the counts of the rows it removes (per run, kind, outcome and
-//! hour), so the summary is the same before and after a purge. The trend covers the last
-//! [`TREND_HOURS`] whole hours (UTC), the current one included.
+//! Records, quarantined records and quarantine reasons are counted from the per-user counts
+//! that ingest keeps with the rows (`ferry_received_counts`, `ferry_quarantine_counts`,
+//! `ferry_rejection_counts`, schema migration 0012), never from the records themselves: a few
+//! rows per user, so the summary reads the same amount at 100 M records as at 1 M, and it is
+//! the same before and after `ferry-server purge` (which leaves the counts). A run's latest
+//! batch time is on the run (`last_batch_at`). The trend covers the last [`TREND_HOURS`] whole
+//! hours (UTC), the current one included.
 
 use std::collections::BTreeMap;
 
@@ -133,6 +136,15 @@ fn totals(kinds: &mut BTreeMap<String, KindTotals>, name: String) -> &mut KindTo
     })
 }
 
+/// SQL telling whether run `run` (an alias of `ferry_migration_runs`) is stalled: running, with
+/// no batch (nor start) for longer than the seconds in parameter `secs`.
+pub(crate) fn stalled_sql(run: &str, secs: &str) -> String {
+    format!(
+        "({run}.status = 'running' \
+          AND coalesce({run}.last_batch_at, {run}.started_at) < now() - make_interval(secs => {secs}))"
+    )
+}
+
 /// Reads the fleet summary.
 pub async fn summary(
     client: &impl GenericClient,
@@ -140,24 +152,20 @@ pub async fn summary(
 ) -> Result<FleetSummary, DbError> {
     let row = client
         .query_typed_one(
-            "WITH latest AS (
-                 SELECT DISTINCT ON (r.user_id) r.user_id, r.migration_id, r.status, r.started_at
-                   FROM ferry_migration_runs r
-                  ORDER BY r.user_id, r.started_at DESC, r.migration_id DESC
-             ), placed AS (
-                 SELECT latest.status,
-                        latest.status = 'running'
-                          AND coalesce(l.last_batch_at, latest.started_at) < now() - make_interval(secs => $1) AS stalled
-                   FROM latest
-                   LEFT JOIN LATERAL (SELECT max(created_at) AS last_batch_at FROM ferry_ingest_ledger g
-                                       WHERE g.user_id = latest.user_id AND g.migration_id = latest.migration_id) l ON true
-             )
-             SELECT count(*),
-                    count(*) FILTER (WHERE status = 'verified'),
-                    count(*) FILTER (WHERE status = 'running' AND NOT stalled),
-                    count(*) FILTER (WHERE status = 'running' AND stalled),
-                    count(*) FILTER (WHERE status = 'rolled_back')
-               FROM placed",
+            &format!(
+                "WITH placed AS (
+                     SELECT DISTINCT ON (r.user_id) r.status, {stalled} AS stalled
+                       FROM ferry_migration_runs r
+                      ORDER BY r.user_id, r.started_at DESC, r.migration_id DESC
+                 )
+                 SELECT count(*),
+                        count(*) FILTER (WHERE status = 'verified'),
+                        count(*) FILTER (WHERE status = 'running' AND NOT stalled),
+                        count(*) FILTER (WHERE stalled),
+                        count(*) FILTER (WHERE status = 'rolled_back')
+                   FROM placed",
+                stalled = stalled_sql("r", "$1")
+            ),
             &[(&stalled_after.as_secs_f64(), Type::FLOAT8)],
         )
         .await
@@ -173,18 +181,14 @@ pub async fn summary(
     let mut kinds: BTreeMap<String, KindTotals> = BTreeMap::new();
     let received = client
         .query_typed(
-            "SELECT kind, outcome, sum(n)::bigint FROM (
-                 SELECT kind, outcome, count(*) AS n FROM ferry_received GROUP BY kind, outcome
-                 UNION ALL
-                 SELECT kind, outcome, sum(records) FROM ferry_received_rollup GROUP BY kind, outcome
-             ) received GROUP BY kind, outcome",
+            "SELECT kind, outcome, sum(records)::bigint FROM ferry_received_counts GROUP BY kind, outcome",
             &[],
         )
         .await
         .map_err(query_error("count the records received per kind"))?;
     let quarantined = client
         .query_typed(
-            "SELECT kind, count(*) FROM ferry_quarantine GROUP BY kind",
+            "SELECT kind, sum(records)::bigint FROM ferry_quarantine_counts GROUP BY kind",
             &[],
         )
         .await
@@ -209,26 +213,13 @@ pub async fn summary(
         totals(&mut kinds, row.get(0)).conflicts_open = count(row.get(1));
     }
 
-    // Records and users per hour, from the received records and what a purge rolled up of
-    // them (so the trend is the same before and after `ferry-server purge`).
+    // Records and users per hour.
     let hours = client
         .query_typed(
-            "WITH since AS (
-                 SELECT date_trunc('hour', now() AT TIME ZONE 'UTC') - make_interval(hours => $1 - 1) AS hour
-             ), received AS (
-                 SELECT date_trunc('hour', received_at AT TIME ZONE 'UTC') AS hour, user_id, count(*) AS n
-                   FROM ferry_received, since
-                  WHERE received_at >= since.hour AT TIME ZONE 'UTC'
-                  GROUP BY 1, 2
-                 UNION ALL
-                 SELECT hour_utc, user_id, sum(records)
-                   FROM ferry_received_rollup, since
-                  WHERE hour_utc >= since.hour
-                  GROUP BY 1, 2
-             )
-             SELECT to_char(hour, 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"'), sum(n)::bigint, count(DISTINCT user_id)
-               FROM received
-              GROUP BY hour ORDER BY hour",
+            "SELECT to_char(hour_utc, 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"'), sum(records)::bigint, count(DISTINCT user_id)
+               FROM ferry_received_counts
+              WHERE hour_utc >= date_trunc('hour', now() AT TIME ZONE 'UTC') - make_interval(hours => $1 - 1)
+              GROUP BY hour_utc ORDER BY hour_utc",
             &[(&i32::try_from(TREND_HOURS).unwrap_or(48), Type::INT4)],
         )
         .await
@@ -265,12 +256,8 @@ pub async fn summary(
 
     let rejections = client
         .query_typed(
-            "SELECT q.kind, substring(r.reason from 'field `([^`]*)`') AS field,
-                    count(*), count(DISTINCT q.id), min(r.reason)
-               FROM ferry_quarantine q,
-                    LATERAL jsonb_array_elements_text(
-                        CASE WHEN jsonb_typeof(q.reasons) = 'array' THEN q.reasons
-                             ELSE jsonb_build_array(q.reasons #>> '{}') END) AS r(reason)
+            "SELECT kind, field, sum(reasons)::bigint, sum(records)::bigint, min(example)
+               FROM ferry_rejection_counts
               GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $1",
             &[(&TOP_REJECTIONS, Type::INT8)],
         )
@@ -450,29 +437,22 @@ pub async fn users(
             &format!(
                 "WITH latest AS (
                      SELECT DISTINCT ON (r.user_id) r.user_id, r.migration_id, r.status, r.started_at,
-                            r.spec_app, r.spec_version
+                            r.spec_app, r.spec_version, r.last_batch_at,
+                            CASE WHEN r.status = 'verified' THEN 'verified'
+                                 WHEN r.status = 'rolled_back' THEN 'rolled_back'
+                                 WHEN {stalled} THEN 'stalled'
+                                 ELSE 'in_progress' END AS state
                        FROM ferry_migration_runs r
                       WHERE $2::uuid IS NULL OR r.user_id > $2
                       ORDER BY r.user_id, r.started_at DESC, r.migration_id DESC
-                 ), placed AS (
-                     SELECT latest.*, l.last_batch_at,
-                            CASE WHEN latest.status = 'verified' THEN 'verified'
-                                 WHEN latest.status = 'rolled_back' THEN 'rolled_back'
-                                 WHEN coalesce(l.last_batch_at, latest.started_at)
-                                        < now() - make_interval(secs => $1) THEN 'stalled'
-                                 ELSE 'in_progress' END AS state
-                       FROM latest
-                       LEFT JOIN LATERAL (SELECT max(created_at) AS last_batch_at FROM ferry_ingest_ledger g
-                                           WHERE g.user_id = latest.user_id
-                                             AND g.migration_id = latest.migration_id) l ON true
                  ), page AS (
-                     SELECT * FROM placed WHERE $3::text IS NULL OR state = $3
+                     SELECT * FROM latest WHERE $3::text IS NULL OR state = $3
                       ORDER BY user_id LIMIT $4
                  )
                  SELECT p.user_id, p.state, p.migration_id, p.spec_app, p.spec_version, {started},
                         {last_batch},
                         (SELECT count(*) FROM ferry_migration_runs r WHERE r.user_id = p.user_id),
-                        (SELECT count(*) FROM ferry_received v
+                        (SELECT coalesce(sum(v.records), 0)::bigint FROM ferry_received_counts v
                           WHERE v.user_id = p.user_id AND v.migration_id = p.migration_id),
                         (SELECT count(*) FROM ferry_quarantine q WHERE q.user_id = p.user_id),
                         (SELECT count(*) FROM ferry_conflicts c
@@ -480,6 +460,7 @@ pub async fn users(
                    FROM page p ORDER BY p.user_id",
                 started = crate::db::sql::rfc3339_sql("p.started_at"),
                 last_batch = crate::db::sql::rfc3339_sql("p.last_batch_at"),
+                stalled = stalled_sql("r", "$1"),
             ),
             &[
                 (&stalled_after.as_secs_f64(), Type::FLOAT8),

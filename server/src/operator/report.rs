@@ -330,16 +330,14 @@ pub async fn run_summaries(
                         (SELECT count(*) FROM ferry_conflicts c
                           WHERE c.user_id = r.user_id AND c.migration_id = r.migration_id AND c.status = 'open'),
                         {last_batch}, {finished}, r.status,
-                        r.status = 'running'
-                          AND coalesce(l.last_batch_at, r.started_at) < now() - make_interval(secs => $3),
+                        {abandoned},
                         {verified}, r.verified_records, r.verified_batches, {purged}
                  FROM ferry_migration_runs r
-                 LEFT JOIN LATERAL (SELECT max(created_at) AS last_batch_at FROM ferry_ingest_ledger g
-                                     WHERE g.user_id = r.user_id AND g.migration_id = r.migration_id) l ON true
                  WHERE ($1::uuid IS NULL OR r.user_id = $1) AND ($2::uuid IS NULL OR r.migration_id = $2)
                  ORDER BY r.started_at, r.user_id, r.migration_id",
                 started = rfc3339_sql("r.started_at"),
-                last_batch = rfc3339_sql("l.last_batch_at"),
+                last_batch = rfc3339_sql("r.last_batch_at"),
+                abandoned = crate::operator::fleet::stalled_sql("r", "$3"),
                 finished = rfc3339_sql("r.finished_at"),
                 verified = rfc3339_sql("r.verified_at"),
                 purged = rfc3339_sql("r.purged_at"),

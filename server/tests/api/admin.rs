@@ -562,3 +562,124 @@ async fn an_operator_resolves_a_conflict_on_the_users_behalf_with_an_audit_row()
     assert_eq!(rows[1].2, user.id);
     assert!(rows[1].3.is_some(), "the conflict's migration is recorded");
 }
+
+/// The summary's counts, kept by ingest with the rows (schema migration 0012), against the
+/// rows themselves: records received per kind and outcome, per hour and user, quarantined per
+/// kind, rejection reasons by kind and field, and each run's latest batch time. Through a
+/// replayed batch, a record sent again under another sequence, a record with two reasons and
+/// three users.
+#[tokio::test]
+async fn the_counts_kept_at_ingest_equal_the_rows_they_count() {
+    let app = spawn_with_operator().await;
+    let spec = crate::helpers::demo_spec();
+    let (alice, bob, carol) = (app.user(), app.user(), app.user());
+    migrate(&app, &alice.token).await;
+    migrate(&app, &bob.token).await;
+    let run = Run::new();
+    let same = json!([{"id": Uuid::new_v4(), "title": "c", "status": "todo", "createdAt": "2024-01-01T00:00:00Z"}])
+        .to_string();
+    let first = crate::helpers::batch_under(spec, &run, &[("tasks", &same)], 0);
+    app.send(&carol.token, first.clone()).await;
+    app.send(&carol.token, first).await;
+    // Sent again under sequence 1 (a resumed run), with a record wrong in two fields.
+    let two_reasons = json!([
+        serde_json::from_str::<Value>(&same).unwrap()[0],
+        {"id": Uuid::new_v4(), "title": 7, "status": "bogus", "createdAt": "2024-01-01T00:00:00Z"},
+    ])
+    .to_string();
+    app.send(
+        &carol.token,
+        crate::helpers::batch_under(spec, &run, &[("tasks", &two_reasons)], 1),
+    )
+    .await;
+
+    let rows = |sql: &'static str| {
+        let app = &app;
+        async move {
+            let mut out: Vec<String> = app
+                .db
+                .query(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| {
+                            row.try_get::<_, Option<String>>(i)
+                                .map(|v| v.unwrap_or_else(|| "NULL".to_owned()))
+                                .or_else(|_| row.try_get::<_, i64>(i).map(|n| n.to_string()))
+                                .unwrap_or_else(|e| panic!("{sql}: column {i}: {e}"))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                })
+                .collect();
+            out.sort();
+            out
+        }
+    };
+    let kept = rows(
+        "SELECT kind, outcome, hour_utc::text, user_id::text, sum(records)::bigint FROM ferry_received_counts GROUP BY 1, 2, 3, 4",
+    )
+    .await;
+    let counted = rows(
+        "SELECT kind, outcome, date_trunc('hour', received_at AT TIME ZONE 'UTC')::text, user_id::text, count(*)
+           FROM ferry_received GROUP BY 1, 2, 3, 4",
+    )
+    .await;
+    assert_eq!(kept, counted);
+    assert!(kept.len() >= 6, "{kept:?}");
+    assert_eq!(
+        rows("SELECT kind, user_id::text, records FROM ferry_quarantine_counts").await,
+        rows("SELECT kind, user_id::text, count(*) FROM ferry_quarantine GROUP BY 1, 2").await
+    );
+    let kept = rows(
+        "SELECT user_id::text, kind, field, reasons, records, example FROM ferry_rejection_counts",
+    )
+    .await;
+    let counted = rows(
+        "SELECT q.user_id::text, q.kind, substring(r.reason from 'field `([^`]*)`'),
+                count(*), count(DISTINCT q.id), min(r.reason)
+           FROM ferry_quarantine q, LATERAL jsonb_array_elements_text(q.reasons) AS r(reason)
+          GROUP BY 1, 2, 3",
+    )
+    .await;
+    assert_eq!(kept, counted);
+    // Carol's second record was refused for its title and its status: two groups, one record
+    // each (tasks/status also holds Alice's and Bob's).
+    let carol_groups: Vec<&String> = kept
+        .iter()
+        .filter(|g| g.starts_with(&carol.id.to_string()))
+        .collect();
+    assert_eq!(carol_groups.len(), 2, "{kept:?}");
+    assert_eq!(
+        rows("SELECT user_id::text, migration_id::text, last_batch_at::text FROM ferry_migration_runs").await,
+        rows(
+            "SELECT user_id::text, migration_id::text, max(created_at)::text
+               FROM ferry_ingest_ledger GROUP BY 1, 2"
+        )
+        .await
+    );
+
+    let summary = admin_json(&app, "/admin/api/summary").await;
+    let tasks = summary["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "tasks")
+        .unwrap_or_else(|| panic!("{summary}"));
+    let received = app
+        .count(
+            "SELECT count(*) FROM ferry_received WHERE kind = 'tasks'",
+            &[],
+        )
+        .await;
+    assert_eq!(tasks["received"], received, "{summary}");
+    assert_eq!(tasks["quarantined"], 3, "{summary}");
+    let hours = summary["hours"].as_array().unwrap();
+    assert_eq!(
+        hours.iter().map(|h| h["users"].as_u64().unwrap()).max(),
+        Some(3),
+        "{summary}"
+    );
+}

@@ -670,6 +670,22 @@ impl TestApp {
             .get(0)
     }
 
+    /// Moves migration `migration_id` `days` into the past, as if it had started and sent its
+    /// batches then: the run's start and latest batch time, and its ledger rows.
+    pub async fn age_run(&self, migration_id: Uuid, days: i32) {
+        for sql in [
+            "UPDATE ferry_ingest_ledger SET created_at = now() - make_interval(days => $2) WHERE migration_id = $1",
+            "UPDATE ferry_migration_runs SET started_at = now() - make_interval(days => $2),
+                    last_batch_at = now() - make_interval(days => $2)
+              WHERE migration_id = $1",
+        ] {
+            self.db
+                .execute(sql, &[&migration_id, &days])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+
     /// One bigint cell of `sql`.
     pub async fn count(
         &self,

@@ -124,12 +124,17 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
         StatusCode::OK
     );
     // Half of the old run's records arrived three hours earlier: the trend has two hours.
+    // The counts ingest kept for the summary move with them.
     app.db
-        .execute(
+        .batch_execute(&format!(
             "UPDATE ferry_received SET received_at = received_at - interval '3 hours'
-              WHERE user_id = $1 AND get_byte(hash, 0) < 128",
-            &[&old.id],
-        )
+              WHERE user_id = '{user}' AND get_byte(hash, 0) < 128;
+             DELETE FROM ferry_received_counts WHERE user_id = '{user}';
+             INSERT INTO ferry_received_counts (user_id, migration_id, kind, outcome, hour_utc, records)
+             SELECT user_id, migration_id, kind, outcome, date_trunc('hour', received_at AT TIME ZONE 'UTC'), count(*)
+               FROM ferry_received WHERE user_id = '{user}' GROUP BY 1, 2, 3, 4, 5",
+            user = old.id
+        ))
         .await
         .unwrap();
 
@@ -299,16 +304,22 @@ async fn a_purged_migration_verifies_again_with_the_same_tallies() {
     );
 }
 
+/// Every bookkeeping table: what replays, rollback, the report and the fleet summary read.
+const BOOKKEEPING: [&str; 8] = [
+    "ferry_ingest_ledger",
+    "ferry_received",
+    "ferry_before_images",
+    "ferry_created_rows",
+    "ferry_received_rollup",
+    "ferry_received_counts",
+    "ferry_quarantine_counts",
+    "ferry_rejection_counts",
+];
+
 /// `pg_total_relation_size` of every bookkeeping table: (table, bytes).
 async fn bookkeeping_bytes(app: &TestApp) -> Vec<(&'static str, i64)> {
     let mut sizes = Vec::new();
-    for table in [
-        "ferry_ingest_ledger",
-        "ferry_received",
-        "ferry_before_images",
-        "ferry_created_rows",
-        "ferry_received_rollup",
-    ] {
+    for table in BOOKKEEPING {
         let bytes = app
             .count(&format!("SELECT pg_total_relation_size('{table}')"), &[])
             .await;
@@ -332,9 +343,9 @@ async fn bookkeeping_bytes_per_record_fall_after_a_purge() {
         verified_days_ago(&app, &m.run, 31).await;
         records += m.records;
     }
-    const TABLES: &str = "ferry_ingest_ledger, ferry_received, ferry_before_images, ferry_created_rows, ferry_received_rollup";
+    let tables = BOOKKEEPING.join(", ");
     app.db
-        .batch_execute(&format!("VACUUM {TABLES}"))
+        .batch_execute(&format!("VACUUM {tables}"))
         .await
         .unwrap();
     let before = bookkeeping_bytes(&app).await;
@@ -345,12 +356,12 @@ async fn bookkeeping_bytes_per_record_fall_after_a_purge() {
     // Space freed by a DELETE is reused by later rows; a plain VACUUM returns the heap's
     // empty tail to the system, VACUUM FULL rewrites tables and indexes.
     app.db
-        .batch_execute(&format!("VACUUM {TABLES}"))
+        .batch_execute(&format!("VACUUM {tables}"))
         .await
         .unwrap();
     let after = bookkeeping_bytes(&app).await;
     app.db
-        .batch_execute(&format!("VACUUM FULL {TABLES}"))
+        .batch_execute(&format!("VACUUM FULL {tables}"))
         .await
         .unwrap();
     let after_full = bookkeeping_bytes(&app).await;

@@ -245,20 +245,7 @@ async fn status_counts_runs_by_state_with_abandonment_computed_at_read_time() {
     assert_eq!(r.status(), StatusCode::OK);
     let (quiet, _, _) = migrate(&app, &bob.token).await;
     let (_busy, _, _) = migrate(&app, &bob.token).await;
-    app.db
-        .execute(
-            "UPDATE ferry_ingest_ledger SET created_at = now() - interval '2 days' WHERE migration_id = $1",
-            &[&quiet.migration_id],
-        )
-        .await
-        .unwrap();
-    app.db
-        .execute(
-            "UPDATE ferry_migration_runs SET started_at = now() - interval '2 days' WHERE migration_id = $1",
-            &[&quiet.migration_id],
-        )
-        .await
-        .unwrap();
+    app.age_run(quiet.migration_id, 2).await;
 
     let states = |runs: &[report::RunSummary]| {
         report::count_by_state(runs)
@@ -371,20 +358,7 @@ async fn the_fleet_summary_counts_users_by_their_latest_run_and_records_per_kind
     );
     migrate(&app, &busy.token).await;
     let (stalled, _, _) = migrate(&app, &quiet.token).await;
-    for table in ["ferry_ingest_ledger", "ferry_migration_runs"] {
-        let column = if table == "ferry_migration_runs" {
-            "started_at"
-        } else {
-            "created_at"
-        };
-        app.db
-            .execute(
-                &format!("UPDATE {table} SET {column} = now() - interval '2 days' WHERE migration_id = $1"),
-                &[&stalled.migration_id],
-            )
-            .await
-            .unwrap();
-    }
+    app.age_run(stalled.migration_id, 2).await;
     let (rolled, _, _) = migrate(&app, &undone.token).await;
     let r = app.rollback(&undone.token, rolled.migration_id).await;
     assert_eq!(r.status(), StatusCode::OK);
