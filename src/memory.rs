@@ -457,6 +457,10 @@ pub struct FakeServer {
     pub rolled_back: RefCell<BTreeSet<Uuid>>,
     /// Migrations verified, with how many times the browser asked.
     pub verified: RefCell<BTreeMap<Uuid, u32>>,
+    /// The specs the server re-runs records with, as the real one does to hash them
+    /// (`ferry-batch/2` carries no hash per record): the one a batch names is used. Added by
+    /// the test that makes a migrator.
+    pub specs: RefCell<Vec<ferry_core::spec::Spec>>,
     net: Option<Rc<MemoryNet>>,
 }
 
@@ -472,8 +476,37 @@ impl FakeServer {
             backups: RefCell::default(),
             rolled_back: RefCell::default(),
             verified: RefCell::default(),
+            specs: RefCell::default(),
             net,
         }
+    }
+
+    /// Every record of `batch` as (kind, content hash): the server's own hashes of `records`
+    /// (re-run with the spec the batch names, the digest checked as the real server does: a
+    /// mismatch panics, since the twins never alter a batch), the browser's of `rejected`.
+    fn hashes(&self, batch: &Batch) -> Vec<(String, ContentHash)> {
+        let specs = self.specs.borrow();
+        let Some(spec) = specs
+            .iter()
+            .find(|s| s.version == batch.header.spec_version)
+        else {
+            panic!(
+                "the fake server has no spec version {:?}: add it to FakeServer::specs",
+                batch.header.spec_version
+            )
+        };
+        let records = ferry_core::wire::reprocess_records(spec, batch);
+        assert!(
+            records.iter().all(|r| r.outcome.is_accepted()),
+            "the fake server refused a record the browser sent: {records:?}"
+        );
+        let valid = batch
+            .records
+            .iter()
+            .zip(records)
+            .map(|(item, r)| (item.kind.clone(), r.hash));
+        let rejected = batch.rejected.iter().map(|r| (r.kind.clone(), r.hash));
+        valid.chain(rejected).collect()
     }
 
     /// Queues faults.
@@ -564,12 +597,14 @@ impl FakeServer {
                 } else {
                     RecordOutcome::Inserted
                 };
+                let hashes = self.hashes(&batch);
                 let mut outcomes: Vec<RecordResult> = batch
                     .records
                     .iter()
-                    .map(|r| RecordResult {
+                    .zip(&hashes)
+                    .map(|(r, (_, hash))| RecordResult {
                         id: Some(r.id),
-                        hash: r.hash.to_hex(),
+                        hash: hash.to_hex(),
                         kind: r.kind.clone(),
                         outcome: valid,
                         reasons: Vec::new(),
@@ -687,12 +722,7 @@ impl FakeServer {
             let Ok(batch) = serde_json::from_slice::<Batch>(b) else {
                 continue;
             };
-            let items = batch
-                .records
-                .iter()
-                .map(|r| (&r.kind, r.hash))
-                .chain(batch.rejected.iter().map(|r| (&r.kind, r.hash)));
-            for (kind, ContentHash(h)) in items {
+            for (kind, ContentHash(h)) in self.hashes(&batch) {
                 if !seen.insert((kind.clone(), h)) {
                     continue;
                 }

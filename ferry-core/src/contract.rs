@@ -401,7 +401,7 @@ error_codes! {
     InvalidToken = "invalid_token",
     /// 401: the token has expired.
     TokenExpired = "token_expired",
-    /// 400: the body is not a `ferry-batch/1` batch.
+    /// 400: the body is not a `ferry-batch/2` (or `/1`) batch.
     InvalidBatch = "invalid_batch",
     /// 400: the batch names another spec app or version than the server runs.
     SpecMismatch = "spec_mismatch",

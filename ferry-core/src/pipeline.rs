@@ -1459,7 +1459,7 @@ pub fn target_id(spec: &Spec, kind: &Kind, legacy: &LosslessString, ctx: &Contex
     Uuid::new_v5(&spec.namespace, &name)
 }
 
-fn hash_record(
+pub(crate) fn hash_record(
     kind: &str,
     id: Option<Uuid>,
     key: &str,

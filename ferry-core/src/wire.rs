@@ -1,18 +1,20 @@
-//! The wire format of a batch (`ferry-batch/1`) and the batch builder.
+//! The wire format of a batch (`ferry-batch/2`, and `ferry-batch/1` read) and the batch builder.
 //!
 //! One HTTP request carries one batch: a header (migration id, sequence number, device id,
-//! spec app and version, migration start time) and the records, each with its kind, key,
-//! position, target id, content hash and raw record. Records the browser rejected travel too,
-//! in `rejected`, with their raw value and reasons, so the server can quarantine them.
+//! spec app and version, migration start time, and the digest of the records' content hashes)
+//! and the records, each with its kind, key, position, target id and raw record. Records the
+//! browser rejected travel too, in `rejected`, with their content hash, raw value and reasons,
+//! so the server can quarantine them.
 //!
 //! The browser does not send transformed rows: the server re-runs
 //! [`pipeline::process_record`] on every raw record with the same spec, so it trusts nothing
 //! the browser computed, and the payload stays one copy of the data.
 //!
 //! ```json
-//! {"header":{"format":"ferry-batch/1","migration_id":"…","sequence":0,"device_id":"…",
-//!            "app":"taskboard","spec_version":"2026.11","migrated_at_ms":1700000000000},
-//!  "records":[{"kind":"tasks","key":"tasks","at":12,"id":"…","hash":"…","raw":{"json":"{…}"}}],
+//! {"header":{"format":"ferry-batch/2","migration_id":"…","sequence":0,"device_id":"…",
+//!            "app":"taskboard","spec_version":"2026.11","migrated_at_ms":1700000000000,
+//!            "digest":"…"},
+//!  "records":[{"kind":"tasks","key":"tasks","at":12,"id":"…","raw":{"json":"{…}"}}],
 //!  "rejected":[{"kind":"tasks","key":"tasks","at":13,"hash":"…","raw":{"json":"{…}"},
 //!               "reasons":[{"code":"missing","field":"title","message":"…"}]}]}
 //! ```
@@ -20,6 +22,13 @@
 //! `raw` holds the record's canonical JSON *as a string* (`{"json": "…"}`) or the text of a
 //! value that is not JSON (`{"text": "…"}`): the hash is computed over exactly those bytes, so
 //! both sides hash the same thing without re-serialising.
+//!
+//! The server computes every record's content hash itself. `ferry-batch/1` carried the
+//! browser's hash with each record (32 hex digits that do not compress: a quarter of a gzipped
+//! body); `ferry-batch/2` carries one [`records_digest`] of them in the header instead, which
+//! the server compares with the digest of its own hashes, so an outdated or altered client is
+//! still caught in the batch it sends. The server reads both formats (a browser updated in
+//! the middle of a migration still holds `ferry-batch/1` batches in its outbox).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -30,8 +39,14 @@ use crate::pipeline::{
 };
 use crate::spec::Spec;
 
-/// The format tag of this wire version.
-pub const WIRE_FORMAT: &str = "ferry-batch/1";
+/// The format tag of the batches the browser makes.
+pub const WIRE_FORMAT: &str = "ferry-batch/2";
+
+/// The previous format: each record carries its content hash, the header no digest.
+pub const WIRE_FORMAT_V1: &str = "ferry-batch/1";
+
+/// Every format the server reads, said for a person.
+pub const READ_FORMATS: &str = "\"ferry-batch/2\" or \"ferry-batch/1\"";
 
 /// What every batch of a migration carries.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -52,6 +67,12 @@ pub struct BatchHeader {
     pub spec_version: String,
     /// When the migration started (the value of `$migrated_at` defaults).
     pub migrated_at_ms: i64,
+    /// `ferry-batch/2`: the [`records_digest`] of the content hashes of `records`, in order
+    /// (absent in `ferry-batch/1`, whose records carry their hashes, and in the halves of a
+    /// batch the browser split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[0-9a-f]{32}$"))]
+    pub digest: Option<ContentHash>,
 }
 
 impl BatchHeader {
@@ -65,6 +86,7 @@ impl BatchHeader {
             app: spec.app.clone(),
             spec_version: spec.version.clone(),
             migrated_at_ms: ctx.migrated_at_ms,
+            digest: None,
         }
     }
 
@@ -104,9 +126,11 @@ pub struct WireRecord {
     pub at: WireLocator,
     /// Target id the browser derived.
     pub id: Uuid,
-    /// Content hash the browser computed.
-    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{32}$"))]
-    pub hash: ContentHash,
+    /// `ferry-batch/1` only: the content hash the browser computed (`ferry-batch/2` covers the
+    /// records' hashes with the header's digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[0-9a-f]{32}$"))]
+    pub hash: Option<ContentHash>,
     /// The raw record.
     pub raw: Raw,
 }
@@ -186,14 +210,23 @@ impl From<WireLocator> for Locator {
 /// Why a wire record does not match what the server computes from it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
-    /// The batch is not `ferry-batch/1` JSON.
+    /// The batch is not `ferry-batch/2` (or `/1`) JSON.
     #[error("the batch is not valid {WIRE_FORMAT} JSON: {0}")]
     Decode(String),
     /// The header names another format.
-    #[error("the batch format is {found:?}; this server reads {WIRE_FORMAT:?}")]
+    #[error("the batch format is {found:?}; this server reads {READ_FORMATS}")]
     Format {
         /// The format found.
         found: String,
+    },
+    /// The content hashes are not where the batch's format puts them: each record's in
+    /// `ferry-batch/1`, the header's digest in `ferry-batch/2`.
+    #[error("a {format} batch {problem}")]
+    Hashes {
+        /// The batch's format.
+        format: &'static str,
+        /// What is wrong, said for a person.
+        problem: String,
     },
     /// A string of the batch holds a NUL character, which no string in the lossless escaped
     /// form holds (and PostgreSQL cannot store). The value is not quoted.
@@ -274,7 +307,7 @@ pub fn batch_spec(bytes: &[u8]) -> Result<(String, String), WireError> {
             ));
         }
     };
-    if peek.header.format != WIRE_FORMAT {
+    if ![WIRE_FORMAT, WIRE_FORMAT_V1].contains(&peek.header.format.as_str()) {
         return Err(WireError::Format {
             found: peek.header.format,
         });
@@ -296,11 +329,7 @@ pub fn batch_spec(bytes: &[u8]) -> Result<(String, String), WireError> {
 pub fn decode_batch(spec: &Spec, bytes: &[u8]) -> Result<Batch, WireError> {
     let batch: Batch =
         serde_json::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
-    if batch.header.format != WIRE_FORMAT {
-        return Err(WireError::Format {
-            found: batch.header.format,
-        });
-    }
+    check_hashes(&batch)?;
     check_storable(&batch)?;
     if batch.header.app != spec.app || batch.header.spec_version != spec.version {
         return Err(WireError::SpecMismatch {
@@ -310,6 +339,57 @@ pub fn decode_batch(spec: &Spec, bytes: &[u8]) -> Result<Batch, WireError> {
         });
     }
     Ok(batch)
+}
+
+/// Refuses a batch of another format, or whose content hashes are not where its format puts
+/// them: every record's in `ferry-batch/1`; in `ferry-batch/2` none per record, and the
+/// header's digest, which a batch the browser split after a 413 leaves out (it cannot hash
+/// records made with another spec version; the verification at the end still compares every
+/// hash).
+fn check_hashes(batch: &Batch) -> Result<(), WireError> {
+    let format = match batch.header.format.as_str() {
+        WIRE_FORMAT => WIRE_FORMAT,
+        WIRE_FORMAT_V1 => WIRE_FORMAT_V1,
+        _ => {
+            return Err(WireError::Format {
+                found: batch.header.format.clone(),
+            });
+        }
+    };
+    let v2 = format == WIRE_FORMAT;
+    let problem = if !v2 && batch.header.digest.is_some() {
+        Some("has a digest in its header (only ferry-batch/2 has one)".to_owned())
+    } else {
+        batch
+            .records
+            .iter()
+            .position(|r| r.hash.is_some() == v2)
+            .map(|i| {
+                if v2 {
+                    format!("carries a hash in record {i} (the header's digest covers them)")
+                } else {
+                    format!("has no hash in record {i}")
+                }
+            })
+    };
+    match problem {
+        Some(problem) => Err(WireError::Hashes { format, problem }),
+        None => Ok(()),
+    }
+}
+
+/// The digest of a `ferry-batch/2` batch's records: the first 16 bytes of the SHA-256 of
+/// their content hashes, in the order of `records`.
+pub fn records_digest<'a>(hashes: impl IntoIterator<Item = &'a ContentHash>) -> ContentHash {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for hash in hashes {
+        h.update(hash.0);
+    }
+    let digest = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    ContentHash(out)
 }
 
 /// Refuses a batch no database could store as sent: a NUL character in any string (the header,
@@ -352,11 +432,41 @@ fn check_storable(batch: &Batch) -> Result<(), WireError> {
     Ok(())
 }
 
+/// Re-runs the pipeline on every record of `batch.records`, trusting nothing the browser
+/// claimed ([`reprocess`]), and checks a `ferry-batch/2` header's digest against the server's
+/// own hashes: when they differ, the browser hashed these records differently (an outdated or
+/// altered client), and every record of the list is rejected with a reason that says so.
+pub fn reprocess_records(spec: &Spec, batch: &Batch) -> Vec<Record> {
+    let mut records: Vec<Record> = batch
+        .records
+        .iter()
+        .map(|item| reprocess(spec, &batch.header, item))
+        .collect();
+    if let Some(sent) = batch.header.digest {
+        let own = records_digest(records.iter().map(|r| &r.hash));
+        if own != sent {
+            for r in &mut records {
+                r.outcome = Outcome::Rejected(vec![Note {
+                    code: pipeline::Code::Id,
+                    field: None,
+                    message: format!(
+                        "the browser's digest of this batch's {} record hashes is {sent:?}, but the records give {own:?}: an outdated or altered client",
+                        batch.records.len()
+                    ),
+                }]);
+            }
+        }
+    }
+    records
+}
+
 /// Re-runs the pipeline on a record received from the browser, trusting nothing it claimed.
 ///
-/// Returns the server's own [`Record`]. When the browser's id or hash differ from the server's,
-/// or the kind is unknown, or the raw JSON does not parse, the record is rejected with a reason
-/// that says so (it then goes to the quarantine like any rejected record).
+/// Returns the server's own [`Record`]. When the browser's id (or, in `ferry-batch/1`, its
+/// hash) differs from the server's, or the kind is unknown, or the raw JSON does not parse,
+/// the record is rejected with a reason that says so (it then goes to the quarantine like any
+/// rejected record). A `ferry-batch/2` record's hash is checked with the whole list's digest
+/// ([`reprocess_records`]).
 pub fn reprocess(spec: &Spec, header: &BatchHeader, item: &WireRecord) -> Record {
     let ctx = header.context();
     let locator = Locator::from(item.at.clone());
@@ -374,18 +484,20 @@ pub fn reprocess(spec: &Spec, header: &BatchHeader, item: &WireRecord) -> Record
         Raw::Text(t) => RecordInput::Text(t.clone()),
     };
     let mut record = pipeline::process_record(spec, kind, &item.key, locator, input, &ctx);
-    if record.id != Some(item.id) || record.hash != item.hash {
+    if record.id != Some(item.id) || item.hash.is_some_and(|h| h != record.hash) {
+        let hashes = match item.hash {
+            Some(sent) => format!(" (hash {sent:?}, the record gives {:?})", record.hash),
+            None => String::new(),
+        };
         record.outcome = Outcome::Rejected(vec![Note {
             code: pipeline::Code::Id,
             field: None,
             message: format!(
-                "the browser sent id {} and hash {:?}, but the record gives id {} and hash {:?}: an outdated or altered client",
+                "the browser sent id {}{hashes}, but the record gives id {}: an outdated or altered client",
                 item.id,
-                item.hash,
                 record
                     .id
                     .map_or_else(|| "none".to_owned(), |u| u.to_string()),
-                record.hash
             ),
         }]);
     }
@@ -393,14 +505,25 @@ pub fn reprocess(spec: &Spec, header: &BatchHeader, item: &WireRecord) -> Record
 }
 
 fn foreign(item: &WireRecord, why: String) -> Record {
+    let locator = Locator::from(item.at.clone());
+    // The browser's hash when it sent one; else the hash of what arrived, by the kind's name.
+    let hash = item.hash.unwrap_or_else(|| {
+        pipeline::hash_record(
+            &item.kind,
+            None,
+            item.key.as_escaped(),
+            &locator,
+            item.raw.text(),
+        )
+    });
     Record {
         kind: usize::MAX,
         key: item.key.clone(),
-        locator: Locator::from(item.at.clone()),
+        locator,
         legacy_id: None,
         id: None,
         raw: item.raw.clone(),
-        hash: item.hash,
+        hash,
         updated_at_ms: None,
         outcome: Outcome::Rejected(vec![Note {
             code: pipeline::Code::Shape,
@@ -452,7 +575,7 @@ pub fn encode_item(spec: &Spec, record: &Record) -> Option<(bool, String)> {
                 key: record.key.clone(),
                 at,
                 id,
-                hash: record.hash,
+                hash: None,
                 raw: record.raw.clone(),
             })
         }
@@ -488,8 +611,10 @@ pub fn build_batches(
 ) -> Vec<EncodedBatch> {
     let mut builder = Builder::new(header.clone(), first_sequence, limits);
     for i in indexes {
-        if let Some((rejected, item)) = records.get(i).and_then(|r| encode_item(spec, r)) {
-            builder.push(i, rejected, item);
+        if let Some(record) = records.get(i)
+            && let Some((rejected, item)) = encode_item(spec, record)
+        {
+            builder.push(i, rejected, item, record.hash);
         }
     }
     builder.finish()
@@ -500,6 +625,8 @@ struct Builder {
     limits: BatchLimits,
     next_sequence: u32,
     records: Vec<String>,
+    /// The content hashes of `records`, for the header's digest.
+    hashes: Vec<ContentHash>,
     rejected: Vec<String>,
     members: Vec<usize>,
     bytes: usize,
@@ -516,6 +643,7 @@ impl Builder {
             limits,
             next_sequence: first_sequence,
             records: Vec::new(),
+            hashes: Vec::new(),
             rejected: Vec::new(),
             members: Vec::new(),
             bytes: 0,
@@ -524,11 +652,12 @@ impl Builder {
     }
 
     fn header_bytes(&self) -> usize {
-        // The header is small and of near-constant size; a generous bound keeps the sum honest.
+        // The header is small and of near-constant size (the digest included); a generous bound
+        // keeps the sum honest.
         ENVELOPE_BYTES + 400 + self.header.app.len() + self.header.spec_version.len()
     }
 
-    fn push(&mut self, index: usize, rejected: bool, item: String) {
+    fn push(&mut self, index: usize, rejected: bool, item: String, hash: ContentHash) {
         let added = item.len() + 1;
         let full = !self.members.is_empty()
             && (self.members.len() >= self.limits.max_records
@@ -542,6 +671,7 @@ impl Builder {
             self.rejected.push(item);
         } else {
             self.records.push(item);
+            self.hashes.push(hash);
         }
     }
 
@@ -551,6 +681,7 @@ impl Builder {
         }
         let mut header = self.header.clone();
         header.sequence = self.next_sequence;
+        header.digest = Some(records_digest(&self.hashes));
         self.next_sequence += 1;
         let header_json = serde_json::to_string(&header).unwrap_or_default();
         let mut body = String::with_capacity(header_json.len() + self.bytes + ENVELOPE_BYTES);
@@ -562,6 +693,7 @@ impl Builder {
         body.push_str(&self.rejected.join(","));
         body.push_str("]}");
         self.records.clear();
+        self.hashes.clear();
         self.rejected.clear();
         self.bytes = 0;
         self.done.push(EncodedBatch {

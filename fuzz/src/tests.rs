@@ -85,6 +85,25 @@ fn first_batch(spec: &Spec, pairs: &[(LosslessString, LosslessString)]) -> Vec<u
         .unwrap_or_default()
 }
 
+/// The first batch of `pairs` as an older browser sent it (`ferry-batch/1`): each record with
+/// its content hash, no digest.
+fn first_batch_v1(spec: &Spec, pairs: &[(LosslessString, LosslessString)]) -> Vec<u8> {
+    let ctx = context();
+    let records = pipeline::process(spec, pairs, &ctx);
+    let mut batch: Value = serde_json::from_slice(&first_batch(spec, pairs)).unwrap();
+    batch["header"]["format"] = Value::from(wire::WIRE_FORMAT_V1);
+    batch["header"].as_object_mut().unwrap().remove("digest");
+    for item in batch["records"].as_array_mut().unwrap() {
+        let id: uuid::Uuid = serde_json::from_value(item["id"].clone()).unwrap();
+        let record = records
+            .iter()
+            .find(|r| r.id == Some(id) && r.outcome.is_accepted())
+            .unwrap();
+        item["hash"] = Value::from(record.hash.to_hex());
+    }
+    serde_json::to_vec(&batch).unwrap()
+}
+
 fn snapshot_bytes(pairs: &[Pair]) -> Vec<u8> {
     let mut out = Vec::new();
     for text in pairs
@@ -140,6 +159,11 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "batch_decode",
             "jotter-body",
             with_prefix(&[2], &first_batch(jotter, &jt)),
+        ),
+        (
+            "batch_decode",
+            "taskboard-body-v1",
+            with_prefix(&[0], &first_batch_v1(taskboard, &tb)),
         ),
         (
             "batch_decode",

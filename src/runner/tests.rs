@@ -49,7 +49,16 @@ fn migrator_with(t: &Twins, limits: BatchLimits, parallel: usize) -> Migrator {
         origin: "https://app.test".to_owned(),
         parallel_uploads: parallel,
     };
-    Migrator::new(SPEC, "https://api.test/", t.ports(), config).unwrap()
+    new_migrator(t, SPEC, config)
+}
+
+/// A migrator of `spec` over the twins; the fake server learns the spec to hash its records.
+fn new_migrator(t: &Twins, spec: &str, config: Config) -> Migrator {
+    t.server
+        .specs
+        .borrow_mut()
+        .push(ferry_core::spec::Spec::parse(spec).unwrap());
+    Migrator::new(spec, "https://api.test/", t.ports(), config).unwrap()
 }
 
 fn run(m: &Migrator, options: RunOptions) -> Result<RunReport, Error> {
@@ -691,7 +700,7 @@ fn patient_migrator(t: &Twins) -> Migrator {
         parallel_uploads: 1,
         ..Config::default()
     };
-    Migrator::new(SPEC, "https://api.test/", t.ports(), config).unwrap()
+    new_migrator(t, SPEC, config)
 }
 
 fn fault(status: u16, code: ErrorCode) -> Fault {
@@ -918,7 +927,7 @@ fn migrator_of(t: &Twins, spec: &str) -> Migrator {
         origin: "https://app.test".to_owned(),
         parallel_uploads: 1,
     };
-    Migrator::new(spec, "https://api.test/", t.ports(), config).unwrap()
+    new_migrator(t, spec, config)
 }
 
 /// The spec version each batch the fake server stored was made with.

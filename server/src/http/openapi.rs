@@ -204,7 +204,7 @@ fn v1_paths() -> serde_json::Map<String, Value> {
         "responses": with_errors(json_ok("The spec file", json!({ "type": "object" })), &["400", "401", "404", "429"])
     }}));
     paths.insert("/v1/batches".into(), json!({ "post": {
-        "summary": "Apply one ferry-batch/1 batch exactly once",
+        "summary": "Apply one ferry-batch/2 (or /1) batch exactly once",
         "description": "The body is a batch as built by ferry-core's wire module. A replay of the same (user, migration_id, sequence) and body returns the stored answer with replay: true.",
         "security": secured,
         "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Batch" } } } },
@@ -388,6 +388,10 @@ mod tests {
         ] {
             assert!(header.contains(&field.into()), "header.{field} is missing");
         }
+        assert!(
+            schemas["BatchHeader"]["properties"]["digest"].is_object(),
+            "header.digest is missing"
+        );
         for field in ["kind", "key", "at", "id", "hash", "raw"] {
             assert!(
                 schemas["WireRecord"]["properties"][field].is_object(),

@@ -5,7 +5,7 @@
 //! [`rollback`], [`conflicts`], [`backups`]) and map its errors to [`ApiError`]s. An id that
 //! belongs to another user is answered exactly like an id that does not exist: 404.
 //!
-//! A batch that is not valid `ferry-batch/1` JSON is answered 400 `invalid_batch` with the
+//! A batch that is not valid `ferry-batch/2` (or `/1`) JSON is answered 400 `invalid_batch` with the
 //! decoder's position and expectation, but with every string taken from the body cut short
 //! ([`invalid_batch_message`]), so a secret pasted into the wrong field does not come back.
 //! The other refusals quote the caller's input the same way (a backup id, a resolve choice):
@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferry_core::contract::{ErrorCode, ResolveAnswer, RollbackAnswer};
-use ferry_core::wire::{WIRE_FORMAT, WireError};
+use ferry_core::wire::{READ_FORMATS, WireError};
 use serde_json::json;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -132,7 +132,7 @@ fn batch_engine<'a>(state: &'a AppState, body: &[u8]) -> Result<&'a Engine, Inge
         })
 }
 
-/// `POST /v1/batches`: one `ferry-batch/1` batch, applied exactly once.
+/// `POST /v1/batches`: one `ferry-batch/2` (or `/1`) batch, applied exactly once.
 async fn post_batch(
     State(state): State<AppState>,
     user: AuthUser,
@@ -222,6 +222,7 @@ fn ingest_error(error: IngestError) -> ApiError {
             e @ (WireError::Decode(_)
             | WireError::Format { .. }
             | WireError::Nul { .. }
+            | WireError::Hashes { .. }
             | WireError::MigratedAtOutOfRange { .. }),
         ) => ApiError::refused(
             StatusCode::BAD_REQUEST,
@@ -282,7 +283,7 @@ pub const SPEC_NAME_CHARS: usize = 32;
 pub fn invalid_batch_message(error: &WireError) -> String {
     match error {
         WireError::Format { found } => format!(
-            "the batch format is \"{}\"; this server reads {WIRE_FORMAT:?}",
+            "the batch format is \"{}\"; this server reads {READ_FORMATS}",
             shorten_chars(&found.escape_debug().to_string())
         ),
         other => shorten_body_strings(&other.to_string()),
@@ -575,6 +576,7 @@ async fn download_backup(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_core::wire::WIRE_FORMAT;
 
     #[test]
     fn every_decode_error_is_answered_400_in_our_shape() {
@@ -589,6 +591,10 @@ mod tests {
                 field: "a record's key",
             },
             WireError::MigratedAtOutOfRange { ms: i64::MIN },
+            WireError::Hashes {
+                format: ferry_core::wire::WIRE_FORMAT_V1,
+                problem: "has no hash in record 0".to_owned(),
+            },
             WireError::SpecMismatch {
                 app: "other".to_owned(),
                 version: "1".to_owned(),
@@ -600,6 +606,7 @@ mod tests {
                 WireError::Decode(_)
                 | WireError::Format { .. }
                 | WireError::Nul { .. }
+                | WireError::Hashes { .. }
                 | WireError::MigratedAtOutOfRange { .. } => ErrorCode::InvalidBatch,
                 WireError::SpecMismatch { .. } => ErrorCode::SpecMismatch,
             };
@@ -645,7 +652,7 @@ mod tests {
         });
         assert_eq!(
             got,
-            format!("the batch format is \"ghp_…\"; this server reads {WIRE_FORMAT:?}")
+            format!("the batch format is \"ghp_…\"; this server reads {READ_FORMATS}")
         );
     }
 }

@@ -235,8 +235,11 @@ fn reprocess_batch(plan: &IngestPlan, batch: &Batch) -> Vec<Line> {
     let mut lines: Vec<Line> = Vec::with_capacity(batch.records.len() + batch.rejected.len());
     // Keyed by the kind's identity: kinds sharing a table (`shares_table`) share their row ids.
     let mut seen: HashSet<(&str, Uuid)> = HashSet::new();
-    for item in &batch.records {
-        let mut record = wire::reprocess(spec, &batch.header, item);
+    for (item, mut record) in batch
+        .records
+        .iter()
+        .zip(wire::reprocess_records(spec, batch))
+    {
         if let Some(id) = record.id.filter(|_| record.outcome.is_accepted())
             && let Some(kind) = spec.kinds.get(record.kind)
             && !seen.insert((kind.identity(), id))
@@ -251,7 +254,7 @@ fn reprocess_batch(plan: &IngestPlan, batch: &Batch) -> Vec<Line> {
         }
         lines.push(Line {
             kind_name: item.kind.clone(),
-            hash: item.hash,
+            hash: record.hash,
             record,
             client_reasons: Vec::new(),
         });

@@ -549,6 +549,23 @@ impl Run {
     }
 }
 
+/// `body`, a `ferry-batch/2` batch made from `records`, as the `ferry-batch/1` batch an older
+/// browser made of them: each record with its content hash, no digest in the header.
+pub fn as_v1(body: &[u8], records: &[ferry_core::pipeline::Record]) -> Vec<u8> {
+    let mut batch: Value = serde_json::from_slice(body).unwrap();
+    batch["header"]["format"] = json!(ferry_core::wire::WIRE_FORMAT_V1);
+    batch["header"].as_object_mut().unwrap().remove("digest");
+    for item in batch["records"].as_array_mut().unwrap() {
+        let id: Uuid = serde_json::from_value(item["id"].clone()).unwrap();
+        let record = records
+            .iter()
+            .find(|r| r.id == Some(id) && r.outcome.is_accepted())
+            .unwrap_or_else(|| panic!("no accepted record with id {id}"));
+        item["hash"] = json!(record.hash.to_hex());
+    }
+    serde_json::to_vec(&batch).unwrap()
+}
+
 /// The batch of `pairs` under `spec` for `run`, numbered `sequence`.
 pub fn batch_under(
     spec: &ferry_core::spec::Spec,

@@ -727,14 +727,16 @@ async fn rejected_records_are_quarantined_with_their_raw_value_and_reasons() {
     let run = Run::new();
     let good = Uuid::new_v4();
     let raw_bad = r#"{"id":"4f8d1c9e-0000-4000-8000-000000000001","status":"todo","createdAt":"2024-01-01T00:00:00Z"}"#;
-    let body = run.batch(&[
+    let (records, batches) = run.batches(&pairs(&[
         (
             "tasks",
             &format!("[{},{raw_bad}]", task(good, "ok", "2024-02-01T00:00:00Z")),
         ),
         ("userPreferences", "{not json"),
-    ]);
-    // And one record whose hash the client altered: the server's own check rejects it.
+    ]));
+    // As an older browser sent it (`ferry-batch/1`, a hash per record), and one record whose
+    // raw value the client altered after hashing: the server's own check rejects that one.
+    let body = crate::helpers::as_v1(&batches[0].body, &records);
     let mut tampered: Value = serde_json::from_slice(&body).unwrap();
     let tampered_id = Uuid::new_v4();
     let mut extra = tampered["records"][0].clone();
@@ -793,6 +795,77 @@ async fn rejected_records_are_quarantined_with_their_raw_value_and_reasons() {
             .await,
         1
     );
+}
+
+/// `ferry-batch/2` carries one digest of the records' hashes: a record altered after hashing
+/// makes the server's digest differ, and every record of the list goes to the quarantine with
+/// the reason (none is written; the browser's own rejected records are quarantined as usual).
+/// The same records as `ferry-batch/1` and as `/2` give the same outcomes and report.
+#[tokio::test]
+async fn a_batch_whose_records_do_not_match_its_digest_is_quarantined_not_written() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let run = Run::new();
+    let good = Uuid::new_v4();
+    let body = run.batch(&[(
+        "tasks",
+        &format!(
+            "[{},{}]",
+            task(good, "ok", "2024-02-01T00:00:00Z"),
+            json!({"id": Uuid::new_v4(), "status": "todo"})
+        ),
+    )]);
+    let mut tampered: Value = serde_json::from_slice(&body).unwrap();
+    assert!(tampered["records"][0].get("hash").is_none(), "{tampered}");
+    let raw = tampered["records"][0]["raw"]["json"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tampered["records"][0]["raw"]["json"] = json!(raw.replace("\"ok\"", "\"changed\""));
+    let result = app
+        .send(&user.token, serde_json::to_vec(&tampered).unwrap())
+        .await;
+    assert_eq!(outcome_of(&result, good), O::Quarantined, "{result:?}");
+    assert_eq!(result.counts["tasks"][&O::Quarantined], 2, "{result:?}");
+    let reasons: Vec<String> = app
+        .db
+        .query(
+            "SELECT reasons::text FROM ferry_quarantine WHERE user_id = $1 ORDER BY id",
+            &[&user.id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(reasons[0].contains("digest"), "{reasons:?}");
+    assert!(reasons[1].contains("title"), "{reasons:?}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM tasks WHERE user_id = $1", &[&user.id])
+            .await,
+        0
+    );
+
+    // The untouched records, once as /1 (another user) and once as /2: the same answer.
+    let tasks_json = tasks(&[
+        task(Uuid::new_v4(), "a", "2024-02-01T00:00:00Z"),
+        task(Uuid::new_v4(), "b", "2024-02-01T00:00:00Z"),
+    ]);
+    let (records, batches) = run.batches(&pairs(&[("tasks", &tasks_json)]));
+    let (older, newer) = (app.user(), app.user());
+    let v1 = app
+        .send(
+            &older.token,
+            crate::helpers::as_v1(&batches[0].body, &records),
+        )
+        .await;
+    let v2 = app.send(&newer.token, batches[0].body.clone()).await;
+    assert_eq!(v1.counts, v2.counts);
+    assert_eq!(
+        v1.outcomes.iter().map(|o| &o.hash).collect::<Vec<_>>(),
+        v2.outcomes.iter().map(|o| &o.hash).collect::<Vec<_>>()
+    );
+    assert_eq!(v2.counts["tasks"][&O::Inserted], 2);
 }
 
 #[tokio::test]
@@ -912,9 +985,40 @@ async fn bad_batches_are_refused_in_the_error_shape() {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("ferry-batch/1"),
+            .contains("ferry-batch/2"),
         "{body}"
     );
+    // The hashes where the format does not put them: refused with what is wrong.
+    let (records, batches) = Run::new().batches(&pairs(&[(
+        "tasks",
+        &tasks(&[task(Uuid::new_v4(), "a", "2024-02-01T00:00:00Z")]),
+    )]));
+    let v2: Value = serde_json::from_slice(&batches[0].body).unwrap();
+    let v1: Value =
+        serde_json::from_slice(&crate::helpers::as_v1(&batches[0].body, &records)).unwrap();
+    let mut digest_in_v1 = v1.clone();
+    digest_in_v1["header"]["digest"] = v2["header"]["digest"].clone();
+    let mut hash_in_v2 = v2.clone();
+    hash_in_v2["records"][0]["hash"] = v1["records"][0]["hash"].clone();
+    let mut no_hash_in_v1 = v1.clone();
+    no_hash_in_v1["records"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("hash");
+    for (batch, says) in [
+        (digest_in_v1, "has a digest in its header"),
+        (hash_in_v2, "carries a hash in record 0"),
+        (no_hash_in_v1, "has no hash in record 0"),
+    ] {
+        let r = app
+            .post_batch(&user.token, serde_json::to_vec(&batch).unwrap())
+            .await;
+        let body = expect_error(r, StatusCode::BAD_REQUEST, "invalid_batch").await;
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{body}"
+        );
+    }
     let r = app
         .post_batch(&user.token, b"not json at all".to_vec())
         .await;
@@ -953,7 +1057,8 @@ async fn bad_batches_are_refused_in_the_error_shape() {
 
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics.contains(r#"ferry_batches_total{outcome="refused"} 3"#),
+        // The refusals above that reach the ingest: three before, three with hashes out of place.
+        metrics.contains(r#"ferry_batches_total{outcome="refused"} 6"#),
         "{metrics}"
     );
 }
