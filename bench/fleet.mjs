@@ -3,14 +3,14 @@
 // bookkeeping tables by SQL (runs in every state over 72 hours, one ledger row per run,
 // `--records` received records per user, every 50th quarantined, a fifth of the users with a
 // quarantined record, and the per-user counts ingest keeps with them), then each `/admin/api`
-// read timed over HTTP, best of `--runs`.
+// read timed over HTTP, and the `/admin` page in headless Chromium, best of `--runs`.
 //
 //   node bench/fleet.mjs [--users 100000] [--records 20] [--runs 3]
 //
 // Not a test: no timing fails it; a wrong count in an answer exits non-zero.
 
 import { execFileSync } from 'node:child_process';
-import { Server } from '../tests/e2e/harness.mjs';
+import { Server, launchBrowser } from '../tests/e2e/harness.mjs';
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -79,6 +79,27 @@ try {
   await get(`/admin/api/users?limit=50&after=${page.next_after}`);
   for (const state of ['stalled', 'rolled_back']) await get(`/admin/api/users?state=${state}&limit=50`);
   await get(`/admin/api/users/${page.users[0].user_id}`);
+
+  // The dashboard as the operator sees it: headless Chromium loads /admin signed in (the token
+  // in the tab's sessionStorage) until the page says it has loaded everything.
+  const browser = await launchBrowser();
+  try {
+    const tab = await browser.newPage();
+    await tab.goto(`${server.url}/admin`);
+    await tab.evaluate((token) => sessionStorage.setItem('ferry-operator-token', token), server.env.FERRY_OPERATOR_TOKEN);
+    let best = Infinity;
+    for (let r = 0; r < RUNS; r++) {
+      t = performance.now();
+      await tab.reload();
+      await tab.waitForSelector('body[data-loaded=yes]', { timeout: 120_000 });
+      best = Math.min(best, performance.now() - t);
+    }
+    const started = Number((await tab.locator('#states [data-state=started]').first().textContent()).replaceAll(',', ''));
+    if (started !== USERS) throw new Error(`the dashboard shows ${started} users, not ${USERS}`);
+    console.log(`/admin page load, signed in, until everything is shown: ${best.toFixed(0)} ms (best of ${RUNS})`);
+  } finally {
+    await browser.close();
+  }
 } finally {
   await server.dispose();
 }
