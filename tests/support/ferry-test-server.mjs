@@ -19,6 +19,18 @@
 // the command's status.
 import http from 'node:http';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+
+// A valid record's content hash as ferry-core's `pipeline::hash_record` computes it with an id:
+// SHA-256 of kind, NUL, the id's 16 bytes, NUL, the raw text; its first 16 bytes in hex. The
+// kind stands for its table's identity: the tests' spec (taskboard) shares no table. The
+// verification compares these with the browser's own hashes, so a drift fails the tests.
+// `ferry-batch/2` records carry no hash (the header's digest covers them); `/1` ones do.
+const contentHash = (r) => r.hash ?? createHash('sha256')
+  .update(r.kind).update(Buffer.from([0]))
+  .update(Buffer.from(r.id.replaceAll('-', ''), 'hex')).update(Buffer.from([0]))
+  .update(r.raw.json ?? r.raw.text, 'utf8')
+  .digest().subarray(0, 16).toString('hex');
 
 const port = Number(process.env.FERRY_TEST_PORT || 8787);
 const runs = new Map();
@@ -81,7 +93,7 @@ const server = http.createServer((req, res) => {
       if (stored && stored.text !== text) return refuse(409, 'idempotency_conflict');
       st.batches.set(key, { mid, text, batch });
       const outcomes = [
-        ...batch.records.map((r) => ({ id: r.id, hash: r.hash, kind: r.kind, outcome: stored ? 'unchanged' : 'inserted', reasons: [] })),
+        ...batch.records.map((r) => ({ id: r.id, hash: contentHash(r), kind: r.kind, outcome: stored ? 'unchanged' : 'inserted', reasons: [] })),
         ...(batch.rejected || []).map((r) => ({ id: null, hash: r.hash, kind: r.kind, outcome: 'quarantined', reasons: r.reasons.map((n) => n.message) })),
       ];
       return reply(200, { migration_id: mid, sequence: seq, replay: !!stored, outcomes, counts: {} });
@@ -92,9 +104,10 @@ const server = http.createServer((req, res) => {
       for (const { mid, batch } of st.batches.values()) {
         if (mid !== id) continue;
         batches++;
-        for (const r of [...batch.records, ...(batch.rejected || [])]) {
+        const hashes = [...batch.records.map(contentHash), ...(batch.rejected || []).map((r) => r.hash)];
+        for (const [i, r] of [...batch.records, ...(batch.rejected || [])].entries()) {
           const k = (kinds[r.kind] ||= { received: 0, acc: new Array(16).fill(0) });
-          k.received++; xor(k.acc, r.hash);
+          k.received++; xor(k.acc, hashes[i]);
         }
       }
       const out = {};
