@@ -66,6 +66,25 @@ async fn migrate(app: &TestApp, token: &str) -> Run {
     run
 }
 
+/// The summary's totals of kind `tasks`, once checked to count every task record received.
+async fn tasks_totals(app: &TestApp, summary: &Value) -> Value {
+    let tasks = summary["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "tasks")
+        .cloned()
+        .unwrap_or_else(|| panic!("{summary}"));
+    let received = app
+        .count(
+            "SELECT count(*) FROM ferry_received WHERE kind = 'tasks'",
+            &[],
+        )
+        .await;
+    assert_eq!(tasks["received"], received, "{summary}");
+    tasks
+}
+
 #[tokio::test]
 async fn without_an_operator_token_the_dashboard_is_off_and_says_how_to_turn_it_on() {
     let app = spawn_app().await;
@@ -176,19 +195,7 @@ async fn the_dashboard_counts_users_and_drills_down_with_secrets_masked_and_text
     let summary = admin_json(&app, "/admin/api/summary").await;
     assert_eq!(summary["users"]["started"], 2, "{summary}");
     assert_eq!(summary["users"]["in_progress"], 2, "{summary}");
-    let tasks = summary["kinds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kind"] == "tasks")
-        .unwrap();
-    let received = app
-        .count(
-            "SELECT count(*) FROM ferry_received WHERE kind = 'tasks'",
-            &[],
-        )
-        .await;
-    assert_eq!(tasks["received"], received, "{summary}");
+    let tasks = tasks_totals(&app, &summary).await;
     assert_eq!(tasks["quarantined"], 2, "{summary}");
     // Top rejection reasons: by kind and field, counted, an example each, no secret in clear.
     let rejections = summary["rejections"].as_array().unwrap();
@@ -662,19 +669,7 @@ async fn the_counts_kept_at_ingest_equal_the_rows_they_count() {
     );
 
     let summary = admin_json(&app, "/admin/api/summary").await;
-    let tasks = summary["kinds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kind"] == "tasks")
-        .unwrap_or_else(|| panic!("{summary}"));
-    let received = app
-        .count(
-            "SELECT count(*) FROM ferry_received WHERE kind = 'tasks'",
-            &[],
-        )
-        .await;
-    assert_eq!(tasks["received"], received, "{summary}");
+    let tasks = tasks_totals(&app, &summary).await;
     assert_eq!(tasks["quarantined"], 3, "{summary}");
     let hours = summary["hours"].as_array().unwrap();
     assert_eq!(

@@ -703,6 +703,21 @@ impl TestApp {
         }
     }
 
+    /// The first column of every row of `sql`, as text.
+    pub async fn texts(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<String> {
+        self.db
+            .query(sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     /// One bigint cell of `sql`.
     pub async fn count(
         &self,

@@ -827,17 +827,12 @@ async fn a_batch_whose_records_do_not_match_its_digest_is_quarantined_not_writte
         .await;
     assert_eq!(outcome_of(&result, good), O::Quarantined, "{result:?}");
     assert_eq!(result.counts["tasks"][&O::Quarantined], 2, "{result:?}");
-    let reasons: Vec<String> = app
-        .db
-        .query(
+    let reasons = app
+        .texts(
             "SELECT reasons::text FROM ferry_quarantine WHERE user_id = $1 ORDER BY id",
             &[&user.id],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .await;
     assert!(reasons[0].contains("digest"), "{reasons:?}");
     assert!(reasons[1].contains("title"), "{reasons:?}");
     assert_eq!(

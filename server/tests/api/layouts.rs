@@ -165,17 +165,12 @@ async fn nested_index_legacy_and_shared_table_layouts_reach_postgresql() {
         .await,
         "metric"
     );
-    let recipes: Vec<String> = app
-        .db
-        .query(
+    let recipes = app
+        .texts(
             "SELECT legacy_id FROM recipes WHERE user_id = $1 ORDER BY legacy_id",
             &[&user.id],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .await;
     assert_eq!(recipes, vec!["1", "2"]);
     let notes: Vec<(String, String)> = app
         .db
