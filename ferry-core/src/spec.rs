@@ -878,6 +878,13 @@ impl Checker {
         if doc.version.trim().is_empty() {
             self.problem("`version` must not be empty (it travels with every batch and backup)");
         }
+        for (name, text) in [("app", &doc.app), ("version", &doc.version)] {
+            if text.contains('\0') {
+                self.problem(format!(
+                    "`{name}` holds a NUL character: every batch carries it, and the server refuses a batch with NUL in its header"
+                ));
+            }
+        }
         if doc.kinds.is_empty() {
             self.problem("`kinds` is empty: describe at least one kind of record");
         }

@@ -87,6 +87,16 @@ fn broken_specs_are_refused_with_a_message_naming_kind_and_field() {
             "nothing to migrate",
         ),
         (
+            |d| d["version"] = json!("20\u{0}26.11"),
+            &["`version` holds a NUL character"],
+            "no batch of it could be stored (found by fuzzing spec_parse)",
+        ),
+        (
+            |d| d["app"] = json!("task\u{0}board"),
+            &["`app` holds a NUL character"],
+            "no batch of it could be stored",
+        ),
+        (
             |d| d["kinds"][1]["name"] = json!("tasks"),
             &["kind `tasks`", "same name"],
             "two kinds with one name",
