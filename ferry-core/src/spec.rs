@@ -729,13 +729,24 @@ impl Kind {
 impl Spec {
     /// Reads and checks a spec from its JSON text. Every mistake is reported, not just the first.
     pub fn parse(json: &str) -> Result<Self, SpecError> {
-        let doc: SpecDoc = serde_json::from_str(json).map_err(|e| SpecError {
+        let refuse = |message: String| SpecError {
             problems: vec![SpecProblem {
                 kind: None,
                 field: None,
-                message: format!("not a valid spec document: {e}"),
+                message,
             }],
-        })?;
+        };
+        let doc: SpecDoc = serde_json::from_str(json)
+            .map_err(|e| refuse(format!("not a valid spec document: {e}")))?;
+        // No string of a spec may hold NUL: names, versions and properties travel in every
+        // batch and in rejection reasons, and the server refuses NUL anywhere in a batch.
+        if let Ok(tree) = serde_json::from_str::<Value>(json)
+            && let Some(at) = nul_at(&tree, "$")
+        {
+            return Err(refuse(format!(
+                "{at} holds a NUL character, which no batch can carry: remove it"
+            )));
+        }
         Checker::default().check(doc)
     }
 
@@ -877,13 +888,6 @@ impl Checker {
         }
         if doc.version.trim().is_empty() {
             self.problem("`version` must not be empty (it travels with every batch and backup)");
-        }
-        for (name, text) in [("app", &doc.app), ("version", &doc.version)] {
-            if text.contains('\0') {
-                self.problem(format!(
-                    "`{name}` holds a NUL character: every batch carries it, and the server refuses a batch with NUL in its header"
-                ));
-            }
         }
         if doc.kinds.is_empty() {
             self.problem("`kinds` is empty: describe at least one kind of record");
@@ -1534,5 +1538,25 @@ fn type_name(ty: FieldTypeDoc) -> &'static str {
         FieldTypeDoc::Enum => "enum",
         FieldTypeDoc::Json => "json",
         FieldTypeDoc::Array => "array",
+    }
+}
+
+/// The JSON path (`$.kinds[0].fields[3].from`) of the first string or property name in `v`
+/// that holds NUL.
+fn nul_at(v: &Value, path: &str) -> Option<String> {
+    match v {
+        Value::String(text) if text.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_at(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            if k.contains('\0') {
+                Some(format!("a property name in {path}"))
+            } else {
+                nul_at(item, &format!("{path}.{k}"))
+            }
+        }),
+        _ => None,
     }
 }

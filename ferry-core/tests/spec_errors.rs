@@ -88,13 +88,18 @@ fn broken_specs_are_refused_with_a_message_naming_kind_and_field() {
         ),
         (
             |d| d["version"] = json!("20\u{0}26.11"),
-            &["`version` holds a NUL character"],
+            &["$.version holds a NUL character"],
             "no batch of it could be stored (found by fuzzing spec_parse)",
         ),
         (
             |d| d["app"] = json!("task\u{0}board"),
-            &["`app` holds a NUL character"],
+            &["$.app holds a NUL character"],
             "no batch of it could be stored",
+        ),
+        (
+            |d| field(d, 0, 0)["from"] = json!("ti\u{0}tle"),
+            &["$.kinds[0].fields[0].from holds a NUL character"],
+            "a rejection reason would quote it (found by fuzzing spec_parse)",
         ),
         (
             |d| d["kinds"][1]["name"] = json!("tasks"),
