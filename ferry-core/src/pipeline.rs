@@ -185,6 +185,14 @@ impl ContentHash {
         })
     }
 
+    /// The first 16 bytes of a finished SHA-256: what every content hash and digest keeps.
+    pub(crate) fn from_sha256(h: Sha256) -> Self {
+        let digest = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        Self(out)
+    }
+
     /// Parses 32 lowercase or uppercase hex digits.
     pub fn from_hex(text: &str) -> Option<Self> {
         if text.len() != 32 || !text.is_ascii() {
@@ -1484,10 +1492,7 @@ pub(crate) fn hash_record(
     }
     h.update([0]);
     h.update(raw.as_bytes());
-    let digest = h.finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
-    ContentHash(out)
+    ContentHash::from_sha256(h)
 }
 
 /// Settles records that share a target id (within a kind, or across kinds sharing a table),

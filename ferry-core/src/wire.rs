@@ -307,11 +307,7 @@ pub fn batch_spec(bytes: &[u8]) -> Result<(String, String), WireError> {
             ));
         }
     };
-    if ![WIRE_FORMAT, WIRE_FORMAT_V1].contains(&peek.header.format.as_str()) {
-        return Err(WireError::Format {
-            found: peek.header.format,
-        });
-    }
+    read_format(&peek.header.format)?;
     if peek.header.app.contains('\0') {
         return Err(WireError::Nul {
             field: "the header's app",
@@ -347,15 +343,7 @@ pub fn decode_batch(spec: &Spec, bytes: &[u8]) -> Result<Batch, WireError> {
 /// records made with another spec version; the verification at the end still compares every
 /// hash).
 fn check_hashes(batch: &Batch) -> Result<(), WireError> {
-    let format = match batch.header.format.as_str() {
-        WIRE_FORMAT => WIRE_FORMAT,
-        WIRE_FORMAT_V1 => WIRE_FORMAT_V1,
-        _ => {
-            return Err(WireError::Format {
-                found: batch.header.format.clone(),
-            });
-        }
-    };
+    let format = read_format(&batch.header.format)?;
     let v2 = format == WIRE_FORMAT;
     let problem = if !v2 && batch.header.digest.is_some() {
         Some("has a digest in its header (only ferry-batch/2 has one)".to_owned())
@@ -378,6 +366,16 @@ fn check_hashes(batch: &Batch) -> Result<(), WireError> {
     }
 }
 
+/// The format a header names, if the server reads it ([`WIRE_FORMAT`] or [`WIRE_FORMAT_V1`]).
+fn read_format(found: &str) -> Result<&'static str, WireError> {
+    [WIRE_FORMAT, WIRE_FORMAT_V1]
+        .into_iter()
+        .find(|f| *f == found)
+        .ok_or_else(|| WireError::Format {
+            found: found.to_owned(),
+        })
+}
+
 /// The digest of a `ferry-batch/2` batch's records: the first 16 bytes of the SHA-256 of
 /// their content hashes, in the order of `records`.
 pub fn records_digest<'a>(hashes: impl IntoIterator<Item = &'a ContentHash>) -> ContentHash {
@@ -386,10 +384,7 @@ pub fn records_digest<'a>(hashes: impl IntoIterator<Item = &'a ContentHash>) -> 
     for hash in hashes {
         h.update(hash.0);
     }
-    let digest = h.finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
-    ContentHash(out)
+    ContentHash::from_sha256(h)
 }
 
 /// Refuses a batch no database could store as sent: a NUL character in any string (the header,

@@ -319,9 +319,10 @@ fn replay_answer(prepared: &PreparedBatch, stored: Value) -> Result<BatchResult,
 }
 
 /// Step 1, continued: the migration's run row, upserted and locked, with the spec version its
-/// batches are made with and the time of its latest batch (`last_batch_at`). A rollback of this migration waits for this batch, or this batch sees
-/// that the migration was rolled back and is refused. A migration of a retired spec version
-/// may finish, but none starts under one.
+/// batches are made with and the time of its latest batch (`last_batch_at`). A rollback of
+/// this migration waits for this batch, or this batch sees that the migration was rolled back
+/// and is refused. A migration of a retired spec version may finish, but none starts under
+/// one.
 async fn lock_migration_run(
     tx: &Transaction<'_>,
     spec: &ferry_core::spec::Spec,
