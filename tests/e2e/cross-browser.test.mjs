@@ -51,6 +51,17 @@ const watchNotices = (tab) => tab.eval(() => {
   return true;
 });
 
+/** Waits until no auto-run is pending or busy (a run asked for during another starts as it ends). */
+const settledRun = (tab, timeout = 120_000) => tab.waitFor(
+  () => !['pending', 'busy'].includes(document.documentElement.dataset.autoRun), null, 'no auto-run busy', timeout);
+
+/** Waits for the migration's message, then for the runs to settle; returns the message. */
+async function migrated(tab, timeout = 180_000) {
+  const text = await notice(tab, /now saved to your account/, timeout);
+  await settledRun(tab, timeout);
+  return text;
+}
+
 /** Signs the tab in as `session` (the demo keeps its token in sessionStorage, per tab). */
 const signIn = (tab, session) => tab.eval((s) => sessionStorage.setItem('taskboard-session', s),
   JSON.stringify({ user: session.user, token: session.token, expiresAt: session.expires_at }));
@@ -63,6 +74,9 @@ const signIn = (tab, session) => tab.eval((s) => sessionStorage.setItem('taskboa
  */
 async function loadSample(tab) {
   await tab.click('a[data-view="data"]');
+  // After the load-time auto-run (signed in): one that read localStorage while the sample was
+  // being written would migrate part of it, and its message would end the wait for the rest.
+  await settledRun(tab);
   await tab.select('#sample-size', '1048576');
   const before = await tab.eval(() => document.getElementById('notice-text')?.textContent ?? '');
   await tab.click('#sample');
@@ -97,7 +111,7 @@ for (const kind of ['firefox', 'webkit']) {
         await signIn(tab, session);
         await tab.goto(url('?seed=20261203#data'));
         await loadSample(tab);
-        const done = await notice(tab, /now saved to your account/, 180_000);
+        const done = await migrated(tab);
         const local = await localTasks(tab);
         const { stored } = tasksMigratedOnce(server, user, local);
         assert.match(done, new RegExp(`${stored.toLocaleString('en-US')} tasks?`), `the page tells the ${stored} stored tasks: ${done}`);
@@ -174,7 +188,7 @@ for (const kind of ['firefox', 'webkit']) {
         await signIn(tab, session);
         await tab.goto(url('#data'));
         await loadSample(tab);
-        await notice(tab, /now saved to your account/, 180_000);
+        await migrated(tab);
         const before = await storageText(tab);
         const storedBefore = rows(session.user_id);
         await tab.eval(() => {
