@@ -36,10 +36,11 @@ try {
              now() - (i % 72) * interval '1 hour' FROM u;
     INSERT INTO ferry_ingest_ledger (user_id, migration_id, sequence, request_hash, response, created_at)
       SELECT user_id, migration_id, 0, sha256(user_id::text::bytea), '{}'::jsonb, now() - (i % 72) * interval '1 hour' FROM u;
-    INSERT INTO ferry_received (user_id, migration_id, kind, hash, outcome, received_at)
-      SELECT user_id, migration_id, 'tasks', substring(sha256((user_id::text || j)::bytea) from 1 for 16),
-             CASE WHEN j % 50 = 0 THEN 'quarantined' ELSE 'inserted' END, now() - (i % 72) * interval '1 hour'
-        FROM u, generate_series(1, ${PER}) j;
+    -- One row per batch of up to 2,000 records, as ingest writes them (schema migration 0013).
+    INSERT INTO ferry_received_batches (user_id, migration_id, sequence, kinds, hashes, outcomes, received_at)
+      SELECT user_id, migration_id, (j - 1) / 2000, array_agg('tasks'), array_agg(substring(sha256((user_id::text || j)::bytea) from 1 for 16)),
+             array_agg(CASE WHEN j % 50 = 0 THEN 'quarantined' ELSE 'inserted' END), now() - (i % 72) * interval '1 hour'
+        FROM u, generate_series(1, ${PER}) j GROUP BY user_id, migration_id, i, (j - 1) / 2000;
     INSERT INTO ferry_quarantine (user_id, migration_id, kind, key, locator, raw_value, reasons)
       SELECT user_id, migration_id, 'tasks', 'tasks', '1', '{"title":"x","status":"bogus"}',
              jsonb_build_array('record "tasks"[1]: field ' || chr(96) || 'status' || chr(96) || ' is "bogus"') FROM u WHERE i % 5 = 0;

@@ -123,6 +123,7 @@ pub const SCHEMA_MIGRATIONS: &[SchemaMigration] = &[
     schema_migration!(Ferry, 10, "0010_operator_audit"),
     schema_migration!(Ferry, 11, "0011_created_rows_per_batch"),
     schema_migration!(Ferry, 12, "0012_fleet_rollups"),
+    schema_migration!(Ferry, 13, "0013_received_per_batch"),
 ];
 
 /// What to do with pending app-table schema migrations.

@@ -7,7 +7,7 @@
 //! 3. [`write_kinds`]: one statement per kind, each row's outcome read by [`row_outcome`];
 //! 4. [`record_received`], then [`save_answer`] (the answer built by [`batch_result`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -706,8 +706,11 @@ fn batch_result(
     }
 }
 
-/// Step 4: each received record in `ferry_received`, once per migration however often it is
-/// sent: what the verification report counts.
+/// Step 4: the hashes of the batch's records that are new to the migration, as one row
+/// (`ferry_received_batches`, schema migration 0013; read per record through the
+/// `ferry_received` view): what the verification report counts. A record sent again, in an
+/// earlier batch of the migration or twice in this one, keeps the outcome it first had and is
+/// counted once. Under the user's lock, so no other batch of the migration writes meanwhile.
 async fn record_received(
     tx: &Transaction<'_>,
     prepared: &PreparedBatch,
@@ -716,21 +719,30 @@ async fn record_received(
     let mut r_kinds = Vec::with_capacity(result.outcomes.len());
     let mut r_hashes: Vec<&[u8]> = Vec::with_capacity(result.outcomes.len());
     let mut r_outcomes = Vec::with_capacity(result.outcomes.len());
+    // A record twice in this batch (only a client listing a key twice sends that): its first line.
+    let mut seen = HashSet::with_capacity(result.outcomes.len());
     for (r, line) in result.outcomes.iter().zip(&prepared.lines) {
-        r_kinds.push(r.kind.as_str());
-        r_hashes.push(&line.hash.0);
-        r_outcomes.push(r.outcome.as_str());
+        if seen.insert((r.kind.as_str(), line.hash)) {
+            r_kinds.push(r.kind.as_str());
+            r_hashes.push(&line.hash.0);
+            r_outcomes.push(r.outcome.as_str());
+        }
     }
-    // With the rows, the fleet summary's counts of the new ones (schema migration 0012), in the
-    // hour `received_at` takes.
-    const RECEIVED: &str = "WITH r AS ( \
-                              INSERT INTO ferry_received (user_id, migration_id, kind, hash, outcome) \
-                              SELECT $1, $2, k, h, o FROM unnest($3::text[], $4::bytea[], $5::text[]) AS u(k, h, o) \
-                              ON CONFLICT DO NOTHING RETURNING kind, outcome, received_at \
+    // With the row, the fleet summary's counts of the new records (schema migration 0012), in
+    // the hour `received_at` takes (the transaction's time, as `now()`). `stored` runs though
+    // nothing reads it, as every data-modifying CTE does.
+    const RECEIVED: &str = "WITH fresh AS ( \
+                              SELECT k, h, o FROM unnest($3::text[], $4::bytea[], $5::text[]) AS n(k, h, o) \
+                               WHERE NOT EXISTS ( \
+                                SELECT 1 FROM ferry_received r \
+                                 WHERE r.user_id = $1 AND r.migration_id = $2 AND r.kind = n.k AND r.hash = n.h) \
+                            ), stored AS ( \
+                              INSERT INTO ferry_received_batches (user_id, migration_id, sequence, kinds, hashes, outcomes) \
+                              SELECT $1, $2, $6, array_agg(k), array_agg(h), array_agg(o) FROM fresh HAVING count(*) > 0 \
                             ) \
                             INSERT INTO ferry_received_counts AS c (user_id, migration_id, kind, outcome, hour_utc, records) \
-                            SELECT $1, $2, kind, outcome, date_trunc('hour', received_at AT TIME ZONE 'UTC'), count(*) \
-                              FROM r GROUP BY 3, 4, 5 \
+                            SELECT $1, $2, k, o, date_trunc('hour', now() AT TIME ZONE 'UTC'), count(*) \
+                              FROM fresh GROUP BY 3, 4, 5 \
                             ON CONFLICT (user_id, migration_id, kind, outcome, hour_utc) \
                             DO UPDATE SET records = c.records + excluded.records";
     tx.execute_typed(
@@ -741,6 +753,7 @@ async fn record_received(
             (&r_kinds, Type::TEXT_ARRAY),
             (&r_hashes, Type::BYTEA_ARRAY),
             (&r_outcomes, Type::TEXT_ARRAY),
+            (&i64::from(prepared.sequence), Type::INT8),
         ],
     )
     .await

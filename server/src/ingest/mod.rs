@@ -51,8 +51,10 @@
 //!    in halves down to the refused rows (`write_bisecting`); those are quarantined with the
 //!    database's reason (message, table, column, constraint; never the row's values) and the
 //!    rest lands. The normal case keeps one statement per kind.
-//! 4. Record every received record's hash in `ferry_received` (`record_received`; its 16
-//!    bytes, for the verification report), and store the answer in the ledger (`save_answer`):
+//! 4. Record the hashes of the batch's records that are new to the migration, as one row
+//!    (`record_received`: `ferry_received_batches`, three aligned arrays, read per record
+//!    through the view `ferry_received`; for the verification report; a record sent again
+//!    keeps its first outcome and counts once), and store the answer in the ledger (`save_answer`):
 //!    only the lines whose outcome is not `inserted`, since a replay carries the same body and
 //!    the rest of its answer is rebuilt from it.
 //!
@@ -79,7 +81,7 @@
 //! A batch executes a fixed number of statements whatever its size: `BEGIN`, `SET LOCAL
 //! statement_timeout` (when one is configured), the user's lock,
 //! the ledger claim, the run row, one per kind present, the quarantine insert (when something
-//! was rejected), the `ferry_received` insert, the answer, `COMMIT` — 12 for a batch of three
+//! was rejected), the received hashes' insert, the answer, `COMMIT` — 12 for a batch of three
 //! kinds with rejected records (measured with `pg_stat_statements` in the tests, for 20 and 2,000 records).
 //! A transaction that loses a serialization failure or deadlock is rolled back whole; the
 //! caller may run it again ([`IngestError::is_retryable`]; `POST /v1/batches` does, once).

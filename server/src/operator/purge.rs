@@ -1,11 +1,12 @@
 //! `ferry-server purge`: bookkeeping does not grow forever (issue 16 §3).
 //!
 //! A migration run needs its ledger answers (`ferry_ingest_ledger`), received hashes
-//! (`ferry_received`), before-images (`ferry_before_images`) and created-row records
-//! (`ferry_created_rows`) only to answer replays, to
-//! verify and to roll back. Once a run is **verified** and its `verified_at` is older than the
-//! retention, the purge removes them; runs that are running, stalled or rolled back are never
-//! touched, nor is anything of the app's tables, the quarantine, the conflicts or the backups.
+//! (`ferry_received_batches`, read through the view `ferry_received`), before-images
+//! (`ferry_before_images`) and created-row records (`ferry_created_rows`) only to answer
+//! replays, to verify and to roll back. Once a run is **verified** and its `verified_at` is
+//! older than the retention, the purge removes them; runs that are running, stalled or rolled
+//! back are never touched, nor is anything of the app's tables, the quarantine, the conflicts
+//! or the backups.
 //!
 //! What stays true afterwards (nothing lost, nothing doubled):
 //! - the run is marked (`purged_at`, and `purged_batches`: how many ledger answers it had);
@@ -97,7 +98,7 @@ pub struct PurgeCounts {
     pub migrations: u64,
     /// Ledger answers removed (`ferry_ingest_ledger`).
     pub ledger_answers: u64,
-    /// Received hashes removed (`ferry_received`), their counts kept in the rollup.
+    /// Received hashes removed (the records of `ferry_received`), their counts kept in the rollup.
     pub received_hashes: u64,
     /// Before-images removed (`ferry_before_images`).
     pub before_images: u64,
@@ -282,11 +283,15 @@ async fn purge_user(
         .await
         .map_err(query_error("mark the runs purged"))?;
     done.received_hashes = tx
-        .execute_typed(
-            "DELETE FROM ferry_received WHERE user_id = $1 AND migration_id = ANY($2)",
+        .query_typed_one(
+            "WITH d AS (DELETE FROM ferry_received_batches WHERE user_id = $1 AND migration_id = ANY($2)
+                        RETURNING cardinality(hashes) AS n)
+             SELECT coalesce(sum(n), 0)::int8 FROM d",
             &params,
         )
         .await
+        .and_then(|row| row.try_get::<_, i64>(0))
+        .map(count)
         .map_err(query_error("delete the received hashes"))?;
     done.ledger_answers = tx
         .execute_typed(

@@ -1069,3 +1069,95 @@ async fn the_spec_endpoint_serves_the_spec_the_server_runs() {
     let r = app.get("/v1/spec").await;
     expect_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
 }
+
+/// A record sent again under another sequence (a resumed run planned anew) is received once:
+/// one hash per migration and kind in `ferry_received`, with the outcome it had when it first
+/// arrived, and the report counts it once. A batch that holds nothing new adds no row.
+#[tokio::test]
+async fn a_record_sent_again_in_a_later_batch_is_received_once_with_its_first_outcome() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let spec = crate::helpers::demo_spec();
+    let run = Run::new();
+    let a_legacy = Uuid::new_v4();
+    let (a, b, c) = (
+        task(a_legacy, "sent twice", "2024-02-01T00:00:00Z"),
+        task(Uuid::new_v4(), "sent once", "2024-02-01T00:00:00Z"),
+        task(Uuid::new_v4(), "sent later", "2024-02-01T00:00:00Z"),
+    );
+    let sent = [
+        tasks(&[a.clone(), b]),
+        tasks(&[a.clone(), c]),
+        tasks(std::slice::from_ref(&a)),
+    ];
+    let mut outcomes = Vec::new();
+    for (sequence, list) in (0..).zip(&sent) {
+        let body = crate::helpers::batch_under(spec, &run, &[("tasks", list)], sequence);
+        outcomes.push(app.send(&user.token, body).await);
+    }
+    let a_id = target_id("tasks", &a_legacy.to_string());
+    assert_eq!(outcome_of(&outcomes[0], a_id), O::Inserted);
+    assert_eq!(
+        outcome_of(&outcomes[1], a_id),
+        O::Unchanged,
+        "the second copy changed nothing"
+    );
+
+    let received = app
+        .texts(
+            "SELECT outcome || ' ' || count(*) FROM ferry_received WHERE user_id = $1
+              GROUP BY outcome ORDER BY 1",
+            &[&user.id],
+        )
+        .await;
+    assert_eq!(
+        received,
+        ["inserted 3"],
+        "each record once, with its first outcome"
+    );
+    let rows = "SELECT count(*) FROM ferry_received_batches WHERE user_id = $1";
+    assert_eq!(
+        app.count(rows, &[&user.id]).await,
+        2,
+        "the third batch held nothing new"
+    );
+    let report: Value = app
+        .get_json(&format!("/v1/migrations/{}", run.migration_id), &user.token)
+        .await;
+    assert_eq!(report["kinds"]["tasks"]["received"], 3, "{report}");
+    assert_eq!(
+        report["kinds"]["tasks"]["outcomes"]["inserted"], 3,
+        "{report}"
+    );
+    assert_eq!(report["batches"], 3, "{report}");
+}
+
+/// A batch that lists one record twice (only a broken or hostile client sends that; its digest
+/// then differs, so its records are quarantined) is received once per record all the same.
+#[tokio::test]
+async fn a_record_listed_twice_in_one_batch_is_received_once() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let spec = crate::helpers::demo_spec();
+    let run = Run::new();
+    let list = tasks(&[
+        task(Uuid::new_v4(), "listed twice", "2024-02-01T00:00:00Z"),
+        task(Uuid::new_v4(), "listed once", "2024-02-01T00:00:00Z"),
+    ]);
+    let body = crate::helpers::batch_under(spec, &run, &[("tasks", &list)], 0);
+    let mut batch: Value = serde_json::from_slice(&body).unwrap();
+    let first = batch["records"][0].clone();
+    batch["records"].as_array_mut().unwrap().push(first);
+    let result = app
+        .send(&user.token, serde_json::to_vec(&batch).unwrap())
+        .await;
+    assert_eq!(result.outcomes.len(), 3, "{result:?}");
+    let received = app
+        .texts(
+            "SELECT outcome || ' ' || count(*) || ' ' || count(DISTINCT hash) FROM ferry_received
+              WHERE user_id = $1 GROUP BY outcome",
+            &[&user.id],
+        )
+        .await;
+    assert_eq!(received, ["quarantined 2 2"], "{result:?}");
+}

@@ -127,8 +127,13 @@ async fn a_purge_removes_only_old_verified_bookkeeping_and_keeps_every_count() {
     // The counts ingest kept for the summary move with them.
     app.db
         .batch_execute(&format!(
-            "UPDATE ferry_received SET received_at = received_at - interval '3 hours'
-              WHERE user_id = '{user}' AND get_byte(hash, 0) < 128;
+            "WITH b AS (DELETE FROM ferry_received_batches WHERE user_id = '{user}' RETURNING *),
+                  r AS (SELECT b.user_id, b.migration_id, b.sequence, b.received_at, u.k, u.h, u.o
+                          FROM b, unnest(b.kinds, b.hashes, b.outcomes) AS u(k, h, o))
+             INSERT INTO ferry_received_batches (user_id, migration_id, sequence, kinds, hashes, outcomes, received_at)
+             SELECT user_id, migration_id, sequence, array_agg(k), array_agg(h), array_agg(o),
+                    received_at - CASE WHEN get_byte(h, 0) < 128 THEN interval '3 hours' ELSE interval '0' END
+               FROM r GROUP BY user_id, migration_id, sequence, received_at, get_byte(h, 0) < 128;
              DELETE FROM ferry_received_counts WHERE user_id = '{user}';
              INSERT INTO ferry_received_counts (user_id, migration_id, kind, outcome, hour_utc, records)
              SELECT user_id, migration_id, kind, outcome, date_trunc('hour', received_at AT TIME ZONE 'UTC'), count(*)
@@ -307,7 +312,7 @@ async fn a_purged_migration_verifies_again_with_the_same_tallies() {
 /// Every bookkeeping table: what replays, rollback, the report and the fleet summary read.
 const BOOKKEEPING: [&str; 8] = [
     "ferry_ingest_ledger",
-    "ferry_received",
+    "ferry_received_batches",
     "ferry_before_images",
     "ferry_created_rows",
     "ferry_received_rollup",

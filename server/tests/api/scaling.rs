@@ -15,9 +15,10 @@ use crate::helpers::{Run, ServerProcess, TestDatabase, app_at, fresh_database, p
 use crate::run_status::{tallies, verify};
 
 /// Ferry's tables holding one row per user's something: distributed by `user_id`.
-const FERRY_PER_USER: [&str; 8] = [
+const FERRY_PER_USER: [&str; 9] = [
     "ferry_migration_runs",
     "ferry_ingest_ledger",
+    "ferry_received_batches",
     "ferry_received",
     "ferry_quarantine",
     "ferry_conflicts",

@@ -521,3 +521,65 @@ fn every_migration_file_is_registered_and_none_is_the_apps() {
         "no app's tables are compiled into ferry-server"
     );
 }
+
+/// Schema migration 0013 moves the per-record `ferry_received` rows into one row per run and
+/// time of arrival: read through the `ferry_received` view, every record, outcome and time is
+/// the same as before the upgrade, and so is what the verification report computes from them.
+#[tokio::test]
+async fn received_hashes_stored_before_0013_read_the_same_after_it() {
+    let mut database = fresh_database().await;
+    let before_0013: Vec<SchemaMigration> = SCHEMA_MIGRATIONS
+        .iter()
+        .filter(|m| m.version < 13)
+        .cloned()
+        .collect();
+    run_schema_migrations(
+        &mut database.client,
+        &before_0013,
+        SchemaMigrationMode::Apply,
+    )
+    .await
+    .unwrap();
+    // Two users, three runs, two times of arrival in one run, three outcomes.
+    database
+        .client
+        .batch_execute(
+            "INSERT INTO ferry_received (user_id, migration_id, kind, hash, outcome, received_at)
+             SELECT ('00000000-0000-0000-0000-00000000000' || (i % 2))::uuid,
+                    ('00000000-0000-0000-0000-0000000000a' || (i % 3))::uuid,
+                    CASE WHEN i % 4 = 0 THEN 'environments' ELSE 'tasks' END,
+                    substring(sha256(i::text::bytea) from 1 for 16),
+                    (ARRAY['inserted', 'quarantined', 'unchanged'])[1 + i % 3],
+                    '2026-12-01T10:00:00Z'::timestamptz + (i % 5 / 4) * interval '2 hours'
+               FROM generate_series(1, 500) i",
+        )
+        .await
+        .unwrap();
+    let all = "SELECT string_agg(concat_ws(' ', user_id, migration_id, kind, encode(hash, 'hex'), outcome, received_at), '|'
+                                 ORDER BY user_id, migration_id, kind, hash)
+                 FROM ferry_received";
+    let report = "SELECT string_agg(concat_ws(' ', user_id, migration_id, kind, outcome, n, hi, lo), '|'
+                                    ORDER BY user_id, migration_id, kind, outcome)
+                    FROM (SELECT user_id, migration_id, kind, outcome, count(*) AS n,
+                                 bit_xor(('x' || encode(substr(hash, 1, 8), 'hex'))::bit(64)::bigint) AS hi,
+                                 bit_xor(('x' || encode(substr(hash, 9, 8), 'hex'))::bit(64)::bigint) AS lo
+                            FROM ferry_received GROUP BY 1, 2, 3, 4) r";
+    async fn read(client: &tokio_postgres::Client, sql: &str) -> String {
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    }
+    let records = read(&database.client, all).await;
+    let counts = read(&database.client, report).await;
+    assert_eq!(records.matches('|').count(), 499);
+    migrate_schema(&mut database.client, &[], SchemaMigrationMode::Apply)
+        .await
+        .unwrap();
+    assert_eq!(read(&database.client, all).await, records);
+    assert_eq!(read(&database.client, report).await, counts);
+    let batches = database
+        .client
+        .query_one("SELECT count(*) FROM ferry_received_batches", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(batches, 12, "one row per user, run and time of arrival");
+}
