@@ -38,8 +38,8 @@ try {
       SELECT user_id, migration_id, 0, sha256(user_id::text::bytea), '{}'::jsonb, now() - (i % 72) * interval '1 hour' FROM u;
     -- One row per batch of up to 2,000 records, as ingest writes them (schema migration 0013).
     INSERT INTO ferry_received_batches (user_id, migration_id, sequence, kinds, hashes, outcomes, received_at)
-      SELECT user_id, migration_id, (j - 1) / 2000, array_agg('tasks'), array_agg(substring(sha256((user_id::text || j)::bytea) from 1 for 16)),
-             array_agg(CASE WHEN j % 50 = 0 THEN 'quarantined' ELSE 'inserted' END), now() - (i % 72) * interval '1 hour'
+      SELECT user_id, migration_id, (j - 1) / 2000, array_agg('tasks'::text), array_agg(substring(sha256((user_id::text || j)::bytea) from 1 for 16)),
+             array_agg(CASE WHEN j % 50 = 0 THEN 'quarantined' ELSE 'inserted' END::text), now() - (i % 72) * interval '1 hour'
         FROM u, generate_series(1, ${PER}) j GROUP BY user_id, migration_id, i, (j - 1) / 2000;
     INSERT INTO ferry_quarantine (user_id, migration_id, kind, key, locator, raw_value, reasons)
       SELECT user_id, migration_id, 'tasks', 'tasks', '1', '{"title":"x","status":"bogus"}',
