@@ -62,7 +62,9 @@ fn start_cluster() -> Result<TestCluster, String> {
     }
     sweep_abandoned_clusters();
     let root = PathBuf::from(format!("{CLUSTER_DIR_PREFIX}{}", std::process::id()));
-    // pg_stat_statements lets the ingest tests count the statements a batch executes.
+    // pg_stat_statements lets the ingest tests count the statements a batch executes. Its
+    // entries are per database and every test has its own: past the default 5,000 the least
+    // used are evicted while a test is counting (a count then comes out short), so it keeps more.
     let mut cluster = start_embedded_with(
         &root,
         Listen::UnixSocket {
@@ -70,10 +72,13 @@ fn start_cluster() -> Result<TestCluster, String> {
             port: 5432,
         },
         true,
-        vec![(
-            "shared_preload_libraries".to_owned(),
-            "pg_stat_statements".to_owned(),
-        )],
+        vec![
+            (
+                "shared_preload_libraries".to_owned(),
+                "pg_stat_statements".to_owned(),
+            ),
+            ("pg_stat_statements.max".to_owned(), "50000".to_owned()),
+        ],
     )?;
     cluster
         .stop_on_exit(Some(&root))
