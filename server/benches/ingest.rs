@@ -71,7 +71,7 @@ const SPEC_TEXT: &str = include_str!("../../specs/taskboard.json");
 const JWT_SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 const FIELD_KEY: &str = "be7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7c";
 /// Tables the server writes, emptied between runs.
-const TABLES: &str = "tasks, ferry_ingest_ledger, ferry_migration_runs, ferry_before_images, \
+const TABLES: &str = "tasks, ferry_ingest_ledger, ferry_migration_runs, ferry_before_image_rows, ferry_before_image_batches, \
                       ferry_created_rows, ferry_received_batches, ferry_quarantine, ferry_conflicts";
 /// Rows a rollback knows how to undo: recorded as created (one array of ids per statement) and
 /// before-images (one per stored row changed).

@@ -124,6 +124,7 @@ pub const SCHEMA_MIGRATIONS: &[SchemaMigration] = &[
     schema_migration!(Ferry, 11, "0011_created_rows_per_batch"),
     schema_migration!(Ferry, 12, "0012_fleet_rollups"),
     schema_migration!(Ferry, 13, "0013_received_per_batch"),
+    schema_migration!(Ferry, 14, "0014_before_images_per_statement"),
 ];
 
 /// What to do with pending app-table schema migrations.

@@ -120,14 +120,17 @@ fn build_sql(kind: &Kind, columns: &[PlanColumn]) -> String {
     );
     sql.push_str(&written_cte(kind, columns, &table, &id, &names));
     // What a rollback needs: the rows that existed as they were (a before-image each, the
-    // first per migration and row wins), and the ids of the rows created, one array per
-    // statement (an empty table costs one bookkeeping row per batch, not one per record).
+    // first per migration and row wins: rows the migration has an image of are left out), and
+    // the ids of the rows created; each one row per statement (schema migrations 0011 and
+    // 0014: a batch costs two bookkeeping rows, not one per record).
     let table_lit = quote_literal(&kind.table);
     let _ = write!(
         sql,
-        "images AS (INSERT INTO ferry_before_images (user_id, migration_id, table_name, row_id, before) \
-         SELECT $1, $2, {table_lit}, w.{id}, to_jsonb(b) FROM written w JOIN before b ON b.{id} = w.{id} \
-         ON CONFLICT DO NOTHING), \
+        "images AS (INSERT INTO ferry_before_image_batches (user_id, migration_id, table_name, row_ids, befores) \
+         SELECT $1, $2, {table_lit}, array_agg(w.{id}), array_agg(to_jsonb(b)) FROM written w JOIN before b ON b.{id} = w.{id} \
+         WHERE NOT EXISTS (SELECT 1 FROM ferry_before_images x WHERE x.user_id = $1 AND x.migration_id = $2 \
+                           AND x.table_name = {table_lit} AND x.row_id = w.{id}) \
+         HAVING count(*) > 0), \
          created AS (INSERT INTO ferry_created_rows (user_id, migration_id, table_name, row_ids) \
          SELECT $1, $2, {table_lit}, array_agg(w.{id}) FROM written w \
          WHERE NOT EXISTS (SELECT 1 FROM before b WHERE b.{id} = w.{id}) HAVING count(*) > 0), "

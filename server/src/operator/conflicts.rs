@@ -291,10 +291,12 @@ async fn keep_before_image(
     let id_column = quote_ident(&kind.id.column);
     tx.execute_typed(
         &format!(
-            "INSERT INTO ferry_before_images (user_id, migration_id, table_name, row_id, before)
+            "INSERT INTO ferry_before_image_rows (user_id, migration_id, table_name, row_id, before)
              SELECT $1, $2, $3, $4, (SELECT to_jsonb(t) FROM {table} t WHERE t.user_id = $1 AND t.{id_column} = $4)
               WHERE NOT EXISTS (SELECT 1 FROM ferry_migration_runs r
                                  WHERE r.user_id = $1 AND r.migration_id = $2 AND r.purged_at IS NOT NULL)
+                AND NOT EXISTS (SELECT 1 FROM ferry_before_images x
+                                 WHERE x.user_id = $1 AND x.migration_id = $2 AND x.table_name = $3 AND x.row_id = $4)
              ON CONFLICT DO NOTHING"
         ),
         &[

@@ -301,11 +301,16 @@ async fn purge_user(
         .await
         .map_err(query_error("delete the ledger answers"))?;
     done.before_images = tx
-        .execute_typed(
-            "DELETE FROM ferry_before_images WHERE user_id = $1 AND migration_id = ANY($2)",
+        .query_typed_one(
+            "WITH r AS (DELETE FROM ferry_before_image_rows WHERE user_id = $1 AND migration_id = ANY($2) RETURNING 1),
+                  b AS (DELETE FROM ferry_before_image_batches WHERE user_id = $1 AND migration_id = ANY($2)
+                        RETURNING cardinality(row_ids) AS n)
+             SELECT ((SELECT count(*) FROM r) + (SELECT coalesce(sum(n), 0) FROM b))::int8",
             &params,
         )
         .await
+        .and_then(|row| row.try_get::<_, i64>(0))
+        .map(count)
         .map_err(query_error("delete the before-images"))?;
     let created: i64 = tx
         .query_typed_one(

@@ -2,7 +2,8 @@
 //! before the migration first touched it.
 //!
 //! The ingest statement stores a *before-image* of every stored row it changes
-//! (`ferry_before_images`, the row as `to_jsonb`; the first image per migration and row wins)
+//! (the view `ferry_before_images`, the row as `to_jsonb`; one row of arrays per statement in
+//! `ferry_before_image_batches`; the first image per migration and row wins)
 //! and the ids of the rows it creates, one array per statement (`ferry_created_rows`). Resolving
 //! a conflict (`incoming` or `edited`) stores an image too (`NULL` when the row did not exist),
 //! under the conflict's migration. Both carry an `ord` from one sequence, so the first thing
@@ -171,9 +172,10 @@ fn first_change_sql() -> &'static str {
                         FROM ferry_created_rows c CROSS JOIN LATERAL unnest(c.row_ids) AS r(row_id)
                        WHERE c.user_id = $1 AND c.migration_id = $2 AND c.table_name = $3
                        GROUP BY r.row_id),
-          images AS (SELECT bi.row_id, bi.before, coalesce(bi.ord, 0) AS ord
+          images AS (SELECT DISTINCT ON (bi.row_id) bi.row_id, bi.before, coalesce(bi.ord, 0) AS ord
                        FROM ferry_before_images bi
-                      WHERE bi.user_id = $1 AND bi.migration_id = $2 AND bi.table_name = $3),
+                      WHERE bi.user_id = $1 AND bi.migration_id = $2 AND bi.table_name = $3
+                      ORDER BY bi.row_id, coalesce(bi.ord, 0)),
           first AS (SELECT coalesce(i.row_id, c.row_id) AS row_id,
                            CASE WHEN i.row_id IS NOT NULL AND (c.row_id IS NULL OR i.ord < c.ord)
                                 THEN i.before END AS before

@@ -221,6 +221,44 @@ async fn a_rollback_follows_the_first_change_of_each_row_across_batches() {
     );
 }
 
+/// A stored row changed by two batches of one migration keeps one before-image, the first
+/// (a later statement leaves out rows the migration has an image of), and a rollback puts the
+/// row back as it was before the migration.
+#[tokio::test]
+async fn a_row_changed_by_two_batches_keeps_its_first_image() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let b = Uuid::new_v4();
+    let at = |month: u32| format!("2024-{month:02}-01T00:00:00Z");
+    send_tasks(
+        &app,
+        &user.token,
+        &Run::new(),
+        0,
+        json!([task(b, "b0", &at(1))]),
+    )
+    .await;
+    let before = snapshot(&app, user.id).await;
+    let run = Run::new();
+    for (sequence, title) in [(0, "b1"), (1, "b2")] {
+        let sent = json!([task(b, title, &at(2 + sequence))]);
+        assert_eq!(
+            send_tasks(&app, &user.token, &run, sequence, sent).await,
+            ["updated"]
+        );
+    }
+    let images = app
+        .texts(
+            "SELECT before->>'title' FROM ferry_before_images WHERE migration_id = $1",
+            &[&run.migration_id],
+        )
+        .await;
+    assert_eq!(images, ["b0"], "one image, the first");
+    let r = app.rollback(&user.token, run.migration_id).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(snapshot(&app, user.id).await, before, "b is back as b0");
+}
+
 fn sealed(id: &str, pairs: &[(LosslessString, LosslessString)]) -> Vec<u8> {
     ferry_core::backup::seal(
         pairs,

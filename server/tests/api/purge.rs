@@ -310,10 +310,11 @@ async fn a_purged_migration_verifies_again_with_the_same_tallies() {
 }
 
 /// Every bookkeeping table: what replays, rollback, the report and the fleet summary read.
-const BOOKKEEPING: [&str; 8] = [
+const BOOKKEEPING: [&str; 9] = [
     "ferry_ingest_ledger",
     "ferry_received_batches",
-    "ferry_before_images",
+    "ferry_before_image_rows",
+    "ferry_before_image_batches",
     "ferry_created_rows",
     "ferry_received_rollup",
     "ferry_received_counts",

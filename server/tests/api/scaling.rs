@@ -15,7 +15,7 @@ use crate::helpers::{Run, ServerProcess, TestDatabase, app_at, fresh_database, p
 use crate::run_status::{tallies, verify};
 
 /// Ferry's tables holding one row per user's something: distributed by `user_id`.
-const FERRY_PER_USER: [&str; 9] = [
+const FERRY_PER_USER: [&str; 11] = [
     "ferry_migration_runs",
     "ferry_ingest_ledger",
     "ferry_received_batches",
@@ -23,6 +23,8 @@ const FERRY_PER_USER: [&str; 9] = [
     "ferry_quarantine",
     "ferry_conflicts",
     "ferry_before_images",
+    "ferry_before_image_rows",
+    "ferry_before_image_batches",
     "ferry_created_rows",
     "ferry_backups",
 ];

@@ -583,3 +583,44 @@ async fn received_hashes_stored_before_0013_read_the_same_after_it() {
         .get::<_, i64>(0);
     assert_eq!(batches, 12, "one row per user, run and time of arrival");
 }
+
+/// Schema migration 0014 keeps the before-images stored one row per image (renamed
+/// `ferry_before_image_rows`) and reads them, with the statements' arrays, through the view
+/// `ferry_before_images`: every image stored before the upgrade reads the same after it.
+#[tokio::test]
+async fn before_images_stored_before_0014_read_the_same_after_it() {
+    let mut database = fresh_database().await;
+    let before_0014: Vec<SchemaMigration> = SCHEMA_MIGRATIONS
+        .iter()
+        .filter(|m| m.version < 14)
+        .cloned()
+        .collect();
+    run_schema_migrations(
+        &mut database.client,
+        &before_0014,
+        SchemaMigrationMode::Apply,
+    )
+    .await
+    .unwrap();
+    database
+        .client
+        .batch_execute(
+            "INSERT INTO ferry_before_images (user_id, migration_id, table_name, row_id, before, captured_at, ord)
+             SELECT '00000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-0000000000a1', 'tasks',
+                    gen_random_uuid(), CASE WHEN i % 3 = 0 THEN NULL ELSE jsonb_build_object('title', 'row ' || i) END,
+                    '2026-12-01T10:00:00Z', CASE WHEN i % 2 = 0 THEN i END
+               FROM generate_series(1, 40) i",
+        )
+        .await
+        .unwrap();
+    let all = "SELECT string_agg(concat_ws(' ', user_id, migration_id, table_name, row_id, before, captured_at, ord), '|'
+                                 ORDER BY row_id)
+                 FROM ferry_before_images";
+    let images: String = database.client.query_one(all, &[]).await.unwrap().get(0);
+    assert_eq!(images.matches('|').count(), 39);
+    migrate_schema(&mut database.client, &[], SchemaMigrationMode::Apply)
+        .await
+        .unwrap();
+    let after: String = database.client.query_one(all, &[]).await.unwrap().get(0);
+    assert_eq!(after, images);
+}
