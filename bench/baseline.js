@@ -165,6 +165,7 @@ function kindOf(key) {
   if (key === 'environments') return 'environments';
   if (key === 'userPreferences') return 'preferences';
   if (key.startsWith('formData:')) return 'form_drafts';
+  if (key === 'taskboard:lastRoute') return null; // the spec's `ignore`
   if (key.startsWith('taskboard:')) return 'custom';
   return null;
 }

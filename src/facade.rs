@@ -54,7 +54,7 @@ export type FerryErrorCode =
 /** What every rejected migrator promise (and a throwing constructor) gives. */
 export interface FerryError extends Error { name: "FerryError"; code: FerryErrorCode; failure: Failure }
 /** The keys the spec watches and their fingerprints `[key, length, fnv, mix]` at the last verified migration (auto.js makes the light loader's stamp of it). */
-export interface VerifiedState { exact: string[]; prefixes: string[]; keys: [string, number, number, number][] }
+export interface VerifiedState { exact: string[]; prefixes: string[]; keys: [string, number, number, number][]; ignoredExact: string[]; ignoredPrefixes: string[] }
 /** What `onOutcome` hears when a run in any tab of this origin ends. */
 export type Outcome = RunReport | { status: "failed"; error: string };
 "#;
@@ -260,6 +260,8 @@ impl Migrator {
                 ("exact", strings(&state.exact)),
                 ("prefixes", strings(&state.prefixes)),
                 ("keys", keys),
+                ("ignoredExact", strings(&state.ignored_exact)),
+                ("ignoredPrefixes", strings(&state.ignored_prefixes)),
             ] {
                 Reflect::set(&out, &JsValue::from_str(name), &value)?;
             }

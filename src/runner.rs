@@ -279,6 +279,10 @@ pub struct VerifiedState {
     pub prefixes: Vec<LosslessString>,
     /// Each watched key with its value's fingerprint, as last verified.
     pub fingerprints: Vec<(LosslessString, Fingerprint)>,
+    /// Keys the spec ignores (`ignore.keys`): not watched, even under a prefix.
+    pub ignored_exact: Vec<LosslessString>,
+    /// Prefixes the spec ignores (`ignore.prefixes`): every key starting with one.
+    pub ignored_prefixes: Vec<LosslessString>,
 }
 
 /// What step 3 made of them.
@@ -1220,20 +1224,24 @@ impl Migrator {
         let history: History = load_json(store, &checkpoint::history_key(self.app()))
             .await?
             .unwrap_or_default();
+        let lossless = |what: &str, key: &str| {
+            LosslessString::from_escaped(key.to_owned())
+                .map_err(|e| Error::InvalidArgument(format!("{what} {key:?}: {e}")))
+        };
+        let ignored = |what: &str, keys: &[String]| -> Result<Vec<LosslessString>, Error> {
+            keys.iter().map(|k| lossless(what, k)).collect()
+        };
+        let ignored_exact = ignored("ignored key", &self.spec.ignore_keys)?;
+        let ignored_prefixes = ignored("ignored prefix", &self.spec.ignore_prefixes)?;
         let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
         for kind in &self.spec.kinds {
-            let key = LosslessString::from_escaped(kind.source.key().to_owned()).map_err(|e| {
-                Error::InvalidArgument(format!("spec key {:?}: {e}", kind.source.key()))
-            })?;
+            let key = lossless("spec key", kind.source.key())?;
             match kind.source {
                 Source::Prefix(_) => prefixes.push(key),
                 _ => exact.push(key),
             }
             if let Some(index) = &kind.index {
-                let key = LosslessString::from_escaped(index.key.clone()).map_err(|e| {
-                    Error::InvalidArgument(format!("index key {:?}: {e}", index.key))
-                })?;
-                exact.push(key);
+                exact.push(lossless("index key", &index.key)?);
             }
         }
         let mut fingerprints = Vec::with_capacity(history.fingerprints.len());
@@ -1248,6 +1256,8 @@ impl Migrator {
             exact,
             prefixes,
             fingerprints,
+            ignored_exact,
+            ignored_prefixes,
         }))
     }
 

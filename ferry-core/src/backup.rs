@@ -123,7 +123,8 @@ pub const LEASE_KEY_PREFIX: &str = "ferry-lease:";
 /// Whether a localStorage key belongs in a backup of `spec`'s app: every key of the origin
 /// but Ferry's own ([`OWN_KEY_PREFIXES`]), so that a restore gives back the app as it was,
 /// keys no kind reads included; or, when the spec narrows it (`backup.prefixes`), the keys
-/// under those prefixes and every key a kind reads (index keys included).
+/// under those prefixes, every key a kind reads (index keys included) and the keys it ignores
+/// (the app's volatile UI state is still the app's).
 pub fn in_scope(spec: &crate::spec::Spec, key: &str) -> bool {
     if OWN_KEY_PREFIXES.iter().any(|p| key.starts_with(p)) {
         return false;
@@ -133,6 +134,7 @@ pub fn in_scope(spec: &crate::spec::Spec, key: &str) -> bool {
         Some(prefixes) => {
             prefixes.iter().any(|p| key.starts_with(p.as_str()))
                 || !spec.kinds_needing_key(key).is_empty()
+                || spec.ignores(key)
         }
     }
 }

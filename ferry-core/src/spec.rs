@@ -56,6 +56,24 @@ struct SpecDoc {
     /// localStorage (Ferry's own keys aside), so a restore gives back the app as it was.
     #[serde(default)]
     backup: Option<BackupDoc>,
+    /// Keys no run looks at: volatile UI state the app writes all the time (a last route, a
+    /// scroll position) under a prefix a kind reads. They are never migrated, a change to them
+    /// starts no run, and backups still hold them.
+    #[serde(default)]
+    ignore: Option<IgnoreDoc>,
+}
+
+/// Keys no run looks at (`ignore`).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct IgnoreDoc {
+    /// Exact keys.
+    #[serde(default)]
+    keys: Vec<String>,
+    /// Every key starting with one of these.
+    #[serde(default)]
+    prefixes: Vec<String>,
 }
 
 /// What a backup holds, when not the whole origin.
@@ -300,6 +318,10 @@ pub struct Spec {
     /// When set, backups hold only the keys under these prefixes (and every key a kind reads);
     /// when not, the whole origin. See [`crate::backup::in_scope`].
     pub backup_prefixes: Option<Vec<String>>,
+    /// Keys no run reads, fingerprints or migrates (`ignore.keys`), though backups hold them.
+    pub ignore_keys: Vec<String>,
+    /// Every key starting with one of these is ignored like [`Spec::ignore_keys`].
+    pub ignore_prefixes: Vec<String>,
 }
 
 /// One kind of record: where it lives in localStorage, what it looks like, where it goes.
@@ -766,6 +788,9 @@ impl Spec {
     /// The kinds whose records a localStorage key holds, in spec order: every kind naming the
     /// exact key (several may, at different `path`s), else the longest matching prefix.
     pub fn kinds_for_key(&self, key: &str) -> Vec<usize> {
+        if self.ignores(key) {
+            return Vec::new();
+        }
         let exact: Vec<usize> = (0..self.kinds.len())
             .filter(|&i| {
                 !matches!(self.kinds[i].source, Source::Prefix(_)) && self.kinds[i].reads_key(key)
@@ -781,6 +806,15 @@ impl Spec {
             .max_by_key(|&i| self.kinds[i].source.key().len())
             .into_iter()
             .collect()
+    }
+
+    /// Whether the spec's `ignore` names `key`: no kind reads it, though backups hold it.
+    pub fn ignores(&self, key: &str) -> bool {
+        self.ignore_keys.iter().any(|k| k == key)
+            || self
+                .ignore_prefixes
+                .iter()
+                .any(|p| key.starts_with(p.as_str()))
     }
 
     /// The first kind whose records a key holds (see [`Spec::kinds_for_key`]).
@@ -971,9 +1005,12 @@ impl Checker {
                 self.problem("`backup.prefixes` has an empty prefix, which would be the whole origin: leave `backup` out instead");
             }
         }
+        let (ignore_keys, ignore_prefixes) = self.check_ignore(doc.ignore, &kinds);
         if self.problems.is_empty() {
             Ok(Spec {
                 backup_prefixes,
+                ignore_keys,
+                ignore_prefixes,
                 namespace: Uuid::new_v5(&FERRY_NAMESPACE, doc.app.as_bytes()),
                 app: doc.app,
                 version: doc.version,
@@ -985,6 +1022,52 @@ impl Checker {
                 problems: self.problems,
             })
         }
+    }
+
+    /// `ignore` may narrow what prefix kinds read, never take away a key a kind names exactly
+    /// or an index key: those hold the records themselves or the list of live ids.
+    fn check_ignore(
+        &mut self,
+        doc: Option<IgnoreDoc>,
+        kinds: &[Kind],
+    ) -> (Vec<String>, Vec<String>) {
+        let Some(doc) = doc else {
+            return (Vec::new(), Vec::new());
+        };
+        if doc.keys.is_empty() && doc.prefixes.is_empty() {
+            self.problem("`ignore` names no key and no prefix: leave it out");
+        }
+        if doc.keys.iter().chain(&doc.prefixes).any(String::is_empty) {
+            self.problem("`ignore` has an empty key or prefix, which would ignore the whole origin: remove it");
+        }
+        for kind in kinds {
+            let named = match &kind.source {
+                Source::Prefix(_) => None,
+                other => Some(other.key()),
+            };
+            let index = kind.index.as_ref().map(|i| i.key.as_str());
+            for (what, key) in [("reads", named), ("keeps its index in", index)] {
+                let Some(key) = key else { continue };
+                let by = doc
+                    .keys
+                    .iter()
+                    .find(|k| k.as_str() == key)
+                    .map(|k| format!("key `{k}`"))
+                    .or_else(|| {
+                        doc.prefixes
+                            .iter()
+                            .find(|p| key.starts_with(p.as_str()))
+                            .map(|p| format!("prefix `{p}`"))
+                    });
+                if let Some(by) = by {
+                    self.problem(format!(
+                        "`ignore` {by} takes away key `{key}`, which kind `{}` {what}: ignore only keys no kind needs (volatile UI state under a kind's prefix)",
+                        kind.name
+                    ));
+                }
+            }
+        }
+        (doc.keys, doc.prefixes)
     }
 
     /// Exactly one layout key; `path` and `index_path` are JSON Pointers; `index` only with

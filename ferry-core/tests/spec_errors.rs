@@ -378,3 +378,43 @@ fn a_backup_holds_the_whole_origin_or_the_app_prefixes_and_never_ferrys_own_keys
         assert!(!in_scope(&narrowed, key), "{key}");
     }
 }
+
+#[test]
+fn ignore_may_narrow_a_prefix_kind_never_take_a_key_a_kind_names() {
+    let message = refused(|d| d["ignore"] = json!({ "keys": ["tasks"] }));
+    assert!(
+        message.contains("`ignore` key `tasks` takes away key `tasks`, which kind `tasks` reads"),
+        "{message}"
+    );
+    let message = refused(|d| d["ignore"] = json!({ "prefixes": ["ta"] }));
+    assert!(
+        message.contains("prefix `ta` takes away key `tasks`"),
+        "{message}"
+    );
+    let message = refused(|d| d["ignore"] = json!({}));
+    assert!(message.contains("names no key and no prefix"), "{message}");
+    let message = refused(|d| d["ignore"] = json!({ "prefixes": [""] }));
+    assert!(message.contains("empty key or prefix"), "{message}");
+    let message = refused(|d| d["ignore"] = json!({ "key": ["draft:ui"] }));
+    assert!(message.contains("unknown field `key`"), "{message}");
+}
+
+#[test]
+fn an_ignored_key_is_read_by_no_kind_but_stays_in_the_backup() {
+    use ferry_core::backup::in_scope;
+    let mut doc = base();
+    doc["ignore"] = json!({ "keys": ["draft:last-route"], "prefixes": ["draft:ui."] });
+    doc["backup"] = json!({ "prefixes": ["demo."] });
+    let spec = Spec::parse(&doc.to_string()).unwrap();
+    for key in ["draft:last-route", "draft:ui.scroll", "draft:ui."] {
+        assert!(spec.ignores(key), "{key}");
+        assert_eq!(spec.kinds_for_key(key), Vec::<usize>::new(), "{key}");
+        assert!(spec.kinds_needing_key(key).is_empty(), "{key}");
+        assert!(in_scope(&spec, key), "{key} is still backed up");
+    }
+    for key in ["draft:1", "draft:last-route2", "draft:ui"] {
+        assert!(!spec.ignores(key), "{key}");
+        assert_eq!(spec.kind_for_key(key), Some(1), "{key}");
+    }
+    assert_eq!(spec.kind_for_key("tasks"), Some(0));
+}

@@ -4,10 +4,11 @@
 // downloads nothing more than auto.js and this file, and makes no request.
 //
 // The stamp (`ferry-stamp:<storageName>`, ~200 bytes) holds which keys the spec watches (exact
-// keys and prefixes), an id of the spec text, and a digest of every watched key with its value
-// as last verified. The digest is computed here only, on both sides: from the migrator's
-// recorded fingerprints when the stamp is written (`verifiedState()`, after a verified run or an
-// up-to-date check) and from localStorage when it is read. `ferryFingerprint` is also the
+// keys and prefixes, and the keys and prefixes its `ignore` takes away), an id of the spec text,
+// and a digest of every watched key with its value as last verified. The digest is computed
+// here only, on both sides: from the migrator's recorded fingerprints when the stamp is written
+// (`verifiedState()`, after a verified run or an up-to-date check) and from localStorage when it
+// is read. `ferryFingerprint` is also the
 // migrator's own fingerprint of a value (src/browser/local.rs imports it from this file).
 
 /** `[length, fnv, mix]` of a string's UTF-16 code units (Rust: `Fingerprint::of_utf16`). */
@@ -54,12 +55,15 @@ function digest(pairs) {
 }
 
 /** The watched pairs of localStorage now, as `[key, valueFingerprint]`. */
-function* watchedNow(exact, prefixes) {
+function* watchedNow({ exact, prefixes, ignoredExact = [], ignoredPrefixes = [] }) {
   const exactSet = new Set(exact);
+  const ignoredSet = new Set(ignoredExact);
   for (let i = 0; i < localStorage.length; i++) {
     const key = localStorage.key(i);
     if (key === null) continue;
     if (!exactSet.has(key) && !prefixes.some((p) => key.length > p.length && key.startsWith(p))) continue;
+    // The spec's `ignore`: volatile UI state under a watched prefix (never an exact or index key).
+    if (ignoredSet.has(key) || ignoredPrefixes.some((p) => key.startsWith(p))) continue;
     const value = localStorage.getItem(key);
     if (value !== null) yield [key, ferryFingerprint(value)];
   }
@@ -68,7 +72,8 @@ function* watchedNow(exact, prefixes) {
 function readStamp(storageName) {
   try {
     const stamp = JSON.parse(localStorage.getItem(stampKey(storageName)) ?? 'null');
-    return stamp?.v === STAMP_VERSION && Array.isArray(stamp.exact) && Array.isArray(stamp.prefixes) ? stamp : null;
+    const lists = [stamp?.exact, stamp?.prefixes, stamp?.ignoredExact ?? [], stamp?.ignoredPrefixes ?? []];
+    return stamp?.v === STAMP_VERSION && lists.every(Array.isArray) ? stamp : null;
   } catch {
     return null;
   }
@@ -82,7 +87,7 @@ export function unchanged(storageName, specText) {
   try {
     const stamp = readStamp(storageName);
     if (!stamp || typeof specText !== 'string' || stamp.spec !== specId(specText)) return false;
-    return digest(watchedNow(stamp.exact, stamp.prefixes)) === stamp.digest;
+    return digest(watchedNow(stamp)) === stamp.digest;
   } catch {
     return false;
   }
@@ -99,7 +104,8 @@ export function writeStamp(storageName, specText, state) {
       return;
     }
     const pairs = state.keys.map(([key, len, fnv, mix]) => [key, new Uint32Array([len, fnv, mix])]);
-    const stamp = JSON.stringify({ v: STAMP_VERSION, spec: specId(specText), exact: state.exact, prefixes: state.prefixes, digest: digest(pairs) });
+    const { exact, prefixes, ignoredExact = [], ignoredPrefixes = [] } = state;
+    const stamp = JSON.stringify({ v: STAMP_VERSION, spec: specId(specText), exact, prefixes, ignoredExact, ignoredPrefixes, digest: digest(pairs) });
     if (localStorage.getItem(stampKey(storageName)) !== stamp) localStorage.setItem(stampKey(storageName), stamp);
   } catch {
     // A full or unavailable localStorage only costs the light check: the next load runs the migrator.

@@ -185,6 +185,39 @@ fn a_full_disk_stops_before_any_request_with_the_source_intact() {
     assert!(checkpoint_of(&t).is_none());
 }
 
+/// The spec's `ignore` (the demo's `taskboard:lastRoute`, rewritten on every move between
+/// views): a change to it starts no run, and the light loader's stamp does not watch it.
+#[test]
+fn a_change_to_an_ignored_key_starts_no_run() {
+    let t = seeded();
+    t.app.set("taskboard:lastRoute", "/tasks");
+    let m = migrator(&t, BatchLimits::default());
+    let first = run(&m, auto()).unwrap();
+    assert_eq!(first.status, RunStatus::Completed);
+    let requests = t.server.seen.borrow().len();
+    t.app.set("taskboard:lastRoute", "/data");
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::UpToDate);
+    assert_eq!(t.server.seen.borrow().len(), requests, "no request");
+    t.app.set("taskboard:theme", "dark");
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(
+        r.status,
+        RunStatus::Completed,
+        "a key the spec reads still migrates"
+    );
+    let state = block_on(m.verified_state()).unwrap().unwrap();
+    let ignored: Vec<&str> = state.ignored_exact.iter().map(|k| k.as_escaped()).collect();
+    assert_eq!(ignored, ["taskboard:lastRoute"]);
+    assert!(
+        state
+            .fingerprints
+            .iter()
+            .all(|(k, _)| k.as_escaped() != "taskboard:lastRoute"),
+        "the stamp's digest leaves it out"
+    );
+}
+
 #[test]
 fn nothing_changed_means_no_request_and_no_parsing() {
     let t = seeded();

@@ -63,7 +63,7 @@ async fn every_ingest_statement_on_per_user_tables_is_keyed_by_user_id() {
         ("environments", &envs),
         ("formData:newTask", &draft),
         ("userPreferences", r#"{"theme":"dark"}"#),
-        ("taskboard:lastRoute", "/tasks"),
+        ("taskboard:selectedTask", "/tasks"),
     ]));
     let replay = batches[0].body.clone();
     for b in batches {
@@ -82,7 +82,7 @@ async fn every_ingest_statement_on_per_user_tables_is_keyed_by_user_id() {
             ("environments", &envs),
             ("formData:newTask", &draft),
             ("userPreferences", r#"{"theme":"light"}"#),
-            ("taskboard:lastRoute", "/data"),
+            ("taskboard:selectedTask", "/data"),
         ]))
         .1
     {
