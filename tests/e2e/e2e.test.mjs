@@ -453,15 +453,15 @@ test('an already-migrated user\'s page load sends no request to the ingest serve
   await page.waitForTimeout(2500);
   const api = page.requests.filter((r) => /\/v1\/|\/dev\//.test(r));
   assert.deepEqual(api, [], 'no request to /v1 on load');
+  const wasm = () => page.requests.filter((r) => /\.wasm$/.test(r));
+  assert.deepEqual(wasm(), [], 'the light first step answered: the migrator (wasm) is not even downloaded');
   assert.ok(await page.locator('#auto-sync').isHidden(), 'no progress bar');
   assert.ok(await page.locator('#notice').isHidden(), 'no message');
   await shot(page, 'already-migrated');
   assert.equal(runs(user).length, 1, 'still one migration');
 
   // Moving between views rewrites the app's last screen (`taskboard:lastRoute`), UI state the
-  // spec's `ignore` names: the next load starts no run and sends nothing. (The demo loads the
-  // migrator on every signed-in load for its outcome listener; auto.test.mjs checks that the
-  // light first step alone downloads no wasm after such a change.)
+  // spec's `ignore` names: the next load starts no run, downloads no wasm and sends nothing.
   const lastRoute = () => page.evaluate(() => localStorage.getItem('taskboard:lastRoute'));
   const before = await lastRoute();
   await page.click('a[data-view="preferences"]');
@@ -474,6 +474,7 @@ test('an already-migrated user\'s page load sends no request to the ingest serve
   await page.waitForFunction(() => document.documentElement.dataset.autoRun === 'idle', null, { timeout: 60_000 });
   await page.waitForTimeout(2500);
   assert.deepEqual(page.requests.filter((r) => /\/v1\/|\/dev\//.test(r)), [], 'no request after moving between views');
+  assert.deepEqual(wasm(), [], 'no wasm after moving between views');
   assert.equal(runs(user).length, 1, 'still one migration');
   await context.close();
 });

@@ -24,6 +24,7 @@ let rerun = false; // an auto-run was asked for while another run was busy
 let runText = '';
 let autoRetries = null; // AbortController of the auto-run's background retries
 const announced = new Set();
+let listening = false; // the page's migrator tells this page the outcome of every run
 
 // ---- sign-in and the token provider --------------------------------------------------------
 
@@ -142,11 +143,15 @@ async function autoRun() {
       $('ferry').show(result.report);
     }
   };
+  let result = null;
   try {
     // No inspect() first: it parses everything, while an auto run returns in milliseconds,
     // without a request, when nothing changed since the last migration.
-    await ferry.autoMigrate(tokenProvider, { onProgress, onResult, signal: retries.signal });
+    result = await ferry.autoMigrate(tokenProvider, { onProgress, onResult, signal: retries.signal });
   } finally {
+    // Once the page has a migrator (anything but the light first step's "nothing to do"), it
+    // also tells the outcome of runs other tabs finish. An unchanged load never loads the wasm.
+    if (result && result.status !== 'nothing_to_do') listen();
     busy = false;
     // Only a run that had work to do re-reads the state: an unchanged load stays request-free.
     const ran = runText !== '';
@@ -194,12 +199,12 @@ export function startSync(context) {
     e.preventDefault();
     try { await requestToken($('signin-name').value.trim()); } catch (err) { announce(err.message, 'error'); return; }
     ferry.dropMigrator();
+    listening = false; // the listener went with the migrator
     showAccount();
     announce(`Signed in as ${session().user}.`);
-    await listen();
     autoRun();
   });
-  $('signout').addEventListener('click', () => { sessionStorage.removeItem(SESSION); ferry.dropMigrator(); showAccount(); announce('Signed out.'); });
+  $('signout').addEventListener('click', () => { sessionStorage.removeItem(SESSION); ferry.dropMigrator(); listening = false; showAccount(); announce('Signed out.'); });
   const ui = $('ferry');
   ui.kindLabels = KIND_NAMES;
   ui.addEventListener('ferry-done', (e) => {
@@ -229,10 +234,12 @@ export function startSync(context) {
   document.addEventListener('viewchange', (e) => { if (e.detail === 'data') { ferryUi().refresh(); refreshState(); } });
   if (session()) {
     document.documentElement.dataset.autoRun = 'pending';
-    listen().then(autoRun);
+    autoRun();
   }
 }
 
 async function listen() {
-  try { await ferry.onOutcome(tokenProvider, announceOutcome); } catch { /* the run reports its own errors */ }
+  if (listening) return;
+  listening = true;
+  try { await ferry.onOutcome(tokenProvider, announceOutcome); } catch { listening = false; /* the run reports its own errors */ }
 }
