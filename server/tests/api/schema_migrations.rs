@@ -522,24 +522,27 @@ fn every_migration_file_is_registered_and_none_is_the_apps() {
     );
 }
 
+/// A fresh database with Ferry's schema migrations before `version` applied: the state a
+/// server that upgrades to `version` finds.
+async fn database_before(version: i32) -> crate::helpers::TestDatabase {
+    let mut database = fresh_database().await;
+    let before: Vec<SchemaMigration> = SCHEMA_MIGRATIONS
+        .iter()
+        .filter(|m| m.version < version)
+        .cloned()
+        .collect();
+    run_schema_migrations(&mut database.client, &before, SchemaMigrationMode::Apply)
+        .await
+        .unwrap();
+    database
+}
+
 /// Schema migration 0013 moves the per-record `ferry_received` rows into one row per run and
 /// time of arrival: read through the `ferry_received` view, every record, outcome and time is
 /// the same as before the upgrade, and so is what the verification report computes from them.
 #[tokio::test]
 async fn received_hashes_stored_before_0013_read_the_same_after_it() {
-    let mut database = fresh_database().await;
-    let before_0013: Vec<SchemaMigration> = SCHEMA_MIGRATIONS
-        .iter()
-        .filter(|m| m.version < 13)
-        .cloned()
-        .collect();
-    run_schema_migrations(
-        &mut database.client,
-        &before_0013,
-        SchemaMigrationMode::Apply,
-    )
-    .await
-    .unwrap();
+    let mut database = database_before(13).await;
     // Two users, three runs, two times of arrival in one run, three outcomes.
     database
         .client
@@ -589,19 +592,7 @@ async fn received_hashes_stored_before_0013_read_the_same_after_it() {
 /// `ferry_before_images`: every image stored before the upgrade reads the same after it.
 #[tokio::test]
 async fn before_images_stored_before_0014_read_the_same_after_it() {
-    let mut database = fresh_database().await;
-    let before_0014: Vec<SchemaMigration> = SCHEMA_MIGRATIONS
-        .iter()
-        .filter(|m| m.version < 14)
-        .cloned()
-        .collect();
-    run_schema_migrations(
-        &mut database.client,
-        &before_0014,
-        SchemaMigrationMode::Apply,
-    )
-    .await
-    .unwrap();
+    let mut database = database_before(14).await;
     database
         .client
         .batch_execute(
