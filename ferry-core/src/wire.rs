@@ -45,8 +45,13 @@ pub const WIRE_FORMAT: &str = "ferry-batch/2";
 /// The previous format: each record carries its content hash, the header no digest.
 pub const WIRE_FORMAT_V1: &str = "ferry-batch/1";
 
-/// Every format the server reads, said for a person.
-pub const READ_FORMATS: &str = "\"ferry-batch/2\" or \"ferry-batch/1\"";
+/// Every format the server reads, newest first.
+pub const READ_FORMATS: [&str; 2] = [WIRE_FORMAT, WIRE_FORMAT_V1];
+
+/// [`READ_FORMATS`] said for a person: `"ferry-batch/2" or "ferry-batch/1"`.
+pub fn read_formats_said() -> String {
+    READ_FORMATS.map(|f| format!("{f:?}")).join(" or ")
+}
 
 /// What every batch of a migration carries.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -214,7 +219,10 @@ pub enum WireError {
     #[error("the batch is not valid {WIRE_FORMAT} JSON: {0}")]
     Decode(String),
     /// The header names another format.
-    #[error("the batch format is {found:?}; this server reads {READ_FORMATS}")]
+    #[error(
+        "the batch format is {found:?}; this server reads {}",
+        read_formats_said()
+    )]
     Format {
         /// The format found.
         found: String,
@@ -366,9 +374,9 @@ fn check_hashes(batch: &Batch) -> Result<(), WireError> {
     }
 }
 
-/// The format a header names, if the server reads it ([`WIRE_FORMAT`] or [`WIRE_FORMAT_V1`]).
+/// The format a header names, if the server reads it ([`READ_FORMATS`]).
 fn read_format(found: &str) -> Result<&'static str, WireError> {
-    [WIRE_FORMAT, WIRE_FORMAT_V1]
+    READ_FORMATS
         .into_iter()
         .find(|f| *f == found)
         .ok_or_else(|| WireError::Format {

@@ -8,8 +8,8 @@
 // and a digest of every watched key with its value as last verified. The digest is computed
 // here only, on both sides: from the migrator's recorded fingerprints when the stamp is written
 // (`verifiedState()`, after a verified run or an up-to-date check) and from localStorage when it
-// is read. `ferryFingerprint` is also the
-// migrator's own fingerprint of a value (src/browser/local.rs imports it from this file).
+// is read. `ferryFingerprint` is also the migrator's own fingerprint of a value
+// (src/browser/local.rs imports it from this file).
 
 /** `[length, fnv, mix]` of a string's UTF-16 code units (Rust: `Fingerprint::of_utf16`). */
 export function ferryFingerprint(s) {

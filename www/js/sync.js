@@ -198,13 +198,12 @@ export function startSync(context) {
   $('signin').addEventListener('submit', async (e) => {
     e.preventDefault();
     try { await requestToken($('signin-name').value.trim()); } catch (err) { announce(err.message, 'error'); return; }
-    ferry.dropMigrator();
-    listening = false; // the listener went with the migrator
+    forgetMigrator();
     showAccount();
     announce(`Signed in as ${session().user}.`);
     autoRun();
   });
-  $('signout').addEventListener('click', () => { sessionStorage.removeItem(SESSION); ferry.dropMigrator(); listening = false; showAccount(); announce('Signed out.'); });
+  $('signout').addEventListener('click', () => { sessionStorage.removeItem(SESSION); forgetMigrator(); showAccount(); announce('Signed out.'); });
   const ui = $('ferry');
   ui.kindLabels = KIND_NAMES;
   ui.addEventListener('ferry-done', (e) => {
@@ -236,6 +235,12 @@ export function startSync(context) {
     document.documentElement.dataset.autoRun = 'pending';
     autoRun();
   }
+}
+
+/** Another user: the page's migrator goes, and its outcome listener with it. */
+function forgetMigrator() {
+  ferry.dropMigrator();
+  listening = false;
 }
 
 async function listen() {

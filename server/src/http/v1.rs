@@ -5,9 +5,10 @@
 //! [`rollback`], [`conflicts`], [`backups`]) and map its errors to [`ApiError`]s. An id that
 //! belongs to another user is answered exactly like an id that does not exist: 404.
 //!
-//! A batch that is not valid `ferry-batch/2` (or `/1`) JSON is answered 400 `invalid_batch` with the
-//! decoder's position and expectation, but with every string taken from the body cut short
-//! ([`invalid_batch_message`]), so a secret pasted into the wrong field does not come back.
+//! A batch that is not valid `ferry-batch/2` (or `/1`) JSON is answered 400 `invalid_batch`
+//! with the decoder's position and expectation, but with every string taken from the body cut
+//! short ([`invalid_batch_message`]), so a secret pasted into the wrong field does not come
+//! back.
 //! The other refusals quote the caller's input the same way (a backup id, a resolve choice):
 //! through the cutting helpers of [`crate::http::error`].
 //!
@@ -21,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferry_core::contract::{ErrorCode, ResolveAnswer, RollbackAnswer};
-use ferry_core::wire::{READ_FORMATS, WireError};
+use ferry_core::wire::{WireError, read_formats_said};
 use serde_json::json;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -283,8 +284,9 @@ pub const SPEC_NAME_CHARS: usize = 32;
 pub fn invalid_batch_message(error: &WireError) -> String {
     match error {
         WireError::Format { found } => format!(
-            "the batch format is \"{}\"; this server reads {READ_FORMATS}",
-            shorten_chars(&found.escape_debug().to_string())
+            "the batch format is \"{}\"; this server reads {}",
+            shorten_chars(&found.escape_debug().to_string()),
+            read_formats_said()
         ),
         other => shorten_body_strings(&other.to_string()),
     }
@@ -652,7 +654,7 @@ mod tests {
         });
         assert_eq!(
             got,
-            format!("the batch format is \"ghp_…\"; this server reads {READ_FORMATS}")
+            "the batch format is \"ghp_…\"; this server reads \"ferry-batch/2\" or \"ferry-batch/1\""
         );
     }
 }

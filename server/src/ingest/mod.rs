@@ -54,8 +54,8 @@
 //! 4. Record the hashes of the batch's records that are new to the migration, as one row
 //!    (`record_received`: `ferry_received_batches`, three aligned arrays, read per record
 //!    through the view `ferry_received`; for the verification report; a record sent again
-//!    keeps its first outcome and counts once), and store the answer in the ledger (`save_answer`):
-//!    only the lines whose outcome is not `inserted`, since a replay carries the same body and
+//!    keeps its first outcome and counts once), and store the answer in the ledger
+//!    (`save_answer`): only the lines whose outcome is not `inserted`, since a replay carries the same body and
 //!    the rest of its answer is rebuilt from it.
 //!
 //! Every statement is sent unnamed with its parameter types (`execute_typed` / `query_typed`:

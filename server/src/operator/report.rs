@@ -3,8 +3,9 @@
 //! (`ferry-server status`).
 //!
 //! Both are computed from `ferry_received` (a view with one row per record and migration,
-//! however often it was sent, over `ferry_received_batches`) and the idempotency ledger, never from the app tables: they describe
-//! what arrived, whatever the conflict policies then did with it. For a purged run
+//! however often it was sent, over `ferry_received_batches`) and the idempotency ledger, never
+//! from the app tables: they describe what arrived, whatever the conflict policies then did
+//! with it. For a purged run
 //! ([`crate::operator::purge`]) the same numbers come from `ferry_received_rollup` and the
 //! run's `purged_batches`.
 //!
