@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_core::backup::{self, BackupMetadata, Pair};
 use ferry_core::lossless::LosslessString;
-use ferry_core::pipeline::{self, ContentHash, Context, KindSummary, Outcome};
+use ferry_core::pipeline::{self, ContentHash, Context, Keep, KindSummary, Outcome};
 use ferry_core::spec::{Source, Spec};
 use ferry_core::wire::{self, Batch, BatchHeader, BatchLimits};
 use futures_util::future::join_all;
@@ -413,7 +413,7 @@ impl Migrator {
             device_id,
             migrated_at_ms: self.ports.clock.now_ms(),
         };
-        let records = pipeline::process(&self.spec, &pairs, &ctx);
+        let records = pipeline::process_keeping(&self.spec, &pairs, &ctx, Keep::Shipping);
         let summaries = pipeline::summarize(&self.spec, &records);
         let migrated = load_hashes(store, &checkpoint::migrated_hashes_key(self.app())).await?;
         let mut to_send = vec![0u64; self.spec.kinds.len()];
@@ -775,7 +775,7 @@ impl Migrator {
             device_id,
             migrated_at_ms: self.ports.clock.now_ms(),
         };
-        let records = pipeline::process(&self.spec, pairs, &ctx);
+        let records = pipeline::process_keeping(&self.spec, pairs, &ctx, Keep::Shipping);
         report.kinds = pipeline::summarize(&self.spec, &records);
         for (kind, id) in pipeline::listed_without_key(&self.spec, pairs) {
             let kind = &self.spec.kinds[kind];

@@ -17,6 +17,7 @@
 //! The server calls [`process_record`] on each record of a batch: the same function the
 //! browser used, so both sides agree on ids, hashes, and outcomes.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
@@ -432,20 +433,78 @@ pub fn process(
     pairs: &[(LosslessString, LosslessString)],
     ctx: &Context,
 ) -> Vec<Record> {
+    process_keeping(spec, pairs, ctx, Keep::All)
+}
+
+/// What [`process_keeping`] keeps of each record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Everything, rows and repair notes included (the server writes rows; tests read them).
+    All,
+    /// What the browser ships: each record's raw form, id, hash, outcome and rejection
+    /// reasons. An accepted record's [`Row`] is left empty and a repaired one's repair notes
+    /// out, as each record is made, so a user's rows never pile up in memory (4 MB for the
+    /// 5 MB sample). Duplicate ids are settled on rows derived again from the raw records.
+    Shipping,
+}
+
+impl Keep {
+    /// Trims one record to what this keeps.
+    pub fn trim(self, record: &mut Record) {
+        if self == Self::All {
+            return;
+        }
+        match &mut record.outcome {
+            Outcome::Valid(row) => row.cells = Vec::new(),
+            Outcome::Repaired(row, notes) => {
+                row.cells = Vec::new();
+                *notes = Vec::new();
+            }
+            Outcome::Rejected(_) | Outcome::Duplicate(_) => {}
+        }
+    }
+}
+
+/// [`process`], keeping what `keep` says of each record.
+pub fn process_keeping(
+    spec: &Spec,
+    pairs: &[(LosslessString, LosslessString)],
+    ctx: &Context,
+    keep: Keep,
+) -> Vec<Record> {
     let mut records = Vec::new();
     let indexes = read_indexes(spec, pairs, &mut records);
+    let mut out = Out {
+        records: &mut records,
+        keep,
+    };
     for (key, value) in pairs {
         for kind in spec.kinds_for_key(key.as_escaped()) {
             match indexes.get(&kind) {
                 Some(listed) if !is_listed(&spec.kinds[kind], key, listed) => {
-                    records.push(unlisted_key(spec, kind, key, value));
+                    out.push(unlisted_key(spec, kind, key, value));
                 }
-                _ => process_key(spec, kind, key, value, ctx, &mut records),
+                _ => process_key(spec, kind, key, value, ctx, &mut out),
             }
         }
     }
-    settle_duplicates(spec, &mut records);
+    settle_duplicates(spec, ctx, &mut records);
     records
+}
+
+/// Where processed records go: each is trimmed to what [`Keep`] says as it arrives.
+pub struct Out<'a> {
+    /// The records so far.
+    pub records: &'a mut Vec<Record>,
+    /// What to keep of each.
+    pub keep: Keep,
+}
+
+impl Out<'_> {
+    fn push(&mut self, mut record: Record) {
+        self.keep.trim(&mut record);
+        self.records.push(record);
+    }
 }
 
 /// The live ids each `index` kind's index key lists (kind index → ids as text). An index key
@@ -573,7 +632,28 @@ pub fn process_key(
     key: &LosslessString,
     value: &LosslessString,
     ctx: &Context,
-    out: &mut Vec<Record>,
+    out: &mut Out<'_>,
+) {
+    let kind = &spec.kinds[kind_index];
+    if matches!(kind.source, Source::Array(_)) && kind.path.is_none() {
+        let start = out.records.len();
+        if stream_array(spec, kind_index, key, value, ctx, out).is_ok() {
+            return;
+        }
+        // Not a well-formed array: the whole-value path says why.
+        out.records.truncate(start);
+    }
+    process_whole_value(spec, kind_index, key, value, ctx, out);
+}
+
+/// [`process_key`] over the parsed tree of the whole value.
+fn process_whole_value(
+    spec: &Spec,
+    kind_index: usize,
+    key: &LosslessString,
+    value: &LosslessString,
+    ctx: &Context,
+    out: &mut Out<'_>,
 ) {
     let kind = &spec.kinds[kind_index];
     match parse_json(value.as_escaped()) {
@@ -608,6 +688,52 @@ pub fn process_key(
     }
 }
 
+/// Processes an array-source key one item at a time, as the parser reads it: only one record's
+/// JSON tree is alive at a time, never the whole value's (for a 2.6 MB array of tasks that tree
+/// takes 10 MB, 16 MB while it grows). Items are parsed by the same parser as [`parse_json`],
+/// so a value this accepts gives the records the whole-value path would; on any error the
+/// caller drops what was pushed and takes that path, which says why.
+fn stream_array(
+    spec: &Spec,
+    kind_index: usize,
+    key: &LosslessString,
+    value: &LosslessString,
+    ctx: &Context,
+    out: &mut Out<'_>,
+) -> Result<(), serde_json::Error> {
+    use serde::de::{Deserializer as _, SeqAccess, Visitor};
+
+    struct Items<F>(F);
+    impl<'de, F: FnMut(Locator, Value)> Visitor<'de> for Items<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON array of records")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            let mut i: usize = 0;
+            while let Some(item) = seq.next_element::<Value>()? {
+                (self.0)(Locator::Index(u32::try_from(i).unwrap_or(u32::MAX)), item);
+                i += 1;
+            }
+            Ok(())
+        }
+    }
+
+    let text = lossless::prepare_json(value.as_escaped());
+    let mut de = serde_json::Deserializer::from_str(&text);
+    (&mut de).deserialize_seq(Items(|locator, item| {
+        out.push(process_record(
+            spec,
+            kind_index,
+            key,
+            locator,
+            RecordInput::Json(item),
+            ctx,
+        ));
+    }))?;
+    de.end()
+}
+
 /// Splits a key's parsed value into the kind's records (array items, map entries, or the
 /// whole value) and processes each; a value that is not the kind's container is one rejected
 /// record.
@@ -618,7 +744,7 @@ fn split_records(
     value: &LosslessString,
     json: Value,
     ctx: &Context,
-    out: &mut Vec<Record>,
+    out: &mut Out<'_>,
 ) {
     let kind = &spec.kinds[kind_index];
     let record = |locator: Locator, item: Value| {
@@ -639,14 +765,14 @@ fn split_records(
         .unwrap_or_default();
     match (&kind.source, json) {
         (Source::Array(_), Value::Array(items)) => {
-            out.reserve(items.len());
+            out.records.reserve(items.len());
             for (i, item) in items.into_iter().enumerate() {
                 let locator = Locator::Index(u32::try_from(i).unwrap_or(u32::MAX));
                 out.push(record(locator, item));
             }
         }
         (Source::Map(_), Value::Object(map)) => {
-            out.reserve(map.len());
+            out.records.reserve(map.len());
             for (map_key, item) in map {
                 // Keys parsed by `parse_json` are in escaped form already.
                 let map_key = LosslessString::from_escaped(map_key.clone())
@@ -737,8 +863,10 @@ pub fn process_record(
     let mut notes = Notes::default();
     let (value, raw) = match input {
         RecordInput::Json(v) => {
-            let raw = Raw::Json(canonical(&v));
-            (v, raw)
+            // Kept until the record is shipped: without the spare capacity of a growing String.
+            let mut text = canonical(&v);
+            text.shrink_to_fit();
+            (v, Raw::Json(text))
         }
         RecordInput::Text(t) => {
             notes.repair(
@@ -1502,7 +1630,7 @@ pub(crate) fn hash_record(
 /// (same hash) of the kept record become [`Outcome::Duplicate`] of it; the others are rejected
 /// with a reason naming the kept one (or, under `reject`, every one is), so they reach the
 /// quarantine.
-pub fn settle_duplicates(spec: &Spec, records: &mut [Record]) {
+pub fn settle_duplicates(spec: &Spec, ctx: &Context, records: &mut [Record]) {
     let mut groups: HashMap<(&str, Uuid), Vec<usize>> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
         let Some(id) = r.id.filter(|_| r.outcome.is_accepted()) else {
@@ -1516,16 +1644,16 @@ pub fn settle_duplicates(spec: &Spec, records: &mut [Record]) {
     let mut groups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
     groups.sort_unstable();
     for group in groups {
-        settle_group(spec, records, &group);
+        settle_group(spec, ctx, records, &group);
     }
 }
 
 /// One group of records with the same target id, in position order.
-fn settle_group(spec: &Spec, records: &mut [Record], group: &[usize]) {
+fn settle_group(spec: &Spec, ctx: &Context, records: &mut [Record], group: &[usize]) {
     let rule = spec.kinds[records[group[0]].kind].duplicates;
     let all_identical = group
         .iter()
-        .all(|&i| same_content(spec, &records[group[0]], &records[i]));
+        .all(|&i| same_content(spec, ctx, &records[group[0]], &records[i]));
     let winner = match rule {
         _ if all_identical => Some(group[0]),
         DuplicateRule::First => Some(group[0]),
@@ -1569,7 +1697,7 @@ fn settle_group(spec: &Spec, records: &mut [Record], group: &[usize]) {
         if i == winner {
             continue;
         }
-        if same_content(spec, &records[winner], &records[i]) {
+        if same_content(spec, ctx, &records[winner], &records[i]) {
             records[i].outcome = Outcome::Duplicate(w_loc.clone());
             continue;
         }
@@ -1593,24 +1721,44 @@ fn settle_group(spec: &Spec, records: &mut [Record], group: &[usize]) {
 /// Whether two records with one target id carry the same content: the same raw record, or the
 /// same row column by column (a record a newer app version copied under renamed properties into
 /// a kind sharing the table, or one whose repairs give the same row, is the same record).
-fn same_content(spec: &Spec, a: &Record, b: &Record) -> bool {
+fn same_content(spec: &Spec, ctx: &Context, a: &Record, b: &Record) -> bool {
     if a.hash == b.hash {
         return true;
     }
-    matches!((row_by_column(spec, a), row_by_column(spec, b)), (Some(x), Some(y)) if x == y)
+    let (Some(x), Some(y)) = (full_row(spec, ctx, a), full_row(spec, ctx, b)) else {
+        return false;
+    };
+    row_by_column(spec, a.kind, &x) == row_by_column(spec, b.kind, &y)
 }
 
-/// An accepted record's cells by column name, sorted.
-fn row_by_column<'a>(spec: &'a Spec, r: &'a Record) -> Option<Vec<(&'a str, &'a Cell)>> {
+/// An accepted record's row: its own, or, when [`Keep::Shipping`] left it out, the row its raw
+/// record gives again (the same function, so the same cells).
+fn full_row<'a>(spec: &Spec, ctx: &Context, r: &'a Record) -> Option<Cow<'a, Row>> {
     let row = r.outcome.row()?;
-    let mut cells: Vec<(&str, &Cell)> = spec.kinds[r.kind]
+    if row.cells.len() == spec.kinds[r.kind].fields.len() {
+        return Some(Cow::Borrowed(row));
+    }
+    let input = match &r.raw {
+        Raw::Json(text) => RecordInput::Json(parse_json(text).ok()?),
+        Raw::Text(text) => RecordInput::Text(text.clone()),
+    };
+    let again = process_record(spec, r.kind, &r.key, r.locator.clone(), input, ctx);
+    match again.outcome {
+        Outcome::Valid(row) | Outcome::Repaired(row, _) => Some(Cow::Owned(row)),
+        Outcome::Rejected(_) | Outcome::Duplicate(_) => None,
+    }
+}
+
+/// A row's cells by column name, sorted.
+fn row_by_column<'a>(spec: &'a Spec, kind: usize, row: &'a Row) -> Vec<(&'a str, &'a Cell)> {
+    let mut cells: Vec<(&str, &Cell)> = spec.kinds[kind]
         .fields
         .iter()
         .map(|f| f.column.as_str())
         .zip(&row.cells)
         .collect();
     cells.sort_unstable_by_key(|&(column, _)| column);
-    Some(cells)
+    cells
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1767,4 +1915,82 @@ fn is_known_property(kind: &Kind, name: &str) -> bool {
             matches!(&f.from, FieldSource::Field(p) if p == name)
                 || f.default_from.as_deref() == Some(name)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn array_spec() -> Spec {
+        Spec::parse(
+            r#"{"ferry_spec":1,"app":"t","version":"1","kinds":[{"name":"item",
+                "source":{"array":"items"},"table":"items","conflict":"skip","id":{"from":"id","scope":"global"},
+                "fields":[{"from":"title","column":"title","type":"string","length":{"max":8}}]}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn both_paths(spec: &Spec, text: &str) -> (Vec<Record>, Vec<Record>) {
+        let ctx = Context {
+            device_id: Uuid::nil(),
+            migrated_at_ms: 0,
+        };
+        let key = LosslessString::from_unicode("items");
+        let value = LosslessString::from_unicode(text);
+        let (mut streamed, mut whole) = (Vec::new(), Vec::new());
+        let keep = Keep::All;
+        let records = &mut streamed;
+        process_key(spec, 0, &key, &value, &ctx, &mut Out { records, keep });
+        let records = &mut whole;
+        process_whole_value(spec, 0, &key, &value, &ctx, &mut Out { records, keep });
+        (streamed, whole)
+    }
+
+    #[test]
+    fn streaming_an_array_gives_the_records_of_the_whole_value() {
+        let spec = array_spec();
+        for text in [
+            r#"[{"id":1,"title":"a"},{"id":"2","title":"far too long"},7,{"id":1,"title":"a"}]"#,
+            r#" [ ] "#,
+            r#"[{"id":1,"title":"a"},{"id":2"#,
+            r#"[{"id":1,"title":"a"}] trailing"#,
+            r#"{"id":1}"#,
+            r#""text""#,
+            r#"[{"id":1,"title":"\ud800 \u0000"}]"#,
+            "not json",
+        ] {
+            let (streamed, whole) = both_paths(&spec, text);
+            assert_eq!(streamed, whole, "{text}");
+        }
+        let (streamed, _) = both_paths(&spec, r#"[{"id":1,"title":"a"},{"id":2}]"#);
+        assert_eq!(streamed.len(), 2);
+    }
+
+    proptest! {
+        /// Any text cut or spliced from a valid array: both paths agree, broken or not.
+        #[test]
+        fn streaming_agrees_with_the_whole_value_for_any_text(
+            titles in proptest::collection::vec("[a-z\\\\\"{}\\[\\],: ]{0,10}", 0..6),
+            cut in 0usize..200,
+            splice in proptest::option::of("[\\[\\]{},:\"0-9a]"),
+        ) {
+            let spec = array_spec();
+            let items: Vec<Value> = titles
+                .iter()
+                .enumerate()
+                .map(|(i, t)| serde_json::json!({"id": i, "title": t}))
+                .collect();
+            let mut text = serde_json::to_string(&items).unwrap();
+            let at = cut.min(text.len());
+            if text.is_char_boundary(at) {
+                match &splice {
+                    Some(s) => text.insert_str(at, s),
+                    None => text.truncate(at),
+                }
+            }
+            let (streamed, whole) = both_paths(&spec, &text);
+            prop_assert_eq!(streamed, whole);
+        }
+    }
 }

@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 
 use ferry_core::backup::{self, BackupError, BackupMetadata, OpeningKey, Pair, SealingKey};
 use ferry_core::lossless::LosslessString;
-use ferry_core::pipeline::{self, Cell, Context, Locator, Outcome, Raw, Record};
+use ferry_core::pipeline::{self, Cell, Context, Keep, Locator, Outcome, Raw, Record};
 use ferry_core::spec::{Source, Spec};
 use ferry_core::wire::{self, BatchHeader, BatchLimits, WireLocator};
 use serde_json::Value;
@@ -335,7 +335,11 @@ fn had_row_before_settling(
         .filter(|(k, _)| *k == r.key)
         .any(|(key, value)| {
             let mut alone = Vec::new();
-            pipeline::process_key(spec, r.kind, key, value, ctx, &mut alone);
+            let mut out = pipeline::Out {
+                records: &mut alone,
+                keep: Keep::All,
+            };
+            pipeline::process_key(spec, r.kind, key, value, ctx, &mut out);
             alone
                 .iter()
                 .any(|a| a.locator == r.locator && row_by_column(spec, a) == twin_row)
@@ -388,6 +392,14 @@ pub fn pipeline(data: &[u8]) {
     assert_eq!(inventory.known_bytes, known_bytes);
 
     let records = pipeline::process(spec, &pairs, &ctx);
+    // The browser's lean records (no rows, duplicates settled on rows derived again) have the
+    // same outcomes.
+    let mut trimmed = records.clone();
+    trimmed.iter_mut().for_each(|r| Keep::Shipping.trim(r));
+    assert!(
+        pipeline::process_keeping(spec, &pairs, &ctx, Keep::Shipping) == trimmed,
+        "Keep::Shipping changed an outcome"
+    );
     let mut found = vec![0usize; spec.kinds.len()];
     for (key, value) in &pairs {
         if let Some(kind) = spec.kind_for_key(key.as_escaped()) {
@@ -583,7 +595,10 @@ fn round_trip(data: &[u8]) {
             .partition(|r| r.outcome.is_accepted() && r.id.is_some());
         assert_eq!(decoded.records.len(), sent.len());
         assert_eq!(decoded.rejected.len(), refused.len());
-        assert!(decoded.header.digest.is_some(), "a ferry-batch/2 batch without digest");
+        assert!(
+            decoded.header.digest.is_some(),
+            "a ferry-batch/2 batch without digest"
+        );
         let servers = wire::reprocess_records(spec, &decoded);
         for ((item, server), browser) in decoded.records.iter().zip(servers).zip(sent) {
             assert_eq!(item.hash, None, "a ferry-batch/2 record with a hash");
