@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use ferry_core::backup::Pair;
 use ferry_core::lossless::LosslessString;
-use js_sys::{JsString, Uint32Array};
+use js_sys::{JsString, Uint8Array, Uint32Array};
 use wasm_bindgen::prelude::*;
 
 use super::{describe, window};
@@ -57,6 +57,10 @@ export function ferryEscape(s) {
   }
   return parts.join("");
 }
+const UTF8 = new TextEncoder();
+export function ferryEscapeUtf8(s) {
+  return UTF8.encode(ferryEscape(s));
+}
 "#)]
 extern "C" {
     /// The lossless rule applied to a JavaScript string, in JavaScript: each NUL, lone
@@ -64,7 +68,16 @@ extern "C" {
     /// formed, so it crosses into wasm without loss.
     #[wasm_bindgen(js_name = ferryEscape)]
     fn escape_in_js(text: &JsString) -> JsString;
+    /// [`escape_in_js`], encoded to UTF-8 in JavaScript: the exact bytes, for a big value.
+    #[wasm_bindgen(js_name = ferryEscapeUtf8)]
+    fn escape_utf8_in_js(text: &JsString) -> Uint8Array;
 }
+
+/// Code units from which a value crosses into wasm as exact UTF-8 bytes. wasm-bindgen's string
+/// passing reserves three bytes per code unit once it meets a non-ASCII character and gives the
+/// rest back afterwards: for a 2.6 M-unit value that is 7.8 MB of wasm memory, which only
+/// grows. Encoded in JavaScript first, the value takes its own size.
+const EXACT_COPY_UNITS: u32 = 16 * 1024;
 
 // The fingerprint lives in the package's light loader (`stamp.js`), which computes the same
 // fingerprints before the wasm is even downloaded: one implementation for both.
@@ -87,10 +100,16 @@ pub fn fingerprint(js: &JsString) -> Fingerprint {
 
 /// The exact escaped form of a JavaScript string.
 pub fn lossless(js: &JsString) -> LosslessString {
-    match LosslessString::from_escaped(String::from(&escape_in_js(js))) {
-        Ok(value) => value,
+    let escaped = if js.length() < EXACT_COPY_UNITS {
+        Some(String::from(&escape_in_js(js)))
+    } else {
+        // TextEncoder's output of a well-formed string is UTF-8; the check costs one pass.
+        String::from_utf8(escape_utf8_in_js(js).to_vec()).ok()
+    };
+    match escaped.map(LosslessString::from_escaped) {
+        Some(Ok(value)) => value,
         // Unreachable when the JavaScript above is right; the slow path is exact regardless.
-        Err(_) => LosslessString::from_utf16(&js.iter().collect::<Vec<u16>>()),
+        _ => LosslessString::from_utf16(&js.iter().collect::<Vec<u16>>()),
     }
 }
 
