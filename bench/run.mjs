@@ -292,12 +292,12 @@ async function benchEndToEnd(browser, server, runs, network = null) {
     uploaded.push({ wire, utf8 });
     nav.push(t1 - t0); inPage.push(r.sinceNavigation); verify.push(t2 - t1); memory.push(r.memoryBytes / MB);
     // Where the time went, from the run's progress events (each stage until the next one).
-    const order = ['start', 'inspect', 'validate', 'backup', 'upload', 'verify', 'done', 'end'].filter((k) => r.marks[k] !== undefined);
+    const order = ['start', 'inspect', 'backup', 'validate', 'upload', 'verify', 'done', 'end'].filter((k) => r.marks[k] !== undefined);
     const before = { 'page load (HTML, page module, ferry.js)': r.marks.loaded, 'wasm fetch + compile + instantiate': r.marks.initialised - r.marks.loaded,
       'GET /v1/spec': r.marks.fetched - r.marks.initialised, 'new Migrator (IndexedDB, locks)': r.marks.start - r.marks.fetched };
     for (const [k, v] of Object.entries(before)) (stages[k] ??= []).push(v);
     for (let j = 0; j + 1 < order.length; j++) (stages[`${order[j]} → ${order[j + 1]}`] ??= []).push(r.marks[order[j + 1]] - r.marks[order[j]]);
-    last = { filled, tasks: expected, recordsSent: r.recordsSent, batches: r.batchesSent, runMs: r.durationMs };
+    last = { filled, tasks: expected, recordsSent: r.recordsSent, batches: r.batchesSent, runMs: r.durationMs, memoryAt: r.memoryAt };
     await context.close();
   }
   return { nav, inPage, verify, last, stages, memory, uploaded };
@@ -377,10 +377,12 @@ function report(info) {
     out.push(msRow('then `SELECT count(*)` by psql confirms the rows (not in the figures above)', e.verify, ['']));
     const input = e.last.filled.bytes / MB;
     out.push(row([`peak wasm memory of the run, MB (input ${fmt(input, 2)} MB of UTF-16; ${fmt(stats(e.memory).median / input, 1)}× the input)`, fmt(stats(e.memory).median), fmt(stats(e.memory).min), fmt(stats(e.memory).max), '≤ 2× the input']));
+    const at = Object.entries(e.last.memoryAt ?? {}).map(([k, v]) => `${k} ${fmt(v / MB, 2)}`).join(', ');
     const up = e.uploaded.map((u) => u.wire / u.utf8);
     out.push(row([`bytes uploaded (batch bodies on the wire, gzip) ÷ the input's UTF-8 size (${fmt(e.uploaded[0].utf8 / MB, 2)} MB); ${e.uploaded[0].wire} bytes`, fmt(stats(up).median, 2), fmt(stats(up).min, 2), fmt(stats(up).max, 2), '≤ 0.35']));
     out.push('', 'Where the time goes (page clock; each stage of the run lasts until the next progress event):', '', row(['stage', 'median ms', 'min ms', 'max ms']), row(['---', '---:', '---:', '---:']));
     for (const [name, xs] of Object.entries(e.stages)) out.push(msRow(name, xs));
+    out.push('', `Wasm memory (MB, last run) when the module was instantiated and when each stage began: ${at}; after the run ${fmt(e.memory[e.memory.length - 1], 2)}.`);
     out.push('', `Each run: a new user and browser profile; wasm init, GET /v1/spec, backup sealed into IndexedDB (device key), ${e.last.batches} batches, ${e.last.recordsSent} records, per-kind verification; ${e.last.tasks} tasks confirmed in PostgreSQL.`, '');
   }
   if (results.e2eSlow) {

@@ -37,7 +37,11 @@ pub fn checkpoint_key(app: &str) -> String {
 }
 /// Key of an outbox entry; zero-padded so keys sort in sequence order.
 pub fn outbox_key(app: &str, sequence: u32) -> String {
-    format!("{app}/outbox/{sequence:010}")
+    format!("{}{sequence:010}", outbox_prefix(app))
+}
+/// What every outbox key of an app starts with.
+pub fn outbox_prefix(app: &str) -> String {
+    format!("{app}/outbox/")
 }
 /// Key of the hashes shipped by the migration in flight.
 pub fn plan_hashes_key(app: &str) -> String {

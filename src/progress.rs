@@ -11,10 +11,10 @@ use serde::Serialize;
 pub enum Stage {
     /// Reading localStorage and sorting keys by kind.
     Inspect,
+    /// Sealing and storing the backup (before anything is parsed or sent).
+    Backup,
     /// Parsing and validating records.
     Validate,
-    /// Sealing and storing the backup.
-    Backup,
     /// Sending batches.
     Upload,
     /// Comparing the server's tallies with ours.
@@ -83,8 +83,8 @@ impl Meter {
         };
         let percent = match stage {
             Stage::Inspect => 0.0,
-            Stage::Validate => 3.0,
-            Stage::Backup => 6.0,
+            Stage::Backup => 3.0,
+            Stage::Validate => 6.0,
             Stage::Upload => BEFORE_UPLOAD + fraction * (100.0 - BEFORE_UPLOAD - VERIFY),
             Stage::Verify => 100.0 - VERIFY,
             Stage::Done => 100.0,

@@ -6,14 +6,17 @@
 //!    crash or a night offline), re-sending the exact outbox bytes of unacknowledged batches;
 //! 2. reads localStorage and compares a cheap fingerprint of every known key with the last
 //!    verified migration: nothing changed means nothing to do (no parsing, no request);
-//! 3. parses and validates with `ferry_core::pipeline`, and keeps only records whose content
-//!    hash the server has not confirmed yet (incremental runs);
-//! 4. seals a backup of the whole origin's localStorage (the keys it read and every other key
+//! 3. seals a backup of the whole origin's localStorage (the keys it read and every other key
 //!    in the backup's scope, `ferry_core::backup::in_scope`) and stores it, *before any
-//!    request*; a full disk
-//!    stops the run here with [`Error::QuotaExceeded`] and nothing sent;
-//! 5. plans batches (`ferry_core::wire::build_batches`) and writes them, the checkpoint and
-//!    the expected per-kind tallies in one atomic commit;
+//!    request* and before parsing (the backup's buffers and the records are never in memory
+//!    together); a full disk stops the run here with [`Error::QuotaExceeded`] and nothing sent;
+//! 4. parses and validates with `ferry_core::pipeline` (keeping what the browser ships:
+//!    `Keep::Shipping`), and keeps only records whose content hash the server has not
+//!    confirmed yet (incremental runs); when none is left, the backup goes again;
+//! 5. plans batches (`ferry_core::wire::batches`), storing each as it is encoded, then the
+//!    checkpoint and the expected per-kind tallies in one commit (the checkpoint makes the
+//!    stored batches its outbox; a plan interrupted before it leaves entries the next plan
+//!    deletes);
 //! 6. sends batches in order; each acknowledgement deletes its outbox entry and updates the
 //!    checkpoint atomically; a 413 splits the batch into halves under new sequence numbers;
 //! 7. asks the server to verify its per-kind count and XOR checksum against the plan's
@@ -295,7 +298,7 @@ struct Validated {
     to_ship: Vec<usize>,
 }
 
-/// The expectations of a migration's batches (see [`Migrator::tally_plan`]).
+/// The expectations of a migration's batches (see [`Migrator::tally_batch`]).
 #[derive(Default)]
 struct Plan {
     /// Per kind, the count and XOR checksum the server must report.
@@ -523,22 +526,16 @@ impl Migrator {
         result.map(|()| report)
     }
 
-    /// Encodes the records to ship into batches of migration `migration_id`, counting them
-    /// and their bytes in the report.
-    fn plan_batches(
-        &self,
+    /// The records to ship encoded into batches of migration `migration_id`, one at a time.
+    fn plan_batches<'a>(
+        &'a self,
         migration_id: Uuid,
         ctx: &Context,
-        records: &[pipeline::Record],
+        records: &'a [pipeline::Record],
         to_ship: Vec<usize>,
-        report: &mut RunReport,
-    ) -> Vec<wire::EncodedBatch> {
+    ) -> impl Iterator<Item = wire::EncodedBatch> + 'a {
         let header = BatchHeader::new(&self.spec, migration_id, ctx);
-        let batches =
-            wire::build_batches(&self.spec, &header, records, to_ship, 0, self.config.limits);
-        report.batches_planned = batches.len() as u64;
-        report.bytes_planned = batches.iter().map(|b| b.body.len() as u64).sum();
-        batches
+        wire::batches(&self.spec, &header, records, to_ship, 0, self.config.limits)
     }
 
     /// Whether localStorage holds none of the spec's keys and no migration is in flight.
@@ -578,41 +575,62 @@ impl Migrator {
             return Ok(());
         };
 
-        // 3. Parse, validate, and keep what the server has not confirmed.
+        // 3. Back up before anything is parsed, so that the backup's buffers and the records
+        // are never in memory together, and before any request leaves. A dry run sends
+        // nothing and backs up nothing.
+        let backup_id = if options.dry_run {
+            None
+        } else {
+            on_progress(&meter.at(Stage::Backup, clock.now_ms(), 0, 0));
+            let read = changed.pairs.len();
+            let mut pairs = self.with_rest_of_backup(std::mem::take(&mut changed.pairs))?;
+            let id = self.take_backup(&pairs, Prune::WithThePlan).await?;
+            report.backup_id = Some(id.clone());
+            // The rest of the backup's scope was appended after the keys read.
+            pairs.truncate(read);
+            changed.pairs = pairs;
+            Some(id)
+        };
+
+        // 4. Parse, validate, and keep what the server has not confirmed.
         on_progress(&meter.at(Stage::Validate, clock.now_ms(), 0, 0));
         let validated = self.validate(&changed.pairs, report).await?;
-        if options.dry_run {
+        changed.pairs = Vec::new();
+        let Some(backup_id) = backup_id else {
             // Encoded like a real run's batches, so the dry run says what would go on the wire.
             let Validated {
                 ctx,
                 records,
                 to_ship,
             } = validated;
-            self.plan_batches(Uuid::nil(), &ctx, &records, to_ship, report);
+            for b in self.plan_batches(Uuid::nil(), &ctx, &records, to_ship) {
+                report.batches_planned += 1;
+                report.bytes_planned += b.body.len() as u64;
+            }
             report.status = RunStatus::DryRun;
             return Ok(());
-        }
+        };
         if validated.to_ship.is_empty() {
-            return self.remember_fingerprints(changed, report).await;
+            // Nothing new after all: the backup just taken goes again.
+            report.backup_id = None;
+            let forget = self.forget_backup(&backup_id).await?;
+            return self.remember_fingerprints(changed, forget, report).await;
         }
 
-        // 4. Back up before any request leaves.
-        on_progress(&meter.at(Stage::Backup, clock.now_ms(), 0, 0));
-        let (backup_id, file) = self
-            .take_backup(&self.with_rest_of_backup(std::mem::take(&mut changed.pairs))?)
-            .await?;
-        report.backup_id = Some(backup_id.clone());
-
-        // 5. Plan: outbox, tallies and checkpoint in one commit.
+        // 5. Plan: the outbox batch by batch, then tallies and checkpoint in one commit.
         let cp = self
             .save_plan(validated, backup_id, changed.fingerprints, report)
             .await?;
-        if options.upload_backup
-            && let Err(e) = self.client.upload_backup(&cp.backup_id, file).await
-        {
-            report.warnings.push(format!(
-                "the backup was kept in this browser but not uploaded: {e}"
-            ));
+        if options.upload_backup {
+            let uploaded = match self.backup_file(&cp.backup_id).await {
+                Ok(file) => self.client.upload_backup(&cp.backup_id, file).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = uploaded {
+                report.warnings.push(format!(
+                    "the backup was kept in this browser but not uploaded: {e}"
+                ));
+            }
         }
 
         // 6–7. Send, verify, finish. A rollback of this very migration while it ran is not
@@ -767,7 +785,7 @@ impl Migrator {
         }))
     }
 
-    /// Step 3: runs the pipeline over the pairs and keeps the records to send: no duplicate,
+    /// Step 4: runs the pipeline over the pairs and keeps the records to send: no duplicate,
     /// and none whose content hash the server confirmed in an earlier migration.
     async fn validate(&self, pairs: &[Pair], report: &mut RunReport) -> Result<Validated, Error> {
         let device_id = self.device_id().await?;
@@ -812,6 +830,7 @@ impl Migrator {
     async fn remember_fingerprints(
         &self,
         changed: ChangedKeys,
+        mut ops: Vec<StoreOp>,
         report: &mut RunReport,
     ) -> Result<(), Error> {
         let ChangedKeys {
@@ -824,12 +843,10 @@ impl Migrator {
             history.fingerprints.remove(k);
         }
         history.fingerprints.extend(fingerprints);
+        ops.push(put_json(checkpoint::history_key(self.app()), &history)?);
         self.ports
             .store
-            .commit(vec![put_json(
-                checkpoint::history_key(self.app()),
-                &history,
-            )?])
+            .commit(ops)
             .await
             .map_err(saving("the migration history"))?;
         if !report.resumed {
@@ -838,8 +855,11 @@ impl Migrator {
         Ok(())
     }
 
-    /// Step 5: encodes the batches of a new migration and saves them (the outbox), the plan's
-    /// hashes, the expected per-kind tallies and the checkpoint in one atomic commit.
+    /// Step 5: encodes the batches of a new migration and saves them (the outbox), then the
+    /// plan's hashes, the expected per-kind tallies and the checkpoint in one commit. Each batch
+    /// is stored as soon as it is encoded and let go, so the browser never holds the whole
+    /// outbox; until the checkpoint is stored no migration owns those entries, and a plan
+    /// interrupted before it leaves only entries the next plan deletes first.
     async fn save_plan(
         &self,
         validated: Validated,
@@ -848,14 +868,41 @@ impl Migrator {
         report: &mut RunReport,
     ) -> Result<Checkpoint, Error> {
         let app = self.app();
+        let store = &*self.ports.store;
         let Validated {
             ctx,
             records,
             to_ship,
         } = validated;
+        let leftovers: Vec<StoreOp> = store
+            .keys(&checkpoint::outbox_prefix(app))
+            .await?
+            .into_iter()
+            .map(StoreOp::Delete)
+            .collect();
+        if !leftovers.is_empty() {
+            store
+                .commit(leftovers)
+                .await
+                .map_err(saving("the upload plan"))?;
+        }
         let migration_id = self.random_uuid()?;
-        let batches = self.plan_batches(migration_id, &ctx, &records, to_ship, report);
-        let plan = self.tally_plan(&batches, &records);
+        let mut plan = Plan::default();
+        let mut pending = Vec::new();
+        for b in self.plan_batches(migration_id, &ctx, &records, to_ship) {
+            self.tally_batch(&mut plan, &b, &records);
+            report.batches_planned += 1;
+            report.bytes_planned += b.body.len() as u64;
+            pending.push(b.sequence);
+            store
+                .commit(vec![StoreOp::Put(
+                    checkpoint::outbox_key(app, b.sequence),
+                    b.body,
+                )])
+                .await
+                .map_err(saving("the upload plan"))?;
+        }
+        drop(records);
         let cp = Checkpoint {
             migration_id,
             device_id: ctx.device_id,
@@ -863,60 +910,48 @@ impl Migrator {
             started_at_ms: ctx.migrated_at_ms,
             backup_id,
             phase: Phase::Uploading,
-            pending: batches.iter().map(|b| b.sequence).collect(),
+            next_sequence: u32::try_from(pending.len()).unwrap_or(u32::MAX),
+            pending,
             acked: Vec::new(),
-            next_sequence: u32::try_from(batches.len()).unwrap_or(u32::MAX),
             sizes: plan.sizes,
             expected: plan.expected,
             fingerprints,
         };
-        let mut ops = Vec::with_capacity(batches.len() + 2);
-        for b in batches {
-            ops.push(StoreOp::Put(
-                checkpoint::outbox_key(app, b.sequence),
-                b.body,
-            ));
-        }
-        ops.push(StoreOp::Put(
-            checkpoint::plan_hashes_key(app),
-            checkpoint::encode_hashes(&plan.hashes),
-        ));
-        ops.push(put_json(checkpoint::checkpoint_key(app), &cp)?);
-        self.ports
-            .store
-            .commit(ops)
-            .await
-            .map_err(saving("the upload plan"))?;
+        let mut ops = vec![
+            StoreOp::Put(
+                checkpoint::plan_hashes_key(app),
+                checkpoint::encode_hashes(&plan.hashes),
+            ),
+            put_json(checkpoint::checkpoint_key(app), &cp)?,
+        ];
+        ops.extend(self.prune_backups().await?);
+        store.commit(ops).await.map_err(saving("the upload plan"))?;
         report.migration_id = Some(migration_id);
         report.resumed = false;
         Ok(cp)
     }
 
-    /// What the server must report for these batches (per kind, the count and XOR checksum of
-    /// the distinct hashes sent), those hashes, and each batch's size.
-    fn tally_plan(&self, batches: &[wire::EncodedBatch], records: &[pipeline::Record]) -> Plan {
-        let mut plan = Plan::default();
-        for b in batches {
-            for &i in &b.members {
-                let r = &records[i];
-                // The server counts each distinct (kind, hash) once: two identical copies of
-                // a rejected record must not be counted (or XORed away) twice here.
-                if plan.hashes.insert(r.hash) {
-                    plan.expected
-                        .entry(self.spec.kinds[r.kind].name.clone())
-                        .or_default()
-                        .add(&r.hash);
-                }
+    /// Adds one batch to what the server must report (per kind, the count and XOR checksum of
+    /// the distinct hashes sent), the hashes, and the batch's size.
+    fn tally_batch(&self, plan: &mut Plan, b: &wire::EncodedBatch, records: &[pipeline::Record]) {
+        for &i in &b.members {
+            let r = &records[i];
+            // The server counts each distinct (kind, hash) once: two identical copies of
+            // a rejected record must not be counted (or XORed away) twice here.
+            if plan.hashes.insert(r.hash) {
+                plan.expected
+                    .entry(self.spec.kinds[r.kind].name.clone())
+                    .or_default()
+                    .add(&r.hash);
             }
-            plan.sizes.insert(
-                b.sequence,
-                BatchSize {
-                    records: b.members.len() as u64,
-                    bytes: b.body.len() as u64,
-                },
-            );
         }
-        plan
+        plan.sizes.insert(
+            b.sequence,
+            BatchSize {
+                records: b.members.len() as u64,
+                bytes: b.body.len() as u64,
+            },
+        );
     }
 
     /// What a backup made now says about itself.
@@ -930,8 +965,9 @@ impl Migrator {
         }
     }
 
-    /// Seals the pairs with the device key and stores the file, pruning old backups.
-    async fn take_backup(&self, pairs: &[Pair]) -> Result<(String, Vec<u8>), Error> {
+    /// Seals the pairs with the device key and stores the file; returns its id. Old backups
+    /// are pruned now, or in the commit of the plan that needs this backup.
+    async fn take_backup(&self, pairs: &[Pair], prune: Prune) -> Result<String, Error> {
         let id = self.random_uuid()?.to_string();
         let now = self.ports.clock.now_ms();
         let metadata = self.backup_metadata(id.clone());
@@ -941,10 +977,7 @@ impl Migrator {
             .seal(pairs, metadata, VaultKey::Device)
             .await?;
         let header = backup::read_header(&file)?;
-        let store = &*self.ports.store;
-        let mut index: Vec<BackupInfo> = load_json(store, BACKUP_INDEX_KEY)
-            .await?
-            .unwrap_or_default();
+        let mut index = self.backups().await?;
         index.push(BackupInfo {
             id: id.clone(),
             created_at_ms: now,
@@ -953,15 +986,29 @@ impl Migrator {
             file_size: file.len() as u64,
             app: self.spec.app.clone(),
         });
-        let mut ops = vec![StoreOp::Put(checkpoint::backup_key(&id), file.clone())];
-        // Keep the oldest backup (the data as it was before Ferry ever ran) and the newest few.
-        while index.len() > RECENT_BACKUPS_KEPT + 1 {
-            let old = index.remove(1);
-            ops.push(StoreOp::Delete(checkpoint::backup_key(&old.id)));
+        let mut ops = vec![StoreOp::Put(checkpoint::backup_key(&id), file)];
+        match prune {
+            Prune::Now => ops.extend(pruned(index)?),
+            Prune::WithThePlan => ops.push(put_json(BACKUP_INDEX_KEY.to_owned(), &index)?),
         }
-        ops.push(put_json(BACKUP_INDEX_KEY.to_owned(), &index)?);
+        let store = &*self.ports.store;
         store.commit(ops).await.map_err(saving("the backup"))?;
-        Ok((id, file))
+        Ok(id)
+    }
+
+    /// The store operations that drop old backups beyond the ones kept ([`pruned`]).
+    async fn prune_backups(&self) -> Result<Vec<StoreOp>, Error> {
+        pruned(self.backups().await?)
+    }
+
+    /// The store operations that drop backup `id` again (a run that found nothing to send).
+    async fn forget_backup(&self, id: &str) -> Result<Vec<StoreOp>, Error> {
+        let mut index = self.backups().await?;
+        index.retain(|b| b.id != id);
+        Ok(vec![
+            StoreOp::Delete(checkpoint::backup_key(id)),
+            put_json(BACKUP_INDEX_KEY.to_owned(), &index)?,
+        ])
     }
 
     /// Steps 6 and 7: sends the outbox, verifies with the server and marks the migration done;
@@ -1304,7 +1351,7 @@ impl Migrator {
     /// the other backups (the same backup a run takes before it sends anything).
     pub async fn backup_now(&self) -> Result<BackupInfo, Error> {
         let pairs = self.backup_pairs()?;
-        let (id, _file) = self.take_backup(&pairs).await?;
+        let id = self.take_backup(&pairs, Prune::Now).await?;
         self.backups()
             .await?
             .into_iter()
@@ -1412,6 +1459,28 @@ impl Migrator {
 }
 
 /// Labels a store error with what was being saved.
+/// When [`Migrator::take_backup`] drops old backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prune {
+    /// In the same commit (a backup taken on request).
+    Now,
+    /// In the commit of the run's plan: a run that turns out to have nothing to send drops
+    /// its backup again, and must not have dropped an older one for it.
+    WithThePlan,
+}
+
+/// Keeps the oldest backup (the data as it was before Ferry ever ran) and the newest few of
+/// `index`: the operations that delete the others and store what is left of the index.
+fn pruned(mut index: Vec<BackupInfo>) -> Result<Vec<StoreOp>, Error> {
+    let mut ops = Vec::new();
+    while index.len() > RECENT_BACKUPS_KEPT + 1 {
+        let old = index.remove(1);
+        ops.push(StoreOp::Delete(checkpoint::backup_key(&old.id)));
+    }
+    ops.push(put_json(BACKUP_INDEX_KEY.to_owned(), &index)?);
+    Ok(ops)
+}
+
 fn saving(what: &'static str) -> impl Fn(Error) -> Error {
     move |e| match e {
         Error::QuotaExceeded { detail, .. } => Error::QuotaExceeded {

@@ -547,15 +547,10 @@ pub fn prepare(
     if let KeySource::Passphrase { salt, .. } = &key_source {
         check_random("salt", salt)?;
     }
-    let snapshot = encode_snapshot(pairs)?;
+    let plaintext = compress_snapshot(pairs)?;
     let key_count = u32::try_from(pairs.len()).map_err(|_| BackupError::SnapshotTooLarge {
-        len: snapshot.len() as u64,
+        len: pairs.len() as u64,
     })?;
-    let compressed = miniz_oxide::deflate::compress_to_vec(&snapshot, COMPRESSION_LEVEL);
-    let mut plaintext = Vec::with_capacity(PAYLOAD_PREFIX_LEN + compressed.len());
-    plaintext.extend_from_slice(&(snapshot.len() as u64).to_le_bytes());
-    plaintext.extend_from_slice(&Sha256::digest(&snapshot));
-    plaintext.extend_from_slice(&compressed);
     let header = BackupHeader {
         metadata,
         key_count,
@@ -576,6 +571,16 @@ pub fn prepare(
 /// 16-byte tag appended, as WebCrypto returns it). Checks that the header decodes and that the
 /// ciphertext has the length it declares.
 pub fn assemble(aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, BackupError> {
+    assemble_with(aad, ciphertext.len(), |out| out.copy_from_slice(ciphertext))
+}
+
+/// [`assemble`] for a ciphertext held elsewhere (the browser's, in JavaScript): `write` fills
+/// the file's last `ciphertext_len` bytes with it, so it is copied once, into the file.
+pub fn assemble_with(
+    aad: &[u8],
+    ciphertext_len: usize,
+    write: impl FnOnce(&mut [u8]),
+) -> Result<Vec<u8>, BackupError> {
     let (header, header_len) = decode_header(aad)?;
     if header_len != aad.len() {
         return Err(BackupError::MalformedHeader {
@@ -585,16 +590,16 @@ pub fn assemble(aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, BackupError> {
             ),
         });
     }
-    let actual = ciphertext.len() as u64;
+    let actual = ciphertext_len as u64;
     if actual != header.ciphertext_len {
         return Err(BackupError::CiphertextLengthMismatch {
             declared: header.ciphertext_len,
             actual,
         });
     }
-    let mut file = Vec::with_capacity(aad.len() + ciphertext.len());
-    file.extend_from_slice(aad);
-    file.extend_from_slice(ciphertext);
+    let mut file = vec![0; aad.len() + ciphertext_len];
+    file[..aad.len()].copy_from_slice(aad);
+    write(&mut file[aad.len()..]);
     Ok(file)
 }
 
@@ -813,7 +818,15 @@ fn snapshot_limit(key_count: u32, byte_size: u64) -> u64 {
     text.saturating_add(lengths).min(MAX_SNAPSHOT_LEN)
 }
 
-fn encode_snapshot(pairs: &[Pair]) -> Result<Vec<u8>, BackupError> {
+/// The payload of a backup of `pairs`: the snapshot's length, its SHA-256 and the snapshot
+/// compressed (raw deflate). The snapshot (each key and value as a little-endian `u32` length
+/// and its bytes) is never held whole: its pieces go to the checksum and the compressor as they
+/// are encoded, so sealing a user's 2.7 MB takes the compressed size, not the snapshot's too.
+fn compress_snapshot(pairs: &[Pair]) -> Result<Vec<u8>, BackupError> {
+    use miniz_oxide::deflate::core::{
+        CompressorOxide, TDEFLFlush, TDEFLStatus, compress_to_output,
+        create_comp_flags_from_zip_params,
+    };
     // Measure first, so an oversized snapshot is refused before anything is allocated.
     let len = pairs
         .iter()
@@ -822,16 +835,43 @@ fn encode_snapshot(pairs: &[Pair]) -> Result<Vec<u8>, BackupError> {
     if len > MAX_SNAPSHOT_LEN {
         return Err(BackupError::SnapshotTooLarge { len });
     }
-    let mut out = Vec::with_capacity(len as usize);
+    let mut out = Vec::with_capacity(PAYLOAD_PREFIX_LEN + (len / 2) as usize);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&[0; CHECKSUM_LEN]); // the checksum, once known
+    let mut checksum = Sha256::new();
+    let flags = create_comp_flags_from_zip_params(COMPRESSION_LEVEL.into(), 0, 0);
+    let mut compressor = CompressorOxide::new(flags);
+    let mut feed = |mut input: &[u8], flush: TDEFLFlush| -> Result<(), BackupError> {
+        loop {
+            let (status, used) = compress_to_output(&mut compressor, input, flush, |bytes| {
+                out.extend_from_slice(bytes);
+                true
+            });
+            input = input.get(used..).unwrap_or_default();
+            match status {
+                TDEFLStatus::Done => return Ok(()),
+                TDEFLStatus::Okay if input.is_empty() && flush == TDEFLFlush::None => {
+                    return Ok(());
+                }
+                TDEFLStatus::Okay => {}
+                other => return Err(corrupt(format!("compressing the snapshot: {other:?}"))),
+            }
+        }
+    };
     for (key, value) in pairs {
         for text in [key.as_escaped(), value.as_escaped()] {
             // Cannot fail: every string is shorter than MAX_SNAPSHOT_LEN, which fits in u32.
             let text_len =
                 u32::try_from(text.len()).map_err(|_| BackupError::SnapshotTooLarge { len })?;
-            out.extend_from_slice(&text_len.to_le_bytes());
-            out.extend_from_slice(text.as_bytes());
+            for piece in [&text_len.to_le_bytes()[..], text.as_bytes()] {
+                checksum.update(piece);
+                feed(piece, TDEFLFlush::None)?;
+            }
         }
     }
+    feed(&[], TDEFLFlush::Finish)?;
+    out[8..PAYLOAD_PREFIX_LEN].copy_from_slice(&checksum.finalize());
+    out.shrink_to_fit();
     Ok(out)
 }
 
@@ -1049,11 +1089,9 @@ mod tests {
         // Every unit escaped: 7 bytes each, the bound must be tight, not exceeded.
         let worst = LosslessString::from_utf16(&[0xFFFF, 0x0000, 0xD800]);
         let pairs = vec![(worst.clone(), worst)];
-        let encoded = encode_snapshot(&pairs).expect("encodes");
-        assert_eq!(
-            encoded.len() as u64,
-            snapshot_limit(1, utf16_byte_size(&pairs))
-        );
+        let payload = compress_snapshot(&pairs).expect("encodes");
+        let snapshot_len = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+        assert_eq!(snapshot_len, snapshot_limit(1, utf16_byte_size(&pairs)));
     }
 
     #[test]

@@ -612,18 +612,57 @@ pub fn build_batches(
     first_sequence: u32,
     limits: BatchLimits,
 ) -> Vec<EncodedBatch> {
-    let mut builder = Builder::new(header.clone(), first_sequence, limits);
-    for i in indexes {
-        if let Some(record) = records.get(i)
-            && let Some((rejected, item)) = encode_item(spec, record)
-        {
-            builder.push(i, rejected, item, record.hash);
-        }
-    }
-    builder.finish()
+    batches(spec, header, records, indexes, first_sequence, limits).collect()
 }
 
-struct Builder {
+/// [`build_batches`] one batch at a time: each comes out as soon as it is full, so a caller
+/// that stores it and lets it go never holds more than one encoded batch.
+pub fn batches<'a, I: IntoIterator<Item = usize>>(
+    spec: &'a Spec,
+    header: &BatchHeader,
+    records: &'a [Record],
+    indexes: I,
+    first_sequence: u32,
+    limits: BatchLimits,
+) -> Batches<'a, I::IntoIter> {
+    Batches {
+        spec,
+        records,
+        indexes: indexes.into_iter(),
+        builder: Some(BatchBuilder::new(header.clone(), first_sequence, limits)),
+    }
+}
+
+/// The iterator of [`batches`].
+pub struct Batches<'a, I> {
+    spec: &'a Spec,
+    records: &'a [Record],
+    indexes: I,
+    /// `None` once the last batch is out.
+    builder: Option<BatchBuilder>,
+}
+
+impl<I: Iterator<Item = usize>> Iterator for Batches<'_, I> {
+    type Item = EncodedBatch;
+
+    fn next(&mut self) -> Option<EncodedBatch> {
+        let builder = self.builder.as_mut()?;
+        for i in self.indexes.by_ref() {
+            let Some(record) = self.records.get(i) else {
+                continue;
+            };
+            let Some((rejected, item)) = encode_item(self.spec, record) else {
+                continue;
+            };
+            if let Some(done) = builder.add(i, rejected, item, record.hash) {
+                return Some(done);
+            }
+        }
+        self.builder.take()?.flush()
+    }
+}
+
+struct BatchBuilder {
     header: BatchHeader,
     limits: BatchLimits,
     next_sequence: u32,
@@ -633,13 +672,12 @@ struct Builder {
     rejected: Vec<String>,
     members: Vec<usize>,
     bytes: usize,
-    done: Vec<EncodedBatch>,
 }
 
 /// Bytes of `{"header":…,"records":[],"rejected":[]}` around the items, bar the header.
 const ENVELOPE_BYTES: usize = 40;
 
-impl Builder {
+impl BatchBuilder {
     fn new(header: BatchHeader, first_sequence: u32, limits: BatchLimits) -> Self {
         Self {
             header,
@@ -650,7 +688,6 @@ impl Builder {
             rejected: Vec::new(),
             members: Vec::new(),
             bytes: 0,
-            done: Vec::new(),
         }
     }
 
@@ -660,14 +697,18 @@ impl Builder {
         ENVELOPE_BYTES + 400 + self.header.app.len() + self.header.spec_version.len()
     }
 
-    fn push(&mut self, index: usize, rejected: bool, item: String, hash: ContentHash) {
+    fn add(
+        &mut self,
+        index: usize,
+        rejected: bool,
+        item: String,
+        hash: ContentHash,
+    ) -> Option<EncodedBatch> {
         let added = item.len() + 1;
         let full = !self.members.is_empty()
             && (self.members.len() >= self.limits.max_records
                 || self.header_bytes() + self.bytes + added > self.limits.max_bytes);
-        if full {
-            self.flush();
-        }
+        let done = if full { self.flush() } else { None };
         self.bytes += added;
         self.members.push(index);
         if rejected {
@@ -676,11 +717,12 @@ impl Builder {
             self.records.push(item);
             self.hashes.push(hash);
         }
+        done
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self) -> Option<EncodedBatch> {
         if self.members.is_empty() {
-            return;
+            return None;
         }
         let mut header = self.header.clone();
         header.sequence = self.next_sequence;
@@ -691,23 +733,27 @@ impl Builder {
         body.push_str("{\"header\":");
         body.push_str(&header_json);
         body.push_str(",\"records\":[");
-        body.push_str(&self.records.join(","));
+        push_items(&mut body, &mut self.records);
         body.push_str("],\"rejected\":[");
-        body.push_str(&self.rejected.join(","));
+        push_items(&mut body, &mut self.rejected);
         body.push_str("]}");
-        self.records.clear();
         self.hashes.clear();
         self.rejected.clear();
         self.bytes = 0;
-        self.done.push(EncodedBatch {
+        Some(EncodedBatch {
             sequence: header.sequence,
             body: body.into_bytes(),
             members: std::mem::take(&mut self.members),
-        });
+        })
     }
+}
 
-    fn finish(mut self) -> Vec<EncodedBatch> {
-        self.flush();
-        self.done
+/// Appends `items` comma-separated, each let go once copied: no joined copy of a batch.
+fn push_items(body: &mut String, items: &mut Vec<String>) {
+    for (n, item) in items.drain(..).enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(&item);
     }
 }

@@ -132,14 +132,16 @@ pub async fn encrypt(
     key: &CryptoKey,
     nonce: &[u8],
     aad: &[u8],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, Error> {
+    plaintext: Vec<u8>,
+) -> Result<Uint8Array, Error> {
     let what = "encrypting the backup";
     let p = subtle()?
-        .encrypt_with_object_and_u8_array(&gcm_params(nonce, aad)?, key, plaintext)
+        .encrypt_with_object_and_u8_array(&gcm_params(nonce, aad)?, key, &plaintext)
         .map_err(|e| crypto_error(what, &e))?;
+    // WebCrypto copied it when called: wasm's copy goes before the wait.
+    drop(plaintext);
     let buf = wait(p).await.map_err(|e| crypto_error(what, &e))?;
-    Ok(Uint8Array::new(&buf).to_vec())
+    Ok(Uint8Array::new(&buf))
 }
 
 /// Decrypts with AES-GCM; a failed tag check is [`BackupError::WrongKeyOrModified`].
@@ -226,8 +228,12 @@ impl Vault for WebCryptoVault {
             };
             let prepared = backup::prepare(pairs, metadata, source, nonce)?;
             let ciphertext =
-                encrypt(&crypto_key, &nonce, &prepared.aad, &prepared.plaintext).await?;
-            Ok(backup::assemble(&prepared.aad, &ciphertext)?)
+                encrypt(&crypto_key, &nonce, &prepared.aad, prepared.plaintext).await?;
+            Ok(backup::assemble_with(
+                &prepared.aad,
+                ciphertext.length() as usize,
+                |out| ciphertext.copy_to(out),
+            )?)
         })
     }
 

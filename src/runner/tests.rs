@@ -185,6 +185,30 @@ fn a_full_disk_stops_before_any_request_with_the_source_intact() {
     assert!(checkpoint_of(&t).is_none());
 }
 
+/// The outbox is stored batch by batch before the checkpoint: entries of a plan interrupted
+/// in between belong to no migration, and the next plan deletes them before its own.
+#[test]
+fn outbox_entries_of_an_interrupted_plan_are_deleted_not_sent() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    let stale = checkpoint::outbox_key(&m.spec().app, 7);
+    block_on(
+        t.ports()
+            .store
+            .commit(vec![StoreOp::Put(stale.clone(), b"{}".to_vec())]),
+    )
+    .unwrap();
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    assert_eq!(t.server.posted_sequences(), vec![0]);
+    assert!(t.store.value(&stale).is_none());
+    assert!(
+        !t.store.keys_now().iter().any(|k| k.contains("/outbox/")),
+        "{:?}",
+        t.store.keys_now()
+    );
+}
+
 /// The spec's `ignore` (the demo's `taskboard:lastRoute`, rewritten on every move between
 /// views): a change to it starts no run, and the light loader's stamp does not watch it.
 #[test]
@@ -279,6 +303,57 @@ fn later_runs_ship_only_added_or_changed_records() {
         2,
         "every migration is backed up first"
     );
+}
+
+#[test]
+fn a_run_that_finds_nothing_new_to_send_leaves_the_backups_as_they_were() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    run(&m, auto()).unwrap();
+    let before = block_on(m.backups()).unwrap();
+    let keys = t.store.keys_now();
+    // The same records in another order: the key changed, every record is confirmed already.
+    let mut items: Vec<String> = (1..=4)
+        .rev()
+        .map(|n| task(n, &format!("task {n}")))
+        .collect();
+    items.push(r#"{"id":"00000000-0000-4000-8000-000000000099","status":"done","createdAt":"2024-01-01T00:00:00Z"}"#.to_owned());
+    t.app.set("tasks", &tasks(&items));
+    let r = run(&m, auto()).unwrap();
+    assert_eq!(r.status, RunStatus::UpToDate, "{r:?}");
+    assert_eq!(r.backup_id, None);
+    assert_eq!(block_on(m.backups()).unwrap(), before);
+    assert_eq!(
+        t.store.keys_now(),
+        keys,
+        "the backup taken first is gone again"
+    );
+}
+
+#[test]
+fn runs_keep_the_first_backup_and_the_newest_few() {
+    let t = seeded();
+    let m = migrator(&t, BatchLimits::default());
+    let mut ids = Vec::new();
+    for n in 0..RECENT_BACKUPS_KEPT + 3 {
+        t.app.set("tasks", &tasks(&[task(1, &format!("edit {n}"))]));
+        ids.push(run(&m, auto()).unwrap().backup_id.unwrap());
+    }
+    let kept: Vec<String> = block_on(m.backups())
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    let mut expected = vec![ids[0].clone()];
+    expected.extend_from_slice(&ids[ids.len() - RECENT_BACKUPS_KEPT..]);
+    assert_eq!(kept, expected);
+    let files = t
+        .store
+        .keys_now()
+        .into_iter()
+        .filter(|k| k.starts_with("backup/"))
+        .count();
+    assert_eq!(files, expected.len(), "{:?}", t.store.keys_now());
 }
 
 #[test]
