@@ -30,6 +30,7 @@
 //! migration id — once per run, so a run never loops.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::task::Poll;
 
 use ferry_core::backup::{self, BackupMetadata, Pair};
 use ferry_core::lossless::LosslessString;
@@ -49,7 +50,7 @@ use crate::client::{
     BatchResult, Client, KindTally, MigrationReport, RecordOutcome, RecordResult, VerifyRequest,
 };
 use crate::error::Error;
-use crate::ports::{Ports, StoreOp, VaultKey};
+use crate::ports::{LocalFuture, Ports, StoreOp, VaultKey};
 use crate::progress::{Meter, Progress, Stage};
 use crate::retry::RetryPolicy;
 use ferry_core::contract::{Choice, ErrorCode, MigrationStatus};
@@ -889,18 +890,22 @@ impl Migrator {
         let migration_id = self.random_uuid()?;
         let mut plan = Plan::default();
         let mut pending = Vec::new();
+        // Each batch's write starts as soon as it is encoded and runs while the next one is
+        // encoded; a write is awaited before the next starts.
+        let mut writing: Option<Started<'_, Result<(), Error>>> = None;
         for b in self.plan_batches(migration_id, &ctx, &records, to_ship) {
             self.tally_batch(&mut plan, &b, &records);
             report.batches_planned += 1;
             report.bytes_planned += b.body.len() as u64;
             pending.push(b.sequence);
-            store
-                .commit(vec![StoreOp::Put(
-                    checkpoint::outbox_key(app, b.sequence),
-                    b.body,
-                )])
-                .await
-                .map_err(saving("the upload plan"))?;
+            if let Some(previous) = writing.take() {
+                previous.finish().await.map_err(saving("the upload plan"))?;
+            }
+            let put = StoreOp::Put(checkpoint::outbox_key(app, b.sequence), b.body);
+            writing = Some(Started::start(store.commit(vec![put])).await);
+        }
+        if let Some(last) = writing {
+            last.finish().await.map_err(saving("the upload plan"))?;
         }
         drop(records);
         let cp = Checkpoint {
@@ -1459,6 +1464,37 @@ impl Migrator {
 }
 
 /// Labels a store error with what was being saved.
+/// A future polled once, so that it has started its work (an IndexedDB write queues its puts,
+/// handing the bytes over to the browser, on its first poll), and awaited later.
+enum Started<'a, T> {
+    /// Still running.
+    Running(LocalFuture<'a, T>),
+    /// Finished on its first poll.
+    Done(T),
+}
+
+impl<'a, T> Started<'a, T> {
+    async fn start(future: LocalFuture<'a, T>) -> Self {
+        let mut future = Some(future);
+        // Called once: it is ready on its first call, and a finished `poll_fn` is not polled.
+        std::future::poll_fn(|cx| match future.take() {
+            Some(mut f) => Poll::Ready(match f.as_mut().poll(cx) {
+                Poll::Ready(out) => Self::Done(out),
+                Poll::Pending => Self::Running(f),
+            }),
+            None => Poll::Pending,
+        })
+        .await
+    }
+
+    async fn finish(self) -> T {
+        match self {
+            Self::Running(future) => future.await,
+            Self::Done(out) => out,
+        }
+    }
+}
+
 /// When [`Migrator::take_backup`] drops old backups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Prune {

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use ferry_core::backup::Pair;
 use ferry_core::lossless::LosslessString;
-use js_sys::{JsString, Uint8Array, Uint32Array};
+use js_sys::{Array, JsString, Uint32Array};
 use wasm_bindgen::prelude::*;
 
 use super::{describe, window};
@@ -42,24 +42,27 @@ const escapePart = (s) =>
     ? (SPECIAL.test(s) ? s.replace(SPECIAL_ALL, escapeUnit) : s)
     : s.replace(LONE_OR_SPECIAL, escapeUnit);
 const CHUNK = 65536;
-export function ferryEscape(s) {
-  if (typeof s.isWellFormed !== "function") return s.replace(LONE_OR_SPECIAL, escapeUnit);
-  if (s.length <= CHUNK) return escapePart(s);
-  // A big value usually holds a lone surrogate or two in megabytes of text: only the chunks
-  // around them take the slow expression. A chunk never ends between the two halves of a pair.
+// A big value usually holds a lone surrogate or two in megabytes of text: only the chunks
+// around them take the slow expression. A chunk never ends between the two halves of a pair.
+function chunks(s, f) {
   const parts = [];
   for (let at = 0; at < s.length; ) {
     let end = Math.min(at + CHUNK, s.length);
     const last = s.charCodeAt(end - 1);
     if (end < s.length && last >= 0xd800 && last <= 0xdbff) end += 1;
-    parts.push(escapePart(s.slice(at, end)));
+    parts.push(f(s.slice(at, end)));
     at = end;
   }
-  return parts.join("");
+  return parts;
 }
-const UTF8 = new TextEncoder();
-export function ferryEscapeUtf8(s) {
-  return UTF8.encode(ferryEscape(s));
+export function ferryEscape(s) {
+  if (typeof s.isWellFormed !== "function") return s.replace(LONE_OR_SPECIAL, escapeUnit);
+  if (s.length <= CHUNK) return escapePart(s);
+  return chunks(s, escapePart).join("");
+}
+export function ferryEscapedParts(s) {
+  if (typeof s.isWellFormed !== "function") return chunks(s.replace(LONE_OR_SPECIAL, escapeUnit), (p) => p);
+  return chunks(s, escapePart);
 }
 "#)]
 extern "C" {
@@ -68,15 +71,16 @@ extern "C" {
     /// formed, so it crosses into wasm without loss.
     #[wasm_bindgen(js_name = ferryEscape)]
     fn escape_in_js(text: &JsString) -> JsString;
-    /// [`escape_in_js`], encoded to UTF-8 in JavaScript: the exact bytes, for a big value.
-    #[wasm_bindgen(js_name = ferryEscapeUtf8)]
-    fn escape_utf8_in_js(text: &JsString) -> Uint8Array;
+    /// [`escape_in_js`] of a big value, as parts of at most 64 Ki code units (a surrogate pair
+    /// is never cut).
+    #[wasm_bindgen(js_name = ferryEscapedParts)]
+    fn escaped_parts_in_js(text: &JsString) -> Array;
 }
 
-/// Code units from which a value crosses into wasm as exact UTF-8 bytes. wasm-bindgen's string
-/// passing reserves three bytes per code unit once it meets a non-ASCII character and gives the
-/// rest back afterwards: for a 2.6 M-unit value that is 7.8 MB of wasm memory, which only
-/// grows. Encoded in JavaScript first, the value takes its own size.
+/// Code units from which a value crosses into wasm in parts. wasm-bindgen's string passing
+/// reserves three bytes per code unit once it meets a non-ASCII character and gives the rest
+/// back afterwards: for a 2.6 M-unit value that is 7.8 MB of wasm memory, which only grows.
+/// Part by part, that reservation is a part's; the parts are then joined at their exact size.
 const EXACT_COPY_UNITS: u32 = 16 * 1024;
 
 // The fingerprint lives in the package's light loader (`stamp.js`), which computes the same
@@ -103,14 +107,23 @@ pub fn lossless(js: &JsString) -> LosslessString {
     let escaped = if js.length() < EXACT_COPY_UNITS {
         Some(String::from(&escape_in_js(js)))
     } else {
-        // TextEncoder's output of a well-formed string is UTF-8; the check costs one pass.
-        String::from_utf8(escape_utf8_in_js(js).to_vec()).ok()
+        joined(&escaped_parts_in_js(js))
     };
     match escaped.map(LosslessString::from_escaped) {
         Some(Ok(value)) => value,
         // Unreachable when the JavaScript above is right; the slow path is exact regardless.
         _ => LosslessString::from_utf16(&js.iter().collect::<Vec<u16>>()),
     }
+}
+
+/// JavaScript strings (well formed) as one Rust string of exactly their UTF-8 size.
+fn joined(parts: &Array) -> Option<String> {
+    let parts: Vec<String> = parts.iter().map(|p| p.as_string()).collect::<Option<_>>()?;
+    let mut out = String::with_capacity(parts.iter().map(String::len).sum());
+    for part in parts {
+        out.push_str(&part);
+    }
+    Some(out)
 }
 
 /// The JavaScript string a lossless value stands for, built from its code units.

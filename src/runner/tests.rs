@@ -185,6 +185,29 @@ fn a_full_disk_stops_before_any_request_with_the_source_intact() {
     assert!(checkpoint_of(&t).is_none());
 }
 
+#[test]
+fn a_disk_full_while_the_outbox_is_stored_stops_before_any_request() {
+    // Room for the backup (as big as one taken on demand on the same data) and no more.
+    let probe = seeded();
+    block_on(migrator(&probe, BatchLimits::default()).backup_now()).unwrap();
+    let used: usize = probe
+        .store
+        .keys_now()
+        .iter()
+        .map(|k| k.len() + probe.store.value(k).map_or(0, |v| v.len()))
+        .sum();
+    let t = seeded();
+    t.store.quota.set(Some(used + 64));
+    let m = migrator(&t, BatchLimits::default());
+    let e = run(&m, auto()).unwrap_err();
+    assert!(
+        matches!(&e, Error::QuotaExceeded { what, .. } if what == "the upload plan"),
+        "{e}"
+    );
+    assert!(t.server.seen.borrow().is_empty(), "nothing sent");
+    assert!(checkpoint_of(&t).is_none());
+}
+
 /// The outbox is stored batch by batch before the checkpoint: entries of a plan interrupted
 /// in between belong to no migration, and the next plan deletes them before its own.
 #[test]
