@@ -67,7 +67,7 @@ function machine() {
     node: process.version,
     rustc: sh('rustc', ['--version']),
     postgres: sh('psql', ['--version']),
-    commit: sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']) + (sh('git', ['-C', ROOT, 'status', '--porcelain']) ? ' (with uncommitted changes)' : ''),
+    commit: sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']) + (sh('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no']) ? ' (with uncommitted changes)' : ''),
   };
 }
 
