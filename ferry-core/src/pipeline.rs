@@ -18,7 +18,7 @@
 //! browser used, so both sides agree on ids, hashes, and outcomes.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -707,15 +707,34 @@ fn process_whole_value(
 /// other sources and for a value that is not a well-formed array: the whole-value path says
 /// why.
 fn array_items<'a>(kind: &Kind, value: &'a LosslessString) -> Option<Vec<&'a RawValue>> {
-    if !matches!(kind.source, Source::Array(_)) || kind.path.is_some() {
+    if !matches!(kind.source, Source::Array(_)) {
         return None;
     }
     // Read from the text as it is: skipping over a string does not decode its escapes, so the
     // lone-surrogate escapes `prepare_json` rewrites are no obstacle here.
-    let mut de = serde_json::Deserializer::from_str(value.as_escaped());
-    let items = <Vec<&RawValue>>::deserialize(&mut de).ok()?;
+    let mut text = value.as_escaped();
+    if let Some(path) = &kind.path {
+        // An array inside an object (`{"state": {"todos": […]}}`, as state libraries persist
+        // it), reached member by member like `Value::pointer` does (the last of two equal
+        // member names, as a map keeps it). Anything else (an array index, an escaped `~` or a
+        // member name that needs the lossless rule) takes the whole-value path.
+        for name in path.strip_prefix('/')?.split('/') {
+            if name.contains(['~', '\0', '\u{FFFF}']) {
+                return None;
+            }
+            let members: BTreeMap<String, &RawValue> = from_whole_text(text)?;
+            text = members.get(name)?.get();
+        }
+    }
+    from_whole_text(text)
+}
+
+/// `text` read as one `T`, nothing after it.
+fn from_whole_text<'a, T: Deserialize<'a>>(text: &'a str) -> Option<T> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let out = T::deserialize(&mut de).ok()?;
     de.end().ok()?;
-    Some(items)
+    Some(out)
 }
 
 /// Processes an array's items (from [`array_items`]): each is parsed by the same rule as
@@ -1952,13 +1971,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// An array kind, at `path` when given.
+    fn array_spec_at(path: Option<&str>) -> Spec {
+        let mut kind = serde_json::json!({"name": "item", "source": {"array": "items"},
+            "table": "items", "conflict": "skip", "id": {"from": "id", "scope": "global"},
+            "fields": [{"from": "title", "column": "title", "type": "string", "length": {"max": 8}}]});
+        if let Some(path) = path {
+            kind["source"]["path"] = path.into();
+        }
+        let doc = serde_json::json!({"ferry_spec": 1, "app": "t", "version": "1", "kinds": [kind]});
+        Spec::parse(&doc.to_string()).unwrap()
+    }
+
     fn array_spec() -> Spec {
-        Spec::parse(
-            r#"{"ferry_spec":1,"app":"t","version":"1","kinds":[{"name":"item",
-                "source":{"array":"items"},"table":"items","conflict":"skip","id":{"from":"id","scope":"global"},
-                "fields":[{"from":"title","column":"title","type":"string","length":{"max":8}}]}]}"#,
-        )
-        .unwrap()
+        array_spec_at(None)
     }
 
     fn both_paths(spec: &Spec, text: &str) -> (Vec<Record>, Vec<Record>) {
@@ -1997,6 +2023,37 @@ mod tests {
         assert_eq!(items.len(), 2);
     }
 
+    #[test]
+    fn an_array_at_a_path_item_by_item_gives_the_records_of_the_whole_value() {
+        let spec = array_spec_at(Some("/state/items"));
+        let items = r#"[{"id":1,"title":"a"},{"id":2,"title":"far too long"}]"#;
+        for text in [
+            format!(r#"{{"state":{{"items":{items},"n":1}},"version":0}}"#),
+            format!(r#"{{"state":{{"items":[]}},"state":{{"items":{items}}}}}"#),
+            format!(r#"{{"state":{{"items":{items}}},"state":{{"other":1}}}}"#),
+            format!(r#"{{"st\u0061te":{{"items":{items}}}}}"#),
+            format!(r#"{{"state":{{"it\ud800ems":1,"items":{items}}}}}"#),
+            format!(r#"{{"state":[{items}]}}"#),
+            r#"{"state":{"items":{"id":1}}}"#.to_string(),
+            r#"{"state":{}}"#.to_string(),
+            format!(r#"{{"state":{{"items":{items}}}}} trailing"#),
+            format!(r#"[{items}]"#),
+        ] {
+            let (items, whole) = both_paths(&spec, &text);
+            assert_eq!(items, whole, "{text}");
+        }
+        let text = format!(r#"{{"state":{{"items":{items}}}}}"#);
+        assert_eq!(both_paths(&spec, &text).0.len(), 2);
+        // Paths the item-by-item reader leaves to the whole value: an index, an escaped `~`.
+        for path in ["/state/0", "/st~0ate/items"] {
+            let spec = array_spec_at(Some(path));
+            let text = r#"{"state":[[{"id":1,"title":"a"}]],"st~ate":{"items":[{"id":2}]}}"#;
+            let (items, whole) = both_paths(&spec, text);
+            assert_eq!(items, whole, "{path}");
+            assert_eq!(items.len(), 1, "{path}");
+        }
+    }
+
     proptest! {
         /// Any text cut or spliced from a valid array, escapes of lone surrogates and pairs
         /// included: both paths agree, broken or not.
@@ -2023,6 +2080,11 @@ mod tests {
                     }
                 }
             }
+            let (items, whole) = both_paths(&spec, &text);
+            prop_assert_eq!(items, whole);
+            // The same text where a persisted store keeps it.
+            let spec = array_spec_at(Some("/state/items"));
+            let text = format!(r#"{{"version":0,"state":{{"items":{text}}}}}"#);
             let (items, whole) = both_paths(&spec, &text);
             prop_assert_eq!(items, whole);
         }
