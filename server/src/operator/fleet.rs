@@ -283,6 +283,9 @@ pub async fn summary(
     })
 }
 
+/// Longest example of a rejection reason in [`render`]'s text, in characters.
+const EXAMPLE_CHARS: usize = 200;
+
 /// The summary as the terminal shows it: users by state, one line per kind, the trend.
 pub fn render(summary: &FleetSummary) -> String {
     use std::fmt::Write as _;
@@ -326,8 +329,10 @@ pub fn render(summary: &FleetSummary) -> String {
             r.kind,
             r.field.as_deref().unwrap_or("(record)"),
             r.records,
-            // Control characters escaped: a record's text must not drive the terminal.
-            crate::http::error::shorten_chars(
+            // Control characters escaped: a record's text must not drive the terminal. The
+            // sentence is the pipeline's, values in it already shortened and sensitive ones
+            // redacted: cut only so that one line stays one line's worth.
+            crate::http::error::cut_chars(
                 &r.example
                     .chars()
                     .map(|c| if c.is_control() {
@@ -335,7 +340,8 @@ pub fn render(summary: &FleetSummary) -> String {
                     } else {
                         c.to_string()
                     })
-                    .collect::<String>()
+                    .collect::<String>(),
+                EXAMPLE_CHARS
             )
         );
     }

@@ -416,6 +416,18 @@ async fn the_fleet_summary_counts_users_by_their_latest_run_and_records_per_kind
         text.contains(&format!("kind tasks: {} received (", tasks.received)),
         "{text}"
     );
+    // The example of each reason is the pipeline's sentence, readable (not cut to a few
+    // characters like a value quoted in an HTTP error).
+    let example = text
+        .lines()
+        .find(|l| l.starts_with("rejected tasks field "))
+        .and_then(|l| l.split_once(" records, e.g. "))
+        .map(|(_, e)| e.to_owned())
+        .unwrap_or_default();
+    assert!(
+        example.starts_with("record ") && example.chars().count() > 30,
+        "{text}"
+    );
 
     let Some(url) = app.conninfo.clone() else {
         return;
