@@ -80,11 +80,14 @@ async fn spawn_layouts_app(spec: &Spec) -> TestApp {
         ferry_server::db::ddl::create_tables(spec),
     )
     .unwrap();
-    spawn_app_with(|s| {
+    let app = spawn_app_with(|s| {
         s.spec = vec![dir.join("spec.json")];
         s.app_migrations = Some(migrations);
     })
-    .await
+    .await;
+    // Read at start: the folder is not left behind in the temporary directory.
+    let _ = std::fs::remove_dir_all(&dir);
+    app
 }
 
 #[tokio::test]
