@@ -20,7 +20,7 @@
 // (a run that does not complete, a count in PostgreSQL that differs, a page error).
 // Needs: pkg/ built (scripts/build-wasm.sh), `npm ci` in tests/e2e/ and in bench/.
 
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { gzipSync, brotliCompressSync } from 'node:zlib';
 import os from 'node:os';
@@ -319,6 +319,7 @@ function benchServer() {
   log(`cargo ${args.join(' ')}`);
   execFileSync('cargo', args, { cwd: ROOT, stdio: ['ignore', 2, 2], env: process.env });
   results.server = JSON.parse(readFileSync(json, 'utf8'));
+  rmSync(json, { force: true });
 }
 
 function benchSize() {

@@ -12,10 +12,26 @@ use uuid::Uuid;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ferry-server");
 
-fn scratch() -> PathBuf {
+/// A folder of the test's own under the temporary directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch() -> Scratch {
     let dir = std::env::temp_dir().join(format!("ferry-spec-infer-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    dir
+    Scratch(dir)
 }
 
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
