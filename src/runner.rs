@@ -579,24 +579,30 @@ impl Migrator {
         // 3. Back up before anything is parsed, so that the backup's buffers and the records
         // are never in memory together, and before any request leaves. A dry run sends
         // nothing and backs up nothing.
-        let backup_id = if options.dry_run {
-            None
+        // Its write to the store runs while the records are parsed and is awaited before
+        // anything else is stored or sent.
+        let (backup_id, storing) = if options.dry_run {
+            (None, None)
         } else {
             on_progress(&meter.at(Stage::Backup, clock.now_ms(), 0, 0));
             let read = changed.pairs.len();
             let mut pairs = self.with_rest_of_backup(std::mem::take(&mut changed.pairs))?;
-            let id = self.take_backup(&pairs, Prune::WithThePlan).await?;
+            let (id, ops) = self.seal_backup(&pairs, Prune::WithThePlan).await?;
+            let storing = Started::start(self.ports.store.commit(ops)).await;
             report.backup_id = Some(id.clone());
             // The rest of the backup's scope was appended after the keys read.
             pairs.truncate(read);
             changed.pairs = pairs;
-            Some(id)
+            (Some(id), Some(storing))
         };
 
         // 4. Parse, validate, and keep what the server has not confirmed.
         on_progress(&meter.at(Stage::Validate, clock.now_ms(), 0, 0));
         let validated = self.validate(&changed.pairs, report).await?;
         changed.pairs = Vec::new();
+        if let Some(storing) = storing {
+            storing.finish().await.map_err(saving("the backup"))?;
+        }
         let Some(backup_id) = backup_id else {
             // Encoded like a real run's batches, so the dry run says what would go on the wire.
             let Validated {
@@ -973,6 +979,19 @@ impl Migrator {
     /// Seals the pairs with the device key and stores the file; returns its id. Old backups
     /// are pruned now, or in the commit of the plan that needs this backup.
     async fn take_backup(&self, pairs: &[Pair], prune: Prune) -> Result<String, Error> {
+        let (id, ops) = self.seal_backup(pairs, prune).await?;
+        let store = &*self.ports.store;
+        store.commit(ops).await.map_err(saving("the backup"))?;
+        Ok(id)
+    }
+
+    /// Seals the pairs with the device key: the backup's id and the store operations that
+    /// keep it (the file and the index, pruned now or not).
+    async fn seal_backup(
+        &self,
+        pairs: &[Pair],
+        prune: Prune,
+    ) -> Result<(String, Vec<StoreOp>), Error> {
         let id = self.random_uuid()?.to_string();
         let now = self.ports.clock.now_ms();
         let metadata = self.backup_metadata(id.clone());
@@ -996,9 +1015,7 @@ impl Migrator {
             Prune::Now => ops.extend(pruned(index)?),
             Prune::WithThePlan => ops.push(put_json(BACKUP_INDEX_KEY.to_owned(), &index)?),
         }
-        let store = &*self.ports.store;
-        store.commit(ops).await.map_err(saving("the backup"))?;
-        Ok(id)
+        Ok((id, ops))
     }
 
     /// The store operations that drop old backups beyond the ones kept ([`pruned`]).
