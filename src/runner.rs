@@ -9,7 +9,8 @@
 //! 3. seals a backup of the whole origin's localStorage (the keys it read and every other key
 //!    in the backup's scope, `ferry_core::backup::in_scope`) and stores it, *before any
 //!    request* and before parsing (the backup's buffers and the records are never in memory
-//!    together); a full disk stops the run here with [`Error::QuotaExceeded`] and nothing sent;
+//!    together; its write runs during step 4 and is awaited right after it); a full disk stops
+//!    the run with [`Error::QuotaExceeded`] and nothing sent;
 //! 4. parses and validates with `ferry_core::pipeline` (keeping what the browser ships:
 //!    `Keep::Shipping`), and keeps only records whose content hash the server has not
 //!    confirmed yet (incremental runs); when none is left, the backup goes again;
