@@ -578,10 +578,9 @@ impl Migrator {
         };
 
         // 3. Back up before anything is parsed, so that the backup's buffers and the records
-        // are never in memory together, and before any request leaves. A dry run sends
-        // nothing and backs up nothing.
-        // Its write to the store runs while the records are parsed and is awaited before
-        // anything else is stored or sent.
+        // are never in memory together, and before any request leaves: its write to the store
+        // runs while the records are parsed and is awaited before anything else is stored or
+        // sent. A dry run sends nothing and backs up nothing.
         let (backup_id, storing) = if options.dry_run {
             (None, None)
         } else {
@@ -977,10 +976,10 @@ impl Migrator {
         }
     }
 
-    /// Seals the pairs with the device key and stores the file; returns its id. Old backups
-    /// are pruned now, or in the commit of the plan that needs this backup.
-    async fn take_backup(&self, pairs: &[Pair], prune: Prune) -> Result<String, Error> {
-        let (id, ops) = self.seal_backup(pairs, prune).await?;
+    /// Seals the pairs with the device key and stores the file, pruning old backups in the
+    /// same commit (a backup taken on request); returns its id.
+    async fn take_backup(&self, pairs: &[Pair]) -> Result<String, Error> {
+        let (id, ops) = self.seal_backup(pairs, Prune::Now).await?;
         let store = &*self.ports.store;
         store.commit(ops).await.map_err(saving("the backup"))?;
         Ok(id)
@@ -1374,7 +1373,7 @@ impl Migrator {
     /// the other backups (the same backup a run takes before it sends anything).
     pub async fn backup_now(&self) -> Result<BackupInfo, Error> {
         let pairs = self.backup_pairs()?;
-        let id = self.take_backup(&pairs, Prune::Now).await?;
+        let id = self.take_backup(&pairs).await?;
         self.backups()
             .await?
             .into_iter()

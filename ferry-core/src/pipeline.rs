@@ -163,6 +163,15 @@ pub enum Raw {
 }
 
 impl Raw {
+    /// The record as [`process_record`] takes it: the JSON parsed (by [`parse_json`]), or the
+    /// text that is not JSON.
+    pub fn to_input(&self) -> Result<RecordInput, serde_json::Error> {
+        Ok(match self {
+            Self::Json(text) => RecordInput::Json(parse_json(text)?),
+            Self::Text(text) => RecordInput::Text(text.clone()),
+        })
+    }
+
     /// The text carried on the wire and stored in the quarantine.
     pub fn text(&self) -> &str {
         match self {
@@ -1787,10 +1796,7 @@ fn full_row<'a>(spec: &Spec, ctx: &Context, r: &'a Record) -> Option<Cow<'a, Row
     if row.cells.len() == spec.kinds[r.kind].fields.len() {
         return Some(Cow::Borrowed(row));
     }
-    let input = match &r.raw {
-        Raw::Json(text) => RecordInput::Json(parse_json(text).ok()?),
-        Raw::Text(text) => RecordInput::Text(text.clone()),
-    };
+    let input = r.raw.to_input().ok()?;
     let again = process_record(spec, r.kind, &r.key, r.locator.clone(), input, ctx);
     match again.outcome {
         Outcome::Valid(row) | Outcome::Repaired(row, _) => Some(Cow::Owned(row)),

@@ -34,9 +34,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::lossless::LosslessString;
-use crate::pipeline::{
-    self, ContentHash, Context, Locator, Note, Outcome, Raw, Record, RecordInput,
-};
+use crate::pipeline::{self, ContentHash, Context, Locator, Note, Outcome, Raw, Record};
 use crate::spec::Spec;
 
 /// The format tag of the batches the browser makes.
@@ -479,12 +477,9 @@ pub fn reprocess(spec: &Spec, header: &BatchHeader, item: &WireRecord) -> Record
             format!("unknown kind {}", pipeline::quote(&item.kind)),
         );
     };
-    let input = match &item.raw {
-        Raw::Json(text) => match pipeline::parse_json(text) {
-            Ok(v) => RecordInput::Json(v),
-            Err(e) => return foreign(item, format!("the raw record is not JSON: {e}")),
-        },
-        Raw::Text(t) => RecordInput::Text(t.clone()),
+    let input = match item.raw.to_input() {
+        Ok(input) => input,
+        Err(e) => return foreign(item, format!("the raw record is not JSON: {e}")),
     };
     let mut record = pipeline::process_record(spec, kind, &item.key, locator, input, &ctx);
     if record.id != Some(item.id) || item.hash.is_some_and(|h| h != record.hash) {
@@ -738,7 +733,6 @@ impl BatchBuilder {
         push_items(&mut body, &mut self.rejected);
         body.push_str("]}");
         self.hashes.clear();
-        self.rejected.clear();
         self.bytes = 0;
         Some(EncodedBatch {
             sequence: header.sequence,

@@ -57,8 +57,7 @@ function chunks(s, f) {
 }
 export function ferryEscape(s) {
   if (typeof s.isWellFormed !== "function") return s.replace(LONE_OR_SPECIAL, escapeUnit);
-  if (s.length <= CHUNK) return escapePart(s);
-  return chunks(s, escapePart).join("");
+  return escapePart(s);
 }
 export function ferryEscapedParts(s) {
   if (typeof s.isWellFormed !== "function") return chunks(s.replace(LONE_OR_SPECIAL, escapeUnit), (p) => p);
@@ -68,7 +67,8 @@ export function ferryEscapedParts(s) {
 extern "C" {
     /// The lossless rule applied to a JavaScript string, in JavaScript: each NUL, lone
     /// surrogate and U+FFFF becomes U+FFFF + four uppercase hex digits. The result is well
-    /// formed, so it crosses into wasm without loss.
+    /// formed, so it crosses into wasm without loss. For values below [`IN_PARTS_FROM_UNITS`];
+    /// bigger ones come in parts ([`escaped_parts_in_js`]).
     #[wasm_bindgen(js_name = ferryEscape)]
     fn escape_in_js(text: &JsString) -> JsString;
     /// [`escape_in_js`] of a big value, as parts of at most 64 Ki code units (a surrogate pair
@@ -81,7 +81,7 @@ extern "C" {
 /// reserves three bytes per code unit once it meets a non-ASCII character and gives the rest
 /// back afterwards: for a 2.6 M-unit value that is 7.8 MB of wasm memory, which only grows.
 /// Part by part, that reservation is a part's; the parts are then joined at their exact size.
-const EXACT_COPY_UNITS: u32 = 16 * 1024;
+const IN_PARTS_FROM_UNITS: u32 = 16 * 1024;
 
 // The fingerprint lives in the package's light loader (`stamp.js`), which computes the same
 // fingerprints before the wasm is even downloaded: one implementation for both.
@@ -104,7 +104,7 @@ pub fn fingerprint(js: &JsString) -> Fingerprint {
 
 /// The exact escaped form of a JavaScript string.
 pub fn lossless(js: &JsString) -> LosslessString {
-    let escaped = if js.length() < EXACT_COPY_UNITS {
+    let escaped = if js.length() < IN_PARTS_FROM_UNITS {
         Some(String::from(&escape_in_js(js)))
     } else {
         joined(&escaped_parts_in_js(js))
