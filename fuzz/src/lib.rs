@@ -240,7 +240,17 @@ pub fn spec_parse(data: &[u8]) {
     let mut pairs = Vec::new();
     for (i, kind) in spec.kinds.iter().enumerate() {
         let key = match &kind.source {
-            Source::Prefix(p) => format!("{p}x"),
+            // A key under the prefix that no kind names exactly (an exact key wins over a
+            // prefix): each such kind rules out one of these, so one of them is free.
+            Source::Prefix(p) => (1..=spec.kinds.len() + 1)
+                .map(|n| format!("{p}{}", "x".repeat(n)))
+                .find(|key| {
+                    !spec
+                        .kinds
+                        .iter()
+                        .any(|k| !matches!(k.source, Source::Prefix(_)) && k.source.key() == key)
+                })
+                .unwrap_or_default(),
             other => other.key().to_owned(),
         };
         assert!(

@@ -306,3 +306,21 @@ fn js_stringify_matches_javascript() {
     units.extend("😀".encode_utf16());
     assert_eq!(js_stringify(&units), "\"a\\\"\\\\\\n\\u0001\\ud800😀\"");
 }
+
+/// Found by `spec_parse`: a kind whose exact key lies under another kind's prefix owns that
+/// key, so the prefix kind's probe key must be another one.
+#[test]
+fn an_exact_key_under_a_prefix_is_not_the_prefix_kinds_probe() {
+    let kind = |name: &str, source: &str, id: &str| {
+        format!(
+            r#"{{"name":"{name}","source":{source},"id":{{"from":"{id}","scope":"device"}},"table":"{name}","conflict":"skip","fields":[{{"from":"text","column":"text","type":"string"}}]}}"#
+        )
+    };
+    let spec = format!(
+        r#"{{"ferry_spec":1,"app":"a","version":"1","kinds":[{},{}]}}"#,
+        kind("account", r#"{"object":"a.draft.x"}"#, "$singleton"),
+        kind("drafts", r#"{"prefix":"a.draft."}"#, "$key_suffix"),
+    );
+    assert!(Spec::parse(&spec).is_ok(), "{spec}");
+    spec_parse(spec.as_bytes());
+}
